@@ -1,0 +1,1 @@
+"""The `vm-backup` command: validate a config, sync to Composer, run the local demo."""
