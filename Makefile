@@ -13,20 +13,20 @@ env: $(UV)
 	$(UV) sync --frozen --compile-bytecode
 
 demo: env
-	$(UV) run --frozen vm-backup demo
+	$(UV) run --no-sync vm-backup demo
 
 lint: env
-	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync ruff check .
 
 typecheck: env
-	$(UV) run --frozen mypy
+	$(UV) run --no-sync mypy
 
-terraform-check:
-	bash terraform/check.sh
+terraform-check: $(UV)
+	UV=$(UV) bash terraform/check.sh
 
 pytest: env
-	$(UV) run --frozen pytest
+	$(UV) run --no-sync pytest
 
 test: lint typecheck terraform-check pytest
 

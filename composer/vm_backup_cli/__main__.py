@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Back up Compute Engine VMs from Cloud Composer.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module_name in SUBCOMMANDS.items():
+    for module_name in SUBCOMMANDS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,67 @@
+# Least privilege: the environment runs as its own service account. It gets what Composer itself
+# needs (composer.worker) and, in every target project, a custom role holding exactly the Compute
+# Engine permissions the operators call (tests/deploy/test_terraform.py keeps this list equal to
+# gce_vm_backup.permissions.REQUIRED_PERMISSIONS). All grants are additive (*_iam_member).
+
+locals {
+  backup_permissions = [
+    # Precheck reads the VM and its attached disks; label selectors list VMs (list covers aggregatedList).
+    "compute.instances.get",
+    "compute.instances.list",
+    # Stop before the snapshot, start (or resume) after it.
+    "compute.instances.stop",
+    "compute.instances.start",
+    "compute.instances.resume",
+    # Read disk size and type before snapshotting.
+    "compute.disks.get",
+    "compute.regionDisks.get",
+    # snapshots.insert with a source disk needs createSnapshot on the disk ...
+    "compute.disks.createSnapshot",
+    "compute.regionDisks.createSnapshot",
+    # ... and create + setLabels on the snapshot (labels mark it as made by this project).
+    "compute.snapshots.create",
+    "compute.snapshots.setLabels",
+    # Find our own snapshot again on retry, verify READY, list for retention, delete expired ones.
+    "compute.snapshots.get",
+    "compute.snapshots.list",
+    "compute.snapshots.delete",
+    # Wait on every long-running operation (get and wait both need .get).
+    "compute.zoneOperations.get",
+    "compute.regionOperations.get",
+    "compute.globalOperations.get",
+  ]
+}
+
+# Composer needs this role on its environment's service account to run Airflow components.
+resource "google_project_iam_member" "composer_worker" {
+  project = var.project_id
+  role    = "roles/composer.worker" # checkov:skip=CKV_GCP_49:roles/composer.worker is required by a Composer environment's service account and grants no IAM administration.
+  member  = "serviceAccount:${google_service_account.composer.email}"
+}
+
+# Composer 3 with a user-managed service account: the Composer Service Agent must be able to act on it.
+resource "google_service_account_iam_member" "composer_service_agent" {
+  service_account_id = google_service_account.composer.name
+  role               = "roles/composer.ServiceAgentV2Ext"
+  member             = "serviceAccount:service-${data.google_project.environment.number}@cloudcomposer-accounts.iam.gserviceaccount.com"
+}
+
+# The backup role, created in each project whose VMs are backed up (custom project roles are per project).
+resource "google_project_iam_custom_role" "backup" {
+  for_each = local.target_projects
+
+  project     = each.value
+  role_id     = var.custom_role_id
+  title       = "GCE VM backup operator"
+  description = "Stop, snapshot and start VMs and prune the snapshots gce-vm-backup made. Managed by terraform."
+  permissions = local.backup_permissions
+}
+
+# The environment's service account gets the backup role in each target project.
+resource "google_project_iam_member" "backup" {
+  for_each = local.target_projects
+
+  project = each.value
+  role    = google_project_iam_custom_role.backup[each.value].id
+  member  = "serviceAccount:${google_service_account.composer.email}"
+}

@@ -1,0 +1,102 @@
+variable "project_id" {
+  description = "Project that hosts the Composer environment and its service account."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a valid Google Cloud project id (6-30 chars, lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Region of the Composer environment, for example europe-west1."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must look like europe-west1 or us-central1."
+  }
+}
+
+variable "environment_name" {
+  description = "Name of the Composer environment."
+  type        = string
+  default     = "vm-backup"
+
+  validation {
+    condition     = can(regex("^[a-z]([-a-z0-9]{0,62}[a-z0-9])?$", var.environment_name))
+    error_message = "environment_name must be 1-64 chars: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "image_version" {
+  description = "Composer image. Must be Composer 3 on Airflow 3 (the operators use the airflow.sdk API)."
+  type        = string
+  default     = "composer-3-airflow-3.3.2"
+
+  validation {
+    condition     = can(regex("^composer-3-airflow-3(\\.[0-9]+){0,2}(-build\\.[0-9]+)?$", var.image_version))
+    error_message = "image_version must be a Composer 3 image on Airflow 3, e.g. composer-3-airflow-3.3.2 or composer-3-airflow-3.3.2-build.4."
+  }
+}
+
+variable "environment_size" {
+  description = "Composer environment size."
+  type        = string
+  default     = "ENVIRONMENT_SIZE_SMALL"
+
+  validation {
+    condition     = contains(["ENVIRONMENT_SIZE_SMALL", "ENVIRONMENT_SIZE_MEDIUM", "ENVIRONMENT_SIZE_LARGE"], var.environment_size)
+    error_message = "environment_size must be ENVIRONMENT_SIZE_SMALL, ENVIRONMENT_SIZE_MEDIUM or ENVIRONMENT_SIZE_LARGE."
+  }
+}
+
+variable "service_account_id" {
+  description = "Account id (the part before @) of the dedicated service account the environment runs as."
+  type        = string
+  default     = "vm-backup-composer"
+
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.service_account_id))
+    error_message = "service_account_id must be 6-30 chars: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "target_project_ids" {
+  description = "Projects whose VMs are backed up. The backup role is created and granted in each. Empty means the environment's own project."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.target_project_ids : can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", p))])
+    error_message = "Every entry of target_project_ids must be a valid project id."
+  }
+}
+
+variable "custom_role_id" {
+  description = "Id of the custom IAM role created in each target project for the backup operators."
+  type        = string
+  default     = "gceVmBackupOperator"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.custom_role_id))
+    error_message = "custom_role_id must be 3-64 chars of letters, digits, underscores and dots."
+  }
+}
+
+variable "compute_endpoint" {
+  description = "Optional Compute Engine API endpoint (https), for Private Service Connect or a regional endpoint. Empty means Google's default."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.compute_endpoint == "" || can(regex("^https://", var.compute_endpoint))
+    error_message = "compute_endpoint must be empty or an https:// URL."
+  }
+}
+
+variable "labels" {
+  description = "Labels put on the Composer environment."
+  type        = map(string)
+  default     = {}
+}

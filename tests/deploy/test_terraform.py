@@ -1,0 +1,125 @@
+"""Static tests of terraform/: parsed with python-hcl2, no provider download needed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+from hcl2 import SerializationOptions
+
+from gce_vm_backup.permissions import REQUIRED_PERMISSIONS
+
+TERRAFORM_DIR = Path(__file__).resolve().parents[2] / "terraform"
+PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
+
+
+def _load(name: str) -> dict[str, Any]:
+    options = SerializationOptions(strip_string_quotes=True, with_comments=False)
+    with (TERRAFORM_DIR / name).open() as handle:
+        return hcl2.load(handle, serialization_options=options)
+
+
+def _all_tf() -> dict[str, dict[str, Any]]:
+    return {path.name: _load(path.name) for path in sorted(TERRAFORM_DIR.glob("*.tf"))}
+
+
+def _resources(kind: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for parsed in _all_tf().values():
+        for block in parsed.get("resource", []):
+            found.update(block.get(kind, {}))
+    return found
+
+
+def _variables() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for block in _load("variables.tf")["variable"]:
+        found.update(block)
+    return found
+
+
+def test_the_file_split_of_terraform_google_modules_is_kept():
+    names = {path.name for path in TERRAFORM_DIR.iterdir()}
+    assert {"versions.tf", "main.tf", "variables.tf", "outputs.tf", "iam.tf", "README.md"} <= names
+    assert "terraform.tfvars.example" in names
+
+
+def test_custom_role_holds_exactly_the_permissions_the_code_uses():
+    locals_block = _load("iam.tf")["locals"][0]
+    role_permissions = locals_block["backup_permissions"]
+    assert len(role_permissions) == len(set(role_permissions)), "duplicate permission in the role"
+    assert set(role_permissions) == set(REQUIRED_PERMISSIONS)
+    role = _resources("google_project_iam_custom_role")["backup"]
+    assert role["permissions"] == "${local.backup_permissions}"
+
+
+def test_image_version_defaults_to_composer_3_on_airflow_3_and_rejects_others():
+    variable = _variables()["image_version"]
+    assert variable["default"].startswith("composer-3-airflow-3")
+    condition = variable["validation"][0]["condition"]
+    pattern = re.search(r'regex\("(.+?)", var\.image_version\)', condition)
+    assert pattern, condition
+    regex = pattern.group(1).replace("\\\\", "\\")
+    assert re.fullmatch(regex, "composer-3-airflow-3.3.2")
+    assert re.fullmatch(regex, "composer-3-airflow-3.3.2-build.4")
+    assert not re.fullmatch(regex, "composer-3-airflow-2.10.5")
+    assert not re.fullmatch(regex, "composer-2.9.7-airflow-2.9.3")
+
+
+def test_the_environment_runs_as_the_dedicated_service_account_on_the_configured_image():
+    environment = _resources("google_composer_environment")["this"]
+    config = environment["config"][0]
+    assert config["node_config"][0]["service_account"] == "${google_service_account.composer.email}"
+    assert config["software_config"][0]["image_version"] == "${var.image_version}"
+    assert config["software_config"][0]["env_variables"] == "${local.backup_env}"
+
+
+def test_no_service_account_keys_and_no_primitive_roles():
+    text = "\n".join(path.read_text() for path in TERRAFORM_DIR.glob("*.tf"))
+    assert "google_service_account_key" not in text
+    for role in PRIMITIVE_ROLES:
+        assert f'"{role}"' not in text
+
+
+@pytest.mark.parametrize(
+    "kind", ["google_project_iam_binding", "google_project_iam_policy", "google_service_account_iam_binding"]
+)
+def test_iam_is_additive_only(kind):
+    assert _resources(kind) == {}
+
+
+def test_composer_worker_is_granted_to_the_environment_service_account():
+    grant = _resources("google_project_iam_member")["composer_worker"]
+    assert grant["role"] == "roles/composer.worker"
+    assert grant["member"] == "serviceAccount:${google_service_account.composer.email}"
+
+
+def test_backup_role_is_granted_in_every_target_project():
+    grant = _resources("google_project_iam_member")["backup"]
+    assert grant["for_each"] == "${local.target_projects}"
+    assert grant["role"] == "${google_project_iam_custom_role.backup[each.value].id}"
+
+
+def test_every_variable_is_typed_and_described():
+    for name, variable in _variables().items():
+        assert variable.get("type"), f"variable {name} has no type"
+        assert variable.get("description"), f"variable {name} has no description"
+
+
+@pytest.mark.parametrize(
+    "name", ["project_id", "region", "environment_name", "image_version", "environment_size"]
+)
+def test_name_and_enum_variables_are_validated(name):
+    assert _variables()[name].get("validation"), f"variable {name} has no validation block"
+
+
+def test_outputs_needed_for_deploy_exist():
+    outputs: dict[str, Any] = {}
+    for block in _load("outputs.tf")["output"]:
+        outputs.update(block)
+    assert set(outputs) == {"bucket_name", "dags_prefix", "airflow_uri", "service_account_email"}
+    assert "dag_gcs_prefix" in outputs["dags_prefix"]["value"]
+    assert "airflow_uri" in outputs["airflow_uri"]["value"]
