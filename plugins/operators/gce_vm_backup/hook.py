@@ -1,0 +1,278 @@
+"""``ComputeBackupHook``: every Compute Engine call the package makes, retried and bounded.
+
+Clients are created lazily, all with the same endpoint and credentials (see endpoint.py). Transient
+errors (429, 5xx, connection resets) are retried with tenacity: exponential backoff with jitter, bounded
+in attempts and time. Mutating calls are retried too, which is safe only because every one of them carries
+a request id: a repeat is recognised by the server and does nothing twice. Other errors are raised at once
+as ApiError / ResourceNotFoundError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from functools import cached_property
+from typing import Any, TypeVar
+
+import requests
+import tenacity
+from airflow.exceptions import AirflowNotFoundException
+from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
+from google.api_core import exceptions as api_exceptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import compute_v1
+
+from gce_vm_backup.endpoint import ComputeEndpoint
+from gce_vm_backup.errors import ApiError, OperationTimeoutError, ResourceNotFoundError
+from gce_vm_backup.operations import is_done, project_of, raise_if_failed, scope_of, target_of
+
+T = TypeVar("T")
+TRANSIENT = (
+    api_exceptions.TooManyRequests,
+    api_exceptions.InternalServerError,
+    api_exceptions.BadGateway,
+    api_exceptions.ServiceUnavailable,
+    api_exceptions.GatewayTimeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    ConnectionResetError,
+)
+MAX_WAIT_CALL = 60.0  # seconds one operations.wait long-poll may take before we look again
+
+
+class ComputeBackupHook(GoogleBaseHook):
+    """Compute Engine calls for backups. Connection, project and impersonation come from GoogleBaseHook."""
+
+    def __init__(
+        self,
+        *,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        retry_attempts: int = 5,
+        retry_deadline: float = 120.0,
+        retry_initial: float = 1.0,
+        retry_max: float = 30.0,
+    ) -> None:
+        try:
+            super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
+        except AirflowNotFoundException:
+            # No connection: fine with a loopback emulator endpoint from the environment (anonymous),
+            # otherwise Application Default Credentials are used, as the provider's hooks do.
+            self.gcp_conn_id, self.impersonation_chain, self.quota_project_id = (
+                gcp_conn_id,
+                impersonation_chain,
+                None,
+            )
+            self.extras = {}
+            self._cached_credentials = None
+            self._cached_project_id = None
+        self.endpoint = ComputeEndpoint.resolve(self.extras)
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TRANSIENT),
+            wait=tenacity.wait_exponential_jitter(initial=retry_initial, max=retry_max),
+            stop=tenacity.stop_after_attempt(retry_attempts) | tenacity.stop_after_delay(retry_deadline),
+            before_sleep=lambda state: self.log.warning(
+                "Transient Compute Engine error, retrying (attempt %s): %s",
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else None,
+            ),
+            reraise=True,
+        )
+
+    # ---- clients -------------------------------------------------------------------------------
+    def _client(self, cls: type[T]) -> T:
+        credentials = AnonymousCredentials() if self.endpoint.anonymous else self.get_credentials()
+        return cls(credentials=credentials, client_options=self.endpoint.client_options())  # type: ignore[call-arg]
+
+    @cached_property
+    def instances(self) -> compute_v1.InstancesClient:
+        return self._client(compute_v1.InstancesClient)
+
+    @cached_property
+    def disks(self) -> compute_v1.DisksClient:
+        return self._client(compute_v1.DisksClient)
+
+    @cached_property
+    def region_disks(self) -> compute_v1.RegionDisksClient:
+        return self._client(compute_v1.RegionDisksClient)
+
+    @cached_property
+    def snapshots(self) -> compute_v1.SnapshotsClient:
+        return self._client(compute_v1.SnapshotsClient)
+
+    @cached_property
+    def zone_operations(self) -> compute_v1.ZoneOperationsClient:
+        return self._client(compute_v1.ZoneOperationsClient)
+
+    @cached_property
+    def region_operations(self) -> compute_v1.RegionOperationsClient:
+        return self._client(compute_v1.RegionOperationsClient)
+
+    @cached_property
+    def global_operations(self) -> compute_v1.GlobalOperationsClient:
+        return self._client(compute_v1.GlobalOperationsClient)
+
+    # ---- calling -------------------------------------------------------------------------------
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Run ``call`` with retries on transient errors; translate the rest into typed errors."""
+        try:
+            return self._retrying(call)
+        except api_exceptions.NotFound as exc:
+            raise ResourceNotFoundError(f"{what}: not found ({exc.message})") from exc
+        except api_exceptions.GoogleAPICallError as exc:
+            raise ApiError(f"{what} failed: HTTP {exc.code}: {exc.message}") from exc
+        except TRANSIENT as exc:
+            raise ApiError(f"{what} failed after retries: {exc}") from exc
+
+    # ---- instances -----------------------------------------------------------------------------
+    def get_instance(self, *, project_id: str, zone: str, name: str) -> compute_v1.Instance:
+        return self._call(
+            f"get VM projects/{project_id}/zones/{zone}/instances/{name}",
+            lambda: self.instances.get(project=project_id, zone=zone, instance=name),
+        )
+
+    def list_instances(
+        self, *, project_id: str, zone: str | None, filter: str | None = None
+    ) -> Iterator[tuple[str, compute_v1.Instance]]:
+        """(zone, instance) for every match, all pages; ``zone=None`` lists every zone (aggregatedList)."""
+        request: dict[str, Any] = {"project": project_id}
+        if filter:
+            request["filter"] = filter
+        if zone is not None:
+            pager = self._call(
+                f"list VMs in projects/{project_id}/zones/{zone}",
+                lambda: self.instances.list(request={**request, "zone": zone}),
+            )
+            for instance in pager:
+                yield zone, instance
+            return
+        aggregated = self._call(
+            f"list VMs in every zone of {project_id}", lambda: self.instances.aggregated_list(request=request)
+        )
+        for scope, scoped in aggregated:
+            for instance in scoped.instances:
+                yield scope.rsplit("/", 1)[-1], instance
+
+    def _instance_action(
+        self, action: str, *, project_id: str, zone: str, name: str, request_id: str, **extra: Any
+    ):
+        request = {"project": project_id, "zone": zone, "instance": name, "request_id": request_id, **extra}
+        method = getattr(self.instances, f"{action}_unary")
+        return self._call(
+            f"{action} VM projects/{project_id}/zones/{zone}/instances/{name}",
+            lambda: method(request=request),
+        )
+
+    def stop_instance(
+        self, *, project_id: str, zone: str, name: str, request_id: str, discard_local_ssd: bool | None = None
+    ) -> compute_v1.Operation:
+        extra = {} if discard_local_ssd is None else {"discard_local_ssd": discard_local_ssd}
+        return self._instance_action(
+            "stop", project_id=project_id, zone=zone, name=name, request_id=request_id, **extra
+        )
+
+    def start_instance(
+        self, *, project_id: str, zone: str, name: str, request_id: str
+    ) -> compute_v1.Operation:
+        return self._instance_action(
+            "start", project_id=project_id, zone=zone, name=name, request_id=request_id
+        )
+
+    def resume_instance(
+        self, *, project_id: str, zone: str, name: str, request_id: str
+    ) -> compute_v1.Operation:
+        return self._instance_action(
+            "resume", project_id=project_id, zone=zone, name=name, request_id=request_id
+        )
+
+    # ---- disks and snapshots -------------------------------------------------------------------
+    def get_disk(self, *, source: str) -> compute_v1.Disk:
+        """A zonal or regional disk from its URL or path (projects/P/zones|regions/L/disks/D)."""
+        path = source[source.find("projects/") :]
+        parts = path.split("/")
+        if len(parts) != 6 or parts[2] not in ("zones", "regions") or parts[4] != "disks":
+            raise ApiError(f"not a disk URL or path: {source!r}")
+        project, kind, location, name = parts[1], parts[2], parts[3], parts[5]
+        if kind == "zones":
+            return self._call(
+                f"get disk {path}", lambda: self.disks.get(project=project, zone=location, disk=name)
+            )
+        return self._call(
+            f"get disk {path}", lambda: self.region_disks.get(project=project, region=location, disk=name)
+        )
+
+    def insert_snapshot(
+        self, *, project_id: str, snapshot: compute_v1.Snapshot, request_id: str
+    ) -> compute_v1.Operation:
+        """snapshots.insert with ``source_disk`` set: works for zonal and regional disks alike."""
+        request = {"project": project_id, "snapshot_resource": snapshot, "request_id": request_id}
+        return self._call(
+            f"create snapshot {snapshot.name} of {snapshot.source_disk}",
+            lambda: self.snapshots.insert_unary(request=request),
+        )
+
+    def get_snapshot(self, *, project_id: str, name: str) -> compute_v1.Snapshot | None:
+        """The snapshot, or None if it does not exist."""
+        try:
+            return self._call(
+                f"get snapshot projects/{project_id}/global/snapshots/{name}",
+                lambda: self.snapshots.get(project=project_id, snapshot=name),
+            )
+        except ResourceNotFoundError:
+            return None
+
+    def list_snapshots(
+        self, *, project_id: str, filter: str, max_results: int | None = None
+    ) -> Iterator[compute_v1.Snapshot]:
+        request: dict[str, Any] = {"project": project_id, "filter": filter}
+        if max_results:
+            request["max_results"] = max_results
+        yield from self._call(f"list snapshots of {project_id}", lambda: self.snapshots.list(request=request))
+
+    def delete_snapshot(self, *, project_id: str, name: str, request_id: str) -> compute_v1.Operation:
+        request = {"project": project_id, "snapshot": name, "request_id": request_id}
+        return self._call(
+            f"delete snapshot projects/{project_id}/global/snapshots/{name}",
+            lambda: self.snapshots.delete_unary(request=request),
+        )
+
+    # ---- operations ----------------------------------------------------------------------------
+    def get_operation(
+        self, operation: compute_v1.Operation, *, wait_seconds: float = 0
+    ) -> compute_v1.Operation:
+        """The operation's current state; with ``wait_seconds`` > 0, long-poll (``wait``) up to that long."""
+        kind, location = scope_of(operation)
+        project = project_of(operation)
+        verb = "wait" if wait_seconds > 0 else "get"
+        timeout = {"timeout": wait_seconds + 10} if wait_seconds > 0 else {}
+        if kind == "zone":
+            client: Any = self.zone_operations
+            request = {"project": project, "zone": location, "operation": operation.name}
+        elif kind == "region":
+            client = self.region_operations
+            request = {"project": project, "region": location, "operation": operation.name}
+        else:
+            client = self.global_operations
+            request = {"project": project, "operation": operation.name}
+        return self._call(
+            f"{verb} operation {operation.name} on {target_of(operation)}",
+            lambda: getattr(client, verb)(request=request, **timeout),
+        )
+
+    def wait_operation(self, operation: compute_v1.Operation, *, timeout: float) -> compute_v1.Operation:
+        """Wait until DONE, at most ``timeout`` seconds, then check it.
+
+        Raises OperationFailedError / RateLimitedError when DONE with errors, and
+        OperationTimeoutError when the deadline passes first.
+        """
+        deadline = time.monotonic() + timeout
+        while not is_done(operation):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise OperationTimeoutError(
+                    f"The {operation.operation_type or ''} operation {operation.name} on "
+                    f"{target_of(operation)} did not finish within {timeout:.0f} seconds"
+                )
+            operation = self.get_operation(operation, wait_seconds=min(remaining, MAX_WAIT_CALL))
+        raise_if_failed(operation)
+        return operation

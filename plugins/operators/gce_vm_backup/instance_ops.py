@@ -1,0 +1,386 @@
+"""Find the VMs, record their state, stop them and start them again: idempotent, bounded, slot-free.
+
+Every mutating operator converges its VM to a desired state: observe -> act with a deterministic request
+id -> observe again. Re-sending the same request returns the original operation, so a reschedule, a
+retry or a crashed worker continues where the last attempt left off; nothing lives in task memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.bases.sensor import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from gce_vm_backup._base import LOCAL_SSD_CHOICES, WAIT_MODES, HookMixin, RunKey, as_bool, check_choice
+from gce_vm_backup.errors import ConfigError, VmStateError
+
+RESTARTABLE = "RUNNING"
+# States a backup may begin from. A VM in transition (STAGING, STOPPING, REPAIRING...) is refused:
+# we could not tell afterwards which state to give back.
+STARTING_STATES = frozenset({"RUNNING", "TERMINATED"})
+SUSPENDED_STATES = frozenset({"SUSPENDED", "SUSPENDING"})
+WORKER_LONG_POLL = 60.0
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _vm_path(record: dict[str, Any]) -> str:
+    return f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+
+
+class ResolveTargetsOperator(HookMixin, BaseOperator):
+    """Turn a group's targets into the list of VMs to back up in this run (read-only).
+
+    :param targets: explicit VMs ``{"project_id", "zone", "instance", "disks"}`` and label selectors
+        ``{"project_id", "zones": [..] | None (= all zones), "labels": {..}}``.
+    :param only: names chosen in the trigger form (``instance`` or ``zone/instance``); None = all.
+    :param plan_only: the dry run: log what would be stopped, snapshotted and started, and return no
+        VM, so nothing downstream acts.
+    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``.
+    Raises ConfigError when ``only`` names a VM that is not among the targets.
+    """
+
+    template_fields: Sequence[str] = ("targets", "only", "plan_only")
+
+    def __init__(
+        self,
+        *,
+        targets: list[dict[str, Any]],
+        only: list[str] | None = None,
+        plan_only: bool | str = False,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.targets, self.only, self.plan_only = targets, only, plan_only
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        dry_run = as_bool(self.plan_only, name="plan_only")
+        resolved: dict[str, dict[str, Any]] = {}  # VM path -> target
+        for target in self.targets:
+            for vm in self._expand(target):
+                resolved.setdefault(_vm_path(vm), vm)
+        vms = [resolved[key] for key in sorted(resolved)]
+        vms = self._select(vms)
+        self.log.info(
+            "Resolved %d VM(s): %s", len(vms), ", ".join(f"{v['zone']}/{v['instance']}" for v in vms)
+        )
+        if dry_run:
+            self._log_plan(vms, RunKey.from_context(context))
+            return []
+        return vms
+
+    def _expand(self, target: dict[str, Any]) -> list[dict[str, Any]]:
+        if "instance" in target:
+            return [
+                {
+                    "project_id": target["project_id"],
+                    "zone": target["zone"],
+                    "instance": target["instance"],
+                    "disks": target.get("disks"),
+                }
+            ]
+        labels = target.get("labels") or {}
+        expression = " ".join(f'labels.{key} = "{value}"' for key, value in sorted(labels.items()))
+        zones = target.get("zones") or [None]
+        found = []
+        for zone in zones:
+            for vm_zone, instance in self.hook.list_instances(
+                project_id=target["project_id"], zone=zone, filter=expression or None
+            ):
+                found.append(
+                    {
+                        "project_id": target["project_id"],
+                        "zone": vm_zone,
+                        "instance": instance.name,
+                        "disks": None,
+                    }
+                )
+        self.log.info(
+            "Selector %s in %s matched %d VM(s)",
+            labels,
+            zones if zones != [None] else "all zones",
+            len(found),
+        )
+        return found
+
+    def _select(self, vms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not self.only:
+            return vms
+        names: set[str] = {str(vm["instance"]) for vm in vms} | {
+            f"{vm['zone']}/{vm['instance']}" for vm in vms
+        }
+        unknown = [name for name in self.only if name not in names]
+        if unknown:
+            raise ConfigError(
+                f"The parameter 'only' names VM(s) that are not targets of this group: {', '.join(unknown)}. "
+                f"Known: {', '.join(sorted(names))}"
+            )
+        chosen = set(self.only)
+        return [vm for vm in vms if vm["instance"] in chosen or f"{vm['zone']}/{vm['instance']}" in chosen]
+
+    def _log_plan(self, vms: list[dict[str, Any]], run: RunKey) -> None:
+        from gce_vm_backup.naming import snapshot_name
+
+        self.log.info("DRY RUN: nothing will be changed. Plan:")
+        for vm in vms:
+            instance = self.hook.get_instance(
+                project_id=vm["project_id"], zone=vm["zone"], name=vm["instance"]
+            )
+            running = instance.status == RESTARTABLE
+            self.log.info(
+                "  %s/%s is %s: %s",
+                vm["zone"],
+                vm["instance"],
+                instance.status,
+                "would stop it, snapshot, start it again" if running else "would snapshot, leave it as is",
+            )
+            for disk in instance.disks:
+                if disk.type_ == "SCRATCH":
+                    continue
+                path = disk.source[disk.source.find("projects/") :]
+                name = path.rsplit("/", 1)[-1]
+                if vm.get("disks") and name not in vm["disks"]:
+                    continue
+                snapshot = snapshot_name(
+                    instance=vm["instance"],
+                    disk=name,
+                    zone_or_region=path.split("/")[3],
+                    run_time=run.run_time,
+                    run_id=run.run_id,
+                )
+                self.log.info("    disk %s -> snapshot %s", path, snapshot)
+
+
+class PrecheckInstanceOperator(HookMixin, BaseOperator):
+    """Read a VM and record what the backup needs (read-only). The setup of the per-VM chain.
+
+    Returns the InstanceRecord: project_id, zone, instance, prior_status, has_local_ssd, local_ssd and
+    every attached persistent disk (or the chosen subset) with source path, boot flag, size and
+    location. Raises VmStateError for a SUSPENDED VM (resuming and stopping it would lose its memory
+    state, so we refuse), a VM in transition, or local SSDs without an explicit choice; ConfigError for a
+    disk subset naming a disk that is not attached.
+    """
+
+    template_fields: Sequence[str] = ("project_id", "zone", "instance", "disks", "local_ssd")
+
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        zone: str,
+        instance: str,
+        disks: list[str] | None = None,
+        local_ssd: str = "refuse",
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.project_id, self.zone, self.instance = project_id, zone, instance
+        self.disks, self.local_ssd = disks, local_ssd
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        for name in ("project_id", "zone", "instance"):
+            if not getattr(self, name):
+                raise ConfigError(f"The required parameter {name!r} is missing")
+        check_choice(self.local_ssd, LOCAL_SSD_CHOICES, name="local_ssd")
+        vm = f"projects/{self.project_id}/zones/{self.zone}/instances/{self.instance}"
+        instance = self.hook.get_instance(project_id=self.project_id, zone=self.zone, name=self.instance)
+        status = instance.status
+        if status in SUSPENDED_STATES:
+            raise VmStateError(
+                f"VM {vm} is {status}. Backups refuse suspended VMs: stopping one discards its memory state. "
+                "Resume it, or exclude it from the group."
+            )
+        if status not in STARTING_STATES:
+            raise VmStateError(
+                f"VM {vm} is {status} (in transition); try again when it is RUNNING or TERMINATED"
+            )
+        has_local_ssd = any(disk.type_ == "SCRATCH" for disk in instance.disks)
+        if has_local_ssd and self.local_ssd == "refuse":
+            raise VmStateError(
+                f"VM {vm} has local SSDs, whose data is lost on stop unless preserved. "
+                "Set local_ssd to 'discard' or 'preserve' in the config to back it up."
+            )
+        attached: list[dict[str, Any]] = []
+        for disk in instance.disks:
+            if disk.type_ == "SCRATCH":
+                continue
+            path = disk.source[disk.source.find("projects/") :]
+            parts = path.split("/")
+            attached.append(
+                {
+                    "name": parts[5],
+                    "source": path,
+                    "boot": bool(disk.boot),
+                    "size_gb": int(disk.disk_size_gb or 0),
+                    "location": parts[3],
+                    "regional": parts[2] == "regions",
+                }
+            )
+        if self.disks:
+            known = {str(disk["name"]) for disk in attached}
+            missing = [name for name in self.disks if name not in known]
+            if missing:
+                raise ConfigError(
+                    f"The parameter 'disks' of VM {vm} names disk(s) not attached to it: "
+                    f"{', '.join(missing)}. Attached: {', '.join(sorted(known))}"
+                )
+            attached = [disk for disk in attached if disk["name"] in self.disks]
+        record = {
+            "project_id": self.project_id,
+            "zone": self.zone,
+            "instance": self.instance,
+            "prior_status": status,
+            "has_local_ssd": has_local_ssd,
+            "local_ssd": self.local_ssd,
+            "disks": attached,
+            "checked_at": _now(),
+        }
+        self.log.info(
+            "VM %s is %s; disks to snapshot: %s", vm, status, ", ".join(d["source"] for d in attached)
+        )
+        return record
+
+
+class ConvergeSensor(HookMixin, BaseSensorOperator):
+    """A sensor whose poke drives a resource towards a desired state (see the module docstring).
+
+    ``wait_mode="reschedule"`` frees the worker slot between pokes (works on Composer 3 without a custom
+    trigger); ``"worker"`` keeps the slot and long-polls the operation. ``timeout`` bounds the whole wait
+    in both modes.
+    """
+
+    template_fields: Sequence[str] = ("instance_record",)
+
+    def __init__(
+        self,
+        *,
+        instance_record: Any,
+        wait_mode: str = "reschedule",
+        timeout: float = 3600,
+        poke_interval: float = 30,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        check_choice(wait_mode, WAIT_MODES, name="wait_mode")
+        mode = "reschedule" if wait_mode == "reschedule" else "poke"
+        super().__init__(mode=mode, timeout=timeout, poke_interval=poke_interval, **kwargs)
+        self.instance_record, self.wait_mode = instance_record, wait_mode
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+
+    @property
+    def record(self) -> dict[str, Any]:
+        record = self.instance_record
+        if not isinstance(record, dict) or "instance" not in record:
+            raise ConfigError(
+                f"The parameter 'instance_record' must be the precheck's result, got {record!r} "
+                "(did the precheck task run?)"
+            )
+        return record
+
+    def describe(self) -> str:
+        return f"VM {_vm_path(self.record)}"
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            raise AirflowSensorTimeout(
+                f"{type(self).__name__} for {self.describe()} did not finish within "
+                f"{self.timeout:.0f} seconds ({exc})"
+            ) from exc
+
+    def _follow(self, operation: Any) -> None:
+        """Check an operation we own: raise if it failed; in worker mode long-poll it first."""
+        from gce_vm_backup.operations import is_done, raise_if_failed
+
+        if not is_done(operation) and self.wait_mode == "worker":
+            operation = self.hook.get_operation(operation, wait_seconds=WORKER_LONG_POLL)
+        if is_done(operation):
+            raise_if_failed(operation)
+
+
+class StopInstanceOperator(ConvergeSensor):
+    """Stop the VM if it was RUNNING before the backup; a VM that was not running is left alone.
+
+    Returns ``{"stopped": bool, "at": iso time}``. Raises VmStateError if the VM got suspended,
+    ResourceNotFoundError if it was deleted, OperationFailedError if the stop operation failed.
+    """
+
+    def poke(self, context: Any) -> Any:
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        record = self.record
+        vm = _vm_path(record)
+        if record["prior_status"] != RESTARTABLE:
+            self.log.info("VM %s was %s before the backup: not stopping it", vm, record["prior_status"])
+            return PokeReturnValue(True, {"stopped": False, "at": None})
+        hook = self.hook
+        args = {"project_id": record["project_id"], "zone": record["zone"], "name": record["instance"]}
+        status = hook.get_instance(**args).status
+        if status == "TERMINATED":
+            self.log.info("VM %s is TERMINATED", vm)
+            return PokeReturnValue(True, {"stopped": True, "at": _now()})
+        if status in SUSPENDED_STATES:
+            raise VmStateError(f"VM {vm} became {status} during the backup; refusing to stop it")
+        discard = None
+        if record.get("has_local_ssd"):
+            discard = record.get("local_ssd") == "discard"
+        run = RunKey.from_context(context)
+        operation = hook.stop_instance(
+            **args, request_id=run.request_id(vm, "stop"), discard_local_ssd=discard
+        )
+        self.log.info("VM %s is %s; stop operation %s", vm, status, operation.name)
+        self._follow(operation)
+        if hook.get_instance(**args).status == "TERMINATED":
+            return PokeReturnValue(True, {"stopped": True, "at": _now()})
+        return False
+
+
+class StartInstanceOperator(ConvergeSensor):
+    """Bring the VM back to RUNNING if it was RUNNING before the backup (a teardown: runs even when
+    stop or snapshot failed). A VM that was stopped before stays stopped.
+
+    Starts a TERMINATED VM, resumes a SUSPENDED one, waits out STOPPING and STAGING. Returns
+    ``{"started": bool, "at": iso time}``. Raises OperationFailedError if the start operation failed.
+    """
+
+    def poke(self, context: Any) -> Any:
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        record = self.record
+        vm = _vm_path(record)
+        if record["prior_status"] != RESTARTABLE:
+            self.log.info("VM %s was %s before the backup: leaving it stopped", vm, record["prior_status"])
+            return PokeReturnValue(True, {"started": False, "at": None})
+        hook = self.hook
+        args = {"project_id": record["project_id"], "zone": record["zone"], "name": record["instance"]}
+        status = hook.get_instance(**args).status
+        if status == RESTARTABLE:
+            self.log.info("VM %s is RUNNING", vm)
+            return PokeReturnValue(True, {"started": True, "at": _now()})
+        run = RunKey.from_context(context)
+        if status == "TERMINATED":
+            operation = hook.start_instance(**args, request_id=run.request_id(vm, "start"))
+        elif status == "SUSPENDED":
+            operation = hook.resume_instance(**args, request_id=run.request_id(vm, "resume"))
+        else:
+            self.log.info("VM %s is %s; waiting before starting it", vm, status)
+            return False
+        self.log.info("VM %s is %s; %s operation %s", vm, status, operation.operation_type, operation.name)
+        self._follow(operation)
+        if hook.get_instance(**args).status == RESTARTABLE:
+            return PokeReturnValue(True, {"started": True, "at": _now()})
+        return False

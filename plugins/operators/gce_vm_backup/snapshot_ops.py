@@ -1,0 +1,166 @@
+"""Snapshot every disk of a VM: one deterministic name per disk and DAG run, adopted on retry."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gce_vm_backup._base import RunKey, as_bool, check_choice
+from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError
+from gce_vm_backup.instance_ops import ConvergeSensor, _vm_path
+
+READY_WHEN = ("READY", "UPLOADING")
+SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
+PAST_CREATING = frozenset({"UPLOADING", "READY"})
+
+
+class SnapshotDisksOperator(ConvergeSensor):
+    """Snapshot every disk in the precheck's record, and wait until each is usable.
+
+    Each snapshot's name is derived from the DAG run (naming.snapshot_name), so a retried, rescheduled or
+    crashed task finds its own snapshot and adopts it instead of making a second one. Snapshots carry the
+    project's labels (labels.managed_snapshot_labels) plus the group's ``labels``.
+
+    Done when every snapshot is READY, or, with ``ready_when="UPLOADING"`` (the early-restart opt-in), as
+    soon as each has left CREATING: the disk may be written again, but the snapshot is not yet usable,
+    so a verification task must still wait for READY.
+
+    Returns a list of SnapshotRecord dicts. Raises OperationFailedError if the create operation ended
+    with an error (RateLimitedError for the per-disk rate limit) or a snapshot turned FAILED (a FAILED
+    snapshot of ours is deleted first, so the task's retry makes a fresh one), and BackupError if a
+    snapshot of that name exists but was not made by this project for this disk.
+    """
+
+    template_fields: Sequence[str] = ("instance_record", "labels", "description")
+
+    def __init__(
+        self,
+        *,
+        group: str,
+        labels: dict[str, str] | None = None,
+        storage_locations: list[str] | None = None,
+        snapshot_type: str | None = None,
+        guest_flush: bool | str = False,
+        description: str | None = None,
+        ready_when: str = "READY",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_choice(ready_when, READY_WHEN, name="ready_when")
+        if snapshot_type is not None:
+            check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")
+        self.group, self.labels, self.storage_locations = group, labels or {}, storage_locations
+        self.snapshot_type, self.guest_flush, self.description = snapshot_type, guest_flush, description
+        self.ready_when = ready_when
+
+    def poke(self, context: Any) -> Any:
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        from gce_vm_backup.naming import snapshot_name
+
+        record = self.record
+        run = RunKey.from_context(context)
+        results = []
+        for disk in record["disks"]:
+            name = snapshot_name(
+                instance=record["instance"],
+                disk=disk["name"],
+                zone_or_region=disk["location"],
+                run_time=run.run_time,
+                run_id=run.run_id,
+            )
+            results.append(self._converge_disk(record, disk, name, run))
+        if all(
+            item["status"] == "READY" or (self.ready_when == "UPLOADING" and item["status"] in PAST_CREATING)
+            for item in results
+        ):
+            return PokeReturnValue(True, results)
+        return False
+
+    def _converge_disk(
+        self, record: dict[str, Any], disk: dict[str, Any], name: str, run: RunKey
+    ) -> dict[str, Any]:
+        from gce_vm_backup.labels import is_managed_snapshot_of
+
+        hook, project = self.hook, record["project_id"]
+        snapshot = hook.get_snapshot(project_id=project, name=name)
+        if snapshot is None:
+            self._create(record, disk, name, run)
+            return self._result(disk, name, "CREATING", 0)
+        if not is_managed_snapshot_of(snapshot.labels, disk["source"]):
+            raise BackupError(
+                f"Snapshot projects/{project}/global/snapshots/{name} exists but was not made by "
+                f"gce-vm-backup for disk {disk['source']}; refusing to adopt or replace it"
+            )
+        status = snapshot.status
+        if status == "FAILED":
+            self._delete_failed(project, name, disk, run)
+        self.log.info("Snapshot %s of %s is %s", name, disk["source"], status)
+        return self._result(disk, name, status, int(snapshot.storage_bytes or 0))
+
+    def _create(self, record: dict[str, Any], disk: dict[str, Any], name: str, run: RunKey) -> None:
+        from google.cloud import compute_v1
+
+        from gce_vm_backup.labels import managed_snapshot_labels
+        from gce_vm_backup.operations import is_done, raise_if_failed
+
+        labels = managed_snapshot_labels(
+            group=self.group, instance=record["instance"], disk_source=disk["source"], extra=self.labels
+        )
+        snapshot = compute_v1.Snapshot(
+            name=name,
+            source_disk=disk["source"],
+            labels=labels,
+            description=self.description or f"gce-vm-backup of {disk['source']} (VM {record['instance']})",
+            guest_flush=as_bool(self.guest_flush, name="guest_flush"),
+        )
+        if self.storage_locations:
+            snapshot.storage_locations = list(self.storage_locations)
+        if self.snapshot_type:
+            snapshot.snapshot_type = self.snapshot_type
+        operation = self.hook.insert_snapshot(
+            project_id=record["project_id"], snapshot=snapshot, request_id=run.request_id(name, "snapshot")
+        )
+        self.log.info("Creating snapshot %s of %s (operation %s)", name, disk["source"], operation.name)
+        if is_done(operation):  # rate limits and quota errors arrive inside the operation
+            raise_if_failed(operation)
+
+    def _delete_failed(self, project: str, name: str, disk: dict[str, Any], run: RunKey) -> None:
+        operation = self.hook.delete_snapshot(
+            project_id=project, name=name, request_id=run.request_id(name, "delete-failed")
+        )
+        self.hook.wait_operation(operation, timeout=300)
+        raise OperationFailedError(
+            f"Snapshot {name} of disk {disk['source']} FAILED; it was deleted so that the task's retry can "
+            "create it again",
+            operation=operation.name,
+            resource=f"projects/{project}/global/snapshots/{name}",
+            codes=["SNAPSHOT_FAILED"],
+        )
+
+    def _result(self, disk: dict[str, Any], name: str, status: str, storage_bytes: int) -> dict[str, Any]:
+        return {
+            "vm": _vm_path(self.record),
+            "disk": disk["name"],
+            "disk_source": disk["source"],
+            "snapshot": name,
+            "status": status,
+            "storage_bytes": storage_bytes,
+        }
+
+    def describe(self) -> str:
+        return f"the snapshots of VM {_vm_path(self.record)}"
+
+
+def validate_user_labels(labels: dict[str, str]) -> None:
+    """Raises ConfigError for labels Compute Engine would refuse or that would hide ours."""
+    import re
+
+    from gce_vm_backup.labels import RESERVED_KEYS
+
+    pattern = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+    for key, value in labels.items():
+        if key in RESERVED_KEYS:
+            raise ConfigError(f"label {key!r} is reserved for gce-vm-backup's own bookkeeping")
+        if not pattern.match(key) or not re.match(r"^[a-z0-9_-]{0,63}$", str(value)):
+            raise ConfigError(f"label {key}={value!r} is not a valid Compute Engine label")
