@@ -192,7 +192,7 @@ def test_early_restart_is_done_when_snapshots_leave_creating(emulator, context):
 
 def test_vm_suspended_before_the_backup_is_refused(emulator, context):
     emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "SUSPENDED")
-    with pytest.raises(VmStateError, match="SUSPENDED. Backups refuse suspended VMs"):
+    with pytest.raises(VmStateError, match="SUSPENDED\\. Backups refuse suspended VMs"):
         precheck(context)
 
 
