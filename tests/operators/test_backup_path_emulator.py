@@ -240,6 +240,19 @@ def test_resolve_expands_label_selectors_in_all_zones_and_filters_by_only(emulat
         operator.execute(context.as_dict())
 
 
+def test_tiers_are_resolved_separately_and_a_vm_belongs_to_its_first_tier(emulator, context):
+    operator = ResolveTargetsOperator(
+        task_id="resolve",
+        tiers=[
+            [{"project_id": PROJECT, "zones": None, "labels": {"tier": "web"}}],
+            [{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
+        ],
+    )
+    assert [v["instance"] for v in operator.execute(context.as_dict())] == ["web-1"]
+    operator.tier = 2
+    assert [v["instance"] for v in operator.execute(context.as_dict())] == ["batch-1", "db-1"]
+
+
 def test_selector_matching_nothing_resolves_to_an_empty_list(emulator, context):
     operator = ResolveTargetsOperator(
         task_id="resolve", targets=[{"project_id": PROJECT, "zones": [ZONE_B], "labels": {"tier": "web"}}]

@@ -37,7 +37,11 @@ def _vm_path(record: dict[str, Any]) -> str:
 class ResolveTargetsOperator(HookMixin, BaseOperator):
     """Turn a group's targets into the list of VMs to back up in this run (read-only).
 
-    :param targets: explicit VMs ``{"project_id", "zone", "instance", "disks"}`` and label selectors
+    :param tiers: ordered tiers, each a list of targets (a group without tiers is one tier). Every tier
+        is resolved (a VM belongs to the first tier that matches it; ``only`` is checked against them all)
+        but only tier ``tier`` (1-based) is returned, so each tier's mapped task group has its own list.
+    :param targets: the same as one tier. A target is an explicit VM
+        ``{"project_id", "zone", "instance", "disks"}`` or a label selector
         ``{"project_id", "zones": [..] | None (= all zones), "labels": {..}}``.
     :param only: names chosen in the trigger form (``instance`` or ``zone/instance``); None = all.
     :param plan_only: the dry run: log what would be stopped, snapshotted and started, and return no
@@ -46,32 +50,48 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     Raises ConfigError when ``only`` names a VM that is not among the targets.
     """
 
-    template_fields: Sequence[str] = ("targets", "only", "plan_only")
+    template_fields: Sequence[str] = ("tiers", "only", "plan_only")
 
     def __init__(
         self,
         *,
-        targets: list[dict[str, Any]],
-        only: list[str] | None = None,
+        tiers: list[list[dict[str, Any]]] | None = None,
+        targets: list[dict[str, Any]] | None = None,
+        only: list[str] | str | None = None,
         plan_only: bool | str = False,
+        tier: int = 1,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.targets, self.only, self.plan_only = targets, only, plan_only
+        if (tiers is None) == (targets is None):
+            raise ConfigError("ResolveTargetsOperator takes exactly one of 'tiers' or 'targets'")
+        self.tiers = tiers if tiers is not None else [targets or []]
+        if not 1 <= tier <= len(self.tiers):
+            raise ConfigError(f"The parameter 'tier' must be between 1 and {len(self.tiers)}, not {tier}")
+        self.only, self.plan_only, self.tier = only, plan_only, tier
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         dry_run = as_bool(self.plan_only, name="plan_only")
-        resolved: dict[str, dict[str, Any]] = {}  # VM path -> target
-        for target in self.targets:
-            for vm in self._expand(target):
-                resolved.setdefault(_vm_path(vm), vm)
-        vms = [resolved[key] for key in sorted(resolved)]
-        vms = self._select(vms)
+        seen: set[str] = set()
+        tiers: list[list[dict[str, Any]]] = []
+        for tier in self.tiers:
+            resolved: dict[str, dict[str, Any]] = {}  # VM path -> target; a VM belongs to its first tier
+            for target in tier:
+                for vm in self._expand(target):
+                    if _vm_path(vm) not in seen:
+                        resolved.setdefault(_vm_path(vm), vm)
+            seen.update(resolved)
+            tiers.append([resolved[key] for key in sorted(resolved)])
+        vms = self._select(tiers)[self.tier - 1]
         self.log.info(
-            "Resolved %d VM(s): %s", len(vms), ", ".join(f"{v['zone']}/{v['instance']}" for v in vms)
+            "Tier %d of %d: %d VM(s): %s",
+            self.tier,
+            len(tiers),
+            len(vms),
+            ", ".join(f"{v['zone']}/{v['instance']}" for v in vms),
         )
         if dry_run:
             self._log_plan(vms, RunKey.from_context(context))
@@ -112,9 +132,10 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         )
         return found
 
-    def _select(self, vms: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _select(self, tiers: list[list[dict[str, Any]]]) -> list[list[dict[str, Any]]]:
         if not self.only:
-            return vms
+            return tiers
+        vms = [vm for tier in tiers for vm in tier]
         names: set[str] = {str(vm["instance"]) for vm in vms} | {
             f"{vm['zone']}/{vm['instance']}" for vm in vms
         }
@@ -125,7 +146,10 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                 f"Known: {', '.join(sorted(names))}"
             )
         chosen = set(self.only)
-        return [vm for vm in vms if vm["instance"] in chosen or f"{vm['zone']}/{vm['instance']}" in chosen]
+        return [
+            [vm for vm in tier if vm["instance"] in chosen or f"{vm['zone']}/{vm['instance']}" in chosen]
+            for tier in tiers
+        ]
 
     def _log_plan(self, vms: list[dict[str, Any]], run: RunKey) -> None:
         from gce_vm_backup.naming import snapshot_name

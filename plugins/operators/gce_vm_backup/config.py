@@ -1,0 +1,354 @@
+"""The backup config file: YAML (safe_load) validated into typed models.
+
+``load_config(path)`` returns a BackupConfig or raises ConfigError with every problem;
+``validate_file(path)`` returns the problems, each naming the file, the group and the key. Imports
+no Google library: the DAG processor runs this at every parse.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gce_vm_backup.errors import ConfigError
+from gce_vm_backup.retention import RetentionPolicy
+
+GCE_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+PROJECT_ID = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"
+ZONE = r"^[a-z]+-[a-z]+[0-9]+-[a-z]$"
+GROUP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
+LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
+PRESETS = frozenset({"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
+CONFIG_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExplicitTarget(_Model):
+    """One VM, optionally with a subset of its disks."""
+
+    project: str = Field(pattern=PROJECT_ID)
+    zone: str = Field(pattern=ZONE)
+    instance: str = Field(pattern=GCE_NAME)
+    disks: list[Annotated[str, Field(pattern=GCE_NAME)]] | None = Field(default=None, min_length=1)
+
+    def as_operator_target(self) -> dict[str, Any]:
+        return {"project_id": self.project, "zone": self.zone, "instance": self.instance, "disks": self.disks}
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.zone}/{self.instance}"
+
+
+class SelectorTarget(_Model):
+    """Every VM of a project (in some zones, or all) carrying all the given labels, resolved at run time."""
+
+    project: str = Field(pattern=PROJECT_ID)
+    zones: list[Annotated[str, Field(pattern=ZONE)]] | Literal["all"] = "all"
+    labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], str] = Field(min_length=1)
+
+    def as_operator_target(self) -> dict[str, Any]:
+        zones = None if self.zones == "all" else list(self.zones)
+        return {"project_id": self.project, "zones": zones, "labels": dict(self.labels)}
+
+
+def _target_kind(value: Any) -> str | None:
+    if isinstance(value, Mapping):
+        if "instance" in value:
+            return "instance"
+        if "labels" in value:
+            return "selector"
+    return None
+
+
+Target = Annotated[
+    Annotated[ExplicitTarget, Tag("instance")] | Annotated[SelectorTarget, Tag("selector")],
+    Discriminator(
+        _target_kind,
+        custom_error_type="target_kind",
+        custom_error_message="a target needs 'instance' (one VM) or 'labels' (a label selector)",
+    ),
+]
+
+
+class SnapshotSettings(_Model):
+    labels: dict[
+        Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(pattern=r"^[a-z0-9_-]{0,63}$")]
+    ] = {}
+    storage_locations: list[str] | None = Field(default=None, min_length=1, max_length=1)
+    snapshot_type: Literal["STANDARD", "ARCHIVE"] | None = None
+    guest_flush: bool = False
+    description: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("labels")
+    @classmethod
+    def _no_reserved_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        from gce_vm_backup.labels import RESERVED_KEYS
+
+        reserved = sorted(set(labels) & RESERVED_KEYS)
+        if reserved:
+            raise ValueError(
+                f"label(s) {', '.join(reserved)} are reserved for gce-vm-backup's own bookkeeping"
+            )
+        return labels
+
+
+class Timeouts(_Model):
+    stop: int = Field(default=900, ge=30, description="seconds to wait for a VM to stop")
+    snapshot: int = Field(default=7200, ge=60, description="seconds to wait for all snapshots of a VM")
+    start: int = Field(default=900, ge=30, description="seconds to wait for a VM to be RUNNING again")
+
+
+class Group(_Model):
+    """One schedule group: becomes one DAG."""
+
+    description: str = ""
+    schedule: str | None = None
+    start_date: datetime
+    timezone: str = "UTC"
+    tags: list[str] = []
+    targets: list[Target] | None = Field(default=None, min_length=1)
+    tiers: list[Annotated[list[Target], Field(min_length=1)]] | None = Field(default=None, min_length=1)
+    snapshot: SnapshotSettings = SnapshotSettings()
+    local_ssd: Literal["refuse", "discard", "preserve"] = "refuse"
+    wait_mode: Literal["reschedule", "worker"] = "reschedule"
+    poke_interval: int = Field(default=30, ge=1, le=3600)
+    timeouts: Timeouts = Timeouts()
+    retries: int = Field(default=2, ge=0, le=10)
+    retry_delay: int = Field(
+        default=600, ge=0, description="seconds; >= 600 lets a rate-limited snapshot succeed"
+    )
+    max_concurrent_vms: int = Field(default=10, ge=1, le=500)
+    early_restart: bool = False
+    gcp_conn_id: str = "google_cloud_default"
+    retention: RetentionPolicy | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_schedule(cls, schedule: str | None) -> str | None:
+        if schedule is None or schedule in PRESETS:
+            return schedule
+        if schedule.startswith("@"):
+            raise ValueError(
+                f"unknown preset {schedule!r}; use one of {', '.join(sorted(PRESETS))}, a cron "
+                "expression, or null for manual runs only"
+            )
+        from croniter import croniter
+
+        if not croniter.is_valid(schedule):
+            raise ValueError(f"invalid cron expression {schedule!r}")
+        return schedule
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r} (use an IANA name such as Europe/Paris)") from None
+        return name
+
+    @model_validator(mode="after")
+    def _checks(self) -> Group:
+        if self.start_date.tzinfo is None:
+            object.__setattr__(self, "start_date", self.start_date.replace(tzinfo=ZoneInfo(self.timezone)))
+        if (self.targets is None) == (self.tiers is None):
+            raise ValueError("a group needs exactly one of 'targets' or 'tiers'")
+        seen: set[str] = set()
+        for target in self.all_targets():
+            if isinstance(target, ExplicitTarget):
+                key = f"{target.project}/{target.zone}/{target.instance}"
+                if key in seen:
+                    raise ValueError(f"VM {key} is listed twice")
+                seen.add(key)
+        return self
+
+    @property
+    def tier_list(self) -> list[list[ExplicitTarget | SelectorTarget]]:
+        return [list(self.targets)] if self.targets is not None else [list(t) for t in self.tiers or []]
+
+    def all_targets(self) -> list[ExplicitTarget | SelectorTarget]:
+        return [target for tier in self.tier_list for target in tier]
+
+    def explicit_vm_names(self) -> list[str]:
+        return [t.display_name for t in self.all_targets() if isinstance(t, ExplicitTarget)]
+
+    def has_selectors(self) -> bool:
+        return any(isinstance(t, SelectorTarget) for t in self.all_targets())
+
+    @property
+    def retry_timedelta(self) -> timedelta:
+        return timedelta(seconds=self.retry_delay)
+
+
+@dataclass(frozen=True)
+class BackupConfig:
+    source: str
+    groups: dict[str, Group]
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    file: str
+    group: str | None
+    key: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = [self.file]
+        if self.group:
+            where.append(f"group {self.group!r}")
+        if self.key:
+            where.append(f"key {self.key!r}")
+        return f"{': '.join(where)}: {self.message}"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses duplicate keys (plain safe_load keeps the last one silently)."""
+
+
+def _construct_mapping(
+    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
+) -> dict[Any, Any]:
+    keys: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in keys:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        keys.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _merge(defaults: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
+    """Group keys override defaults; nested blocks (snapshot, timeouts, retention) merge one level deep."""
+    merged = dict(defaults)
+    for key, value in group.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping) and key != "targets":
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problems_from(error: ValidationError, file: str, group: str | None) -> list[ConfigProblem]:
+    problems = []
+    for item in error.errors():
+        raw_loc = item["loc"]
+        # a tagged union adds its tag ('instance' / 'selector') right after the list index
+        loc = [
+            str(part)
+            for index, part in enumerate(raw_loc)
+            if not (
+                0 < index < len(raw_loc) - 1
+                and isinstance(raw_loc[index - 1], int)
+                and part in ("instance", "selector")
+            )
+        ]
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch":
+            message = f"{item['input']!r} is not valid here (it must match {item['ctx']['pattern']})"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        problems.append(ConfigProblem(file, group, ".".join(loc) or None, message))
+    return problems
+
+
+def parse_config(text: str, file: str) -> tuple[dict[str, Group], list[ConfigProblem]]:
+    """Every valid group and every problem; a broken group does not hide the others."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        detail = getattr(exc, "problem", None) or str(exc)
+        return {}, [ConfigProblem(file, None, None, f"invalid YAML{where}: {detail}")]
+    if not isinstance(raw, Mapping):
+        return {}, [ConfigProblem(file, None, None, "the file must be a mapping with 'version' and 'groups'")]
+    problems: list[ConfigProblem] = []
+    unknown = sorted(set(raw) - {"version", "defaults", "groups"})
+    problems += [ConfigProblem(file, None, str(key), "unknown key") for key in unknown]
+    if raw.get("version") != CONFIG_VERSION:
+        problems.append(
+            ConfigProblem(file, None, "version", f"must be {CONFIG_VERSION}, got {raw.get('version')!r}")
+        )
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        problems.append(ConfigProblem(file, None, "defaults", "must be a mapping"))
+        defaults = {}
+    groups_raw = raw.get("groups")
+    if not isinstance(groups_raw, Mapping) or not groups_raw:
+        problems.append(
+            ConfigProblem(file, None, "groups", "must be a non-empty mapping of group id to group")
+        )
+        return {}, problems
+    groups: dict[str, Group] = {}
+    for group_id, body in groups_raw.items():
+        group_id = str(group_id)
+        if not GROUP_ID.match(group_id):
+            problems.append(
+                ConfigProblem(
+                    file,
+                    group_id,
+                    None,
+                    "group ids are 1-50 chars: lowercase letters, digits, _ and -, starting with a letter",
+                )
+            )
+            continue
+        if not isinstance(body, Mapping):
+            problems.append(ConfigProblem(file, group_id, None, "a group must be a mapping"))
+            continue
+        try:
+            groups[group_id] = Group.model_validate(_merge(defaults, body))
+        except ValidationError as exc:
+            problems += _problems_from(exc, file, group_id)
+    return groups, problems
+
+
+def read_config(path: str | Path) -> tuple[BackupConfig, list[ConfigProblem]]:
+    """The valid groups of the file and every problem found (a missing file is one problem)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        return BackupConfig(str(path), {}), [
+            ConfigProblem(str(path), None, None, f"cannot read the file: {exc.strerror or exc}")
+        ]
+    groups, problems = parse_config(text, str(path))
+    return BackupConfig(str(path), groups), problems
+
+
+def validate_file(path: str | Path) -> list[ConfigProblem]:
+    """Every problem of the config file (empty when it is valid)."""
+    return read_config(path)[1]
+
+
+def load_config(path: str | Path) -> BackupConfig:
+    """The config; raises ConfigError with every problem."""
+    config, problems = read_config(path)
+    if problems:
+        raise ConfigError(problems)
+    return config
