@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from airflow.sdk.exceptions import AirflowSkipException
 
 from gce_vm_backup.errors import (
     BackupError,
@@ -257,7 +258,8 @@ def test_selector_matching_nothing_resolves_to_an_empty_list(emulator, context):
     operator = ResolveTargetsOperator(
         task_id="resolve", targets=[{"project_id": PROJECT, "zones": [ZONE_B], "labels": {"tier": "web"}}]
     )
-    assert operator.execute(context.as_dict()) == []
+    with pytest.raises(AirflowSkipException, match="Tier 1: no VM to back up in this run"):
+        operator.execute(context.as_dict())
 
 
 def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
@@ -266,6 +268,7 @@ def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
         targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
         plan_only="True",
     )
-    assert operator.execute(context.as_dict()) == []
+    with pytest.raises(AirflowSkipException, match="Dry run"):
+        operator.execute(context.as_dict())
     mutating = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
     assert not [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in mutating]

@@ -20,7 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, task_group
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Param, TriggerRule, task_group
 
 from gce_vm_backup.config import BackupConfig, Group, read_config
 from gce_vm_backup.errors import ConfigError
@@ -118,10 +119,16 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
                 **common,
             )
             _tier_group(number, group_id, group, common, sensor).expand_kwargs(resolve.output)
-            tasks = {name: dag.get_task(f"tier_{number}.{name}") for name in ("precheck", "stop", "start")}
+            tasks = {name: dag.get_task(f"tier_{number}.{name}") for name in ("stop", "start")}
             if previous is not None:
-                previous["stop"] >> tasks["precheck"]  # tier N stops before tier N+1 stops
-                tasks["start"] >> previous["start"]  # tier N+1 starts before tier N starts
+                # Tier order goes through plain (unmapped) barrier tasks: a tier that maps to no VM this
+                # run is skipped, and must not hold the next tier back. A failed stop still does.
+                stopped = EmptyOperator(
+                    task_id=f"tier_{number - 1}_stopped", trigger_rule=TriggerRule.NONE_FAILED
+                )
+                started = EmptyOperator(task_id=f"tier_{number}_started", trigger_rule=TriggerRule.ALL_DONE)
+                previous["stop"] >> stopped >> resolve  # tier N stops before tier N+1 stops
+                tasks["start"] >> started >> previous["start"]  # tier N+1 starts before tier N starts
             previous = tasks
     return dag
 

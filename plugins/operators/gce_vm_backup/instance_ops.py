@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.sensor import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from gce_vm_backup._base import LOCAL_SSD_CHOICES, WAIT_MODES, HookMixin, RunKey, as_bool, check_choice
 from gce_vm_backup.errors import ConfigError, VmStateError
@@ -44,9 +44,10 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         ``{"project_id", "zone", "instance", "disks"}`` or a label selector
         ``{"project_id", "zones": [..] | None (= all zones), "labels": {..}}``.
     :param only: names chosen in the trigger form (``instance`` or ``zone/instance``); None = all.
-    :param plan_only: the dry run: log what would be stopped, snapshotted and started, and return no
-        VM, so nothing downstream acts.
-    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``.
+    :param plan_only: the dry run: log what would be stopped, snapshotted and started, then skip, so
+        nothing downstream acts.
+    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; raises
+    AirflowSkipException when the tier has no VM this run (and in a dry run).
     Raises ConfigError when ``only`` names a VM that is not among the targets.
     """
 
@@ -95,7 +96,13 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         )
         if dry_run:
             self._log_plan(vms, RunKey.from_context(context))
-            return []
+            raise AirflowSkipException(
+                f"Dry run: tier {self.tier}'s plan is logged above; nothing was changed"
+            )
+        if not vms:
+            # Skipping (rather than mapping over no VM) lets Airflow skip this tier's tasks by trigger rule,
+            # so the next tier's barrier sees "skipped", not tasks that never get a state.
+            raise AirflowSkipException(f"Tier {self.tier}: no VM to back up in this run")
         return vms
 
     def _expand(self, target: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,125 @@
+"""The generated DAGs: tasks, dependencies, tier order, teardown rules, trigger-form params."""
+
+from __future__ import annotations
+
+import pytest
+
+from gce_vm_backup.config import load_config
+from gce_vm_backup.dag_factory import build_dags, register_dags
+from gce_vm_backup.errors import ConfigError
+
+from ..conftest import REPO
+
+EXAMPLE = REPO / "dags" / "gce_vm_backup.yaml"
+
+
+@pytest.fixture(scope="module")
+def dags():
+    return build_dags(load_config(EXAMPLE))
+
+
+def test_one_dag_per_group(dags):
+    assert set(dags) == {
+        "gce_vm_backup__shop-nightly",
+        "gce_vm_backup__labelled-weekly",
+        "gce_vm_backup__batch-manual",
+    }
+
+
+def test_each_vm_chain_is_precheck_stop_snapshot_start_with_start_as_teardown(dags):
+    dag = dags["gce_vm_backup__labelled-weekly"]
+    task = dag.get_task
+    assert task("tier_1.precheck").upstream_task_ids == {"resolve_tier_1"}
+    assert task("tier_1.stop").upstream_task_ids == {"tier_1.precheck"}
+    assert task("tier_1.snapshot").upstream_task_ids == {"tier_1.stop", "tier_1.precheck"}
+    assert task("tier_1.start").upstream_task_ids == {"tier_1.snapshot", "tier_1.precheck"}
+    assert task("tier_1.precheck").is_setup
+    assert task("tier_1.start").is_teardown
+    assert task("tier_1.start").trigger_rule == "all_done_setup_success"
+
+
+def test_tiers_stop_in_order_and_start_in_reverse(dags):
+    dag = dags["gce_vm_backup__shop-nightly"]
+    assert dag.get_task("tier_1_stopped").upstream_task_ids == {"tier_1.stop"}
+    assert dag.get_task("tier_1_stopped").trigger_rule == "none_failed"  # an empty tier 1 is no failure
+    assert dag.get_task("resolve_tier_2").upstream_task_ids == {"tier_1_stopped"}
+    assert dag.get_task("tier_2_started").upstream_task_ids == {"tier_2.start"}
+    assert dag.get_task("tier_2_started").trigger_rule == "all_done"
+    assert "tier_2_started" in dag.get_task("tier_1.start").upstream_task_ids
+    assert "tier_1.start" not in dag.get_task("tier_2.start").upstream_task_ids
+
+
+def test_schedule_start_date_and_run_limits(dags):
+    nightly = dags["gce_vm_backup__shop-nightly"]
+    assert nightly.schedule == "0 3 * * *"
+    assert nightly.start_date.isoformat() == "2026-01-01T00:00:00+00:00"
+    assert nightly.max_active_runs == 1
+    assert nightly.catchup is False
+    assert dags["gce_vm_backup__batch-manual"].schedule is None
+
+
+def test_concurrency_cap_and_wait_mode_reach_the_sensors(dags):
+    stop = dags["gce_vm_backup__shop-nightly"].get_task("tier_1.stop")
+    assert stop.max_active_tis_per_dagrun == 10
+    assert stop.mode == "reschedule"
+    assert stop.timeout == 900
+
+
+def test_early_restart_waits_for_uploading_only(dags):
+    assert dags["gce_vm_backup__batch-manual"].get_task("tier_1.snapshot").ready_when == "UPLOADING"
+    assert dags["gce_vm_backup__shop-nightly"].get_task("tier_1.snapshot").ready_when == "READY"
+
+
+def test_trigger_form_offers_a_vm_multi_select_and_a_dry_run_toggle(dags):
+    params = dags["gce_vm_backup__shop-nightly"].params
+    vms = params.get_param("vms").schema
+    assert vms["type"] == "array"
+    assert vms["examples"] == ["us-central1-a/web-1", "us-central1-b/db-1"]
+    assert vms["items"]["enum"] == ["us-central1-a/web-1", "us-central1-b/db-1"]
+    assert params.get_param("dry_run").schema["type"] == "boolean"
+    assert params["dry_run"] is False
+    assert params["vms"] == []
+
+
+def test_selector_group_cannot_enumerate_its_vms_in_the_form(dags):
+    vms = dags["gce_vm_backup__labelled-weekly"].params.get_param("vms").schema
+    assert "enum" not in vms["items"]
+    assert "examples" not in vms
+
+
+def test_invalid_form_value_is_rejected_by_the_params(dags):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dags["gce_vm_backup__shop-nightly"].params)
+    with pytest.raises(
+        ParamValidationError, match="Invalid input for param vms: 'us-central1-a/ghost' is not one of"
+    ):
+        params["vms"] = ["us-central1-a/ghost"]
+
+
+def test_register_dags_puts_the_dags_in_the_namespace(tmp_path):
+    namespace: dict = {}
+    register_dags(namespace, EXAMPLE, strict=True)
+    assert sorted(k for k in namespace if k.startswith("gce_vm_backup__")) == sorted(
+        build_dags(load_config(EXAMPLE))
+    )
+
+
+def test_register_dags_leaves_out_a_broken_group_unless_strict(tmp_path):
+    text = EXAMPLE.read_text().replace('schedule: "@weekly"', 'schedule: "not cron"')
+    path = tmp_path / "gce_vm_backup.yaml"
+    path.write_text(text)
+    namespace: dict = {}
+    register_dags(namespace, path, strict=False)
+    assert "gce_vm_backup__labelled-weekly" not in namespace
+    assert "gce_vm_backup__shop-nightly" in namespace
+    with pytest.raises(ConfigError, match="group 'labelled-weekly': key 'schedule'"):
+        register_dags({}, path, strict=True)
+
+
+def test_register_dags_raises_when_no_group_is_valid(tmp_path):
+    path = tmp_path / "gce_vm_backup.yaml"
+    path.write_text("version: 1\ngroups: {}\n")
+    with pytest.raises(ConfigError, match="key 'groups'"):
+        register_dags({}, path, strict=False)
