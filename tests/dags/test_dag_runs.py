@@ -60,6 +60,11 @@ def emulator(monkeypatch):
         yield emulator
 
 
+def run_dag(dagbag, dag_id, **conf):
+    """dag.test() with the full trigger-form conf: dag.test keeps conf in the DAG object's params."""
+    return dagbag.get_dag(dag_id).test(run_conf={"vms": [], "dry_run": False, **conf})
+
+
 def states(run):
     return {(ti.task_id, ti.map_index): ti.state for ti in run.get_task_instances()}
 
@@ -69,7 +74,7 @@ def vm_status(emulator, zone, name):
 
 
 def test_full_backup_succeeds_and_leaves_every_vm_as_it_was(dagbag, emulator):
-    run = dagbag.get_dag("gce_vm_backup__shop").test()
+    run = run_dag(dagbag, "gce_vm_backup__shop")
 
     assert run.state == "success", states(run)
     assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
@@ -83,7 +88,7 @@ def test_full_backup_succeeds_and_leaves_every_vm_as_it_was(dagbag, emulator):
 
 
 def test_tier_order_web_stops_before_db_and_starts_after_it(dagbag, emulator):
-    dagbag.get_dag("gce_vm_backup__shop").test()
+    run_dag(dagbag, "gce_vm_backup__shop")
     calls = emulator.calls
     first = {}
     for index, call in enumerate(calls):
@@ -96,7 +101,7 @@ def test_failed_snapshot_still_restarts_the_vm_and_fails_the_run(dagbag, emulato
     emulator.faults.fail_operation(
         "compute.snapshots.insert", "QUOTA_EXCEEDED", "Quota 'SNAPSHOTS' exceeded", times=20
     )
-    run = dagbag.get_dag("gce_vm_backup__shop").test()
+    run = run_dag(dagbag, "gce_vm_backup__shop")
 
     assert run.state == "failed"
     result = states(run)
@@ -107,7 +112,7 @@ def test_failed_snapshot_still_restarts_the_vm_and_fails_the_run(dagbag, emulato
 
 
 def test_dry_run_changes_nothing(dagbag, emulator):
-    run = dagbag.get_dag("gce_vm_backup__shop").test(run_conf={"dry_run": True})
+    run = run_dag(dagbag, "gce_vm_backup__shop", dry_run=True)
 
     assert run.state == "success"
     assert [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in MUTATING] == []
@@ -116,7 +121,7 @@ def test_dry_run_changes_nothing(dagbag, emulator):
 
 
 def test_subset_from_the_trigger_form_backs_up_only_those_vms(dagbag, emulator):
-    run = dagbag.get_dag("gce_vm_backup__shop").test(run_conf={"vms": ["web-1"]})
+    run = run_dag(dagbag, "gce_vm_backup__shop", vms=["web-1"])
 
     assert run.state == "success"
     stopped = {c.resource.rsplit("/", 1)[-1] for c in emulator.calls_for("compute.instances.stop")}
@@ -126,10 +131,21 @@ def test_subset_from_the_trigger_form_backs_up_only_those_vms(dagbag, emulator):
     assert vm_status(emulator, "us-central1-b", "db-1") == "RUNNING"
 
 
-def test_selector_matching_zero_vms_succeeds_without_touching_anything(dagbag, emulator):
-    run = dagbag.get_dag("gce_vm_backup__nothing").test()
+def test_choosing_only_a_later_tier_skips_the_empty_first_tier_and_backs_up_the_choice(dagbag, emulator):
+    run = run_dag(dagbag, "gce_vm_backup__shop", vms=["db-1"])
 
     assert run.state == "success"
-    assert states(run)[("resolve_tier_1", -1)] == "skipped"
-    assert {state for (task, _), state in states(run).items() if task.startswith("tier_1.")} == {"skipped"}
+    stopped = {c.resource.rsplit("/", 1)[-1] for c in emulator.calls_for("compute.instances.stop")}
+    assert stopped == {"db-1"}
+    assert states(run)[("tier_1.stop", 0)] == "success"  # the empty tier's placeholder passes through
+    assert states(run)[("tier_1_stopped", -1)] == "success"
+    assert vm_status(emulator, "us-central1-b", "db-1") == "RUNNING"
+    assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
+
+
+def test_selector_matching_zero_vms_succeeds_without_touching_anything(dagbag, emulator):
+    run = run_dag(dagbag, "gce_vm_backup__nothing")
+
+    assert run.state == "success"
+    assert {state for (task, _), state in states(run).items() if task.startswith("tier_1.")} == {"success"}
     assert [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in MUTATING] == []

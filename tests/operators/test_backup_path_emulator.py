@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from airflow.sdk.exceptions import AirflowSkipException
 
 from gce_vm_backup.errors import (
     BackupError,
@@ -14,6 +13,7 @@ from gce_vm_backup.errors import (
     ResourceNotFoundError,
     VmStateError,
 )
+from gce_vm_backup.instance_ops import NO_VM
 from gce_vm_backup.labels import MANAGED_BY_KEY, is_managed_snapshot_of
 from gce_vm_backup.operators import (
     PrecheckInstanceOperator,
@@ -258,8 +258,13 @@ def test_selector_matching_nothing_resolves_to_an_empty_list(emulator, context):
     operator = ResolveTargetsOperator(
         task_id="resolve", targets=[{"project_id": PROJECT, "zones": [ZONE_B], "labels": {"tier": "web"}}]
     )
-    with pytest.raises(AirflowSkipException, match="Tier 1: no VM to back up in this run"):
-        operator.execute(context.as_dict())
+    assert operator.execute(context.as_dict()) == [NO_VM]
+    record = PrecheckInstanceOperator(task_id="p", **NO_VM).execute(context.as_dict())
+    stop, snapshot, start = sensors(record)
+    assert stop.poke(context.as_dict()).xcom_value == {"stopped": False, "at": None}
+    assert snapshot.poke(context.as_dict()).xcom_value == []
+    assert start.poke(context.as_dict()).xcom_value == {"started": False, "at": None}
+    assert emulator.calls == [c for c in emulator.calls if c.method == "compute.instances.list"]
 
 
 def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
@@ -268,7 +273,6 @@ def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
         targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
         plan_only="True",
     )
-    with pytest.raises(AirflowSkipException, match="Dry run"):
-        operator.execute(context.as_dict())
+    assert operator.execute(context.as_dict()) == [NO_VM]
     mutating = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
     assert not [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in mutating]

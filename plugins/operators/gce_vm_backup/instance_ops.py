@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.sensor import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from gce_vm_backup._base import LOCAL_SSD_CHOICES, WAIT_MODES, HookMixin, RunKey, as_bool, check_choice
 from gce_vm_backup.errors import ConfigError, VmStateError
@@ -24,6 +24,10 @@ RESTARTABLE = "RUNNING"
 STARTING_STATES = frozenset({"RUNNING", "TERMINATED"})
 SUSPENDED_STATES = frozenset({"SUSPENDED", "SUSPENDING"})
 WORKER_LONG_POLL = 60.0
+# What a tier maps over when it has no VM this run (or in a dry run): every task passes it through.
+NO_VM: dict[str, Any] = {"project_id": "", "zone": "", "instance": "", "disks": None}
+NO_VM_STATUS = "NO_VM"
+NO_VM_RECORD: dict[str, Any] = {**NO_VM, "prior_status": NO_VM_STATUS, "has_local_ssd": False, "disks": []}
 
 
 def _now() -> str:
@@ -44,10 +48,11 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         ``{"project_id", "zone", "instance", "disks"}`` or a label selector
         ``{"project_id", "zones": [..] | None (= all zones), "labels": {..}}``.
     :param only: names chosen in the trigger form (``instance`` or ``zone/instance``); None = all.
-    :param plan_only: the dry run: log what would be stopped, snapshotted and started, then skip, so
-        nothing downstream acts.
-    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; raises
-    AirflowSkipException when the tier has no VM this run (and in a dry run).
+    :param plan_only: the dry run: log what would be stopped, snapshotted and started, and return the
+        placeholder only, so nothing downstream acts.
+    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; when the tier
+    has no VM this run (and in a dry run) the list is ``[NO_VM]``, a placeholder for which the precheck
+    returns ``NO_VM_RECORD`` and stop, snapshot and start do nothing.
     Raises ConfigError when ``only`` names a VM that is not among the targets.
     """
 
@@ -96,13 +101,13 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         )
         if dry_run:
             self._log_plan(vms, RunKey.from_context(context))
-            raise AirflowSkipException(
-                f"Dry run: tier {self.tier}'s plan is logged above; nothing was changed"
-            )
+            self.log.info("Dry run: tier %d's plan is logged above; nothing will be changed", self.tier)
+            return [NO_VM]
         if not vms:
-            # Skipping (rather than mapping over no VM) lets Airflow skip this tier's tasks by trigger rule,
-            # so the next tier's barrier sees "skipped", not tasks that never get a state.
-            raise AirflowSkipException(f"Tier {self.tier}: no VM to back up in this run")
+            self.log.info("Tier %d: no VM to back up in this run", self.tier)
+            # Never map over nothing: tasks mapped over an empty or skipped list never get a state,
+            # and would hold the next tier back. One placeholder that every task passes through instead.
+            return [NO_VM]
         return vms
 
     def _expand(self, target: dict[str, Any]) -> list[dict[str, Any]]:
@@ -221,6 +226,11 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if not (self.project_id or self.zone or self.instance):
+            # Succeed rather than skip: Airflow skips everything in the scope of a skipped setup, which
+            # would include the barrier that lets the next tier go.
+            self.log.info("No VM in this tier for this run (a selector matched none, or a dry run)")
+            return NO_VM_RECORD
         for name in ("project_id", "zone", "instance"):
             if not getattr(self, name):
                 raise ConfigError(f"The required parameter {name!r} is missing")
@@ -355,6 +365,8 @@ class StopInstanceOperator(ConvergeSensor):
 
         record = self.record
         vm = _vm_path(record)
+        if record["prior_status"] == NO_VM_STATUS:
+            return PokeReturnValue(True, {"stopped": False, "at": None})
         if record["prior_status"] != RESTARTABLE:
             self.log.info("VM %s was %s before the backup: not stopping it", vm, record["prior_status"])
             return PokeReturnValue(True, {"stopped": False, "at": None})
@@ -393,6 +405,8 @@ class StartInstanceOperator(ConvergeSensor):
 
         record = self.record
         vm = _vm_path(record)
+        if record["prior_status"] == NO_VM_STATUS:
+            return PokeReturnValue(True, {"started": False, "at": None})
         if record["prior_status"] != RESTARTABLE:
             self.log.info("VM %s was %s before the backup: leaving it stopped", vm, record["prior_status"])
             return PokeReturnValue(True, {"started": False, "at": None})
