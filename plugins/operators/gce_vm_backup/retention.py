@@ -2,7 +2,9 @@
 
 Rules that no policy can break (tests/retention/test_retention_properties.py pins each):
 - only snapshots this project made (``managed``) are ever candidates;
-- only READY snapshots are ever deleted (CREATING, UPLOADING, FAILED and DELETING ones are left alone);
+- only READY snapshots are ever deleted (CREATING, UPLOADING, FAILED and DELETING ones are left alone:
+  an in-flight one may become this run's good copy, and a FAILED one of ours is deleted by the snapshot
+  operator itself, before its retry, so retention never has to judge it);
 - nothing is deleted for a disk unless this run produced a READY snapshot of it;
 - the newest READY snapshot of a disk is never deleted, and never fewer than ``keep_last`` are kept.
 
@@ -15,7 +17,7 @@ calendar months that have one.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -48,15 +50,20 @@ class RetentionPolicy(BaseModel):
 
 @dataclass(frozen=True)
 class SnapshotInfo:
+    """One existing snapshot as retention sees it. ``disk_key`` is any stable id of the source disk."""
+
     name: str
     disk_key: str
     status: str
     created: datetime  # timezone-aware
-    managed: bool
+    managed: bool  # carries this project's labels for that disk (labels.is_managed_snapshot_of)
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass
 class RetentionPlan:
+    """What to delete (oldest first per disk) and, for every snapshot kept, why."""
+
     to_delete: list[SnapshotInfo] = field(default_factory=list)
     kept: dict[str, list[str]] = field(default_factory=dict)  # snapshot name -> reasons
 

@@ -1,0 +1,374 @@
+"""The run report (one structured summary per DAG run) and the failure notifiers.
+
+``RunReportOperator`` runs last (trigger rule all_done). It finds the per-VM results without being handed
+them: the task-instance breadcrumbs of the run (``RuntimeTaskInstance.get_task_breadcrumbs``: task id,
+map index and final state of every finished task) tell which VM task groups ran and how each task ended;
+each present task's XCom is then pulled by task id and map index. So a failed or missing task leaves a
+hole in its VM's row, never a misaligned row. ``build_run_report`` is the pure part.
+
+Timings come from what the operators return: the stop's ``at`` is when the VM was seen TERMINATED, the
+start's ``at`` when it was seen RUNNING again; ``downtime_seconds`` is the span between the two, so the
+time the VM spent stopping is not in it.
+
+Notifiers: ``notifiers_from_config(notify)`` turns a group's ``notify`` block into DAG-level
+``on_failure_callback`` notifiers (email through Airflow's SMTP provider, Slack through an incoming-webhook
+connection). Provider modules are imported only when a notification is sent; with no ``notify`` block the
+list is empty and no notification code runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator, TriggerRule
+from airflow.sdk.bases.notifier import BaseNotifier
+from airflow.sdk.exceptions import AirflowFailException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from gce_vm_backup.errors import BackupError, ConfigError
+
+VM_TASKS = ("precheck", "stop", "snapshot", "start", "verify", "retention")
+REPORT_XCOM_KEY = "run_report"
+OK_STATES = frozenset({"success", "skipped"})
+NO_VM_STATUS = "NO_VM"  # instance_ops.NO_VM_STATUS: the placeholder of a tier with no VM this run
+
+
+@dataclass
+class VmTaskResults:
+    """What one mapped VM task group left behind: each task's final state and XCom value."""
+
+    group: str
+    map_index: int
+    target: Mapping[str, Any] | None = None  # the resolve task's entry for this map index
+    states: dict[str, str] = field(default_factory=dict)  # task name -> final state
+    values: dict[str, Any] = field(default_factory=dict)  # task name -> XCom return value
+
+
+def _seconds_between(start: str | None, end: str | None) -> int | None:
+    if not start or not end:
+        return None
+    return int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+
+
+def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
+    """One VM's line of the report, or None for a tier's no-VM placeholder."""
+    record = vm.values.get("precheck") or {}
+    if record.get("prior_status") == NO_VM_STATUS:
+        return None
+    target = vm.target or record
+    path = (
+        f"projects/{target.get('project_id')}/zones/{target.get('zone')}/instances/{target.get('instance')}"
+        if target
+        else None
+    )
+    stop, start = vm.values.get("stop") or {}, vm.values.get("start") or {}
+    snapshots = vm.values.get("verify") or vm.values.get("snapshot") or []
+    retention = vm.values.get("retention")
+    problems = [f"{task} {state}" for task, state in vm.states.items() if state not in OK_STATES]
+    prior = record.get("prior_status")
+    if prior == "RUNNING" and vm.states.get("start") != "success":
+        problems.insert(
+            0, f"VM was RUNNING before the backup and may not be now: start {vm.states.get('start')}"
+        )
+    return {
+        "group": vm.group,
+        "map_index": vm.map_index,
+        "vm": path,
+        "prior_status": prior,
+        "stopped": stop.get("stopped"),
+        "stopped_at": stop.get("at"),
+        "started": start.get("started"),
+        "started_at": start.get("at"),
+        "downtime_seconds": _seconds_between(stop.get("at"), start.get("at")) if stop.get("stopped") else 0,
+        "tasks": dict(vm.states),
+        "snapshots": [
+            {
+                "disk": s.get("disk"),
+                "disk_source": s.get("disk_source"),
+                "snapshot": s.get("snapshot"),
+                "status": s.get("status"),
+                "storage_bytes": int(s.get("storage_bytes") or 0),
+            }
+            for s in snapshots
+        ],
+        "retention": None
+        if retention is None
+        else {
+            "dry_run": bool(retention.get("dry_run")),
+            "deleted": [d["snapshot"] for d in retention.get("deleted", [])],
+            "would_delete": [d["snapshot"] for d in retention.get("would_delete", [])],
+            "not_pruned": retention.get("not_pruned", []),
+        },
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+def build_run_report(
+    *,
+    dag_id: str,
+    run_id: str,
+    vms: Iterable[VmTaskResults],
+    other_tasks: Mapping[str, str] | None = None,
+    generated_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The run's summary as plain JSON-able data (see the module docstring). Raises nothing.
+
+    ``other_tasks`` are the run's tasks outside the VM groups (resolve, barriers) with their states; the
+    failed ones are listed, since a failed resolve means a whole tier was not backed up.
+    """
+    rows = [row for row in (_vm_row(vm) for vm in vms) if row is not None]
+    failed_other = sorted(task for task, state in (other_tasks or {}).items() if state not in OK_STATES)
+    snapshots = [s for row in rows for s in row["snapshots"]]
+    summary = {
+        "vms": len(rows),
+        "vms_ok": sum(row["ok"] for row in rows),
+        "vms_with_problems": sum(not row["ok"] for row in rows),
+        "snapshots": len(snapshots),
+        "snapshots_ready": sum(s["status"] == "READY" for s in snapshots),
+        "storage_bytes": sum(s["storage_bytes"] for s in snapshots),
+        "snapshots_deleted": sum(len((row["retention"] or {}).get("deleted", [])) for row in rows),
+        "failed_tasks": failed_other,
+    }
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "generated_at": (generated_at or datetime.now(UTC)).isoformat(timespec="seconds"),
+        "status": "success" if summary["vms_with_problems"] == 0 and not failed_other else "failed",
+        "summary": summary,
+        "vms": rows,
+    }
+
+
+def _size(storage_bytes: int) -> str:
+    return f"{storage_bytes / (1 << 30):.1f} GiB"
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as a readable table for the task log."""
+    summary = report["summary"]
+    lines = [
+        f"Backup run {report['run_id']} of {report['dag_id']}: {report['status'].upper()} - "
+        f"{summary['vms_ok']}/{summary['vms']} VM(s) ok, {summary['snapshots_ready']}/{summary['snapshots']} "
+        f"snapshot(s) READY ({_size(summary['storage_bytes'])}), {summary['snapshots_deleted']} old "
+        "snapshot(s) deleted",
+    ]
+    if summary["failed_tasks"]:
+        lines.append(f"Failed tasks outside the VM groups: {', '.join(summary['failed_tasks'])}")
+    header = f"{'VM':<48} {'before':<10} {'downtime':>9}  {'disk':<24} {'snapshot':<63} {'status':<9} size"
+    lines += [header, "-" * len(header)]
+    for row in report["vms"]:
+        vm = (row["vm"] or f"{row['group']}[{row['map_index']}]").split("/zones/")[-1]
+        downtime = "-" if row["downtime_seconds"] is None else f"{row['downtime_seconds']}s"
+        first = f"{vm:<48} {row['prior_status'] or '?':<10} {downtime:>9}  "
+        for index, snap in enumerate(row["snapshots"] or [{}]):
+            prefix = first if index == 0 else " " * len(first)
+            lines.append(
+                f"{prefix}{snap.get('disk') or '-':<24} {snap.get('snapshot') or '-':<63} "
+                f"{snap.get('status') or '-':<9} {_size(snap.get('storage_bytes') or 0)}"
+            )
+        retention = row["retention"]
+        if retention and (retention["deleted"] or retention["would_delete"]):
+            verb = "would delete" if retention["dry_run"] else "deleted"
+            names = retention["would_delete"] if retention["dry_run"] else retention["deleted"]
+            lines.append(f"    retention {verb}: {', '.join(names)}")
+        for problem in row["problems"]:
+            lines.append(f"    PROBLEM: {problem}")
+    return "\n".join(lines)
+
+
+def collect_vm_results(
+    ti: Any, *, dag_id: str, run_id: str, vm_groups: Sequence[str]
+) -> tuple[list[VmTaskResults], dict[str, str]]:
+    """Every VM group's per-map-index task states and XComs, and the states of the other tasks.
+
+    ``vm_groups`` are the mapped task groups' ids (``tier_1``...); each group's resolve task is
+    ``resolve_<group>``, whose list gives the VM of each map index.
+    """
+    vms: dict[tuple[str, int], VmTaskResults] = {}
+    other: dict[str, str] = {}
+    for crumb in ti.get_task_breadcrumbs(dag_id=dag_id, run_id=run_id):
+        group, _, task = str(crumb["task_id"]).partition(".")
+        state, map_index = str(crumb["state"]), int(crumb["map_index"])
+        if group in vm_groups and task in VM_TASKS:
+            vms.setdefault((group, map_index), VmTaskResults(group, map_index)).states[task] = state
+        elif crumb["task_id"] != ti.task_id:
+            other[str(crumb["task_id"])] = state
+    targets = {
+        group: ti.xcom_pull(task_ids=f"resolve_{group}", map_indexes=-1, default=None) or []
+        for group in vm_groups
+    }
+    for (group, map_index), vm in sorted(vms.items()):
+        if 0 <= map_index < len(targets[group]):
+            vm.target = targets[group][map_index]
+        for task in vm.states:
+            vm.values[task] = ti.xcom_pull(task_ids=f"{group}.{task}", map_indexes=map_index, default=None)
+    return [vms[key] for key in sorted(vms)], other
+
+
+class RunReportOperator(BaseOperator):
+    """Build the run report, log it as a table and push it to XCom (key ``run_report``, and as the return
+    value when the run had no problems).
+
+    :param vm_groups: the ids of the mapped per-VM task groups (``["tier_1", "tier_2"]``).
+    :param fail_on_problems: fail (without retry) when any VM or task had a problem, after pushing the
+        report: the report runs last with trigger rule all_done, and as the DAG's only leaf its success
+        would otherwise mark a failed run successful and silence the failure notification.
+    Raises AirflowFailException listing the problems.
+    """
+
+    def __init__(self, *, vm_groups: Sequence[str], fail_on_problems: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        if not vm_groups:
+            raise ConfigError("The parameter 'vm_groups' must name at least one per-VM task group")
+        self.vm_groups, self.fail_on_problems = list(vm_groups), fail_on_problems
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        vms, other = collect_vm_results(
+            ti, dag_id=ti.dag_id, run_id=context["run_id"], vm_groups=self.vm_groups
+        )
+        report = build_run_report(dag_id=ti.dag_id, run_id=context["run_id"], vms=vms, other_tasks=other)
+        self.log.info("%s", format_report(report))
+        ti.xcom_push(key=REPORT_XCOM_KEY, value=report)
+        if self.fail_on_problems and report["status"] != "success":
+            problems = [f"{row['vm'] or row['group']}: {'; '.join(row['problems'])}" for row in report["vms"]]
+            problems += [f"task {task} did not succeed" for task in report["summary"]["failed_tasks"]]
+            raise AirflowFailException(
+                "The backup run had problems (full report in XCom 'run_report'): "
+                + " | ".join(p for p in problems if not p.endswith(": "))
+            )
+        return report
+
+
+# ---- failure notification ----------------------------------------------------------------------
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EmailSettings(_Settings):
+    to: list[str] = Field(min_length=1)
+    from_email: str | None = None
+    smtp_conn_id: str | None = None  # default: Airflow's [email] email_conn_id ("smtp_default")
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SlackSettings(_Settings):
+    webhook_conn_id: str = Field(min_length=1)  # a Slack incoming-webhook connection (URL in password)
+    channel: str | None = None
+
+
+class NotifySettings(_Settings):
+    """A group's ``notify`` block. Both are optional; neither means no notification at all."""
+
+    email: EmailSettings | None = None
+    slack: SlackSettings | None = None
+
+
+def failure_message(context: Mapping[str, Any]) -> tuple[str, str]:
+    """(subject, body) for a failed backup run, from a DAG failure callback's context."""
+    dag = context.get("dag")
+    dag_id = getattr(dag, "dag_id", None) or "gce-vm-backup"
+    run_id = context.get("run_id") or "?"
+    subject = f"[gce-vm-backup] Backup run failed: {dag_id} ({run_id})"
+    body = (
+        f"The backup DAG {dag_id}, run {run_id}, failed: {context.get('reason') or 'see the task logs'}.\n"
+        f"The run report (every VM, its snapshots and problems) is in the XCom '{REPORT_XCOM_KEY}' of the "
+        "task 'run_report'. VMs that were RUNNING before the backup are restarted by their start task even "
+        "when stop or snapshot failed; the report says so for any that may not be."
+    )
+    return subject, body
+
+
+class EmailFailureNotifier(BaseNotifier):
+    """Emails the failure through Airflow's SMTP provider (imported only when sending)."""
+
+    def __init__(self, settings: EmailSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def notify(self, context: Any) -> None:
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        subject, body = failure_message(context)
+        SmtpNotifier(
+            to=self.settings.to,
+            from_email=self.settings.from_email,
+            smtp_conn_id=self.settings.smtp_conn_id,
+            subject=subject,
+            html_content=f"<pre>{body}</pre>",
+        ).notify(context)
+
+
+class SlackFailureNotifier(BaseNotifier):
+    """Posts the failure to a Slack incoming webhook.
+
+    Uses the Slack provider's webhook notifier when it is installed; otherwise (the seam: the provider is
+    not a dependency of this project) posts itself to the URL stored in the connection's password, or
+    its host. Raises BackupError when the connection has no webhook URL or Slack refuses the post.
+    """
+
+    def __init__(self, settings: SlackSettings) -> None:
+        super().__init__()
+        self.settings = settings
+
+    def notify(self, context: Any) -> None:
+        subject, body = failure_message(context)
+        text = f"*{subject}*\n{body}"
+        try:
+            from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+        except ImportError:
+            self._post(text)
+            return
+        SlackWebhookNotifier(slack_webhook_conn_id=self.settings.webhook_conn_id, text=text).notify(context)
+
+    def _post(self, text: str) -> None:
+        import requests
+        from airflow.sdk import BaseHook
+
+        connection = BaseHook.get_connection(self.settings.webhook_conn_id)
+        url = connection.password or connection.host or ""
+        if not url.startswith("https://"):
+            raise BackupError(
+                f"Slack connection {self.settings.webhook_conn_id!r} has no https:// incoming-webhook URL "
+                "in its password (or host)"
+            )
+        payload: dict[str, Any] = {"text": text}
+        if self.settings.channel:
+            payload["channel"] = self.settings.channel
+        response = requests.post(url, json=payload, timeout=30)
+        if response.status_code >= 400:
+            raise BackupError(
+                f"Slack webhook of connection {self.settings.webhook_conn_id!r} refused the message: "
+                f"HTTP {response.status_code} {response.text[:200]}"
+            )
+
+
+def notifiers_from_config(notify: Mapping[str, Any] | NotifySettings | None) -> list[BaseNotifier]:
+    """The DAG's ``on_failure_callback`` list for a group's ``notify`` block ([] when none is set).
+
+    Raises ConfigError naming the key when the block is malformed.
+    """
+    if notify is None:
+        return []
+    try:
+        settings = notify if isinstance(notify, NotifySettings) else NotifySettings.model_validate(notify)
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"notify.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()]
+        ) from None
+    notifiers: list[BaseNotifier] = []
+    if settings.email is not None:
+        notifiers.append(EmailFailureNotifier(settings.email))
+    if settings.slack is not None:
+        notifiers.append(SlackFailureNotifier(settings.slack))
+    return notifiers

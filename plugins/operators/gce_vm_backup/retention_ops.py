@@ -1,0 +1,296 @@
+"""After the backup: wait until this run's snapshots are READY, then delete the old ones the policy lets go.
+
+``VerifySnapshotsOperator`` matters with the early-restart opt-in, where the snapshot task finishes at
+UPLOADING; otherwise it confirms READY with one read per snapshot. ``ApplyRetentionOperator`` lists only
+this project's snapshots of each disk (server-side label filter, every page), plans with
+``retention.plan_deletions`` and deletes with deterministic request ids, waiting on each delete.
+
+Both run per VM, inside the VM's mapped task group, after ``start``: their inputs are the precheck's
+InstanceRecord and the snapshot task's SnapshotRecords (XComArgs). Nothing Google is imported here at
+module level; the hook is built inside execute()/poke().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.bases.sensor import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowSensorTimeout
+from pydantic import ValidationError
+
+from gce_vm_backup._base import WAIT_MODES, HookMixin, RunKey, as_bool, check_choice
+from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
+from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
+
+DELETE_TIMEOUT = 600.0  # seconds to wait for one snapshot deletion
+NO_VM_STATUS = "NO_VM"  # instance_ops.NO_VM_STATUS; the placeholder VM of a tier with nothing to back up
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 ``creationTimestamp`` ('2026-11-24T03:00:05.123-08:00' or '...Z') as an aware datetime."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def snapshot_records(value: Any, *, name: str = "snapshot_records") -> list[dict[str, Any]]:
+    """The snapshot task's result, checked. Raises ConfigError naming ``name`` when it is not one."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(
+        isinstance(item, dict) and {"disk_source", "snapshot"} <= item.keys() for item in value
+    ):
+        raise ConfigError(
+            f"The parameter {name!r} must be the snapshot task's list of records "
+            f"(each with 'disk_source' and 'snapshot'), got {value!r}"
+        )
+    return value
+
+
+def _snapshot_project(record: dict[str, Any]) -> str:
+    """Snapshots are made in the VM's project; the record names the VM (or at least the disk)."""
+    path = record.get("vm") or record["disk_source"]
+    return str(path[path.find("projects/") :].split("/")[1])
+
+
+def _snapshot_path(project: str, name: str) -> str:
+    return f"projects/{project}/global/snapshots/{name}"
+
+
+class VerifySnapshotsOperator(HookMixin, BaseSensorOperator):
+    """Wait until every snapshot of this run is READY (a sensor; ``reschedule`` frees the worker slot).
+
+    Returns the records with their current status (READY) and size. Raises OperationFailedError when a
+    snapshot turned FAILED, ResourceNotFoundError when it no longer exists, and AirflowSensorTimeout,
+    naming each disk and snapshot still not READY, when ``timeout`` seconds pass first.
+    """
+
+    template_fields: Sequence[str] = ("snapshot_records",)
+
+    def __init__(
+        self,
+        *,
+        snapshot_records: Any,
+        wait_mode: str = "reschedule",
+        timeout: float = 7200,
+        poke_interval: float = 60,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        check_choice(wait_mode, WAIT_MODES, name="wait_mode")
+        mode = "reschedule" if wait_mode == "reschedule" else "poke"
+        super().__init__(mode=mode, timeout=timeout, poke_interval=poke_interval, **kwargs)
+        self.snapshot_records, self.wait_mode = snapshot_records, wait_mode
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+        self._pending: list[str] = []
+
+    def poke(self, context: Any) -> Any:
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        records = snapshot_records(self.snapshot_records)
+        verified, pending = [], []
+        for record in records:
+            project, name = _snapshot_project(record), record["snapshot"]
+            snapshot = self.hook.get_snapshot(project_id=project, name=name)
+            if snapshot is None:
+                raise ResourceNotFoundError(
+                    f"Snapshot {_snapshot_path(project, name)} of disk {record['disk_source']} no longer "
+                    "exists; this run has no usable backup of that disk"
+                )
+            if snapshot.status == "FAILED":
+                raise OperationFailedError(
+                    f"Snapshot {_snapshot_path(project, name)} of disk {record['disk_source']} FAILED while "
+                    "uploading; this run has no usable backup of that disk",
+                    operation="",
+                    resource=_snapshot_path(project, name),
+                    codes=["SNAPSHOT_FAILED"],
+                )
+            if snapshot.status != READY:
+                pending.append(f"{name} of disk {record['disk_source']} ({snapshot.status})")
+            verified.append(
+                {**record, "status": snapshot.status, "storage_bytes": int(snapshot.storage_bytes)}
+            )
+        self._pending = pending
+        if pending:
+            self.log.info("Waiting for snapshot(s) to be READY: %s", "; ".join(pending))
+            return False
+        self.log.info("All %d snapshot(s) READY", len(verified))
+        return PokeReturnValue(True, verified)
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            raise AirflowSensorTimeout(
+                f"Snapshot(s) not READY within {self.timeout:.0f} seconds: "
+                f"{'; '.join(self._pending) or 'unknown'} ({exc})"
+            ) from exc
+
+
+def load_policy(policy: Any) -> RetentionPolicy | None:
+    """A RetentionPolicy from the config's dict (or None). Raises ConfigError naming each bad key."""
+    if policy is None or isinstance(policy, RetentionPolicy):
+        return policy
+    try:
+        return RetentionPolicy.model_validate(policy)
+    except ValidationError as exc:
+        problems = [
+            f"The parameter 'policy', key {'.'.join(str(p) for p in error['loc']) or '(root)'}: "
+            f"{error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ConfigError(problems) from None
+
+
+class ApplyRetentionOperator(HookMixin, BaseOperator):
+    """Delete this VM's old snapshots that ``policy`` lets go (see retention.py for the rules).
+
+    Only snapshots carrying this project's labels for the disk are listed (server-side filter, checked
+    again client-side); nothing is deleted for a disk unless this run's snapshot of it is READY in that
+    listing. Ages are measured from the newest of this run's snapshots (the Compute Engine clock, not the
+    worker's), so a retry plans the same. With ``plan_only`` (the dry run) the plan is logged and nothing
+    is deleted.
+
+    Returns ``{"vm", "dry_run", "deleted": [{"disk_source", "snapshot", "created"}], "kept": [{"disk_source",
+    "snapshot", "reasons"}], "not_pruned": [{"disk_source", "reason"}]}``, plus ``would_delete`` in a dry
+    run. Raises ConfigError for a bad
+    policy or input, ApiError when listing fails, and BackupError naming every snapshot whose deletion
+    failed or timed out (the others are still deleted).
+    """
+
+    template_fields: Sequence[str] = ("instance_record", "snapshot_records", "plan_only")
+
+    def __init__(
+        self,
+        *,
+        instance_record: Any,
+        snapshot_records: Any,
+        policy: dict[str, Any] | RetentionPolicy | None,
+        plan_only: bool | str = False,
+        delete_timeout: float = DELETE_TIMEOUT,
+        max_results: int | None = None,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.policy = load_policy(policy)
+        self.instance_record, self.snapshot_records = instance_record, snapshot_records
+        self.plan_only = plan_only  # the dry run (BaseOperator.dry_run is a method, hence the name)
+        self.delete_timeout, self.max_results = delete_timeout, max_results
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        record = self.instance_record
+        if not isinstance(record, dict) or "instance" not in record:
+            raise ConfigError(
+                f"The parameter 'instance_record' must be the precheck's result, got {record!r}"
+            )
+        records = snapshot_records(self.snapshot_records)
+        dry_run = as_bool(self.plan_only, name="plan_only")
+        vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+        result: dict[str, Any] = {"vm": vm, "dry_run": dry_run, "deleted": [], "kept": [], "not_pruned": []}
+        if self.policy is None or record.get("prior_status") == NO_VM_STATUS or not record.get("disks"):
+            self.log.info("Retention for %s: nothing to do (no policy, or no VM in this run)", vm)
+            return result
+        plan, now, listed = self._plan(record, records, result)
+        self.log.info(
+            "Retention for %s (policy %s, ages measured from %s): delete %d, keep %d",
+            vm,
+            self.policy.model_dump(exclude_none=True),
+            now.isoformat(),
+            len(plan.to_delete),
+            len(plan.kept),
+        )
+        for name, reasons in sorted(plan.kept.items()):
+            self.log.info("  keep %s: %s", name, ", ".join(reasons))
+        result["kept"] = [
+            {"disk_source": listed[name].disk_key, "snapshot": name, "reasons": reasons}
+            for name, reasons in sorted(plan.kept.items())
+        ]
+        if dry_run:
+            for snapshot in plan.to_delete:
+                self.log.info("  DRY RUN: would delete %s (created %s)", snapshot.name, snapshot.created)
+            result["would_delete"] = [_deleted(s) for s in plan.to_delete]
+            return result
+        self._delete(record["project_id"], plan, RunKey.from_context(context), result)
+        return result
+
+    def _plan(
+        self, record: dict[str, Any], records: list[dict[str, Any]], result: dict[str, Any]
+    ) -> tuple[RetentionPlan, datetime, dict[str, SnapshotInfo]]:
+        from gce_vm_backup.labels import disk_path, is_managed_snapshot_of, managed_disk_filter
+
+        if self.policy is None:
+            raise ConfigError("The parameter 'policy' is required to plan retention")
+        new_by_disk = {disk_path(item["disk_source"]): item["snapshot"] for item in records}
+        infos: list[SnapshotInfo] = []
+        disks_with_new_ready: set[str] = set()
+        new_ready_times: list[datetime] = []
+        for disk in record["disks"]:
+            source = disk_path(disk["source"])
+            listed = self.hook.list_snapshots(
+                project_id=record["project_id"],
+                filter=managed_disk_filter(source),
+                max_results=self.max_results,
+            )
+            for snapshot in listed:
+                labels = dict(snapshot.labels)
+                info = SnapshotInfo(
+                    name=snapshot.name,
+                    disk_key=source,
+                    status=snapshot.status,
+                    created=parse_timestamp(snapshot.creation_timestamp),
+                    managed=is_managed_snapshot_of(labels, source),
+                    labels=labels,
+                )
+                infos.append(info)
+                if info.name == new_by_disk.get(source) and info.status == READY and info.managed:
+                    disks_with_new_ready.add(source)
+                    new_ready_times.append(info.created)
+            if source not in disks_with_new_ready:
+                reason = (
+                    f"this run's snapshot {new_by_disk[source]} is not READY"
+                    if source in new_by_disk
+                    else "this run made no snapshot of it"
+                )
+                self.log.info("Retention for disk %s: deleting nothing, %s", source, reason)
+                result["not_pruned"].append({"disk_source": source, "reason": reason})
+        now = max(new_ready_times) if new_ready_times else datetime.now(UTC)
+        plan = plan_deletions(infos, self.policy, now=now, disks_with_new_ready=disks_with_new_ready)
+        return plan, now, {info.name: info for info in infos}
+
+    def _delete(self, project: str, plan: RetentionPlan, run: RunKey, result: dict[str, Any]) -> None:
+        failures: list[str] = []
+        for snapshot in plan.to_delete:
+            path = _snapshot_path(project, snapshot.name)
+            try:
+                operation = self.hook.delete_snapshot(
+                    project_id=project,
+                    name=snapshot.name,
+                    request_id=run.request_id(path, "retention-delete"),
+                )
+                self.log.info("Deleting %s (operation %s)", path, operation.name)
+                self.hook.wait_operation(operation, timeout=self.delete_timeout)
+            except ResourceNotFoundError:
+                self.log.info("Snapshot %s is already gone", path)
+            except BackupError as exc:
+                failures.append(f"{path}: {exc}")
+                continue
+            result["deleted"].append(_deleted(snapshot))
+        if failures:
+            raise BackupError(
+                f"Retention could not delete {len(failures)} snapshot(s) (the rest were deleted): "
+                + "; ".join(failures)
+            )
+
+
+def _deleted(snapshot: SnapshotInfo) -> dict[str, Any]:
+    return {
+        "disk_source": snapshot.disk_key,
+        "snapshot": snapshot.name,
+        "created": snapshot.created.isoformat(),
+    }

@@ -1,0 +1,67 @@
+"""Shared pieces of the retention, verification and report tests: a minimal task context, the emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gce_emulator import Emulator
+from gce_emulator.__main__ import DEMO_SEED
+
+PROJECT, ZONE = "demo-project", "us-central1-a"
+RUN_TIME = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeTI:
+    dag_id: str = "gce_vm_backup__test"
+    map_index: int = 0
+    try_number: int = 1
+
+
+@dataclass
+class FakeDagRun:
+    run_after: datetime = RUN_TIME
+
+
+@dataclass
+class Context:
+    ti: FakeTI = field(default_factory=FakeTI)
+    run_id: str = "scheduled__2026-11-24T03:00:00+00:00"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ti": self.ti, "dag_run": FakeDagRun(), "run_id": self.run_id, "logical_date": RUN_TIME}
+
+
+@pytest.fixture
+def context() -> Context:
+    return Context()
+
+
+@pytest.fixture
+def fast_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    """The demo fleet with near-instant deletes, and the default connection pointing at it (anonymous)."""
+    emulator = Emulator(DEMO_SEED, timings={"snapshot_delete": 0.05}, wait_timeout=0.5).start()
+    connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def converge(
+    sensor: Any, context: Context, emulator: Emulator, *, step: float = 60, max_pokes: int = 50
+) -> Any:
+    """Poke until done, advancing simulated time between pokes; returns the poke's XCom value."""
+    for _ in range(max_pokes):
+        result = sensor.poke(context.as_dict())
+        if result:
+            return getattr(result, "xcom_value", result)
+        emulator.clock.advance(step)
+    raise AssertionError(f"{sensor.task_id} did not converge in {max_pokes} pokes")
