@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "validate": "vm_backup_cli.validate",
     "sync": "vm_backup_cli.sync",
     "demo": "vm_backup_cli.demo",
+    "local-env": "vm_backup_cli.local_env",
 }
 
 

@@ -1,0 +1,391 @@
+"""`vm-backup local-env`: a real Airflow 3 environment on loopback, against the Compute Engine emulator.
+
+Starts the emulator (demo fleet) and Airflow's components one by one as subprocesses: scheduler
+(LocalExecutor on SQLite), DAG processor, triggerer and API server (REST API + UI) on 127.0.0.1 and a
+free port. The Airflow home is laid out like a Composer bucket mount: ``<home>/gcs/dags`` holds the thin
+DAG file and the config, ``<home>/gcs/plugins`` is a symlink to the repository's ``plugins/``. Ctrl-C or
+SIGTERM stops every process (terminate, wait, kill).
+
+``LocalAirflow`` is the reusable part (start/stop, token, trigger, wait for a run); the e2e tests use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from vm_backup_cli.demo import _repo_paths, prepare_airflow_home
+
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+FINISHED_RUN_STATES = frozenset({"success", "failed"})
+DEFAULT_HOME = Path(".airflow") / "local-env"  # .airflow/ is gitignored
+USERNAME = "admin"
+
+
+class LocalEnvError(RuntimeError):
+    """An Airflow component did not start, died, or an API call failed; the message names the log file."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalAirflow:
+    """Airflow 3 (scheduler, DAG processor, triggerer, API server) in ``home``, talking to ``emulator_url``.
+
+    ``config`` is the backup config copied next to the DAG file (default: the demo config).
+    ``extra_env`` adds or overrides environment variables (e.g. ``AIRFLOW__SCHEDULER__...``) for every
+    component. Use as a context manager, or call ``start()`` and always ``stop()``.
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        emulator_url: str,
+        *,
+        config: Path | None = None,
+        port: int | None = None,
+        password: str | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ):
+        self.home = home.resolve()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.username = USERNAME
+        self.password = password or secrets.token_urlsafe(12)
+        self.emulator_url = emulator_url
+        self.config = config
+        self.extra_env = dict(extra_env or {})
+        self.dags_folder = self.home / "gcs" / "dags"
+        self.plugins_folder = self.home / "gcs" / "plugins"
+        self.log_dir = self.home / "component-logs"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._log_files: list[IO[bytes]] = []
+        self._token: str | None = None
+        self.session = requests.Session()
+        self.env = self._prepare()
+
+    # ---- layout and environment ----------------------------------------------------------------
+    def _prepare(self) -> dict[str, str]:
+        """The Composer-like layout under ``home`` and the environment every component runs with."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        # The demo's helper copies the DAG file and the demo config into <gcs>/dags.
+        env = prepare_airflow_home(self.home / "gcs", self.emulator_url)
+        if self.config is not None:
+            shutil.copy(self.config, self.dags_folder / "gce_vm_backup.yaml")
+        repo_plugins, _ = _repo_paths()
+        if self.plugins_folder.is_symlink() or self.plugins_folder.exists():
+            if not self.plugins_folder.is_symlink():
+                raise LocalEnvError(f"{self.plugins_folder} exists and is not a symlink; remove it")
+            self.plugins_folder.unlink()
+        self.plugins_folder.symlink_to(repo_plugins, target_is_directory=True)
+        self.log_dir.mkdir(exist_ok=True)
+        passwords = self.home / "simple_auth_manager_passwords.json"
+        passwords.write_text(json.dumps({self.username: self.password}) + "\n")
+        passwords.chmod(0o600)
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.username}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+                # Scheduler (signs task tokens) and API server (checks them) must share the secret.
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.pop("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", None)
+        env.update(self.extra_env)
+        return env
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def start(self, timeout: float = 240.0) -> LocalAirflow:
+        """Migrate the database, start every component and wait until the health endpoint says healthy.
+
+        Raises LocalEnvError (after stopping whatever started) when a step fails or times out.
+        """
+        try:
+            self._migrate()
+            for component in COMPONENTS:
+                self._spawn(component)
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _migrate(self) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise LocalEnvError(
+                f"`airflow db migrate` failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+
+    def _spawn(self, component: str) -> None:
+        log = (self.log_dir / f"{component}.log").open("ab")
+        self._log_files.append(log)
+        # A session of its own per component, so stop() can signal the component's whole process group
+        # (executor workers, task processes, the DAG processor's parsers) and nothing else.
+        self.processes[component] = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
+            [sys.executable, "-m", "airflow", component],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def check_alive(self) -> None:
+        """Raises LocalEnvError naming the log file of a component that exited."""
+        for component, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                log = self.log_dir / f"{component}.log"
+                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+                raise LocalEnvError(f"Airflow {component} exited with code {code}; log {log}:\n{tail}")
+
+    def health(self) -> dict[str, Any]:
+        response = self.session.get(f"{self.url}/api/v2/monitor/health", timeout=5)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_healthy(self, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        last: Any = "no answer"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                body = self.health()
+                last = body
+                if all((body.get(c) or {}).get("status") == "healthy" for c in HEALTH_COMPONENTS):
+                    return
+            except requests.RequestException as exc:
+                last = exc
+            time.sleep(1)
+        raise LocalEnvError(
+            f"Airflow not healthy after {timeout:.0f} s (last: {last}); logs in {self.log_dir}"
+        )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every component's process group, wait up to ``timeout`` s, then SIGKILL what is left."""
+        for process in self.processes.values():
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # Also children that outlived their component (e.g. a task process).
+            _signal_group(process, signal.SIGKILL)
+            process.wait()
+        self.processes.clear()
+        for log in self._log_files:
+            log.close()
+        self._log_files.clear()
+        self.session.close()
+
+    def __enter__(self) -> LocalAirflow:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- REST API ------------------------------------------------------------------------------
+    def token(self) -> str:
+        """A bearer token from the simple auth manager (``POST /auth/token``), cached."""
+        if self._token is None:
+            response = self.session.post(
+                f"{self.url}/auth/token",
+                json={"username": self.username, "password": self.password},
+                timeout=30,
+            )
+            if response.status_code != 201:
+                raise LocalEnvError(f"POST /auth/token: HTTP {response.status_code} {response.text[:500]}")
+            self._token = str(response.json()["access_token"])
+        return self._token
+
+    def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """A call to ``/api/v2<path>`` with the bearer token; returns the response whatever its status."""
+        headers = {"Authorization": f"Bearer {self.token()}", **kwargs.pop("headers", {})}
+        return self.session.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
+
+    def api_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.api(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise LocalEnvError(f"{method} /api/v2{path}: HTTP {response.status_code} {response.text[:1000]}")
+        return response.json()
+
+    def import_errors(self) -> list[dict[str, Any]]:
+        errors: list[dict[str, Any]] = self.api_json("GET", "/importErrors")["import_errors"]
+        return errors
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """The DAG once the DAG processor has parsed it; raises with the import errors if it never shows."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            response = self.api("GET", f"/dags/{dag_id}")
+            if response.status_code == 200:
+                dag: dict[str, Any] = response.json()
+                return dag
+            time.sleep(1)
+        raise LocalEnvError(
+            f"DAG {dag_id} not parsed after {timeout:.0f} s; import errors: {self.import_errors()}"
+        )
+
+    def unpause(self, dag_id: str) -> None:
+        self.api_json("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any], run_id: str | None = None) -> requests.Response:
+        """``POST /dags/{dag_id}/dagRuns`` with ``conf`` as the trigger form sends it; the raw response."""
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf)}
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        runs: list[dict[str, Any]] = self.api_json("GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100})[
+            "dag_runs"
+        ]
+        return runs
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        body = self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
+        tis: list[dict[str, Any]] = body["task_instances"]
+        return tis
+
+    def xcom(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value"
+    ) -> Any:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.api_json("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
+
+    def wait_for_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float = 300.0,
+        *,
+        on_poll: Callable[[list[dict[str, Any]]], None] | None = None,
+        interval: float = 0.5,
+    ) -> dict[str, Any]:
+        """The DAG run once it is success or failed. ``on_poll`` sees the task instances at every poll.
+
+        Raises LocalEnvError when a component died or the run did not finish in ``timeout`` s.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            run: dict[str, Any] = self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if on_poll is not None:
+                on_poll(self.task_instances(dag_id, run_id))
+            if run["state"] in FINISHED_RUN_STATES:
+                return run
+            time.sleep(interval)
+        states = {
+            f"{t['task_id']}[{t['map_index']}]": t["state"] for t in self.task_instances(dag_id, run_id)
+        }
+        raise LocalEnvError(f"run {dag_id}/{run_id} not finished after {timeout:.0f} s; tasks: {states}")
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)  # the group led by our own child (start_new_session=True)
+
+
+# ---- the command ---------------------------------------------------------------------------------
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "local-env",
+        help="run Airflow 3 (scheduler, DAG processor, triggerer, UI) locally against the emulator",
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=DEFAULT_HOME,
+        help=f"Airflow home (default: {DEFAULT_HOME}, kept between runs)",
+    )
+    parser.add_argument(
+        "--config", type=Path, help="backup config for the DAG file (default: the demo config)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="API server / UI port (default: a free port)")
+    parser.add_argument("--time-scale", type=float, default=60.0, help="emulator speed-up (default 60)")
+    parser.add_argument("--password", help="password of the UI user 'admin' (default: a new random one)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gce_emulator import Emulator
+    from gce_emulator.__main__ import DEMO_SEED
+
+    if args.config is not None and not args.config.is_file():
+        print(f"local-env: --config: no such file {args.config}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Emulator(DEMO_SEED, time_scale=args.time_scale) as emulator:
+            env = LocalAirflow(
+                args.home, emulator.url, config=args.config, port=args.port or None, password=args.password
+            )
+            print(f"Compute Engine emulator on {emulator.url} (demo fleet, time x{args.time_scale:g})")
+            print(f"Starting Airflow in {env.home} (component logs in {env.log_dir}) ...", flush=True)
+            try:
+                env.start()
+                print(
+                    f"\nAirflow is ready: {env.url}\n  login: {env.username} / {env.password}\n"
+                    f"  DAGs: {env.dags_folder}\n  plugins: {env.plugins_folder}\n"
+                    "Press Ctrl-C to stop.",
+                    flush=True,
+                )
+                while not stopping.wait(2):
+                    env.check_alive()
+            except LocalEnvError as exc:
+                print(f"local-env: {exc}", file=sys.stderr)
+                return 1
+            finally:
+                print("Stopping Airflow ...", flush=True)
+                env.stop()
+        print("Stopped.")
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
