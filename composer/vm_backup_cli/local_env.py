@@ -19,6 +19,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -297,6 +298,19 @@ class LocalAirflow:
     ) -> Any:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}"
         return self.api_json("GET", path, params={"map_index": map_index, "deserialize": True})["value"]
+
+    def reschedule_counts(self, dag_id: str, run_id: str) -> dict[tuple[str, int], int]:
+        """How often each task instance of the run was rescheduled, by (task id, map index).
+
+        Read from the metadata database (read-only): the REST API does not expose task reschedules.
+        """
+        query = (
+            "SELECT ti.task_id, ti.map_index, COUNT(*) FROM task_reschedule AS tr"
+            " JOIN task_instance AS ti ON ti.id = tr.ti_id"
+            " WHERE ti.dag_id = ? AND ti.run_id = ? GROUP BY ti.task_id, ti.map_index"
+        )
+        with contextlib.closing(sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True)) as db:
+            return {(task_id, index): count for task_id, index, count in db.execute(query, (dag_id, run_id))}
 
     def wait_for_run(
         self,

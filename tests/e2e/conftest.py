@@ -1,0 +1,202 @@
+"""One real Airflow environment (scheduler, DAG processor, triggerer, API server) for the whole e2e folder.
+
+It is the same code as `vm-backup local-env` (``LocalAirflow``), started once per session to keep CI time
+down, with a config of its own: one group per behaviour under test, each on VMs of its own, so the tests
+do not see each other's snapshots. The emulator runs ``TIME_SCALE`` times faster than real time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gce_emulator import Emulator
+from vm_backup_cli.local_env import LocalAirflow
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts" / "e2e"  # gitignored; CI keeps it as the test artifact folder
+PROJECT = "e2e-project"
+ZONE = "us-central1-a"
+TIME_SCALE = 20.0  # a 30 s stop takes 1.5 s; a 10 GB snapshot (15 + 5 + 10 s) takes 1.5 s
+
+E2E_SEED: dict[str, Any] = {
+    "projects": {
+        PROJECT: {
+            "zones": {
+                ZONE: {
+                    "instances": [
+                        # e2e-full: a running VM with a data disk, a stopped VM; db in tier 2
+                        {
+                            "name": "full-web",
+                            "disks": [
+                                {"name": "full-web", "size_gb": 10, "boot": True},
+                                {"name": "full-web-data", "size_gb": 60},
+                            ],
+                        },
+                        {"name": "full-off", "status": "TERMINATED"},
+                        {"name": "full-db"},
+                        # e2e-capped (reschedule mode) and e2e-capped-worker: three VMs each, at most
+                        # one per stage at once
+                        {"name": "cap-1"},
+                        {"name": "cap-2"},
+                        {"name": "cap-3"},
+                        {"name": "capw-1"},
+                        {"name": "capw-2"},
+                        {"name": "capw-3"},
+                        # e2e-kill: a snapshot long enough (about 20 s real) to kill its task mid-wait
+                        {
+                            "name": "kill-1",
+                            "disks": [
+                                {"name": "kill-1", "size_gb": 10, "boot": True},
+                                {"name": "kill-1-data", "size_gb": 400},
+                            ],
+                        },
+                        # e2e-form: explicit VMs only, so the form's multi-select is a closed list
+                        {"name": "form-1"},
+                        {"name": "form-2"},
+                        {"name": "form-3"},
+                    ]
+                }
+            }
+        }
+    }
+}
+
+
+def _vm(name: str) -> str:
+    return f"{{project: {PROJECT}, zone: {ZONE}, instance: {name}}}"
+
+
+E2E_CONFIG = f"""\
+version: 1
+defaults:
+  start_date: "2026-01-01T00:00:00+00:00"
+  poke_interval: 1
+  retries: 2
+  retry_delay: 1
+groups:
+  e2e-full:
+    description: Reschedule mode (slot-free), two tiers, one VM already stopped.
+    schedule: null
+    tiers:
+      - - {_vm("full-web")}
+        - {_vm("full-off")}
+      - - {_vm("full-db")}
+  e2e-capped:
+    description: At most one VM per stage at once.
+    schedule: null
+    max_concurrent_vms: 1
+    targets:
+      - {_vm("cap-1")}
+      - {_vm("cap-2")}
+      - {_vm("cap-3")}
+  e2e-capped-worker:
+    description: At most one VM per stage at once, waiting on the worker.
+    schedule: null
+    wait_mode: worker
+    max_concurrent_vms: 1
+    targets:
+      - {_vm("capw-1")}
+      - {_vm("capw-2")}
+      - {_vm("capw-3")}
+  e2e-kill:
+    description: Worker mode; the snapshot task is killed mid-wait by the test.
+    schedule: null
+    wait_mode: worker
+    targets:
+      - {_vm("kill-1")}
+  e2e-form:
+    description: Explicit VMs only; the trigger form's multi-select.
+    schedule: null
+    targets:
+      - {_vm("form-1")}
+      - {_vm("form-2")}
+      - {_vm("form-3")}
+"""
+
+# Fast detection of a killed worker: its task instance stops heartbeating, and the scheduler fails it
+# (then retries it) after TASK_INSTANCE_HEARTBEAT_TIMEOUT seconds. Option names from Airflow 3.3's
+# config_templates/config.yml.
+HEARTBEAT_TIMEOUT = 15
+E2E_AIRFLOW_ENV = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
+    "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
+    "AIRFLOW__CORE__PARALLELISM": "8",  # LocalExecutor forks this many workers; 2 CPUs in CI
+    "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+}
+
+
+@pytest.fixture(scope="session")
+def e2e_emulator() -> Iterator[Emulator]:
+    with Emulator(E2E_SEED, time_scale=TIME_SCALE) as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory: pytest.TempPathFactory, e2e_emulator: Emulator) -> Iterator[LocalAirflow]:
+    """The running environment; every process is stopped at the end of the session, even on failure."""
+    home = tmp_path_factory.mktemp("local-env")
+    config = home / "e2e_config.yaml"
+    config.write_text(E2E_CONFIG)
+    env = LocalAirflow(home, e2e_emulator.url, config=config, extra_env=E2E_AIRFLOW_ENV)
+    started = time.monotonic()
+    env.start()
+    try:
+        print(f"\nAirflow up in {time.monotonic() - started:.0f} s at {env.url}; logs in {env.log_dir}")
+        for group in ("e2e-full", "e2e-capped", "e2e-capped-worker", "e2e-kill", "e2e-form"):
+            env.wait_for_dag(f"gce_vm_backup__{group}")
+        yield env
+    finally:
+        env.stop()
+
+
+@dataclass
+class RunResult:
+    """A finished DAG run, its task instances, and every state each task instance was seen in."""
+
+    run: dict[str, Any]
+    task_instances: list[dict[str, Any]]
+    seen_states: dict[tuple[str, int], set[str]] = field(default_factory=dict)
+
+    def ti(self, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        matches = [t for t in self.task_instances if t["task_id"] == task_id and t["map_index"] == map_index]
+        assert len(matches) == 1, f"{task_id}[{map_index}] not in {self.states()}"
+        return matches[0]
+
+    def states(self) -> dict[str, str | None]:
+        return {f"{t['task_id']}[{t['map_index']}]": t["state"] for t in self.task_instances}
+
+
+def trigger_and_wait(
+    env: LocalAirflow, dag_id: str, conf: dict[str, Any], *, run_id: str, timeout: float = 180.0
+) -> RunResult:
+    """Trigger ``dag_id`` with ``conf`` exactly as the form sends it, and wait until the run finished."""
+    response = env.trigger(dag_id, conf, run_id=run_id)
+    assert response.status_code == 200, response.text
+    return wait_for(env, dag_id, run_id, timeout=timeout)
+
+
+def wait_for(env: LocalAirflow, dag_id: str, run_id: str, *, timeout: float = 180.0) -> RunResult:
+    seen: dict[tuple[str, int], set[str]] = {}
+
+    def record(tis: list[dict[str, Any]]) -> None:
+        for t in tis:
+            seen.setdefault((t["task_id"], t["map_index"]), set()).add(t["state"])
+
+    run = env.wait_for_run(dag_id, run_id, timeout=timeout, on_poll=record)
+    return RunResult(run, env.task_instances(dag_id, run_id), seen)
+
+
+def vm_snapshots(emulator: Emulator, instance: str) -> dict[str, list[dict[str, Any]]]:
+    """This instance's snapshots in the emulator, by source disk name."""
+    by_disk: dict[str, list[dict[str, Any]]] = {}
+    for snapshot in emulator.snapshots(PROJECT):
+        if snapshot.get("labels", {}).get("gce-vm-backup-instance") == instance:
+            by_disk.setdefault(snapshot["sourceDisk"].rsplit("/", 1)[-1], []).append(snapshot)
+    return by_disk
