@@ -1,8 +1,10 @@
 """`vm-backup demo`: a real backup DAG run, locally, against the Compute Engine emulator.
 
 Starts the emulator with the demo fleet (two zones; a VM with two disks, one already stopped, one with a
-regional disk), prepares an Airflow home with the default SQLite database, runs the demo group's DAG with
-`airflow dags test`, and prints what happened: VMs stopped and started, downtime, snapshots made.
+regional disk) and three older snapshots of web-1's boot disk, as earlier runs would have left them (the
+demo group keeps the newest two per disk), prepares an Airflow home with the default SQLite database,
+runs the demo group's DAG with `airflow dags test`, and prints what happened: VMs stopped and started,
+downtime, snapshots made and the old ones retention deleted.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     log_file = home / "demo-run.log"
     with Emulator(DEMO_SEED, time_scale=args.time_scale) as emulator:
         before = {name: emulator.instance(PROJECT, zone, name)["status"] for zone, name in _vms()}
+        seed_history(emulator)
+        snapshots_before = {s["name"] for s in emulator.snapshots(PROJECT)}
         print(f"Compute Engine emulator on {emulator.url} (time x{args.time_scale:g}); Airflow home {home}")
         env = prepare_airflow_home(home, emulator.url)
         started = time.monotonic()
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                 check=False,
             )
         elapsed = time.monotonic() - started
-        print_summary(emulator, before)
+        print_summary(emulator, before, snapshots_before)
         state = "success" if result.returncode == 0 else "FAILED"
         print(f"\nDAG run: {state} in {elapsed:.0f} s (real time). Full log: {log_file}")
         return 0 if result.returncode == 0 else 1
@@ -106,8 +110,33 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
-def print_summary(emulator: Any, before: dict[str, str]) -> None:
-    """VMs (state before/after, stopped/started, simulated downtime) and the snapshots that exist now."""
+HISTORY_DISK = f"projects/{PROJECT}/zones/us-central1-a/disks/web-1"
+
+
+def seed_history(emulator: Any) -> None:
+    """Three READY snapshots of web-1's boot disk, 1 to 3 days old, labelled as this project's."""
+    from datetime import datetime, timedelta
+
+    from gce_vm_backup.labels import managed_snapshot_labels
+
+    now = datetime.fromisoformat(emulator.clock.timestamp())
+    labels = managed_snapshot_labels(group="demo", instance="web-1", disk_source=HISTORY_DISK)
+    for days in (1, 2, 3):
+        created = (now - timedelta(days=days)).strftime("%Y%m%d%H%M%S")
+        emulator.seed_snapshot(
+            PROJECT,
+            {
+                "name": f"web-1-us-central1-a-{created}-earlier{days}",
+                "sourceDisk": HISTORY_DISK,
+                "labels": labels,
+                "creationTimestamp": (now - timedelta(days=days)).isoformat().replace("+00:00", "Z"),
+            },
+        )
+
+
+def print_summary(emulator: Any, before: dict[str, str], snapshots_before: set[str]) -> None:
+    """VMs (state before/after, stopped/started, simulated downtime), the snapshots that exist now and the
+    ones retention deleted."""
     operations = list(emulator.world.operations.values())
     print("\nVMs")
     print(f"  {'VM':<22} {'before':<11} {'after':<11} {'stopped':<8} {'started':<8} downtime (simulated)")
@@ -128,3 +157,7 @@ def print_summary(emulator: Any, before: dict[str, str]) -> None:
         disk = snapshot.get("sourceDisk", "").split("/compute/v1/")[-1]
         size = int(snapshot.get("storageBytes", 0)) / (1 << 30)
         print(f"  {snapshot['name']:<56} {snapshot['status']:<9} {size:6.1f} GiB  {disk}")
+    deleted = sorted(snapshots_before - {s["name"] for s in emulator.snapshots(PROJECT)})
+    print("\nDeleted by retention (keep_last 2 per disk)")
+    for name in deleted or ["(none)"]:
+        print(f"  {name}")

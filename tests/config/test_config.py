@@ -199,3 +199,20 @@ def test_validate_command_missing_file_is_one_line(tmp_path, capsys):
         capsys.readouterr().err
         == f"{tmp_path / 'nope.yaml'}: cannot read the file: No such file or directory\n"
     )
+
+
+def test_the_readme_config_reference_example_is_valid_and_names_every_key(tmp_path):
+    from gce_vm_backup.config import Group, SnapshotSettings, Timeouts
+    from gce_vm_backup.retention import GfsPolicy, RetentionPolicy
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Config reference") :]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    example = section[start : section.index("```\n", start)]
+
+    loaded = load_config(write(tmp_path, example))
+
+    assert set(loaded.groups) == {"shop-nightly", "labelled-weekly", "batch-manual"}
+    models = (Group, SnapshotSettings, Timeouts, RetentionPolicy, GfsPolicy)
+    missing = [f"{m.__name__}.{key}" for m in models for key in m.model_fields if f"{key}:" not in example]
+    assert missing == [], f"the README's config reference does not show {missing}"

@@ -7,11 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
+from gce_vm_backup.labels import managed_snapshot_labels
 
 from ..conftest import AIRFLOW_HOME, REPO
 
@@ -32,7 +34,13 @@ groups:
   nothing:
     targets:
       - {project: demo-project, zones: [us-central1-b], labels: {tier: web}}
+  pruned:
+    targets:
+      - {project: demo-project, zone: us-central1-a, instance: web-1}
+    retention: {keep_last: 2}
 """
+WEB_DISK = f"projects/{P}/zones/us-central1-a/disks/web-1"
+DATA_DISK = f"projects/{P}/zones/us-central1-a/disks/web-1-data"
 MUTATING = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
 
 
@@ -73,6 +81,43 @@ def vm_status(emulator, zone, name):
     return emulator.instance(P, zone, name)["status"]
 
 
+def xcom(run, task_id, key="return_value"):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(
+            XComModel.get_many(run_id=run.run_id, key=key, dag_ids=run.dag_id, task_ids=task_id)
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def seed_old(emulator, name, disk, *, days_before, managed=True):
+    """A READY snapshot as an earlier run (or, unmanaged, someone else) left it."""
+    created = datetime.fromisoformat(emulator.clock.timestamp()) - timedelta(days=days_before)
+    labels = managed_snapshot_labels(group="pruned", instance="web-1", disk_source=disk) if managed else {}
+    emulator.seed_snapshot(
+        P,
+        {
+            "name": name,
+            "sourceDisk": disk,
+            "labels": labels,
+            "creationTimestamp": created.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        },
+    )
+
+
+def seed_history(emulator):
+    for day in (1, 2, 3):
+        seed_old(emulator, f"web-1-day-{day}", WEB_DISK, days_before=day)
+        seed_old(emulator, f"web-1-data-day-{day}", DATA_DISK, days_before=day)
+    seed_old(emulator, "hand-made-web-1", WEB_DISK, days_before=30, managed=False)
+
+
+def snapshot_names(emulator):
+    return {s["name"] for s in emulator.snapshots(P)}
+
+
 def test_full_backup_succeeds_and_leaves_every_vm_as_it_was(dagbag, emulator):
     run = run_dag(dagbag, "gce_vm_backup__shop")
 
@@ -85,6 +130,15 @@ def test_full_backup_succeeds_and_leaves_every_vm_as_it_was(dagbag, emulator):
     assert {s["status"] for s in snapshots} == {"READY"}
     assert emulator.calls_for("compute.instances.start")  # web-1 and db-1 came back
     assert not [c for c in emulator.calls_for("compute.instances.start") if "batch-1" in c.resource]
+    report = xcom(run, "run_report", key="run_report")
+    rows = {row["vm"].rsplit("/", 1)[-1]: row for row in report["vms"]}
+    assert set(rows) == {"web-1", "db-1", "batch-1"}
+    assert rows["web-1"]["prior_status"] == "RUNNING"
+    assert rows["web-1"]["downtime_seconds"] >= 0
+    assert rows["batch-1"]["prior_status"] == "TERMINATED"
+    assert rows["batch-1"]["downtime_seconds"] == 0
+    assert report["summary"]["snapshots_ready"] == 5
+    assert report["status"] == "success"
 
 
 def test_tier_order_web_stops_before_db_and_starts_after_it(dagbag, emulator):
@@ -149,3 +203,73 @@ def test_selector_matching_zero_vms_succeeds_without_touching_anything(dagbag, e
     assert run.state == "success"
     assert {state for (task, _), state in states(run).items() if task.startswith("tier_1.")} == {"success"}
     assert [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in MUTATING] == []
+
+
+def test_a_good_run_verifies_prunes_to_the_policy_and_reports_it(dagbag, emulator):
+    seed_history(emulator)
+
+    run = run_dag(dagbag, "gce_vm_backup__pruned")
+
+    assert run.state == "success", states(run)
+    remaining = snapshot_names(emulator)
+    # keep_last 2 per disk: this run's snapshot and the newest old one; ours only, the stranger's stays
+    assert {"web-1-day-1", "web-1-data-day-1", "hand-made-web-1"} <= remaining
+    assert not {"web-1-day-2", "web-1-day-3", "web-1-data-day-2", "web-1-data-day-3"} & remaining
+    assert len(remaining) == 5
+    report = xcom(run, "run_report", key="run_report")
+    assert report["status"] == "success"
+    (row,) = report["vms"]
+    assert row["prior_status"] == "RUNNING"
+    assert sorted(row["retention"]["deleted"]) == [
+        "web-1-data-day-2",
+        "web-1-data-day-3",
+        "web-1-day-2",
+        "web-1-day-3",
+    ]
+    assert {s["status"] for s in row["snapshots"]} == {"READY"}
+    assert all(s["storage_bytes"] > 0 for s in row["snapshots"])
+    assert xcom(run, "run_report") == report  # also the return value, for alerting
+
+
+def test_a_failed_snapshot_deletes_nothing_and_the_report_says_why(dagbag, emulator):
+    seed_history(emulator)
+    before = snapshot_names(emulator)
+    emulator.faults.fail_operation(
+        "compute.snapshots.insert", "QUOTA_EXCEEDED", "Quota 'SNAPSHOTS' exceeded", times=20
+    )
+
+    run = run_dag(dagbag, "gce_vm_backup__pruned")
+
+    assert run.state == "failed"
+    assert snapshot_names(emulator) == before
+    assert emulator.calls_for("compute.snapshots.delete") == []
+    assert states(run)[("tier_1.retention", 0)] == "upstream_failed"
+    assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
+    report = xcom(run, "run_report", key="run_report")
+    assert report["status"] == "failed"
+    assert "snapshot failed" in report["vms"][0]["problems"]
+
+
+def test_dry_run_lists_what_retention_would_delete_and_deletes_nothing(dagbag, emulator):
+    seed_history(emulator)
+    before = snapshot_names(emulator)
+
+    run = run_dag(dagbag, "gce_vm_backup__pruned", dry_run=True)
+
+    assert run.state == "success", states(run)
+    assert snapshot_names(emulator) == before
+    assert [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in MUTATING] == []
+    (plan,) = xcom(run, "resolve_tier_1", key="dry_run_plan")
+    assert plan["vm"] == f"projects/{P}/zones/us-central1-a/instances/web-1"
+    assert plan["action"] == "stop, snapshot, start again"
+    assert {s["disk_source"] for s in plan["snapshots"]} == {WEB_DISK, DATA_DISK}
+    assert sorted(plan["would_delete"]) == [
+        "web-1-data-day-2",
+        "web-1-data-day-3",
+        "web-1-day-2",
+        "web-1-day-3",
+    ]
+    report = xcom(run, "run_report", key="run_report")
+    assert report["dry_run"] is True
+    assert report["dry_run_plan"] == [plan]
+    assert report["vms"] == []

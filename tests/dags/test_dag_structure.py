@@ -38,6 +38,39 @@ def test_each_vm_chain_is_precheck_stop_snapshot_start_with_start_as_teardown(da
     assert task("tier_1.start").trigger_rule == "all_done_setup_success"
 
 
+def test_after_the_start_snapshots_are_verified_then_pruned_and_the_report_runs_last(dags):
+    dag = dags["gce_vm_backup__shop-nightly"]
+    task = dag.get_task
+    assert task("tier_1.verify").upstream_task_ids == {"tier_1.start", "tier_1.snapshot"}
+    assert task("tier_1.retention").upstream_task_ids == {"tier_1.verify", "tier_1.precheck"}
+    assert task("tier_1.retention").policy.keep_last == 7
+    assert task("tier_1.retention").plan_only == "{{ params.dry_run }}"
+    report = task("run_report")
+    assert report.trigger_rule == "all_done"
+    assert report.vm_groups == ["tier_1", "tier_2"]
+    assert [t.task_id for t in dag.tasks if not t.downstream_list] == ["run_report"]
+    assert report.upstream_task_ids == {"tier_1.retention", "tier_2.retention"}
+
+
+def test_a_group_without_retention_verifies_and_deletes_nothing(tmp_path):
+    text = EXAMPLE.read_text().replace("  retention:\n    keep_last: 7\n    keep_days: 14\n", "")
+    path = tmp_path / "gce_vm_backup.yaml"
+    path.write_text(text)
+    dag = build_dags(load_config(path))["gce_vm_backup__batch-manual"]
+    assert "tier_1.verify" in dag.task_dict
+    assert "tier_1.retention" not in dag.task_dict
+    assert dag.get_task("run_report").upstream_task_ids == {"tier_1.verify"}
+
+
+def test_failure_notification_only_where_a_group_configures_it(dags):
+    from gce_vm_backup.report import EmailFailureNotifier
+
+    (notifier,) = dags["gce_vm_backup__shop-nightly"].on_failure_callback
+    assert isinstance(notifier, EmailFailureNotifier)
+    assert notifier.settings.to == ["sre-oncall@example.com"]
+    assert dags["gce_vm_backup__labelled-weekly"].on_failure_callback is None
+
+
 def test_tiers_stop_in_order_and_start_in_reverse(dags):
     dag = dags["gce_vm_backup__shop-nightly"]
     assert dag.get_task("tier_1_stopped").upstream_task_ids == {"tier_1.stop"}
@@ -58,11 +91,20 @@ def test_schedule_start_date_and_run_limits(dags):
     assert dags["gce_vm_backup__batch-manual"].schedule is None
 
 
-def test_concurrency_cap_and_wait_mode_reach_the_sensors(dags):
+def test_concurrency_cap_and_wait_mode_reach_every_waiting_task(dags, tmp_path):
     stop = dags["gce_vm_backup__shop-nightly"].get_task("tier_1.stop")
     assert stop.max_active_tis_per_dagrun == 10
     assert stop.mode == "reschedule"
     assert stop.timeout == 900
+    text = EXAMPLE.read_text().replace("max_concurrent_vms: 10", "max_concurrent_vms: 3")
+    text = text.replace("wait_mode: reschedule", "wait_mode: worker")
+    path = tmp_path / "gce_vm_backup.yaml"
+    path.write_text(text)
+    dag = build_dags(load_config(path))["gce_vm_backup__shop-nightly"]
+    for name in ("stop", "snapshot", "start", "verify"):
+        for tier in (1, 2):
+            task = dag.get_task(f"tier_{tier}.{name}")
+            assert (task.max_active_tis_per_dagrun, task.mode) == (3, "poke"), task.task_id
 
 
 def test_early_restart_waits_for_uploading_only(dags):

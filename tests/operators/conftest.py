@@ -20,6 +20,10 @@ class FakeTI:
     dag_id: str = "gce_vm_backup__test"
     map_index: int = -1
     try_number: int = 1
+    pushed: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
 
 
 @dataclass

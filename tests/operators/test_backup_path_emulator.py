@@ -276,3 +276,6 @@ def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
     assert operator.execute(context.as_dict()) == [NO_VM]
     mutating = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
     assert not [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in mutating]
+    plan = context.ti.pushed["dry_run_plan"]
+    assert sorted(p["vm"].rsplit("/", 1)[-1] for p in plan) == ["batch-1", "db-1", "web-1"]
+    assert all(p["would_delete"] is None for p in plan)  # no retention policy given

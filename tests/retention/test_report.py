@@ -159,8 +159,9 @@ def ti():
         ("tier_1.stop", 0): {"stopped": True, "at": "2026-11-24T03:01:00+00:00"},
         ("tier_1.start", 0): {"started": True, "at": "2026-11-24T03:02:00+00:00"},
     }
-    ti.xcom_pull.side_effect = lambda *, task_ids, map_indexes, default: xcoms.get(
-        (task_ids, map_indexes), default
+    # a real run's XComs by (task id, map index, key); the dry-run plan is absent in a real run
+    ti.xcom_pull.side_effect = lambda *, task_ids, default, map_indexes=-1, key="return_value": (
+        xcoms.get((task_ids, map_indexes), default) if key == "return_value" else default
     )
     return ti
 

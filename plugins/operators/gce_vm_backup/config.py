@@ -112,10 +112,42 @@ class SnapshotSettings(_Model):
         return labels
 
 
+class EmailSettings(_Model):
+    """Failure email through Airflow's SMTP provider (the ``smtp_conn_id`` connection, or its default)."""
+
+    to: list[str] = Field(min_length=1)
+    from_email: str | None = None
+    smtp_conn_id: str | None = None  # default: Airflow's [email] email_conn_id ("smtp_default")
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class SlackSettings(_Model):
+    """Failure message to a Slack incoming webhook stored in an Airflow connection."""
+
+    webhook_conn_id: str = Field(min_length=1)  # a Slack incoming-webhook connection (URL in password)
+    channel: str | None = None
+
+
+class NotifySettings(_Model):
+    """A group's ``notify`` block. Both are optional; neither means no notification at all."""
+
+    email: EmailSettings | None = None
+    slack: SlackSettings | None = None
+
+
 class Timeouts(_Model):
     stop: int = Field(default=900, ge=30, description="seconds to wait for a VM to stop")
     snapshot: int = Field(default=7200, ge=60, description="seconds to wait for all snapshots of a VM")
     start: int = Field(default=900, ge=30, description="seconds to wait for a VM to be RUNNING again")
+    verify: int = Field(
+        default=7200,
+        ge=60,
+        description="seconds to wait, after the start, for this run's snapshots to be READY",
+    )
 
 
 class Group(_Model):
@@ -141,6 +173,7 @@ class Group(_Model):
     early_restart: bool = False
     gcp_conn_id: str = "google_cloud_default"
     retention: RetentionPolicy | None = None
+    notify: NotifySettings | None = None
 
     @field_validator("schedule")
     @classmethod

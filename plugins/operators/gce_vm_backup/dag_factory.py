@@ -6,10 +6,12 @@ every parse.
 
 Each DAG, per tier: ``resolve_tier_N`` (run time: label selectors, the trigger form's subset, the dry
 run) -> a mapped task group ``tier_N`` with one instance per VM: ``precheck`` (setup, records the prior
-state) ->
-``stop`` -> ``snapshot`` -> ``start`` (teardown of the precheck: it runs even when stop or snapshot
-failed, and the run still ends failed). Tier N+1's VMs stop only after every stop of tier N finished;
-tier N's VMs start again only after every start of tier N+1 (reverse order).
+state) -> ``stop`` -> ``snapshot`` -> ``start`` (teardown of the precheck: it runs even when stop or
+snapshot failed, and the run still ends failed) -> ``verify`` (this run's snapshots READY) ->
+``retention`` (only when the group has a policy). Tier N+1's VMs stop only after every stop of tier N
+finished; tier N's VMs start again only after every start of tier N+1 (reverse order). ``run_report``
+runs last, whatever happened, and fails the run when any VM had a problem; the group's ``notify``
+block becomes the DAG's ``on_failure_callback``.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from airflow.sdk import DAG, Param, TriggerRule, task_group
 from gce_vm_backup.config import BackupConfig, Group, read_config
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.operators import (
+    ApplyRetentionOperator,
     PrecheckInstanceOperator,
     ResolveTargetsOperator,
+    RunReportOperator,
     SnapshotDisksOperator,
     StartInstanceOperator,
     StopInstanceOperator,
+    VerifySnapshotsOperator,
 )
+from gce_vm_backup.report import REPORT_TASK_ID, notifiers_from_config
 
 log = logging.getLogger(__name__)
 DAG_ID_PREFIX = "gce_vm_backup__"
@@ -94,6 +100,8 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
         "poke_interval": group.poke_interval,
         "max_active_tis_per_dagrun": group.max_concurrent_vms,
     }
+    # BaseNotifier instances are the callbacks (called with the context); none without a notify block
+    callbacks: list[Any] = list(notifiers_from_config(group.notify))
     with DAG(
         dag_id=dag_id_for(group_id),
         description=group.description or f"Back up the VMs of group {group_id}",
@@ -106,8 +114,10 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
         tags=["gce-vm-backup", *group.tags],
         doc_md=_doc(group_id, group, source),
         default_args={"retries": group.retries, "retry_delay": group.retry_timedelta},
+        on_failure_callback=callbacks or None,
     ) as dag:
         tiers = [[target.as_operator_target() for target in tier] for tier in group.tier_list]
+        retention = group.retention.model_dump() if group.retention is not None else None
         previous: dict[str, Any] | None = None
         for number in range(1, len(tiers) + 1):
             resolve = ResolveTargetsOperator(
@@ -116,6 +126,7 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
                 tier=number,
                 only="{{ params.vms }}",
                 plan_only="{{ params.dry_run }}",
+                retention=retention,
                 **common,
             )
             _tier_group(number, group_id, group, common, sensor).expand_kwargs(resolve.output)
@@ -130,6 +141,10 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
                 previous["stop"] >> stopped >> resolve  # tier N stops before tier N+1 stops
                 tasks["start"] >> started >> previous["start"]  # tier N+1 starts before tier N starts
             previous = tasks
+        vm_groups = [f"tier_{number}" for number in range(1, len(tiers) + 1)]
+        report = RunReportOperator(task_id=REPORT_TASK_ID, vm_groups=vm_groups)
+        leaves = [task for task in dag.tasks if not task.downstream_list and task is not report]
+        leaves >> report
     return dag
 
 
@@ -173,6 +188,26 @@ def _tier_group(
         )
         precheck >> stop >> snapshot >> start
         start.as_teardown(setups=precheck)
+        # After the VM is back: this run's snapshots READY (with early restart the snapshot task stopped
+        # waiting at UPLOADING), then the old ones the policy lets go. A failed snapshot or verify leaves
+        # retention upstream_failed: nothing is deleted for a VM without a new READY snapshot.
+        verify = VerifySnapshotsOperator(
+            task_id="verify",
+            snapshot_records=snapshot.output,
+            timeout=group.timeouts.verify,
+            **sensor,
+        )
+        start >> verify
+        if group.retention is not None:
+            retention = ApplyRetentionOperator(
+                task_id="retention",
+                instance_record=precheck.output,
+                snapshot_records=verify.output,
+                policy=group.retention.model_dump(),
+                plan_only="{{ params.dry_run }}",
+                **common,
+            )
+            verify >> retention
 
     return backup_vm
 

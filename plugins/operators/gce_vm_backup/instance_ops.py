@@ -27,6 +27,7 @@ WORKER_LONG_POLL = 60.0
 # What a tier maps over when it has no VM this run (or in a dry run): every task passes it through.
 NO_VM: dict[str, Any] = {"project_id": "", "zone": "", "instance": "", "disks": None}
 NO_VM_STATUS = "NO_VM"
+DRY_RUN_PLAN_KEY = "dry_run_plan"  # the XCom key of the dry run's plan (read by the run report)
 NO_VM_RECORD: dict[str, Any] = {**NO_VM, "prior_status": NO_VM_STATUS, "has_local_ssd": False, "disks": []}
 
 
@@ -48,8 +49,10 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         ``{"project_id", "zone", "instance", "disks"}`` or a label selector
         ``{"project_id", "zones": [..] | None (= all zones), "labels": {..}}``.
     :param only: names chosen in the trigger form (``instance`` or ``zone/instance``); None = all.
-    :param plan_only: the dry run: log what would be stopped, snapshotted and started, and return the
-        placeholder only, so nothing downstream acts.
+    :param plan_only: the dry run: log what would be stopped, snapshotted, started and (with
+        ``retention``) deleted, push that plan to XCom (key ``dry_run_plan``), and return the placeholder
+        only, so nothing downstream acts.
+    :param retention: the group's retention policy (a dict), for the dry run's preview of deletions.
     Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; when the tier
     has no VM this run (and in a dry run) the list is ``[NO_VM]``, a placeholder for which the precheck
     returns ``NO_VM_RECORD`` and stop, snapshot and start do nothing.
@@ -66,11 +69,13 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         only: list[str] | str | None = None,
         plan_only: bool | str = False,
         tier: int = 1,
+        retention: dict[str, Any] | None = None,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.retention = retention
         if (tiers is None) == (targets is None):
             raise ConfigError("ResolveTargetsOperator takes exactly one of 'tiers' or 'targets'")
         self.tiers = tiers if tiers is not None else [targets or []]
@@ -100,7 +105,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             ", ".join(f"{v['zone']}/{v['instance']}" for v in vms),
         )
         if dry_run:
-            self._log_plan(vms, RunKey.from_context(context))
+            plan = self._log_plan(vms, RunKey.from_context(context))
+            context["ti"].xcom_push(key=DRY_RUN_PLAN_KEY, value=plan)
             self.log.info("Dry run: tier %d's plan is logged above; nothing will be changed", self.tier)
             return [NO_VM]
         if not vms:
@@ -163,22 +169,23 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             for tier in tiers
         ]
 
-    def _log_plan(self, vms: list[dict[str, Any]], run: RunKey) -> None:
+    def _log_plan(self, vms: list[dict[str, Any]], run: RunKey) -> list[dict[str, Any]]:
+        """Log the dry run's plan per VM and return it: ``[{"vm", "status", "action", "snapshots":
+        [{"disk_source", "snapshot"}], "would_delete": [names] | None}]``."""
         from gce_vm_backup.naming import snapshot_name
+        from gce_vm_backup.retention_ops import load_policy, preview_retention
 
+        policy = load_policy(self.retention)
         self.log.info("DRY RUN: nothing will be changed. Plan:")
+        plan = []
         for vm in vms:
             instance = self.hook.get_instance(
                 project_id=vm["project_id"], zone=vm["zone"], name=vm["instance"]
             )
             running = instance.status == RESTARTABLE
-            self.log.info(
-                "  %s/%s is %s: %s",
-                vm["zone"],
-                vm["instance"],
-                instance.status,
-                "would stop it, snapshot, start it again" if running else "would snapshot, leave it as is",
-            )
+            action = "stop, snapshot, start again" if running else "snapshot, leave it as it is"
+            self.log.info("  %s/%s is %s: would %s", vm["zone"], vm["instance"], instance.status, action)
+            planned: dict[str, str] = {}
             for disk in instance.disks:
                 if disk.type_ == "SCRATCH":
                     continue
@@ -186,14 +193,39 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                 name = path.rsplit("/", 1)[-1]
                 if vm.get("disks") and name not in vm["disks"]:
                     continue
-                snapshot = snapshot_name(
+                planned[path] = snapshot_name(
                     instance=vm["instance"],
                     disk=name,
                     zone_or_region=path.split("/")[3],
                     run_time=run.run_time,
                     run_id=run.run_id,
                 )
-                self.log.info("    disk %s -> snapshot %s", path, snapshot)
+                self.log.info("    disk %s -> snapshot %s", path, planned[path])
+            would_delete = None
+            if policy is not None and planned:
+                preview = preview_retention(
+                    self.hook,
+                    project_id=vm["project_id"],
+                    planned=planned,
+                    policy=policy,
+                    now=datetime.now(UTC),
+                )
+                would_delete = [snapshot.name for snapshot in preview.to_delete]
+                self.log.info(
+                    "    retention would then delete %d old snapshot(s)%s",
+                    len(would_delete),
+                    (": " + ", ".join(would_delete)) if would_delete else "",
+                )
+            plan.append(
+                {
+                    "vm": _vm_path(vm),
+                    "status": instance.status,
+                    "action": action,
+                    "snapshots": [{"disk_source": k, "snapshot": v} for k, v in planned.items()],
+                    "would_delete": would_delete,
+                }
+            )
+        return plan
 
 
 class PrecheckInstanceOperator(HookMixin, BaseOperator):

@@ -11,13 +11,18 @@ from gce_vm_backup.instance_ops import (
     StartInstanceOperator,
     StopInstanceOperator,
 )
+from gce_vm_backup.report import RunReportOperator
+from gce_vm_backup.retention_ops import ApplyRetentionOperator, VerifySnapshotsOperator
 from gce_vm_backup.snapshot_ops import SnapshotDisksOperator
 
 __all__ = [
+    "ApplyRetentionOperator",
     "ConvergeSensor",
     "PrecheckInstanceOperator",
     "ResolveTargetsOperator",
+    "RunReportOperator",
     "SnapshotDisksOperator",
     "StartInstanceOperator",
     "StopInstanceOperator",
+    "VerifySnapshotsOperator",
 ]

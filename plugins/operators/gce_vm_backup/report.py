@@ -26,14 +26,16 @@ from typing import Any
 from airflow.sdk import BaseOperator, TriggerRule
 from airflow.sdk.bases.notifier import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+from gce_vm_backup.config import EmailSettings, NotifySettings, SlackSettings
 from gce_vm_backup.errors import BackupError, ConfigError
+from gce_vm_backup.instance_ops import DRY_RUN_PLAN_KEY, NO_VM_STATUS
 
 VM_TASKS = ("precheck", "stop", "snapshot", "start", "verify", "retention")
 REPORT_XCOM_KEY = "run_report"
+REPORT_TASK_ID = "run_report"
 OK_STATES = frozenset({"success", "skipped"})
-NO_VM_STATUS = "NO_VM"  # instance_ops.NO_VM_STATUS: the placeholder of a tier with no VM this run
 
 
 @dataclass
@@ -113,12 +115,14 @@ def build_run_report(
     run_id: str,
     vms: Iterable[VmTaskResults],
     other_tasks: Mapping[str, str] | None = None,
+    dry_run_plan: Sequence[Mapping[str, Any]] | None = None,
     generated_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The run's summary as plain JSON-able data (see the module docstring). Raises nothing.
 
     ``other_tasks`` are the run's tasks outside the VM groups (resolve, barriers) with their states; the
-    failed ones are listed, since a failed resolve means a whole tier was not backed up.
+    failed ones are listed, since a failed resolve means a whole tier was not backed up. ``dry_run_plan`` is
+    what the resolve tasks of a dry run planned (the report's ``dry_run`` is then true, ``vms`` empty).
     """
     rows = [row for row in (_vm_row(vm) for vm in vms) if row is not None]
     failed_other = sorted(task for task, state in (other_tasks or {}).items() if state not in OK_STATES)
@@ -138,8 +142,10 @@ def build_run_report(
         "run_id": run_id,
         "generated_at": (generated_at or datetime.now(UTC)).isoformat(timespec="seconds"),
         "status": "success" if summary["vms_with_problems"] == 0 and not failed_other else "failed",
+        "dry_run": bool(dry_run_plan),
         "summary": summary,
         "vms": rows,
+        "dry_run_plan": list(dry_run_plan or []),
     }
 
 
@@ -158,6 +164,12 @@ def format_report(report: Mapping[str, Any]) -> str:
     ]
     if summary["failed_tasks"]:
         lines.append(f"Failed tasks outside the VM groups: {', '.join(summary['failed_tasks'])}")
+    for planned in report.get("dry_run_plan", []):
+        vm = planned["vm"].split("/zones/")[-1]
+        lines.append(f"DRY RUN {vm} ({planned['status']}): would {planned['action']}")
+        lines += [f"    {s['disk_source']} -> {s['snapshot']}" for s in planned["snapshots"]]
+        if planned.get("would_delete"):
+            lines.append(f"    retention would delete: {', '.join(planned['would_delete'])}")
     header = f"{'VM':<48} {'before':<10} {'downtime':>9}  {'disk':<24} {'snapshot':<63} {'status':<9} size"
     lines += [header, "-" * len(header)]
     for row in report["vms"]:
@@ -233,7 +245,14 @@ class RunReportOperator(BaseOperator):
         vms, other = collect_vm_results(
             ti, dag_id=ti.dag_id, run_id=context["run_id"], vm_groups=self.vm_groups
         )
-        report = build_run_report(dag_id=ti.dag_id, run_id=context["run_id"], vms=vms, other_tasks=other)
+        plan = [
+            planned
+            for group in self.vm_groups
+            for planned in ti.xcom_pull(task_ids=f"resolve_{group}", key=DRY_RUN_PLAN_KEY, default=None) or []
+        ]
+        report = build_run_report(
+            dag_id=ti.dag_id, run_id=context["run_id"], vms=vms, other_tasks=other, dry_run_plan=plan
+        )
         self.log.info("%s", format_report(report))
         ti.xcom_push(key=REPORT_XCOM_KEY, value=report)
         if self.fail_on_problems and report["status"] != "success":
@@ -247,35 +266,23 @@ class RunReportOperator(BaseOperator):
 
 
 # ---- failure notification ----------------------------------------------------------------------
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EmailSettings(_Settings):
-    to: list[str] = Field(min_length=1)
-    from_email: str | None = None
-    smtp_conn_id: str | None = None  # default: Airflow's [email] email_conn_id ("smtp_default")
-
-    @field_validator("to", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-
-class SlackSettings(_Settings):
-    webhook_conn_id: str = Field(min_length=1)  # a Slack incoming-webhook connection (URL in password)
-    channel: str | None = None
-
-
-class NotifySettings(_Settings):
-    """A group's ``notify`` block. Both are optional; neither means no notification at all."""
-
-    email: EmailSettings | None = None
-    slack: SlackSettings | None = None
+def _report_from(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The run report, when the callback's context can reach it (the DAG processor gives a ``ti``)."""
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    try:
+        report = ti.xcom_pull(task_ids=REPORT_TASK_ID, key=REPORT_XCOM_KEY, default=None)
+    except Exception:  # the notification must go out even when the report cannot be read
+        return None
+    return report if isinstance(report, Mapping) and "summary" in report else None
 
 
 def failure_message(context: Mapping[str, Any]) -> tuple[str, str]:
-    """(subject, body) for a failed backup run, from a DAG failure callback's context."""
+    """(subject, body) for a failed backup run, from a DAG failure callback's context.
+
+    The body carries the run report's summary and every problem when the report can be read.
+    """
     dag = context.get("dag")
     dag_id = getattr(dag, "dag_id", None) or "gce-vm-backup"
     run_id = context.get("run_id") or "?"
@@ -283,9 +290,24 @@ def failure_message(context: Mapping[str, Any]) -> tuple[str, str]:
     body = (
         f"The backup DAG {dag_id}, run {run_id}, failed: {context.get('reason') or 'see the task logs'}.\n"
         f"The run report (every VM, its snapshots and problems) is in the XCom '{REPORT_XCOM_KEY}' of the "
-        "task 'run_report'. VMs that were RUNNING before the backup are restarted by their start task even "
-        "when stop or snapshot failed; the report says so for any that may not be."
+        f"task '{REPORT_TASK_ID}'. VMs that were RUNNING before the backup are restarted by their start task "
+        "even when stop or snapshot failed; the report says so for any that may not be."
     )
+    report = _report_from(context)
+    if report is not None:
+        summary = report["summary"]
+        lines = [
+            f"{summary['vms_ok']}/{summary['vms']} VM(s) ok, "
+            f"{summary['snapshots_ready']}/{summary['snapshots']} snapshot(s) READY, "
+            f"{summary['snapshots_deleted']} old snapshot(s) deleted."
+        ]
+        lines += [
+            f"- {row['vm'] or row['group']}: {'; '.join(row['problems'])}"
+            for row in report.get("vms", [])
+            if row.get("problems")
+        ]
+        lines += [f"- task {task} did not succeed" for task in summary.get("failed_tasks", [])]
+        body += "\n\n" + "\n".join(lines)
     return subject, body
 
 

@@ -23,10 +23,10 @@ from pydantic import ValidationError
 
 from gce_vm_backup._base import WAIT_MODES, HookMixin, RunKey, as_bool, check_choice
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
+from gce_vm_backup.instance_ops import NO_VM_STATUS
 from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
 
 DELETE_TIMEOUT = 600.0  # seconds to wait for one snapshot deletion
-NO_VM_STATUS = "NO_VM"  # instance_ops.NO_VM_STATUS; the placeholder VM of a tier with nothing to back up
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -145,6 +145,59 @@ def load_policy(policy: Any) -> RetentionPolicy | None:
         raise ConfigError(problems) from None
 
 
+def list_managed_snapshots(
+    hook: Any, *, project_id: str, disk_source: str, max_results: int | None = None
+) -> list[SnapshotInfo]:
+    """This project's snapshots of one disk (server-side label filter, every page), as SnapshotInfo.
+
+    ``managed`` is checked again client-side, so a filter the server ignored cannot make a stranger's
+    snapshot a candidate. Raises ApiError when listing fails.
+    """
+    from gce_vm_backup.labels import disk_path, is_managed_snapshot_of, managed_disk_filter
+
+    source = disk_path(disk_source)
+    infos = []
+    for snapshot in hook.list_snapshots(
+        project_id=project_id, filter=managed_disk_filter(source), max_results=max_results
+    ):
+        labels = dict(snapshot.labels)
+        infos.append(
+            SnapshotInfo(
+                name=snapshot.name,
+                disk_key=source,
+                status=snapshot.status,
+                created=parse_timestamp(snapshot.creation_timestamp),
+                managed=is_managed_snapshot_of(labels, source),
+                labels=labels,
+            )
+        )
+    return infos
+
+
+def preview_retention(
+    hook: Any,
+    *,
+    project_id: str,
+    planned: dict[str, str],
+    policy: RetentionPolicy,
+    now: datetime,
+) -> RetentionPlan:
+    """What retention would delete if this run's planned snapshots (disk source -> name) became READY.
+
+    The dry run's answer: the planned snapshots are added as READY at ``now`` and planned with the same
+    rules as a real run. Read-only. Raises ApiError when listing fails.
+    """
+    from gce_vm_backup.labels import disk_path
+
+    infos: list[SnapshotInfo] = []
+    for source, name in planned.items():
+        infos += list_managed_snapshots(hook, project_id=project_id, disk_source=source)
+        infos.append(
+            SnapshotInfo(name=name, disk_key=disk_path(source), status=READY, created=now, managed=True)
+        )
+    return plan_deletions(infos, policy, now=now, disks_with_new_ready={disk_path(s) for s in planned})
+
+
 class ApplyRetentionOperator(HookMixin, BaseOperator):
     """Delete this VM's old snapshots that ``policy`` lets go (see retention.py for the rules).
 
@@ -222,7 +275,7 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
     def _plan(
         self, record: dict[str, Any], records: list[dict[str, Any]], result: dict[str, Any]
     ) -> tuple[RetentionPlan, datetime, dict[str, SnapshotInfo]]:
-        from gce_vm_backup.labels import disk_path, is_managed_snapshot_of, managed_disk_filter
+        from gce_vm_backup.labels import disk_path
 
         if self.policy is None:
             raise ConfigError("The parameter 'policy' is required to plan retention")
@@ -232,21 +285,9 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
         new_ready_times: list[datetime] = []
         for disk in record["disks"]:
             source = disk_path(disk["source"])
-            listed = self.hook.list_snapshots(
-                project_id=record["project_id"],
-                filter=managed_disk_filter(source),
-                max_results=self.max_results,
-            )
-            for snapshot in listed:
-                labels = dict(snapshot.labels)
-                info = SnapshotInfo(
-                    name=snapshot.name,
-                    disk_key=source,
-                    status=snapshot.status,
-                    created=parse_timestamp(snapshot.creation_timestamp),
-                    managed=is_managed_snapshot_of(labels, source),
-                    labels=labels,
-                )
+            for info in list_managed_snapshots(
+                self.hook, project_id=record["project_id"], disk_source=source, max_results=self.max_results
+            ):
                 infos.append(info)
                 if info.name == new_by_disk.get(source) and info.status == READY and info.managed:
                     disks_with_new_ready.add(source)
