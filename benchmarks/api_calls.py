@@ -1,0 +1,120 @@
+"""Compute Engine API calls per VM backup, by kind, and how they grow with the operations' duration.
+
+    uv run --no-sync python benchmarks/api_calls.py [--minutes 1 5 30] [--poke-interval 30] [--quick]
+
+One VM with two disks is backed up (precheck -> stop -> snapshot -> start -> verify -> retention with
+keep_last 7) by the real operators against the emulator, in each ``wait_mode``, with every long-running
+operation (stop, snapshot, start) taking 1, 5 and 30 simulated minutes. The emulator's call log is
+counted by method.
+
+Model (see _harness.run_vm_backup): the emulator runs on a virtual clock (time_scale 0), so a 30-minute
+operation takes no real time. Airflow's sensor loop is reproduced in simulated time:
+- ``reschedule``: every poke is a new task try (a new process: the hook is built again) and the next
+  poke comes ``poke_interval`` after the previous one ended, plus the per-try overhead;
+- ``worker`` (Airflow's ``poke`` mode): one try per task; pokes back to back with a ``poke_interval``
+  sleep between them; ``operations.wait`` holds until the operation is DONE or for 60 simulated
+  seconds (the hook's ``MAX_WAIT_CALL``).
+Left out: retries, scheduler latency (it only spaces pokes further apart, so fewer calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _harness import (  # noqa: E402
+    DEFAULT_TRY_OVERHEAD,
+    POKE_INTERVAL,
+    SENSOR_STAGES,
+    markdown_table,
+    run_vm_backup,
+)
+
+METHODS = (
+    "instances.get",
+    "instances.stop",
+    "instances.start",
+    "zoneOperations.wait",
+    "snapshots.insert",
+    "snapshots.get",
+    "snapshots.list",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 30])
+    parser.add_argument("--poke-interval", type=float, default=POKE_INTERVAL)
+    parser.add_argument("--try-overhead", type=float, default=DEFAULT_TRY_OVERHEAD)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 minutes only")
+    args = parser.parse_args(argv)
+    minutes = [1, 2] if args.quick else args.minutes
+    runs = [
+        run_vm_backup(
+            minutes=m, wait_mode=mode, poke_interval=args.poke_interval, try_overhead=args.try_overhead
+        )
+        for mode in ("reschedule", "worker")
+        for m in minutes
+    ]
+    print(
+        f"### API calls per VM backup (1 VM, 2 disks; poke_interval {args.poke_interval:g} s; "
+        f"per-try overhead {args.try_overhead:g} s)\n"
+    )
+    headers = ["wait_mode", "operation min", "task tries", "pokes", "API calls", *METHODS, "calls/poke"]
+    rows = []
+    for run in runs:
+        calls = run.calls
+        tries = sum(
+            s.pokes if (name in SENSOR_STAGES and run.wait_mode == "reschedule") else 1
+            for name, s in run.stages.items()
+        )
+        total = sum(calls.values())
+        other = total - sum(calls[m] for m in METHODS)
+        assert other == 0, f"unexpected methods: {calls}"
+        rows.append(
+            [
+                run.wait_mode,
+                f"{run.minutes:g}",
+                tries,
+                run.pokes,
+                total,
+                *(calls[m] for m in METHODS),
+                f"{total / run.pokes:.1f}",
+            ]
+        )
+    print(markdown_table(headers, rows))
+    print("\n### Pokes and API calls per stage\n")
+    headers = ["wait_mode", "operation min", *(f"{s} pokes / calls" for s in SENSOR_STAGES)]
+    rows = [
+        [
+            run.wait_mode,
+            f"{run.minutes:g}",
+            *(f"{run.stages[s].pokes} / {sum(run.stages[s].calls.values())}" for s in SENSOR_STAGES),
+        ]
+        for run in runs
+    ]
+    print(markdown_table(headers, rows))
+    if len(minutes) > 1:
+        print("\n### Growth: API calls per simulated minute of operation, between the shortest and longest\n")
+        headers = ["wait_mode", *(f"{s} calls/min" for s in SENSOR_STAGES[:3]), "total calls/min"]
+        rows = []
+        for mode in ("reschedule", "worker"):
+            short, long = (r for r in runs if r.wait_mode == mode and r.minutes in (min(minutes), max(minutes)))
+            span = long.minutes - short.minutes
+
+            def slope(stage: str | None, short=short, long=long, span=span) -> str:
+                if stage is None:
+                    return f"{(sum(long.calls.values()) - sum(short.calls.values())) / span:.1f}"
+                a, b = sum(short.stages[stage].calls.values()), sum(long.stages[stage].calls.values())
+                return f"{(b - a) / span:.1f}"
+
+            rows.append([mode, *(slope(s) for s in SENSOR_STAGES[:3]), slope(None)])
+        print(markdown_table(headers, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
