@@ -22,7 +22,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -354,8 +353,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--home",
         type=Path,
-        default=DEFAULT_HOME,
-        help=f"Airflow home (default: {DEFAULT_HOME}, kept between runs)",
+        help=f"Airflow home (default: <repo>/{DEFAULT_HOME}, kept between runs)",
     )
     parser.add_argument(
         "--config", type=Path, help="backup config for the DAG file (default: the demo config)"
@@ -366,6 +364,16 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends the command like Ctrl-C: every component is stopped
+
+
+def default_home() -> Path:
+    """``<repo>/.airflow/local-env`` (.airflow/ is gitignored), wherever the command is run from."""
+    plugins, _ = _repo_paths()
+    return plugins.parent / DEFAULT_HOME
+
+
 def run(args: argparse.Namespace) -> int:
     from gce_emulator import Emulator
     from gce_emulator.__main__ import DEMO_SEED
@@ -373,29 +381,38 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None and not args.config.is_file():
         print(f"local-env: --config: no such file {args.config}", file=sys.stderr)
         return 2
-    stopping = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stopping.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Emulator(DEMO_SEED, time_scale=args.time_scale) as emulator:
             env = LocalAirflow(
-                args.home, emulator.url, config=args.config, port=args.port or None, password=args.password
+                args.home or default_home(),
+                emulator.url,
+                config=args.config,
+                port=args.port or None,
+                password=args.password,
             )
             print(f"Compute Engine emulator on {emulator.url} (demo fleet, time x{args.time_scale:g})")
             print(f"Starting Airflow in {env.home} (component logs in {env.log_dir}) ...", flush=True)
             try:
-                env.start()
+                env.start()  # stops what it started if it fails or is interrupted
                 print(
                     f"\nAirflow is ready: {env.url}\n  login: {env.username} / {env.password}\n"
                     f"  DAGs: {env.dags_folder}\n  plugins: {env.plugins_folder}\n"
                     "Press Ctrl-C to stop.",
                     flush=True,
                 )
-                while not stopping.wait(2):
+                while True:
+                    time.sleep(2)
                     env.check_alive()
+            except KeyboardInterrupt:
+                pass
             except LocalEnvError as exc:
                 print(f"local-env: {exc}", file=sys.stderr)
                 return 1
             finally:
+                # A second Ctrl-C must not cut the shutdown short and leave processes behind.
+                for signum in previous:
+                    signal.signal(signum, signal.SIG_IGN)
                 print("Stopping Airflow ...", flush=True)
                 env.stop()
         print("Stopped.")
