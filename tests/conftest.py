@@ -18,3 +18,15 @@ os.environ.pop("GCE_VM_BACKUP_COMPUTE_ENDPOINT", None)
 os.environ.pop("GCE_VM_BACKUP_CONFIG", None)
 
 pytest_plugins = ["gce_emulator.pytest_plugin"]
+
+
+# ---- config text helpers, shared by the config tests and the bad-input corpus ----
+def config(groups: str, defaults: str = 'start_date: "2026-01-01T00:00:00+00:00"') -> str:
+    return f"version: 1\ndefaults:\n  {defaults}\ngroups:\n{groups}"
+
+
+def group(body: str, name: str = "web") -> str:
+    return f"  {name}:\n" + "".join(f"    {line}\n" for line in body.strip("\n").splitlines())
+
+
+TARGET = "targets: [{project: demo-project, zone: us-central1-a, instance: web-1}]"

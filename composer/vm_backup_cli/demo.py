@@ -29,8 +29,21 @@ PROJECT = "demo-project"
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="run a backup DAG locally against the emulator")
     parser.add_argument("--airflow-home", type=Path, help="Airflow home to use (default: a new temp folder)")
-    parser.add_argument("--time-scale", type=float, default=60.0, help="emulator speed-up (default 60)")
+    parser.add_argument(
+        "--time-scale", type=positive_float, default=60.0, help="emulator speed-up (default 60)"
+    )
     parser.set_defaults(func=run)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0 (the emulator's speed-up; 0 would freeze its clock)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
 
 
 def _repo_paths() -> tuple[Path, Path]:

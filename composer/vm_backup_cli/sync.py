@@ -14,6 +14,7 @@ import argparse
 import functools
 import logging
 import mimetypes
+import re
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -69,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         parser.error("--environment needs --location (the environment's region)")
     if args.location and not args.environment:
         parser.error("--location goes with --environment")
+    if args.bucket:
+        try:
+            normalise_bucket(args.bucket)
+        except SyncError as exc:
+            parser.error(str(exc))
     source: Path = args.source.resolve()
     if not any((source / folder).is_dir() for folder in SYNCED_FOLDERS):
         parser.error(f"--source: {source} has neither a dags/ nor a plugins/ folder")
@@ -92,10 +98,18 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+# Cloud Storage bucket names: 3-63 characters (dotted names up to 222), lowercase letters, digits, -, _, .
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+
+
 def normalise_bucket(value: str) -> str:
+    """'gs://name/' -> 'name'. Raises SyncError naming the value when it is not a bucket name."""
     name = value.removeprefix("gs://").strip("/")
-    if not name or "/" in name:
-        raise SyncError(f"--bucket: {value!r} is not a bucket name (expected NAME or gs://NAME)")
+    if not BUCKET_NAME.match(name) or (len(name) > 63 and "." not in name):
+        raise SyncError(
+            f"--bucket: {value!r} is not a bucket name (expected NAME or gs://NAME; lowercase letters, "
+            "digits, -, _ and .)"
+        )
     return name
 
 

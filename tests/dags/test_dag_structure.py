@@ -165,3 +165,11 @@ def test_register_dags_raises_when_no_group_is_valid(tmp_path):
     path.write_text("version: 1\ngroups: {}\n")
     with pytest.raises(ConfigError, match="key 'groups'"):
         register_dags({}, path, strict=False)
+
+
+def test_the_form_fields_are_exactly_the_conf_keys_the_resolve_task_accepts(dags):
+    from gce_vm_backup.instance_ops import TRIGGER_CONF_KEYS
+
+    for dag in dags.values():
+        assert set(dag.params) == set(TRIGGER_CONF_KEYS)
+        assert dag.get_task("resolve_tier_1").conf == "{{ dag_run.conf }}"

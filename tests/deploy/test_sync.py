@@ -145,9 +145,10 @@ def test_source_without_dags_or_plugins_is_a_usage_error(tmp_path, capsys):
     assert "--source" in capsys.readouterr().err
 
 
-def test_bucket_with_a_path_is_rejected(repo, capsys, monkeypatch):
-    monkeypatch.setattr("vm_backup_cli.sync.validate_configs", lambda source: [])
-    assert main(["sync", "--bucket", "gs://b/dags", "--source", str(repo)]) == 1
+def test_bucket_with_a_path_is_a_usage_error(repo, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sync", "--bucket", "gs://b/dags", "--source", str(repo)])
+    assert exit_info.value.code == 2
     assert "--bucket: 'gs://b/dags' is not a bucket name" in capsys.readouterr().err
 
 

@@ -45,6 +45,9 @@ STRICT_ENV = "GCE_VM_BACKUP_STRICT"
 CONFIG_ENV = "GCE_VM_BACKUP_CONFIG"
 
 
+VM_NAME_PATTERN = r"^([a-z]+-[a-z]+[0-9]+-[a-z]/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
 def dag_id_for(group_id: str) -> str:
     return f"{DAG_ID_PREFIX}{group_id}"
 
@@ -52,7 +55,8 @@ def dag_id_for(group_id: str) -> str:
 def trigger_params(group: Group) -> dict[str, Param]:
     """The trigger form: the whole group (default), a chosen subset of VMs, or a dry run."""
     names = group.explicit_vm_names()
-    vm_items: dict[str, Any] = {"type": "string", "minLength": 1}
+    # "zone/instance" or "instance"; selectors' matches are checked against the targets at run time
+    vm_items: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": VM_NAME_PATTERN}
     if names and not group.has_selectors():
         vm_items["enum"] = names  # the form rejects other names before a run is created
     described = ", ".join(names) if names else "VMs matched by the label selectors"
@@ -127,6 +131,7 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
                 only="{{ params.vms }}",
                 plan_only="{{ params.dry_run }}",
                 retention=retention,
+                conf="{{ dag_run.conf }}",
                 **common,
             )
             _tier_group(number, group_id, group, common, sensor).expand_kwargs(resolve.output)

@@ -27,6 +27,7 @@ WORKER_LONG_POLL = 60.0
 # What a tier maps over when it has no VM this run (or in a dry run): every task passes it through.
 NO_VM: dict[str, Any] = {"project_id": "", "zone": "", "instance": "", "disks": None}
 NO_VM_STATUS = "NO_VM"
+TRIGGER_CONF_KEYS = ("vms", "dry_run")  # the trigger form's fields (dag_factory.trigger_params)
 DRY_RUN_PLAN_KEY = "dry_run_plan"  # the XCom key of the dry run's plan (read by the run report)
 NO_VM_RECORD: dict[str, Any] = {**NO_VM, "prior_status": NO_VM_STATUS, "has_local_ssd": False, "disks": []}
 
@@ -53,13 +54,16 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         ``retention``) deleted, push that plan to XCom (key ``dry_run_plan``), and return the placeholder
         only, so nothing downstream acts.
     :param retention: the group's retention policy (a dict), for the dry run's preview of deletions.
+    :param conf: the run's conf (``{{ dag_run.conf }}``): a key other than the trigger form's fields is
+        refused before anything happens, so a typo (``dry-run``) never turns a dry run into a real one.
     Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; when the tier
     has no VM this run (and in a dry run) the list is ``[NO_VM]``, a placeholder for which the precheck
     returns ``NO_VM_RECORD`` and stop, snapshot and start do nothing.
-    Raises ConfigError when ``only`` names a VM that is not among the targets.
+    Raises ConfigError when ``only`` names a VM that is not among the targets, or ``conf`` has an
+    unknown key.
     """
 
-    template_fields: Sequence[str] = ("tiers", "only", "plan_only")
+    template_fields: Sequence[str] = ("tiers", "only", "plan_only", "conf")
 
     def __init__(
         self,
@@ -70,12 +74,13 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         plan_only: bool | str = False,
         tier: int = 1,
         retention: dict[str, Any] | None = None,
+        conf: Any = None,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.retention = retention
+        self.retention, self.conf = retention, conf
         if (tiers is None) == (targets is None):
             raise ConfigError("ResolveTargetsOperator takes exactly one of 'tiers' or 'targets'")
         self.tiers = tiers if tiers is not None else [targets or []]
@@ -85,6 +90,12 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        unknown = sorted(set(self.conf or {}) - set(TRIGGER_CONF_KEYS)) if isinstance(self.conf, dict) else []
+        if unknown:
+            raise ConfigError(
+                f"The run's conf has unknown key(s) {', '.join(map(repr, unknown))}; the backup DAGs take "
+                f"only {', '.join(TRIGGER_CONF_KEYS)}. Nothing was done."
+            )
         dry_run = as_bool(self.plan_only, name="plan_only")
         seen: set[str] = set()
         tiers: list[list[dict[str, Any]]] = []
@@ -160,8 +171,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         unknown = [name for name in self.only if name not in names]
         if unknown:
             raise ConfigError(
-                f"The parameter 'only' names VM(s) that are not targets of this group: {', '.join(unknown)}. "
-                f"Known: {', '.join(sorted(names))}"
+                "The trigger form's 'vms' (parameter 'only') names VM(s) that are not targets of this "
+                f"group: {', '.join(unknown)}. Nothing was done. Known: {', '.join(sorted(names))}"
             )
         chosen = set(self.only)
         return [
