@@ -243,6 +243,37 @@ def test_email_notifier_sends_through_the_smtp_provider(monkeypatch):
     assert "run_report" in email.html_content
 
 
+def test_the_failure_message_carries_the_reports_summary_and_problems():
+    from gce_vm_backup.report import failure_message
+
+    bad = good_vm("web-2", 1)
+    bad.states["start"] = "failed"
+    report = build_run_report(dag_id="gce_vm_backup__web", run_id="r1", vms=[good_vm(), bad])
+    ti = create_autospec(RuntimeTaskInstance, instance=True)
+    ti.xcom_pull.return_value = report
+
+    _subject, body = failure_message({"dag": FakeDag(), "run_id": "r1", "reason": "task_failure", "ti": ti})
+
+    ti.xcom_pull.assert_called_once_with(task_ids="run_report", key=REPORT_XCOM_KEY, default=None)
+    assert "1/2 VM(s) ok, 2/2 snapshot(s) READY, 2 old snapshot(s) deleted." in body
+    assert (
+        f"- projects/{PROJECT}/zones/{ZONE}/instances/web-2: VM was RUNNING before the backup and may not be "
+        "now: start failed; start failed"
+    ) in body
+
+
+def test_the_failure_message_still_goes_out_when_the_report_cannot_be_read():
+    from gce_vm_backup.report import failure_message
+
+    ti = create_autospec(RuntimeTaskInstance, instance=True)
+    ti.xcom_pull.side_effect = RuntimeError("API server unreachable")
+
+    subject, body = failure_message({"dag": FakeDag(), "run_id": "r1", "reason": "task_failure", "ti": ti})
+
+    assert subject == "[gce-vm-backup] Backup run failed: gce_vm_backup__web (r1)"
+    assert "task_failure" in body
+
+
 def test_slack_notifier_posts_to_the_webhook_url_of_its_connection(monkeypatch):
     import requests
 
