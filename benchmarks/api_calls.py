@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (  # noqa: E402
+from _harness import (
     DEFAULT_TRY_OVERHEAD,
     POKE_INTERVAL,
     SENSOR_STAGES,
@@ -102,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         headers = ["wait_mode", *(f"{s} calls/min" for s in SENSOR_STAGES[:3]), "total calls/min"]
         rows = []
         for mode in ("reschedule", "worker"):
-            short, long = (r for r in runs if r.wait_mode == mode and r.minutes in (min(minutes), max(minutes)))
+            short, long = (
+                r for r in runs if r.wait_mode == mode and r.minutes in (min(minutes), max(minutes))
+            )
             span = long.minutes - short.minutes
 
             def slope(stage: str | None, short=short, long=long, span=span) -> str:
