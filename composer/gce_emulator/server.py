@@ -59,6 +59,8 @@ class Faults:
 
     def __init__(self, world: World):
         self._world = world
+        self._triggers: list[list[Any]] = []  # [method, calls to let pass first, times left, action]
+        self._after_apply: list[list[Any]] = []  # [method, times left, status, message]
 
     def _add(self, fault: Fault) -> None:
         with self._world.lock:
@@ -82,9 +84,51 @@ class Faults:
             )
         )
 
+    def on_call(self, method: str, action: Callable[[], None], *, after: int = 0, times: int = 1) -> None:
+        """Run ``action()`` just before the emulator handles a call of ``method``: the calls numbered
+        ``after + 1`` to ``after + times`` (from now). For changes "between tasks", e.g.
+        ``on_call("compute.snapshots.insert", lambda: emu.set_instance_status(...))``."""
+        with self._world.lock:
+            self._triggers.append([method, after, times, action])
+
+    def http_error_after_apply(
+        self, method: str, status: int, times: int = 1, message: str | None = None
+    ) -> None:
+        """The next ``times`` calls of ``method`` are carried out, then answered with HTTP ``status``:
+        the caller never sees the result of a request that took effect (a worker killed between
+        "request sent" and "result seen", or a connection dropped on the way back)."""
+        with self._world.lock:
+            self._after_apply.append(
+                [method, times, status, message or f"Injected HTTP {status} after the call took effect"]
+            )
+
+    def _before_call(self, method: str) -> None:
+        actions = []
+        with self._world.lock:
+            for trigger in self._triggers:
+                if trigger[0] != method or trigger[2] <= 0:
+                    continue
+                if trigger[1] > 0:
+                    trigger[1] -= 1
+                    continue
+                trigger[2] -= 1
+                actions.append(trigger[3])
+        for action in actions:
+            action()
+
+    def _after_call(self, method: str, status: int, payload: Any) -> tuple[int, Any]:
+        with self._world.lock:
+            for fault in self._after_apply:
+                if fault[0] == method and fault[1] > 0:
+                    fault[1] -= 1
+                    return fault[2], ApiError(fault[2], "injected", fault[3]).body()
+        return status, payload
+
     def clear(self) -> None:
         with self._world.lock:
             self._world.faults.clear()
+            self._triggers.clear()
+            self._after_apply.clear()
 
 
 class Emulator:
@@ -224,19 +268,20 @@ class Emulator:
     def _dispatch(
         self, route: Route, params: dict[str, str], query: dict[str, str], body: Any
     ) -> tuple[int, Any]:
+        self.faults._before_call(route.method)
         with self.world.lock:
             fault = self.world.take_fault(route.method, ("http",))
         if fault is not None:
             return fault.status, ApiError(fault.status, "injected", fault.message).body()
         try:
             if route.method.endswith("Operations.wait"):
-                return 200, self._wait(params, query)
+                return self.faults._after_call(route.method, 200, self._wait(params, query))
             with self.world.lock:
                 self.world.tick()
                 result = route.handler(self, params, query, body)
                 if isinstance(result, Operation):
                     result = result.view(self.world)
-                return 200, result
+            return self.faults._after_call(route.method, 200, result)
         except ApiError as exc:
             return exc.status, exc.body()
 

@@ -369,3 +369,35 @@ def test_standalone_process_serves_the_real_client_and_stops_on_sigterm(tmp_path
 def test_unknown_timing_is_refused():
     with pytest.raises(ValueError, match="unknown timings"):
         Emulator(timings={"stopp": 1})
+
+
+def test_on_call_runs_an_action_before_the_chosen_call(gce_emulator, clients):
+    seen = []
+    gce_emulator.faults.on_call(
+        "compute.instances.get",
+        lambda: gce_emulator.set_instance_status(P, ZA, "web-1", "SUSPENDED") or seen.append(1),
+        after=1,
+    )
+    assert status(clients) == "RUNNING"  # the first call passes untouched
+    assert status(clients) == "SUSPENDED"  # the action ran just before the second was handled
+    assert status(clients) == "SUSPENDED"
+    assert seen == [1]  # once only
+
+
+def test_http_error_after_apply_acts_then_fails_and_the_same_request_id_adopts(gce_emulator, clients):
+    gce_emulator.faults.http_error_after_apply("compute.instances.stop", 503, times=1)
+    request_id = rid()
+    with pytest.raises(api_exceptions.ServiceUnavailable):
+        stop(clients, request_id=request_id)
+    assert status(clients) == "STOPPING"  # the stop took effect although the caller saw a 503
+    again = stop(clients, request_id=request_id)
+    stops = [op for op in gce_emulator.world.operations.values() if op.operation_type == "stop"]
+    assert [op.name for op in stops] == [again.name]  # the repeat adopted the one operation
+    assert [c.status for c in gce_emulator.calls_for("compute.instances.stop")] == [503, 200]
+
+
+def test_faults_clear_removes_triggers_and_after_apply_faults(gce_emulator, clients):
+    gce_emulator.faults.on_call("compute.instances.get", lambda: pytest.fail("cleared"))
+    gce_emulator.faults.http_error_after_apply("compute.instances.get", 500)
+    gce_emulator.faults.clear()
+    assert status(clients) == "RUNNING"

@@ -1,0 +1,436 @@
+"""The fault matrix as data: every case the pytest module asserts and the benchmark script tabulates.
+
+Expected messages are regexes over the failed tasks' exception texts; each names the resource (VM, disk
+or snapshot path) and the cause (HTTP status, operation error code, timeout, state).
+"""
+
+from __future__ import annotations
+
+from gce_emulator import Emulator
+
+from .harness import DISKS, WEB, ZONE, FaultCase, P
+
+VM = f"projects/{P}/zones/{ZONE}/instances"
+SNAP = f"projects/{P}/global/snapshots"
+DISK = f"projects/{P}/zones/{ZONE}/disks"
+REPEATEDLY = 1000  # more than every retry (5 hook attempts x task tries) can absorb
+HOOK_ATTEMPTS = 5  # ComputeBackupHook's tenacity attempts: this many failures fail one task try
+GET_503_STORM = 8  # 503s on a GET: more than the hook's attempts, absorbed by the library's own retry
+# The hook retries 429/5xx; the client library itself retries only GET/list calls, and only on 503,
+# for up to 600 s. A 503 "storm" on a GET therefore ends in success (see the report's finding on the
+# retry bound), and a repeated 503 on GETs uses GET_503_STORM failures, not REPEATEDLY.
+LIBRARY_RETRIES_503 = frozenset(
+    {
+        "compute.instances.get",
+        "compute.instances.list",
+        "compute.snapshots.get",
+        "compute.snapshots.list",
+    }
+)
+ONLY_BATCH_PRUNED = (DISKS[2],)  # web-1 failed: only batch-1's old snapshots may go
+
+
+def _http(method: str, status: int, times: int):
+    def inject(emu: Emulator) -> None:
+        emu.faults.http_error(method, status, times=times)
+
+    return inject
+
+
+def _op(method: str, code: str, times: int, message: str = "Injected operation failure"):
+    def inject(emu: Emulator) -> None:
+        emu.faults.fail_operation(method, code, message, times=times)
+
+    return inject
+
+
+def _hang(method: str):
+    def inject(emu: Emulator) -> None:
+        emu.faults.hang_operation(method, times=REPEATEDLY)
+
+    return inject
+
+
+def _after_apply(method: str, times: int):
+    def inject(emu: Emulator) -> None:
+        emu.faults.http_error_after_apply(method, 503, times=times)
+
+    return inject
+
+
+# ---- 429 / 500 / 503 on every call the backup path makes -------------------------------------------
+# method -> (wait mode, what "repeatedly" does): (state, message regex with {code}, deletions, vm_after)
+_REPEATED: dict[str, tuple[str, str, str | None, str | tuple[str, ...], dict[str, str | None]]] = {
+    "compute.instances.list": (
+        "reschedule",
+        "failed",
+        rf"list VMs in projects/{P}/zones/{ZONE} failed: HTTP {{code}}",
+        "none",
+        {},
+    ),
+    "compute.instances.get": (
+        "reschedule",
+        "failed",
+        rf"get VM {VM}/(web|batch)-1 failed: HTTP {{code}}",
+        "none",
+        {},
+    ),
+    "compute.instances.stop": (
+        "reschedule",
+        "failed",
+        rf"stop VM {VM}/web-1 failed: HTTP {{code}}",
+        ONLY_BATCH_PRUNED,
+        {},
+    ),
+    "compute.instances.start": (
+        "reschedule",
+        "failed",
+        rf"start VM {VM}/web-1 failed: HTTP {{code}}",
+        ONLY_BATCH_PRUNED,
+        {WEB: "TERMINATED"},  # every start refused: nothing can bring it back, the report must say so
+    ),
+    "compute.snapshots.insert": (
+        "reschedule",
+        "failed",
+        rf"create snapshot \S+ of {DISK}/\S+ failed: HTTP {{code}}",
+        "none",
+        {},
+    ),
+    "compute.snapshots.get": (
+        "reschedule",
+        "failed",
+        rf"get snapshot {SNAP}/\S+ failed: HTTP {{code}}",
+        "none",
+        {},
+    ),
+    "compute.snapshots.list": (
+        "reschedule",
+        "failed",
+        rf"list snapshots of \S*{DISK}/\S+.* failed: HTTP {{code}}",
+        "none",
+        {},
+    ),
+    "compute.snapshots.delete": (
+        "reschedule",
+        "failed",
+        rf"delete snapshot {SNAP}/old-\S+ failed: HTTP {{code}}",
+        "none",
+        {},
+    ),
+    # The deletes took effect, only their waits fail: the retry finds the snapshots gone and succeeds.
+    "compute.globalOperations.wait": ("reschedule", "success", None, "all", {}),
+    # Worker mode long-polls stop/start operations; both took effect, the retry observes and converges.
+    "compute.zoneOperations.wait": ("worker", "success", None, "all", {}),
+}
+LIST_MESSAGE_BUG = (
+    "retention's listing error names only the project ('list snapshots of demo-project failed: HTTP "
+    "...'), not the disk whose snapshots were listed (hook.py list_snapshots / retention_ops.py "
+    "list_managed_snapshots)"
+)
+
+
+def _http_cases() -> list[FaultCase]:
+    cases = []
+    for method, (mode, state, message, deletions, vm_after) in _REPEATED.items():
+        short = method.removeprefix("compute.")
+        for code in (429, 500, 503):
+            cases.append(
+                FaultCase(
+                    id=f"http-{code}-once-{short}",
+                    fault=f"HTTP {code} once on {short}",
+                    inject=_http(method, code, 1),
+                    expect_state="success",
+                    wait_mode=mode,
+                )
+            )
+            storm = code == 503 and method in LIBRARY_RETRIES_503
+            times = GET_503_STORM if storm else REPEATEDLY
+            cases.append(
+                FaultCase(
+                    id=f"http-{code}-repeatedly-{short}",
+                    fault=f"HTTP {code} x{times} on {short}",
+                    inject=_http(method, code, times),
+                    expect_state="success" if storm else state,
+                    expect_message=None if storm or message is None else message.format(code=code),
+                    wait_mode=mode,
+                    deletions="all" if storm else deletions,
+                    vm_after={} if storm else vm_after,
+                    xfail=LIST_MESSAGE_BUG if method == "compute.snapshots.list" and not storm else None,
+                    note="the client library retried the GET on 503 by itself" if storm else "",
+                )
+            )
+    return cases
+
+
+# ---- operations DONE with an error ------------------------------------------------------------------
+def _operation_cases() -> list[FaultCase]:
+    cases = []
+    codes = ("QUOTA_EXCEEDED", "RATE_LIMIT_EXCEEDED", "INTERNAL_ERROR")
+    for code in codes:
+        for times, label in ((1, "once"), (REPEATEDLY, "repeatedly")):
+            cases.append(
+                FaultCase(
+                    id=f"op-{code.lower()}-{label}-snapshot",
+                    fault=f"snapshot insert operation DONE with {code} {label}",
+                    inject=_op("compute.snapshots.insert", code, times),
+                    expect_state="success" if times == 1 else "failed",
+                    expect_message=None
+                    if times == 1
+                    else rf"The insert operation \S+ on {SNAP}/\S+ finished with an error: {code}",
+                    deletions="all" if times == 1 else "none",
+                )
+            )
+        cases.append(
+            FaultCase(
+                id=f"op-{code.lower()}-repeatedly-stop",
+                fault=f"stop operation DONE with {code} repeatedly",
+                inject=_op("compute.instances.stop", code, REPEATEDLY),
+                expect_state="failed",
+                expect_message=rf"The stop operation \S+ on {VM}/web-1 finished with an error: {code}",
+                deletions=ONLY_BATCH_PRUNED,
+            )
+        )
+    cases += [
+        FaultCase(
+            id="op-internal_error-once-stop",
+            fault="stop operation DONE with INTERNAL_ERROR once",
+            inject=_op("compute.instances.stop", "INTERNAL_ERROR", 1),
+            expect_state="success",
+        ),
+        FaultCase(
+            id="op-internal_error-once-stop-worker",
+            fault="stop operation DONE with INTERNAL_ERROR once (worker mode)",
+            inject=_op("compute.instances.stop", "INTERNAL_ERROR", 1),
+            expect_state="success",
+            wait_mode="worker",
+        ),
+        FaultCase(
+            id="op-internal_error-once-start",
+            fault="start operation DONE with INTERNAL_ERROR once",
+            inject=_op("compute.instances.start", "INTERNAL_ERROR", 1),
+            expect_state="success",
+        ),
+        FaultCase(
+            id="op-internal_error-repeatedly-start",
+            fault="start operation DONE with INTERNAL_ERROR repeatedly",
+            inject=_op("compute.instances.start", "INTERNAL_ERROR", REPEATEDLY),
+            expect_state="failed",
+            expect_message=rf"The start operation \S+ on {VM}/web-1 finished with an error: INTERNAL_ERROR",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "TERMINATED"},  # every start fails: the report must flag it
+        ),
+        FaultCase(
+            id="op-internal_error-once-delete",
+            fault="retention delete operation DONE with INTERNAL_ERROR once",
+            inject=_op("compute.snapshots.delete", "INTERNAL_ERROR", 1),
+            expect_state="success",
+        ),
+        FaultCase(
+            id="op-internal_error-repeatedly-delete",
+            fault="retention delete operation DONE with INTERNAL_ERROR repeatedly",
+            inject=_op("compute.snapshots.delete", "INTERNAL_ERROR", REPEATEDLY),
+            expect_state="failed",
+            expect_message=rf"The delete operation \S+ on {SNAP}/old-\S+ finished with an error: INTERNAL_ERROR",
+            deletions="none",
+        ),
+    ]
+    return cases
+
+
+# ---- operations that never finish (sensor timeouts shortened on the in-memory DAG) ------------------
+SHORT = 6.0
+
+
+def _hang_cases() -> list[FaultCase]:
+    return [
+        FaultCase(
+            id="hang-snapshot",
+            fault="snapshot insert operations never finish",
+            inject=_hang("compute.snapshots.insert"),
+            expect_state="failed",
+            expect_message=rf"SnapshotDisksOperator for the snapshots of VM {VM}/(web|batch)-1 did not finish "
+            rf"within {SHORT:.0f} seconds",
+            deletions="none",
+            sensor_timeouts={"snapshot": SHORT},
+        ),
+        FaultCase(
+            id="hang-stop",
+            fault="stop operation never finishes (VM stays STOPPING)",
+            inject=_hang("compute.instances.stop"),
+            expect_state="failed",
+            expect_message=rf"StopInstanceOperator for VM {VM}/web-1 did not finish within {SHORT:.0f} seconds",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "STOPPING"},  # the emulator keeps a hung stop STOPPING: no start is possible
+            sensor_timeouts={"stop": SHORT, "start": SHORT},
+        ),
+        FaultCase(
+            id="hang-stop-worker",
+            fault="stop operation never finishes, worker mode (long-poll)",
+            inject=_hang("compute.instances.stop"),
+            expect_state="failed",
+            expect_message=rf"StopInstanceOperator for VM {VM}/web-1 did not finish within {SHORT:.0f} seconds",
+            wait_mode="worker",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "STOPPING"},
+            sensor_timeouts={"stop": SHORT, "start": SHORT},
+        ),
+        FaultCase(
+            id="hang-start",
+            fault="start operation never finishes (VM stays STAGING)",
+            inject=_hang("compute.instances.start"),
+            expect_state="failed",
+            expect_message=rf"StartInstanceOperator for VM {VM}/web-1 did not finish within {SHORT:.0f} seconds",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "STAGING"},
+            sensor_timeouts={"start": SHORT},
+        ),
+    ]
+
+
+# ---- the VM changes between tasks -------------------------------------------------------------------
+def _after_precheck(action):
+    """Run ``action(emu)`` on the third instances.get: the two prechecks read the VMs, then web-1's stop."""
+
+    def inject(emu: Emulator) -> None:
+        emu.faults.on_call("compute.instances.get", lambda: action(emu), after=2)
+
+    return inject
+
+
+def _after_last_insert(action):
+    """Run ``action(emu)`` on the third snapshot insert: web-1 is stopped by then, its start not begun."""
+
+    def inject(emu: Emulator) -> None:
+        emu.faults.on_call("compute.snapshots.insert", lambda: action(emu), after=2)
+
+    return inject
+
+
+def _vm_cases() -> list[FaultCase]:
+    return [
+        FaultCase(
+            id="vm-suspended-before-stop",
+            fault="web-1 SUSPENDED between precheck and stop",
+            inject=_after_precheck(lambda emu: emu.set_instance_status(P, ZONE, "web-1", "SUSPENDED")),
+            expect_state="failed",
+            expect_message=rf"VM {VM}/web-1 became SUSPENDED during the backup; refusing to stop it",
+            deletions=ONLY_BATCH_PRUNED,
+            note="the start (teardown) resumes it",
+        ),
+        FaultCase(
+            id="vm-deleted-before-stop",
+            fault="web-1 deleted between precheck and stop",
+            inject=_after_precheck(lambda emu: emu.delete_instance(P, ZONE, "web-1")),
+            expect_state="failed",
+            expect_message=rf"get VM {VM}/web-1: not found",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: None},
+        ),
+        FaultCase(
+            id="vm-deleted-before-start",
+            fault="web-1 deleted after it was stopped and snapshotted",
+            inject=_after_last_insert(lambda emu: emu.delete_instance(P, ZONE, "web-1")),
+            expect_state="failed",
+            expect_message=rf"get VM {VM}/web-1: not found",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: None},
+        ),
+    ]
+
+
+# ---- snapshots that turn FAILED ---------------------------------------------------------------------
+def _failed_snapshot_cases() -> list[FaultCase]:
+    def fail(times: int):
+        def inject(emu: Emulator) -> None:
+            emu.faults.fail_snapshot(P, name_prefix="web-1-data-", times=times)
+
+        return inject
+
+    return [
+        FaultCase(
+            id="snapshot-failed-once",
+            fault="web-1-data's snapshot turns FAILED once",
+            inject=fail(1),
+            expect_state="success",
+            note="the FAILED snapshot is deleted and the retry makes it again",
+        ),
+        FaultCase(
+            id="snapshot-failed-repeatedly",
+            fault="web-1-data's snapshot turns FAILED every time",
+            inject=fail(REPEATEDLY),
+            expect_state="failed",
+            expect_message=rf"Snapshot web-1-data-\S+ of disk {DISK}/web-1-data FAILED",
+            deletions=ONLY_BATCH_PRUNED,
+        ),
+    ]
+
+
+# ---- killed between "request sent" and "result seen" --------------------------------------------------
+def _killed_cases() -> list[FaultCase]:
+    cases = []
+    for method, short in (
+        ("compute.instances.stop", "stop"),
+        ("compute.snapshots.insert", "snapshot insert"),
+        ("compute.instances.start", "start"),
+        ("compute.snapshots.delete", "retention delete"),
+    ):
+        name = method.removeprefix("compute.")
+        cases += [
+            FaultCase(
+                id=f"lost-response-once-{name}",
+                fault=f"{short} applied, response lost once (HTTP 503): the hook re-sends the same requestId",
+                inject=_after_apply(method, 1),
+                expect_state="success",
+                max_stop_operations=1,
+                max_insert_operations=1,
+            ),
+            FaultCase(
+                id=f"killed-try-{name}",
+                fault=f"{short} applied, every response of the try lost: the task's retry observes and adopts",
+                inject=_after_apply(method, HOOK_ATTEMPTS),
+                expect_state="success",
+                max_stop_operations=1,
+                max_insert_operations=1,
+            ),
+        ]
+    return cases
+
+
+# ---- calls the backup path must never make -------------------------------------------------------------
+NOT_ON_PATH = (
+    "compute.zoneOperations.get",
+    "compute.globalOperations.get",
+    "compute.regionOperations.get",
+    "compute.disks.createSnapshot",
+)
+
+
+def _not_on_path() -> list[FaultCase]:
+    def inject(emu: Emulator) -> None:
+        for method in NOT_ON_PATH:
+            emu.faults.http_error(method, 500, times=REPEATEDLY)
+
+    return [
+        FaultCase(
+            id="not-on-path",
+            fault="HTTP 500 on operations.get (zone/region/global) and disks.createSnapshot",
+            inject=inject,
+            expect_state="success",
+            no_calls=NOT_ON_PATH,
+            note="operations are read with wait (worker mode) or by re-sending the request; snapshots are "
+            "made with snapshots.insert",
+        )
+    ]
+
+
+CASES: list[FaultCase] = [
+    FaultCase(id="baseline", fault="none", inject=lambda emu: None, expect_state="success"),
+    *_http_cases(),
+    *_operation_cases(),
+    *_hang_cases(),
+    *_vm_cases(),
+    *_failed_snapshot_cases(),
+    *_killed_cases(),
+    *_not_on_path(),
+]
+assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"
