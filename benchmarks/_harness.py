@@ -30,8 +30,8 @@ DAG_ID = "gce_vm_backup__bench"
 POKE_INTERVAL = 30.0  # the config's default poke_interval (config.Group.poke_interval)
 SERVER_HOLD = 60.0  # simulated seconds one operations.wait holds (the hook's MAX_WAIT_CALL; see README text)
 # Per task try: DAG parse, Google client imports, hook and client creation (a forked task process).
-# Measured with `slot_seconds.py --measure-overhead`: median 1.8 s on the 2-core machine (the table
-# says which value a run used).
+# Measured with `slot_seconds.py --measure-overhead`: medians of 1.55 s and 1.80 s in two runs on the
+# 2-core machine; 2 s is used by default (each table says which value it used).
 DEFAULT_TRY_OVERHEAD = 2.0
 
 

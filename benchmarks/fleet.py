@@ -11,7 +11,8 @@ models what Airflow's scheduler does with the per-VM task chain of one tier:
 
 - Tasks per VM: precheck -> stop -> snapshot -> start -> verify -> retention (keep_last 7). A task is
   queued when its upstream succeeded. Priority as Airflow's default ``downstream`` weight rule gives it
-  (precheck highest, retention lowest), then map index.
+  (precheck highest, retention lowest), then map index; ``--weight-rule upstream`` is the what-if of
+  the reverse (a VM already down goes first).
 - ``max_active_tis_per_dagrun`` = the cap on stop, snapshot, start and verify, counted as Airflow
   3.3's scheduler counts it: task instances RUNNING or QUEUED (ACTIVE_STATES; UP_FOR_RESCHEDULE is not
   counted). ``--cap-counts-waiting`` counts rescheduled instances too: the documented intent "at most N
@@ -76,8 +77,12 @@ ZONES = [
     )
     for z in zones
 ]
-# Airflow's default weight rule ("downstream"): a task's weight is its own plus every downstream task's.
-WEIGHT = {stage: len(STAGES) - i + 1 for i, stage in enumerate(STAGES)}  # +1: run_report downstream
+# Airflow's default weight rule ("downstream"): a task's weight is its own plus every downstream task's
+# (+1: run_report). "upstream" (its own plus every upstream task's) is the what-if: finish VMs first.
+WEIGHTS = {
+    "downstream": {stage: len(STAGES) - i + 1 for i, stage in enumerate(STAGES)},
+    "upstream": {stage: i + 2 for i, stage in enumerate(STAGES)},  # +1: resolve_tier upstream
+}
 NEXT = dict(zip(STAGES, [*STAGES[1:], None], strict=True))
 
 
@@ -114,15 +119,12 @@ def emulator_seed(vms: list[Vm]) -> dict[str, Any]:
 class Task:
     vm: Vm
     stage: str
+    weight: int
     state: str = "blocked"  # blocked, ready, running, rescheduled, done, failed
     operator: Any = None
     tries: int = 0
     pokes: int = 0
     value: Any = None
-
-    @property
-    def weight(self) -> int:
-        return WEIGHT[self.stage]
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Settings:
     try_overhead: float = DEFAULT_TRY_OVERHEAD
     scheduler_latency: float = 0.0
     hold: float = 60.0
+    weight_rule: str = "downstream"
 
 
 @dataclass
@@ -235,7 +238,7 @@ class _Driver:
         self.tasks: dict[tuple[int, str], Task] = {}
         for vm in vms:
             for stage in STAGES:
-                self.tasks[vm.index, stage] = Task(vm, stage)
+                self.tasks[vm.index, stage] = Task(vm, stage, WEIGHTS[settings.weight_rule][stage])
 
     def push(self, when: float, kind: str, task: Task) -> None:
         heapq.heappush(self.events, (when, next(self.seq), kind, task))
@@ -461,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         "--max-active-tasks", type=int, nargs="+", default=[16], help="per DAG run; 0 = unlimited"
     )
     parser.add_argument("--cap-counts-waiting", action="store_true")
+    parser.add_argument("--weight-rule", choices=sorted(WEIGHTS), default="downstream")
     parser.add_argument("--poke-interval", type=float, default=POKE_INTERVAL)
     parser.add_argument("--try-overhead", type=float, default=DEFAULT_TRY_OVERHEAD)
     parser.add_argument("--scheduler-latency", type=float, default=0.0)
@@ -484,6 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                             poke_interval=args.poke_interval,
                             try_overhead=args.try_overhead,
                             scheduler_latency=args.scheduler_latency,
+                            weight_rule=args.weight_rule,
                         )
                         results.append(run_fleet(settings))
                         print(
@@ -496,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"### Fleet run (emulator latency model; poke_interval {args.poke_interval:g} s; per-try overhead "
-        f"{args.try_overhead:g} s; scheduler latency {args.scheduler_latency:g} s; cap counts {cap_rule})\n"
+        f"{args.try_overhead:g} s; scheduler latency {args.scheduler_latency:g} s; cap counts {cap_rule}; "
+        f"weight rule {args.weight_rule})\n"
     )
     print(markdown_table(HEADERS, [row(r) for r in results]))
     return 0
