@@ -15,8 +15,10 @@ models what Airflow's scheduler does with the per-VM task chain of one tier:
   the reverse (a VM already down goes first).
 - ``max_active_tis_per_dagrun`` = the cap on stop, snapshot, start and verify, counted as Airflow
   3.3's scheduler counts it: task instances RUNNING or QUEUED (ACTIVE_STATES; UP_FOR_RESCHEDULE is not
-  counted). ``--cap-counts-waiting`` counts rescheduled instances too: the documented intent "at most N
-  VMs in each stage at once", for comparison.
+  counted). What-ifs: ``--cap-rule stage`` counts every VM in the stage, rescheduled ones included (the
+  documented intent "at most N VMs in each stage at once"); ``--cap-rule window`` lets a VM's stop
+  begin only while fewer than cap VMs are between their stop and the end of their start (a cap on VMs
+  down at once), with snapshot and start uncapped.
 - ``max_active_tasks`` of the DAG run (Airflow's ``[core] max_active_tasks_per_dag``, default 16; the
   generated DAGs do not set it): at most that many tries running at once in the run. 0 = unlimited.
 - reschedule: each poke is a try: the slot is taken, the per-try overhead passes, the poke runs, the
@@ -83,6 +85,11 @@ WEIGHTS = {
     "downstream": {stage: len(STAGES) - i + 1 for i, stage in enumerate(STAGES)},
     "upstream": {stage: i + 2 for i, stage in enumerate(STAGES)},  # +1: resolve_tier upstream
 }
+CAP_RULES = {
+    "airflow": "RUNNING+QUEUED tries per capped task (Airflow 3.3)",
+    "stage": "VMs in each capped stage (what-if)",
+    "window": "VMs between stop and start, per DAG run (what-if)",
+}
 NEXT = dict(zip(STAGES, [*STAGES[1:], None], strict=True))
 
 
@@ -134,7 +141,7 @@ class Settings:
     wait_mode: str = "reschedule"
     early_restart: bool = False
     max_active_tasks: int = 16
-    cap_counts_waiting: bool = False
+    cap_rule: str = "airflow"  # see CAP_RULES
     poke_interval: float = POKE_INTERVAL
     try_overhead: float = DEFAULT_TRY_OVERHEAD
     scheduler_latency: float = 0.0
@@ -229,6 +236,7 @@ class _Driver:
         self.in_stage: dict[str, int] = dict.fromkeys(STAGES, 0)  # VMs between first try and the end
         self.stage_peak: dict[str, int] = dict.fromkeys(STAGES, 0)
         self.total_running = 0
+        self.in_window = 0  # VMs whose stop began and whose start has not ended
         self.peak_running = 0
         self.long_polls: dict[Task, tuple[tuple[str, str, str], float]] = {}
         self.pokes = 0
@@ -282,8 +290,10 @@ class _Driver:
     def capped(self, task: Task) -> bool:
         if task.stage not in SENSOR_STAGES:
             return False
-        if self.s.cap_counts_waiting:  # the intent: at most cap VMs in the stage; a VM in it keeps its place
+        if self.s.cap_rule == "stage":  # at most cap VMs in the stage; a VM in it keeps its place
             return task.tries == 0 and self.in_stage[task.stage] >= self.s.cap
+        if self.s.cap_rule == "window":  # at most cap VMs between their stop and the end of their start
+            return task.stage == "stop" and task.tries == 0 and self.in_window >= self.s.cap
         return self.running[task.stage] >= self.s.cap
 
     def schedule(self, now: float) -> None:
@@ -299,6 +309,7 @@ class _Driver:
                 continue
             task.state = "running"
             if task.tries == 0:
+                self.in_window += task.stage == "stop"
                 self.in_stage[task.stage] += 1
                 self.stage_peak[task.stage] = max(self.stage_peak[task.stage], self.in_stage[task.stage])
             task.tries += 1
@@ -380,6 +391,7 @@ class _Driver:
 
     def on_done(self, task: Task, now: float) -> None:
         self.free_slot(task)
+        self.in_window -= task.stage == "start"
         task.state = "done"
         self.last_done = max(self.last_done, now)
         following = NEXT[task.stage]
@@ -388,6 +400,7 @@ class _Driver:
 
     def on_failed(self, task: Task, now: float) -> None:
         self.free_slot(task)
+        self.in_window -= task.stage in ("stop", "snapshot", "start")
         task.state = "failed"
         self.last_done = max(self.last_done, now)
 
@@ -463,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-active-tasks", type=int, nargs="+", default=[16], help="per DAG run; 0 = unlimited"
     )
-    parser.add_argument("--cap-counts-waiting", action="store_true")
+    parser.add_argument("--cap-rule", choices=sorted(CAP_RULES), default="airflow")
     parser.add_argument("--weight-rule", choices=sorted(WEIGHTS), default="downstream")
     parser.add_argument("--poke-interval", type=float, default=POKE_INTERVAL)
     parser.add_argument("--try-overhead", type=float, default=DEFAULT_TRY_OVERHEAD)
@@ -484,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                             wait_mode=mode,
                             early_restart=early == "yes",
                             max_active_tasks=limit,
-                            cap_counts_waiting=args.cap_counts_waiting,
+                            cap_rule=args.cap_rule,
                             poke_interval=args.poke_interval,
                             try_overhead=args.try_overhead,
                             scheduler_latency=args.scheduler_latency,
@@ -496,9 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                             flush=True,
                         )
-    cap_rule = (
-        "RUNNING+QUEUED+UP_FOR_RESCHEDULE" if args.cap_counts_waiting else "RUNNING+QUEUED (Airflow 3.3)"
-    )
+    cap_rule = CAP_RULES[args.cap_rule]
     print(
         f"### Fleet run (emulator latency model; poke_interval {args.poke_interval:g} s; per-try overhead "
         f"{args.try_overhead:g} s; scheduler latency {args.scheduler_latency:g} s; cap counts {cap_rule}; "
