@@ -40,6 +40,16 @@ resource "google_composer_environment" "this" {
     node_config {
       service_account = google_service_account.composer.email
     }
+
+    # The backup sensors wait by deferring on Airflow's built-in TimeDeltaTrigger (wait_mode "defer"),
+    # so the environment needs a triggerer; Composer 3 runs none unless asked.
+    workloads_config {
+      triggerer {
+        count     = var.triggerer_count
+        cpu       = 0.5
+        memory_gb = 1
+      }
+    }
   }
 
   depends_on = [

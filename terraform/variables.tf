@@ -100,3 +100,14 @@ variable "labels" {
   type        = map(string)
   default     = {}
 }
+
+variable "triggerer_count" {
+  description = "Airflow triggerers. The default wait_mode (defer) needs at least 1; 0 only if every group uses reschedule or worker."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.triggerer_count >= 0 && var.triggerer_count <= 10 && floor(var.triggerer_count) == var.triggerer_count
+    error_message = "triggerer_count must be a whole number from 0 to 10 (Composer 3's limits)."
+  }
+}

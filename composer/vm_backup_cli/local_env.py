@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import requests
 
-from vm_backup_cli.demo import _repo_paths, prepare_airflow_home
+from vm_backup_cli.demo import _repo_paths, positive_float, prepare_airflow_home
 
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -359,7 +359,9 @@ def add_parser(subparsers: Any) -> None:
         "--config", type=Path, help="backup config for the DAG file (default: the demo config)"
     )
     parser.add_argument("--port", type=int, default=0, help="API server / UI port (default: a free port)")
-    parser.add_argument("--time-scale", type=float, default=60.0, help="emulator speed-up (default 60)")
+    parser.add_argument(
+        "--time-scale", type=positive_float, default=60.0, help="emulator speed-up (default 60)"
+    )
     parser.add_argument("--password", help="password of the UI user 'admin' (default: a new random one)")
     parser.set_defaults(func=run)
 

@@ -53,7 +53,7 @@ BAD = [
     ),
     (
         config(group(f"wait_mode: sometimes\n{TARGET}")),
-        "group 'web': key 'wait_mode': Input should be 'reschedule' or 'worker'",
+        "group 'web': key 'wait_mode': Input should be 'defer', 'reschedule' or 'worker'",
     ),
     (
         config(group(f"local_ssd: keep\n{TARGET}")),

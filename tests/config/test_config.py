@@ -72,7 +72,7 @@ def test_validate_command_prints_every_problem_and_exits_1(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"{path}: group 'web': key 'schedule': invalid cron expression 'bad'",
-        f"{path}: group 'web': key 'wait_mode': Input should be 'reschedule' or 'worker'",
+        f"{path}: group 'web': key 'wait_mode': Input should be 'defer', 'reschedule' or 'worker'",
     ]
 
 

@@ -34,6 +34,11 @@ groups:
   nothing:
     targets:
       - {project: demo-project, zones: [us-central1-b], labels: {tier: web}}
+  rescheduled:
+    wait_mode: reschedule
+    tiers:
+      - - {project: demo-project, zone: us-central1-a, instance: web-1}
+      - - {project: demo-project, zones: all, labels: {app: shop}}
   pruned:
     targets:
       - {project: demo-project, zone: us-central1-a, instance: web-1}
@@ -273,3 +278,32 @@ def test_dry_run_lists_what_retention_would_delete_and_deletes_nothing(dagbag, e
     assert report["dry_run"] is True
     assert report["dry_run_plan"] == [plan]
     assert report["vms"] == []
+
+
+def test_reschedule_mode_backs_up_every_vm_too(dagbag, emulator):
+    run = run_dag(dagbag, "gce_vm_backup__rescheduled")
+
+    assert run.state == "success", states(run)
+    assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
+    assert vm_status(emulator, "us-central1-b", "db-1") == "RUNNING"
+    assert vm_status(emulator, "us-central1-a", "batch-1") == "TERMINATED"
+    assert len(emulator.snapshots(P)) == 5
+    assert len(emulator.calls_for("compute.instances.stop")) == 2  # web-1 and db-1, once each
+
+
+def test_deferred_wait_is_bounded_and_still_restarts_the_vm(dagbag, emulator, monkeypatch, capfd):
+    emulator.faults.hang_operation("compute.snapshots.insert", times=20)
+    dag = dagbag.get_dag("gce_vm_backup__shop")
+    for tier in (1, 2):
+        monkeypatch.setattr(dag.get_task(f"tier_{tier}.snapshot"), "timeout", 3)
+
+    run = run_dag(dagbag, "gce_vm_backup__shop")
+
+    assert run.state == "failed"
+    assert states(run)[("tier_1.snapshot", 0)] == "failed"
+    assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
+    out, err = capfd.readouterr()
+    assert (
+        "SnapshotDisksOperator for the snapshots of VM "
+        f"projects/{P}/zones/us-central1-a/instances/web-1 did not finish within 3 seconds"
+    ) in out + err

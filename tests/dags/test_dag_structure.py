@@ -94,10 +94,10 @@ def test_schedule_start_date_and_run_limits(dags):
 def test_concurrency_cap_and_wait_mode_reach_every_waiting_task(dags, tmp_path):
     stop = dags["gce_vm_backup__shop-nightly"].get_task("tier_1.stop")
     assert stop.max_active_tis_per_dagrun == 10
-    assert stop.mode == "reschedule"
+    assert stop.wait_mode == "defer"
     assert stop.timeout == 900
     text = EXAMPLE.read_text().replace("max_concurrent_vms: 10", "max_concurrent_vms: 3")
-    text = text.replace("wait_mode: reschedule", "wait_mode: worker")
+    text = text.replace("wait_mode: defer ", "wait_mode: worker ")
     path = tmp_path / "gce_vm_backup.yaml"
     path.write_text(text)
     dag = build_dags(load_config(path))["gce_vm_backup__shop-nightly"]

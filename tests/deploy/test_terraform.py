@@ -77,6 +77,15 @@ def test_the_environment_runs_as_the_dedicated_service_account_on_the_configured
     assert config["software_config"][0]["env_variables"] == "${local.backup_env}"
 
 
+def test_the_environment_runs_a_triggerer_because_the_default_wait_mode_defers():
+    from gce_vm_backup.config import Group
+
+    triggerer = _resources("google_composer_environment")["this"]["config"][0]["workloads_config"][0]
+    assert triggerer["triggerer"][0]["count"] == "${var.triggerer_count}"
+    assert _variables()["triggerer_count"]["default"] >= 1
+    assert Group.model_fields["wait_mode"].default == "defer"
+
+
 def test_no_service_account_keys_and_no_primitive_roles():
     text = "\n".join(path.read_text() for path in TERRAFORM_DIR.glob("*.tf"))
     assert "google_service_account_key" not in text
@@ -110,7 +119,8 @@ def test_every_variable_is_typed_and_described():
 
 
 @pytest.mark.parametrize(
-    "name", ["project_id", "region", "environment_name", "image_version", "environment_size"]
+    "name",
+    ["project_id", "region", "environment_name", "image_version", "environment_size", "triggerer_count"],
 )
 def test_name_and_enum_variables_are_validated(name):
     assert _variables()[name].get("validation"), f"variable {name} has no validation block"

@@ -54,6 +54,9 @@ E2E_SEED: dict[str, Any] = {
                         {"name": "capw-1"},
                         {"name": "capw-2"},
                         {"name": "capw-3"},
+                        {"name": "capd-1"},
+                        {"name": "capd-2"},
+                        {"name": "capd-3"},
                         # e2e-kill: a snapshot long enough (about 20 s real) to kill its task mid-wait
                         {
                             "name": "kill-1",
@@ -89,13 +92,15 @@ groups:
   e2e-full:
     description: Reschedule mode (slot-free), two tiers, one VM already stopped.
     schedule: null
+    wait_mode: reschedule
     tiers:
       - - {_vm("full-web")}
         - {_vm("full-off")}
       - - {_vm("full-db")}
   e2e-capped:
-    description: At most one VM per stage at once.
+    description: Reschedule mode does not count waiting sensors against the cap (strict xfail).
     schedule: null
+    wait_mode: reschedule
     max_concurrent_vms: 1
     targets:
       - {_vm("cap-1")}
@@ -110,6 +115,15 @@ groups:
       - {_vm("capw-1")}
       - {_vm("capw-2")}
       - {_vm("capw-3")}
+  e2e-capped-defer:
+    description: At most one VM per stage at once, waiting on the built-in trigger (deferred).
+    schedule: null
+    wait_mode: defer
+    max_concurrent_vms: 1
+    targets:
+      - {_vm("capd-1")}
+      - {_vm("capd-2")}
+      - {_vm("capd-3")}
   e2e-kill:
     description: Worker mode; the snapshot task is killed mid-wait by the test.
     schedule: null

@@ -142,7 +142,7 @@ def test_verify_rejects_input_that_is_not_snapshot_records(hook, context):
 
 
 def test_verify_refuses_an_unknown_wait_mode():
-    with pytest.raises(ConfigError, match="'wait_mode' must be one of reschedule, worker"):
+    with pytest.raises(ConfigError, match="'wait_mode' must be one of defer, reschedule, worker"):
         VerifySnapshotsOperator(task_id="verify", snapshot_records=[], wait_mode="deferrable")
 
 

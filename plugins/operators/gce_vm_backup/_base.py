@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.naming import request_id
 
 if TYPE_CHECKING:
+    from airflow.triggers.base import BaseTrigger
+
     from gce_vm_backup.hook import ComputeBackupHook
 
-WAIT_MODES = ("reschedule", "worker")
+WAIT_MODES = ("defer", "reschedule", "worker")
+DEADLINE_XCOM_KEY = "gce_vm_backup_deadline"
 LOCAL_SSD_CHOICES = ("refuse", "discard", "preserve")
 TRUE_STRINGS = frozenset({"true", "1", "yes", "on"})
 
@@ -77,3 +81,79 @@ class HookMixin:
                 gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain
             )
         return self._hook
+
+
+def sensor_mode(wait_mode: str) -> str:
+    """The BaseSensorOperator ``mode`` of a wait mode (``defer`` drives its own loop; see DeferringWait)."""
+    return "reschedule" if wait_mode == "reschedule" else "poke"
+
+
+class DeferringWait:
+    """``wait_mode="defer"`` for a BaseSensorOperator: poke, then defer on the standard provider's
+    TimeDeltaTrigger until the next poke.
+
+    Slot-free like ``reschedule``, and unlike it, a waiting task counts against
+    ``max_active_tis_per_dagrun`` (Airflow counts deferred task instances, not ones waiting to be
+    rescheduled), so a group's ``max_concurrent_vms`` caps the operations in flight. The trigger is a
+    built-in one, so it runs on Composer 3's triggerer, which does not get plugins/.
+
+    The overall deadline (now + ``timeout`` at the first poke) is kept in this task instance's XCom, which
+    both a real resume and ``dag.test()`` keep (``dag.test`` drops ``defer`` kwargs). A retry starts a
+    new deadline, as Airflow clears a task's XComs when a new try starts.
+    """
+
+    timeout: float
+    poke_interval: float
+    task_id: str
+
+    if TYPE_CHECKING:  # provided by BaseSensorOperator / BaseOperator; declared only for the type checker
+
+        def poke(self, context: Any) -> Any: ...
+
+        def defer(
+            self,
+            *,
+            trigger: BaseTrigger,
+            method_name: str,
+            kwargs: dict[str, Any] | None = None,
+            timeout: timedelta | int | float | None = None,
+        ) -> NoReturn: ...
+
+    def wait_timed_out(self, context: Any) -> Exception:
+        """The exception for a wait past its deadline (subclasses name the resource)."""
+        from airflow.sdk.exceptions import AirflowSensorTimeout
+
+        return AirflowSensorTimeout(f"Sensor {self.task_id} did not finish within {self.timeout:.0f} seconds")
+
+    def execute_deferring(self, context: Any) -> Any:
+        deadline = time.time() + float(self.timeout)
+        context["ti"].xcom_push(key=DEADLINE_XCOM_KEY, value=deadline)
+        return self._poke_or_defer(context, deadline)
+
+    def resume_after_wait(self, context: Any, event: Any = None) -> Any:
+        ti = context["ti"]
+        deadline = ti.xcom_pull(task_ids=ti.task_id, key=DEADLINE_XCOM_KEY, map_indexes=ti.map_index)
+        if deadline is None:  # XComs gone (cleared by hand): start a fresh deadline rather than never end
+            return self.execute_deferring(context)
+        return self._poke_or_defer(context, float(deadline))
+
+    def _poke_or_defer(self, context: Any, deadline: float) -> Any:
+        from airflow.providers.standard.triggers.temporal import TimeDeltaTrigger
+        from airflow.sdk.bases.sensor import PokeReturnValue
+
+        result = self.poke(context)
+        if isinstance(result, PokeReturnValue):
+            if result.is_done:
+                return result.xcom_value
+        elif result:
+            return None
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            raise self.wait_timed_out(context)
+        delay = timedelta(seconds=min(float(self.poke_interval), remaining))
+        # The defer timeout bounds the wait even where no triggerer runs: the scheduler fails the task.
+        self.defer(
+            trigger=TimeDeltaTrigger(delay),
+            method_name="resume_after_wait",
+            timeout=timedelta(seconds=remaining + float(self.poke_interval) + 60),
+        )

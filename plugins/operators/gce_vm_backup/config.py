@@ -162,7 +162,7 @@ class Group(_Model):
     tiers: list[Annotated[list[Target], Field(min_length=1)]] | None = Field(default=None, min_length=1)
     snapshot: SnapshotSettings = SnapshotSettings()
     local_ssd: Literal["refuse", "discard", "preserve"] = "refuse"
-    wait_mode: Literal["reschedule", "worker"] = "reschedule"
+    wait_mode: Literal["defer", "reschedule", "worker"] = "defer"
     poke_interval: int = Field(default=30, ge=1, le=3600)
     timeouts: Timeouts = Timeouts()
     retries: int = Field(default=2, ge=0, le=10)

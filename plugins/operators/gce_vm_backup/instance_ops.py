@@ -15,7 +15,16 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.bases.sensor import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from gce_vm_backup._base import LOCAL_SSD_CHOICES, WAIT_MODES, HookMixin, RunKey, as_bool, check_choice
+from gce_vm_backup._base import (
+    LOCAL_SSD_CHOICES,
+    WAIT_MODES,
+    DeferringWait,
+    HookMixin,
+    RunKey,
+    as_bool,
+    check_choice,
+    sensor_mode,
+)
 from gce_vm_backup.errors import ConfigError, VmStateError
 
 RESTARTABLE = "RUNNING"
@@ -337,12 +346,13 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         return record
 
 
-class ConvergeSensor(HookMixin, BaseSensorOperator):
+class ConvergeSensor(HookMixin, DeferringWait, BaseSensorOperator):
     """A sensor whose poke drives a resource towards a desired state (see the module docstring).
 
-    ``wait_mode="reschedule"`` frees the worker slot between pokes (works on Composer 3 without a custom
-    trigger); ``"worker"`` keeps the slot and long-polls the operation. ``timeout`` bounds the whole wait
-    in both modes.
+    ``wait_mode="defer"`` frees the worker slot between pokes by deferring on the built-in TimeDeltaTrigger
+    (counted against ``max_active_tis_per_dagrun``); ``"reschedule"`` frees it by rescheduling (not
+    counted); ``"worker"`` keeps the slot and long-polls the operation. ``timeout`` bounds the whole wait
+    in every mode.
     """
 
     template_fields: Sequence[str] = ("instance_record",)
@@ -351,7 +361,7 @@ class ConvergeSensor(HookMixin, BaseSensorOperator):
         self,
         *,
         instance_record: Any,
-        wait_mode: str = "reschedule",
+        wait_mode: str = "defer",
         timeout: float = 3600,
         poke_interval: float = 30,
         gcp_conn_id: str = "google_cloud_default",
@@ -359,8 +369,7 @@ class ConvergeSensor(HookMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        mode = "reschedule" if wait_mode == "reschedule" else "poke"
-        super().__init__(mode=mode, timeout=timeout, poke_interval=poke_interval, **kwargs)
+        super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
         self.instance_record, self.wait_mode = instance_record, wait_mode
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
@@ -378,6 +387,8 @@ class ConvergeSensor(HookMixin, BaseSensorOperator):
         return f"VM {_vm_path(self.record)}"
 
     def execute(self, context: Any) -> Any:
+        if self.wait_mode == "defer":
+            return self.execute_deferring(context)
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:
@@ -385,6 +396,11 @@ class ConvergeSensor(HookMixin, BaseSensorOperator):
                 f"{type(self).__name__} for {self.describe()} did not finish within "
                 f"{self.timeout:.0f} seconds ({exc})"
             ) from exc
+
+    def wait_timed_out(self, context: Any) -> Exception:
+        return AirflowSensorTimeout(
+            f"{type(self).__name__} for {self.describe()} did not finish within {self.timeout:.0f} seconds"
+        )
 
     def _follow(self, operation: Any) -> None:
         """Check an operation we own: raise if it failed; in worker mode long-poll it first."""

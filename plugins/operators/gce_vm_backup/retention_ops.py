@@ -21,7 +21,15 @@ from airflow.sdk.bases.sensor import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowSensorTimeout
 from pydantic import ValidationError
 
-from gce_vm_backup._base import WAIT_MODES, HookMixin, RunKey, as_bool, check_choice
+from gce_vm_backup._base import (
+    WAIT_MODES,
+    DeferringWait,
+    HookMixin,
+    RunKey,
+    as_bool,
+    check_choice,
+    sensor_mode,
+)
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.instance_ops import NO_VM_STATUS
 from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
@@ -59,7 +67,7 @@ def _snapshot_path(project: str, name: str) -> str:
     return f"projects/{project}/global/snapshots/{name}"
 
 
-class VerifySnapshotsOperator(HookMixin, BaseSensorOperator):
+class VerifySnapshotsOperator(HookMixin, DeferringWait, BaseSensorOperator):
     """Wait until every snapshot of this run is READY (a sensor; ``reschedule`` frees the worker slot).
 
     Returns the records with their current status (READY) and size. Raises OperationFailedError when a
@@ -73,7 +81,7 @@ class VerifySnapshotsOperator(HookMixin, BaseSensorOperator):
         self,
         *,
         snapshot_records: Any,
-        wait_mode: str = "reschedule",
+        wait_mode: str = "defer",
         timeout: float = 7200,
         poke_interval: float = 60,
         gcp_conn_id: str = "google_cloud_default",
@@ -81,8 +89,7 @@ class VerifySnapshotsOperator(HookMixin, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        mode = "reschedule" if wait_mode == "reschedule" else "poke"
-        super().__init__(mode=mode, timeout=timeout, poke_interval=poke_interval, **kwargs)
+        super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
         self.snapshot_records, self.wait_mode = snapshot_records, wait_mode
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
         self._pending: list[str] = []
@@ -121,6 +128,8 @@ class VerifySnapshotsOperator(HookMixin, BaseSensorOperator):
         return PokeReturnValue(True, verified)
 
     def execute(self, context: Any) -> Any:
+        if self.wait_mode == "defer":
+            return self.execute_deferring(context)
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:
@@ -128,6 +137,12 @@ class VerifySnapshotsOperator(HookMixin, BaseSensorOperator):
                 f"Snapshot(s) not READY within {self.timeout:.0f} seconds: "
                 f"{'; '.join(self._pending) or 'unknown'} ({exc})"
             ) from exc
+
+    def wait_timed_out(self, context: Any) -> Exception:
+        return AirflowSensorTimeout(
+            f"Snapshot(s) not READY within {self.timeout:.0f} seconds: "
+            f"{'; '.join(self._pending) or 'unknown'}"
+        )
 
 
 def load_policy(policy: Any) -> RetentionPolicy | None:
