@@ -62,63 +62,63 @@ def _after_apply(method: str, times: int):
 # method -> (wait mode, what "repeatedly" does): (state, message regex with {code}, deletions, vm_after)
 _REPEATED: dict[str, tuple[str, str, str | None, str | tuple[str, ...], dict[str, str | None]]] = {
     "compute.instances.list": (
-        "reschedule",
+        "defer",
         "failed",
         rf"list VMs in projects/{P}/zones/{ZONE} failed: HTTP {{code}}",
         "none",
         {},
     ),
     "compute.instances.get": (
-        "reschedule",
+        "defer",
         "failed",
         rf"get VM {VM}/(web|batch)-1 failed: HTTP {{code}}",
         "none",
         {},
     ),
     "compute.instances.stop": (
-        "reschedule",
+        "defer",
         "failed",
         rf"stop VM {VM}/web-1 failed: HTTP {{code}}",
         ONLY_BATCH_PRUNED,
         {},
     ),
     "compute.instances.start": (
-        "reschedule",
+        "defer",
         "failed",
         rf"start VM {VM}/web-1 failed: HTTP {{code}}",
         ONLY_BATCH_PRUNED,
         {WEB: "TERMINATED"},  # every start refused: nothing can bring it back, the report must say so
     ),
     "compute.snapshots.insert": (
-        "reschedule",
+        "defer",
         "failed",
         rf"create snapshot \S+ of {DISK}/\S+ failed: HTTP {{code}}",
         "none",
         {},
     ),
     "compute.snapshots.get": (
-        "reschedule",
+        "defer",
         "failed",
         rf"get snapshot {SNAP}/\S+ failed: HTTP {{code}}",
         "none",
         {},
     ),
     "compute.snapshots.list": (
-        "reschedule",
+        "defer",
         "failed",
         rf"list snapshots of \S*{DISK}/\S+.* failed: HTTP {{code}}",
         "none",
         {},
     ),
     "compute.snapshots.delete": (
-        "reschedule",
+        "defer",
         "failed",
         rf"delete snapshot {SNAP}/old-\S+ failed: HTTP {{code}}",
         "none",
         {},
     ),
     # The deletes took effect, only their waits fail: the retry finds the snapshots gone and succeeds.
-    "compute.globalOperations.wait": ("reschedule", "success", None, "all", {}),
+    "compute.globalOperations.wait": ("defer", "success", None, "all", {}),
     # Worker mode long-polls stop/start operations; both took effect, the retry observes and converges.
     "compute.zoneOperations.wait": ("worker", "success", None, "all", {}),
 }
@@ -129,20 +129,30 @@ LIST_MESSAGE_BUG = (
 )
 
 
+def _once_each(method: str):
+    def inject(emu: Emulator) -> None:
+        for code in (429, 500, 503):  # the first three calls of the method fail, one status each
+            emu.faults.http_error(method, code, times=1)
+
+    return inject
+
+
 def _http_cases() -> list[FaultCase]:
     cases = []
     for method, (mode, state, message, deletions, vm_after) in _REPEATED.items():
         short = method.removeprefix("compute.")
-        for code in (429, 500, 503):
-            cases.append(
-                FaultCase(
-                    id=f"http-{code}-once-{short}",
-                    fault=f"HTTP {code} once on {short}",
-                    inject=_http(method, code, 1),
-                    expect_state="success",
-                    wait_mode=mode,
-                )
+        # "Once": 429, 500 and 503 once each, back to back on the same call (three failures, fewer than
+        # the hook's five attempts), so one run per call covers the three statuses.
+        cases.append(
+            FaultCase(
+                id=f"http-once-{short}",
+                fault=f"HTTP 429, 500, 503 once each on {short}",
+                inject=_once_each(method),
+                expect_state="success",
+                wait_mode=mode,
             )
+        )
+        for code in (429, 500, 503):
             storm = code == 503 and method in LIBRARY_RETRIES_503
             times = GET_503_STORM if storm else REPEATEDLY
             cases.append(
@@ -160,6 +170,14 @@ def _http_cases() -> list[FaultCase]:
                 )
             )
     return cases
+
+
+DELETE_RETRY_BUG = (
+    "a snapshot whose delete operation failed is left DELETING (as the emulator models it; GCE's behaviour "
+    "is unconfirmed); retention's retry plans only READY snapshots (retention.py), so it deletes nothing, "
+    "raises nothing and the run ends success with the policy not applied and no trace of the failure "
+    "in the run report (retention_ops.py ApplyRetentionOperator._plan/_delete)"
+)
 
 
 # ---- operations DONE with an error ------------------------------------------------------------------
@@ -224,6 +242,7 @@ def _operation_cases() -> list[FaultCase]:
             fault="retention delete operation DONE with INTERNAL_ERROR once",
             inject=_op("compute.snapshots.delete", "INTERNAL_ERROR", 1),
             expect_state="success",
+            xfail=DELETE_RETRY_BUG,
         ),
         FaultCase(
             id="op-internal_error-repeatedly-delete",
@@ -232,13 +251,14 @@ def _operation_cases() -> list[FaultCase]:
             expect_state="failed",
             expect_message=rf"The delete operation \S+ on {SNAP}/old-\S+ finished with an error: INTERNAL_ERROR",
             deletions="none",
+            xfail=DELETE_RETRY_BUG,
         ),
     ]
     return cases
 
 
 # ---- operations that never finish (sensor timeouts shortened on the in-memory DAG) ------------------
-SHORT = 6.0
+SHORT = 3.0
 
 
 def _hang_cases() -> list[FaultCase]:
@@ -339,20 +359,37 @@ def _vm_cases() -> list[FaultCase]:
 
 
 # ---- snapshots that turn FAILED ---------------------------------------------------------------------
+def _fail_snapshots(name_prefix: str, times: int):
+    def inject(emu: Emulator) -> None:
+        emu.faults.fail_snapshot(P, name_prefix=name_prefix, times=times)
+
+    return inject
+
+
 def _failed_snapshot_cases() -> list[FaultCase]:
     def fail(times: int):
-        def inject(emu: Emulator) -> None:
-            emu.faults.fail_snapshot(P, name_prefix="web-1-data-", times=times)
-
-        return inject
+        return _fail_snapshots("web-1-data-", times)
 
     return [
         FaultCase(
             id="snapshot-failed-once",
-            fault="web-1-data's snapshot turns FAILED once",
+            fault="web-1-data's snapshot turns FAILED once (per-disk rate limit off)",
             inject=fail(1),
             expect_state="success",
-            note="the FAILED snapshot is deleted and the retry makes it again",
+            timings={"snapshot_rate_limit": 0.0},
+            note="the FAILED snapshot is deleted and the retry makes it again; the default retry_delay "
+            "(600 s) outlasts the rate limit, the test's retry_delay 0 would not",
+        ),
+        FaultCase(
+            id="snapshot-failed-once-rate-limited",
+            fault="web-1-data's snapshot turns FAILED once; the retry comes within 10 minutes",
+            inject=fail(1),
+            expect_state="failed",
+            expect_message=rf"RateLimitedError: The insert operation \S+ on {SNAP}/web-1-data-\S+ finished with "
+            r"an error: RATE_LIMIT_EXCEEDED.*10 minutes",
+            deletions=ONLY_BATCH_PRUNED,
+            timings={"snapshot_rate_limit": 36000.0},  # certainly still in the window at the retry
+            note="a retry_delay under 10 minutes meets the per-disk snapshot rate limit",
         ),
         FaultCase(
             id="snapshot-failed-repeatedly",
@@ -423,6 +460,55 @@ def _not_on_path() -> list[FaultCase]:
     ]
 
 
+# ---- the run report after a failure ------------------------------------------------------------------
+REPORT_BUG = (
+    "run_report runs before the start (teardown) of a VM whose snapshot failed: the report only waits "
+    "for the DAG's leaves (retention), which are upstream_failed at once, so it says 'VM was RUNNING "
+    "before the backup and may not be now: start None' and misses downtime, while the start goes on to "
+    "restart the VM (dag_factory.py build_dag: `leaves >> report`; the tiers' start tasks are not leaves)"
+)
+
+
+def _report_cases() -> list[FaultCase]:
+    return [
+        FaultCase(
+            id="report-after-failed-snapshot",
+            fault="snapshot insert DONE with QUOTA_EXCEEDED repeatedly, reschedule mode; starts take 5 s",
+            inject=_op("compute.snapshots.insert", "QUOTA_EXCEEDED", REPEATEDLY),
+            expect_state="failed",
+            expect_message=rf"The insert operation \S+ on {SNAP}/\S+ finished with an error: QUOTA_EXCEEDED",
+            wait_mode="reschedule",
+            deletions="none",
+            timings={"start": 3000.0},  # 5 s of real time: the report runs while web-1 is starting
+            check_report=True,
+            xfail=REPORT_BUG,
+        )
+    ]
+
+
+# ---- the same faults in the other slot-free wait mode --------------------------------------------------
+RESCHEDULE_TWINS = (
+    "op-internal_error-once-stop",
+    "hang-stop",
+    "snapshot-failed-once",
+    "killed-try-instances.stop",
+    "killed-try-snapshots.insert",
+    "vm-suspended-before-stop",
+)
+
+
+def _reschedule_twins(cases: list[FaultCase]) -> list[FaultCase]:
+    from dataclasses import replace
+
+    return [
+        replace(
+            case, id=f"{case.id}-reschedule", fault=f"{case.fault} (reschedule mode)", wait_mode="reschedule"
+        )
+        for case in cases
+        if case.id in RESCHEDULE_TWINS
+    ]
+
+
 CASES: list[FaultCase] = [
     FaultCase(id="baseline", fault="none", inject=lambda emu: None, expect_state="success"),
     *_http_cases(),
@@ -432,5 +518,7 @@ CASES: list[FaultCase] = [
     *_failed_snapshot_cases(),
     *_killed_cases(),
     *_not_on_path(),
+    *_report_cases(),
 ]
+CASES += _reschedule_twins(CASES)
 assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"

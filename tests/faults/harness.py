@@ -1,6 +1,6 @@
 """The fault matrix's machinery, shared by tests/faults/test_fault_matrix.py and benchmarks/fault_matrix.py.
 
-One backup group (web-1: RUNNING, two disks; batch-1: TERMINATED, found through a label selector, so
+One backup group per wait mode (web-1: RUNNING, two disks; batch-1: TERMINATED, found through a label selector, so
 instances.list is on the path), retention keep_last 1 over seeded old snapshots, retries 1, poke every
 second. Each case injects its fault into a fresh emulator, runs the DAG end to end with ``dag.test()``
 and returns an ``Outcome``; ``violations(outcome)`` holds the assertions every case must pass.
@@ -38,7 +38,11 @@ DATA_DISK = f"projects/{P}/zones/{ZONE}/disks/web-1-data"
 BATCH_DISK = f"projects/{P}/zones/{ZONE}/disks/batch-1"
 DISKS = (WEB_DISK, DATA_DISK, BATCH_DISK)
 GROUP = "fault-matrix"
-DAG_IDS = {"reschedule": f"gce_vm_backup__{GROUP}", "worker": f"gce_vm_backup__{GROUP}-worker"}
+DAG_IDS = {
+    "defer": f"gce_vm_backup__{GROUP}",  # the default wait mode
+    "reschedule": f"gce_vm_backup__{GROUP}-reschedule",
+    "worker": f"gce_vm_backup__{GROUP}-worker",
+}
 _GROUP_BODY = """\
     targets:
       - {project: demo-project, zone: us-central1-a, instance: web-1}
@@ -55,12 +59,17 @@ defaults:
   retry_delay: 0
 groups:
   {GROUP}:
+    wait_mode: defer
+{_GROUP_BODY}
+  {GROUP}-reschedule:
+    wait_mode: reschedule
 {_GROUP_BODY}
   {GROUP}-worker:
     wait_mode: worker
 {_GROUP_BODY}"""
-# Fast but ordered: a stop takes 0.3 s, a snapshot of the 50 GB disk about 0.4 s of real time.
-TIME_SCALE = 60.0
+# Fast but ordered: simulated time runs 600x (a stop takes 33 ms, a snapshot of the 50 GB disk 40 ms,
+# the per-disk snapshot rate limit of 10 simulated minutes 1 s of real time).
+TIME_SCALE = 600.0
 TIMINGS = {
     "stop": 20.0,
     "start": 20.0,
@@ -118,13 +127,15 @@ class FaultCase:
     inject: Inject
     expect_state: str  # "success" | "failed"
     expect_message: str | None = None
-    wait_mode: str = "reschedule"
+    wait_mode: str = "defer"  # defer (the default), reschedule or worker: one DAG each
     deletions: str | tuple[str, ...] = "all"  # "all", "none", "some" or the disks whose old ones go
     vm_after: dict[str, str | None] = field(default_factory=dict)
     max_stop_operations: int | None = None  # 1: a re-sent stop adopted the first operation
     max_insert_operations: int | None = None  # per disk; 1: a re-sent insert adopted the first one
     no_calls: tuple[str, ...] = ()  # API methods the run must not call at all
     sensor_timeouts: dict[str, float] = field(default_factory=dict)  # task -> seconds (in-memory DAG)
+    timings: dict[str, float] = field(default_factory=dict)  # emulator timings over TIMINGS
+    check_report: bool = False  # also assert that the run report tells the truth about web-1
     xfail: str | None = None  # a bug this case reveals; the test is xfail(strict=True)
     note: str = ""
 
@@ -244,26 +255,48 @@ def quiet_output() -> Iterator[None]:
             os.close(saved[1])
 
 
+SENSORS = ("stop", "snapshot", "start", "verify")
+POKE_INTERVAL = 0.2  # seconds; the config's minimum is 1
+LOOP_SLEEP = 0.1  # dag.test sleeps 1 s whenever every unfinished task waits for its reschedule
+
+
 @contextmanager
-def _patched_timeouts(dag: Any, timeouts: dict[str, float]) -> Iterator[None]:
-    """Shorter sensor timeouts than the config allows (>= 30 s), on the in-memory DAG dag.test runs."""
+def _patched_dag(dag: Any, timeouts: dict[str, float]) -> Iterator[None]:
+    """Test speed on the in-memory DAG that dag.test runs: sensors poke every POKE_INTERVAL seconds (the
+    config allows >= 1), ``timeouts`` (task -> seconds) shorten sensor timeouts (the config allows
+    >= 30), and dag.test's idle loop sleeps LOOP_SLEEP instead of 1 s. The operators' logic is unchanged.
+    """
+    import airflow.sdk.definitions.dag as dag_module
+
     saved = {}
-    for task_id, seconds in timeouts.items():
+    for task_id in SENSORS:
         task = dag.task_dict[f"tier_1.{task_id}"]
-        kwargs = task.partial_kwargs
-        saved[task_id] = kwargs.get("timeout")
-        kwargs["timeout"] = seconds
+        saved[task_id] = task.timeout, task.poke_interval
+        task.poke_interval = POKE_INTERVAL
+        if task_id in timeouts:
+            task.timeout = timeouts[task_id]
+    real_sleep = time.sleep  # dag.test does `import time` inside the function: patch the module
+
+    def sleep(seconds: float) -> None:
+        caller = sys._getframe(1)
+        if caller.f_code.co_name == "test" and caller.f_globals.get("__name__") == dag_module.__name__:
+            seconds = min(seconds, LOOP_SLEEP)
+        real_sleep(seconds)
+
+    time.sleep = sleep  # type: ignore[assignment]
     try:
         yield
     finally:
-        for task_id, seconds in saved.items():
-            dag.task_dict[f"tier_1.{task_id}"].partial_kwargs["timeout"] = seconds
+        time.sleep = real_sleep  # type: ignore[assignment]
+        for task_id, (timeout, poke_interval) in saved.items():
+            task = dag.task_dict[f"tier_1.{task_id}"]
+            task.timeout, task.poke_interval = timeout, poke_interval
 
 
 def run_case(dagbag: Any, case: FaultCase) -> Outcome:
     """Run one case end to end in a fresh emulator and collect what happened."""
     dag = dagbag.get_dag(DAG_IDS[case.wait_mode])
-    with Emulator(DEMO_SEED, time_scale=TIME_SCALE, timings=TIMINGS) as emu:
+    with Emulator(DEMO_SEED, time_scale=TIME_SCALE, timings={**TIMINGS, **case.timings}) as emu:
         connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emu.url}}
         os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = json.dumps(connection)
         seeded = seeded_snapshots(emu)
@@ -273,7 +306,7 @@ def run_case(dagbag: Any, case: FaultCase) -> Outcome:
         try:
             with (
                 fast_hook_retries(),
-                _patched_timeouts(dag, case.sensor_timeouts),
+                _patched_dag(dag, case.sensor_timeouts),
                 _captured_errors() as messages,
             ):
                 run = dag.test(run_conf={"vms": [], "dry_run": False})
@@ -396,6 +429,12 @@ def violations(outcome: Outcome) -> list[str]:
         for disk, count in outcome.insert_operations.items():
             if count > case.max_insert_operations:
                 problems.append(f"{count} snapshot insert operations for {disk} (the retry did not adopt)")
+    if outcome.vms_before[WEB] == "RUNNING" and outcome.vms_after[WEB] != "RUNNING":
+        check = report_check(outcome)  # the fault left web-1 down: the run report must say so
+        if check in ("no report", "web-1 missing", "misses that web-1 is not RUNNING"):
+            problems.append(f"web-1 is {outcome.vms_after[WEB]} but the run report {check}")
+    if case.check_report and report_check(outcome) != "ok":
+        problems.append(f"run report: {report_check(outcome)}")
     for method in case.no_calls:
         if outcome.calls.get(method):
             problems.append(f"{method} was called {outcome.calls[method]} time(s)")
