@@ -173,3 +173,10 @@ def test_the_form_fields_are_exactly_the_conf_keys_the_resolve_task_accepts(dags
     for dag in dags.values():
         assert set(dag.params) == set(TRIGGER_CONF_KEYS)
         assert dag.get_task("resolve_tier_1").conf == "{{ dag_run.conf }}"
+
+
+def test_room_for_every_capped_stage_and_vms_already_down_go_first(dags):
+    dag = dags["gce_vm_backup__shop-nightly"]
+    assert dag.max_active_tasks == 4 * 10 + 16
+    # "upstream": a task's priority is the sum over its upstream tasks, so start > snapshot > stop
+    assert {str(task.weight_rule) for task in dag.tasks} == {"upstream"}

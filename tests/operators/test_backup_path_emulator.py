@@ -279,3 +279,16 @@ def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
     plan = context.ti.pushed["dry_run_plan"]
     assert sorted(p["vm"].rsplit("/", 1)[-1] for p in plan) == ["batch-1", "db-1", "web-1"]
     assert all(p["would_delete"] is None for p in plan)  # no retention policy given
+
+
+def test_stop_is_sent_once_and_not_again_while_the_vm_is_stopping(emulator, context):
+    record = precheck(context)
+    stop, _, _ = sensors(record)
+
+    assert stop.poke(context.as_dict()) is False  # sent; the VM is STOPPING now
+    for _ in range(3):
+        assert stop.poke(context.as_dict()) is False
+    emulator.clock.advance(600)
+    assert stop.poke(context.as_dict()).xcom_value["stopped"] is True
+
+    assert len(emulator.calls_for("compute.instances.stop")) == 1

@@ -129,3 +129,11 @@ def test_done_with_error_errors_only_is_a_failure_in_plain_words(hook):
 def test_rate_limit_error_is_its_own_type(hook):
     with pytest.raises(RateLimitedError, match="10 minutes"):
         hook.wait_operation(op(status="DONE", errors=[("RATE_LIMIT_EXCEEDED", "Too frequent")]), timeout=10)
+
+
+def test_a_long_poll_outlasts_the_servers_two_minute_hold(hook):
+    hook.zone_operations.wait.return_value = op(status="DONE")
+
+    hook.get_operation(op(), wait_seconds=60)
+
+    assert hook.zone_operations.wait.call_args.kwargs["timeout"] >= 150

@@ -38,6 +38,9 @@ TRANSIENT = (
     ConnectionResetError,
 )
 MAX_WAIT_CALL = 60.0  # seconds one operations.wait long-poll may take before we look again
+# operations.wait takes no duration: the server holds the call for up to about 2 minutes whatever we ask,
+# so the HTTP timeout of a wait must outlast that hold, or a slow operation ends in a read timeout.
+SERVER_WAIT_HOLD = 120.0
 
 
 class ComputeBackupHook(GoogleBaseHook):
@@ -244,7 +247,7 @@ class ComputeBackupHook(GoogleBaseHook):
         kind, location = scope_of(operation)
         project = project_of(operation)
         verb = "wait" if wait_seconds > 0 else "get"
-        timeout = {"timeout": wait_seconds + 10} if wait_seconds > 0 else {}
+        timeout = {"timeout": max(wait_seconds, SERVER_WAIT_HOLD) + 30} if wait_seconds > 0 else {}
         if kind == "zone":
             client: Any = self.zone_operations
             request = {"project": project, "zone": location, "operation": operation.name}
@@ -260,7 +263,8 @@ class ComputeBackupHook(GoogleBaseHook):
         )
 
     def wait_operation(self, operation: compute_v1.Operation, *, timeout: float) -> compute_v1.Operation:
-        """Wait until DONE, at most ``timeout`` seconds, then check it.
+        """Wait until DONE, at most ``timeout`` seconds (plus one server hold, about 2 minutes, for the
+        last long-poll), then check it.
 
         Raises OperationFailedError / RateLimitedError when DONE with errors, and
         OperationTimeoutError when the deadline passes first.

@@ -32,6 +32,7 @@ RESTARTABLE = "RUNNING"
 # we could not tell afterwards which state to give back.
 STARTING_STATES = frozenset({"RUNNING", "TERMINATED"})
 SUSPENDED_STATES = frozenset({"SUSPENDED", "SUSPENDING"})
+STOPPING_STATES = frozenset({"PENDING_STOP", "STOPPING"})
 WORKER_LONG_POLL = 60.0
 # What a tier maps over when it has no VM this run (or in a dry run): every task passes it through.
 NO_VM: dict[str, Any] = {"project_id": "", "zone": "", "instance": "", "disks": None}
@@ -437,6 +438,12 @@ class StopInstanceOperator(ConvergeSensor):
             return PokeReturnValue(True, {"stopped": True, "at": _now()})
         if status in SUSPENDED_STATES:
             raise VmStateError(f"VM {vm} became {status} during the backup; refusing to stop it")
+        if status in STOPPING_STATES and self.wait_mode != "worker":
+            # Already on its way down: look again later instead of re-sending the stop (a write call,
+            # counted against the project's write quota). A stop that failed shows as RUNNING again,
+            # and the re-sent request then returns the failed operation.
+            self.log.info("VM %s is %s; waiting", vm, status)
+            return False
         discard = None
         if record.get("has_local_ssd"):
             discard = record.get("local_ssd") == "discard"
