@@ -49,7 +49,8 @@ def test_stop_sends_request_id_and_discard_local_ssd_in_the_request(hook):
             "instance": "vm",
             "request_id": "rid-1",
             "discard_local_ssd": True,
-        }
+        },
+        retry=None,  # the hook's tenacity is the only retry layer
     )
 
 
@@ -64,7 +65,7 @@ def test_snapshot_insert_carries_source_disk_labels_and_request_id(hook):
     snapshot = compute_v1.Snapshot(name="s", source_disk="projects/p/zones/z/disks/d", labels={"a": "b"})
     hook.insert_snapshot(project_id="p", snapshot=snapshot, request_id="rid-2")
     hook.snapshots.insert_unary.assert_called_once_with(
-        request={"project": "p", "snapshot_resource": snapshot, "request_id": "rid-2"}
+        request={"project": "p", "snapshot_resource": snapshot, "request_id": "rid-2"}, retry=None
     )
 
 

@@ -148,7 +148,7 @@ def test_verify_refuses_an_unknown_wait_mode():
 
 # ---- retention ---------------------------------------------------------------------------------
 def listing(by_disk):
-    def list_snapshots(*, project_id, filter, max_results=None):
+    def list_snapshots(*, project_id, filter, max_results=None, of=None):
         for disk, items in by_disk.items():
             if filter == managed_disk_filter(disk):
                 return iter(items)
@@ -197,8 +197,8 @@ def test_retention_lists_each_disk_with_the_managed_label_filter(hook, context):
     hook.list_snapshots.side_effect = listing({})
     retention(hook, max_results=7).execute(context.as_dict())
     assert [c.kwargs for c in hook.list_snapshots.call_args_list] == [
-        {"project_id": PROJECT, "filter": managed_disk_filter(DISK), "max_results": 7},
-        {"project_id": PROJECT, "filter": managed_disk_filter(DATA), "max_results": 7},
+        {"project_id": PROJECT, "filter": managed_disk_filter(DISK), "max_results": 7, "of": DISK},
+        {"project_id": PROJECT, "filter": managed_disk_filter(DATA), "max_results": 7, "of": DATA},
     ]
 
 

@@ -157,8 +157,9 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
             previous = tasks
         vm_groups = [f"tier_{number}" for number in range(1, len(tiers) + 1)]
         report = RunReportOperator(task_id=REPORT_TASK_ID, vm_groups=vm_groups)
-        leaves = [task for task in dag.tasks if not task.downstream_list and task is not report]
-        leaves >> report
+        # After every task, not only the leaves: a VM's start (a teardown) can still be bringing it back
+        # after its retention went upstream_failed, and the report must see how that ended.
+        [task for task in dag.tasks if task is not report] >> report
     return dag
 
 

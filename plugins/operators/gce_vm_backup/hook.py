@@ -41,6 +41,9 @@ MAX_WAIT_CALL = 60.0  # seconds one operations.wait long-poll may take before we
 # operations.wait takes no duration: the server holds the call for up to about 2 minutes whatever we ask,
 # so the HTTP timeout of a wait must outlast that hold, or a slow operation ends in a read timeout.
 SERVER_WAIT_HOLD = 120.0
+# The client library retries some calls on its own (GETs on 503, up to 600 s); inside our tenacity
+# attempts that would stretch the documented bound (5 attempts / 120 s), so every call passes retry=None.
+NO_RETRY = None
 
 
 class ComputeBackupHook(GoogleBaseHook):
@@ -131,7 +134,7 @@ class ComputeBackupHook(GoogleBaseHook):
     def get_instance(self, *, project_id: str, zone: str, name: str) -> compute_v1.Instance:
         return self._call(
             f"get VM projects/{project_id}/zones/{zone}/instances/{name}",
-            lambda: self.instances.get(project=project_id, zone=zone, instance=name),
+            lambda: self.instances.get(project=project_id, zone=zone, instance=name, retry=NO_RETRY),
         )
 
     def list_instances(
@@ -142,15 +145,16 @@ class ComputeBackupHook(GoogleBaseHook):
         if filter:
             request["filter"] = filter
         if zone is not None:
-            pager = self._call(
+            instances = self._call(
                 f"list VMs in projects/{project_id}/zones/{zone}",
-                lambda: self.instances.list(request={**request, "zone": zone}),
+                lambda: list(self.instances.list(request={**request, "zone": zone}, retry=NO_RETRY)),
             )
-            for instance in pager:
+            for instance in instances:
                 yield zone, instance
             return
         aggregated = self._call(
-            f"list VMs in every zone of {project_id}", lambda: self.instances.aggregated_list(request=request)
+            f"list VMs in every zone of {project_id}",
+            lambda: list(self.instances.aggregated_list(request=request, retry=NO_RETRY)),
         )
         for scope, scoped in aggregated:
             for instance in scoped.instances:
@@ -163,7 +167,7 @@ class ComputeBackupHook(GoogleBaseHook):
         method = getattr(self.instances, f"{action}_unary")
         return self._call(
             f"{action} VM projects/{project_id}/zones/{zone}/instances/{name}",
-            lambda: method(request=request),
+            lambda: method(request=request, retry=NO_RETRY),
         )
 
     def stop_instance(
@@ -198,10 +202,12 @@ class ComputeBackupHook(GoogleBaseHook):
         project, kind, location, name = parts[1], parts[2], parts[3], parts[5]
         if kind == "zones":
             return self._call(
-                f"get disk {path}", lambda: self.disks.get(project=project, zone=location, disk=name)
+                f"get disk {path}",
+                lambda: self.disks.get(project=project, zone=location, disk=name, retry=NO_RETRY),
             )
         return self._call(
-            f"get disk {path}", lambda: self.region_disks.get(project=project, region=location, disk=name)
+            f"get disk {path}",
+            lambda: self.region_disks.get(project=project, region=location, disk=name, retry=NO_RETRY),
         )
 
     def insert_snapshot(
@@ -211,7 +217,7 @@ class ComputeBackupHook(GoogleBaseHook):
         request = {"project": project_id, "snapshot_resource": snapshot, "request_id": request_id}
         return self._call(
             f"create snapshot {snapshot.name} of {snapshot.source_disk}",
-            lambda: self.snapshots.insert_unary(request=request),
+            lambda: self.snapshots.insert_unary(request=request, retry=NO_RETRY),
         )
 
     def get_snapshot(self, *, project_id: str, name: str) -> compute_v1.Snapshot | None:
@@ -219,24 +225,30 @@ class ComputeBackupHook(GoogleBaseHook):
         try:
             return self._call(
                 f"get snapshot projects/{project_id}/global/snapshots/{name}",
-                lambda: self.snapshots.get(project=project_id, snapshot=name),
+                lambda: self.snapshots.get(project=project_id, snapshot=name, retry=NO_RETRY),
             )
         except ResourceNotFoundError:
             return None
 
     def list_snapshots(
-        self, *, project_id: str, filter: str, max_results: int | None = None
+        self, *, project_id: str, filter: str, max_results: int | None = None, of: str | None = None
     ) -> Iterator[compute_v1.Snapshot]:
+        """Every snapshot of the project matching ``filter``, all pages. ``of`` names what is listed in
+        errors (e.g. the disk), instead of the project."""
         request: dict[str, Any] = {"project": project_id, "filter": filter}
         if max_results:
             request["max_results"] = max_results
-        yield from self._call(f"list snapshots of {project_id}", lambda: self.snapshots.list(request=request))
+        # Every page is fetched inside _call, so a 429/5xx on a later page is retried and translated too.
+        yield from self._call(
+            f"list snapshots of {of or project_id}",
+            lambda: list(self.snapshots.list(request=request, retry=NO_RETRY)),
+        )
 
     def delete_snapshot(self, *, project_id: str, name: str, request_id: str) -> compute_v1.Operation:
         request = {"project": project_id, "snapshot": name, "request_id": request_id}
         return self._call(
             f"delete snapshot projects/{project_id}/global/snapshots/{name}",
-            lambda: self.snapshots.delete_unary(request=request),
+            lambda: self.snapshots.delete_unary(request=request, retry=NO_RETRY),
         )
 
     # ---- operations ----------------------------------------------------------------------------
@@ -259,7 +271,7 @@ class ComputeBackupHook(GoogleBaseHook):
             request = {"project": project, "operation": operation.name}
         return self._call(
             f"{verb} operation {operation.name} on {target_of(operation)}",
-            lambda: getattr(client, verb)(request=request, **timeout),
+            lambda: getattr(client, verb)(request=request, retry=NO_RETRY, **timeout),
         )
 
     def wait_operation(self, operation: compute_v1.Operation, *, timeout: float) -> compute_v1.Operation:

@@ -34,6 +34,7 @@ from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError,
 from gce_vm_backup.instance_ops import NO_VM_STATUS
 from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
 
+DELETING = "DELETING"
 DELETE_TIMEOUT = 600.0  # seconds to wait for one snapshot deletion
 
 
@@ -173,7 +174,7 @@ def list_managed_snapshots(
     source = disk_path(disk_source)
     infos = []
     for snapshot in hook.list_snapshots(
-        project_id=project_id, filter=managed_disk_filter(source), max_results=max_results
+        project_id=project_id, filter=managed_disk_filter(source), max_results=max_results, of=source
     ):
         labels = dict(snapshot.labels)
         infos.append(
@@ -264,7 +265,7 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
         if self.policy is None or record.get("prior_status") == NO_VM_STATUS or not record.get("disks"):
             self.log.info("Retention for %s: nothing to do (no policy, or no VM in this run)", vm)
             return result
-        plan, now, listed = self._plan(record, records, result)
+        plan, now, listed, prunable = self._plan(record, records, result)
         self.log.info(
             "Retention for %s (policy %s, ages measured from %s): delete %d, keep %d",
             vm,
@@ -284,12 +285,23 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
                 self.log.info("  DRY RUN: would delete %s (created %s)", snapshot.name, snapshot.created)
             result["would_delete"] = [_deleted(s) for s in plan.to_delete]
             return result
-        self._delete(record["project_id"], plan, RunKey.from_context(context), result)
+        # A snapshot of ours left DELETING by an earlier delete that failed (an earlier try or run) is
+        # deleted again, for the disks this run may prune; otherwise the policy would silently not apply.
+        stuck = [
+            info
+            for info in listed.values()
+            if info.status == DELETING and info.managed and info.disk_key in prunable
+        ]
+        for snapshot in stuck:
+            self.log.info(
+                "Snapshot %s is still DELETING after an earlier delete: deleting it again", snapshot.name
+            )
+        self._delete(record["project_id"], [*plan.to_delete, *stuck], RunKey.from_context(context), result)
         return result
 
     def _plan(
         self, record: dict[str, Any], records: list[dict[str, Any]], result: dict[str, Any]
-    ) -> tuple[RetentionPlan, datetime, dict[str, SnapshotInfo]]:
+    ) -> tuple[RetentionPlan, datetime, dict[str, SnapshotInfo], set[str]]:
         from gce_vm_backup.labels import disk_path
 
         if self.policy is None:
@@ -317,11 +329,13 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
                 result["not_pruned"].append({"disk_source": source, "reason": reason})
         now = max(new_ready_times) if new_ready_times else datetime.now(UTC)
         plan = plan_deletions(infos, self.policy, now=now, disks_with_new_ready=disks_with_new_ready)
-        return plan, now, {info.name: info for info in infos}
+        return plan, now, {info.name: info for info in infos}, disks_with_new_ready
 
-    def _delete(self, project: str, plan: RetentionPlan, run: RunKey, result: dict[str, Any]) -> None:
+    def _delete(
+        self, project: str, snapshots: list[SnapshotInfo], run: RunKey, result: dict[str, Any]
+    ) -> None:
         failures: list[str] = []
-        for snapshot in plan.to_delete:
+        for snapshot in snapshots:
             path = _snapshot_path(project, snapshot.name)
             try:
                 operation = self.hook.delete_snapshot(
