@@ -15,18 +15,7 @@ SNAP = f"projects/{P}/global/snapshots"
 DISK = f"projects/{P}/zones/{ZONE}/disks"
 REPEATEDLY = 1000  # more than every retry (5 hook attempts x task tries) can absorb
 HOOK_ATTEMPTS = 5  # ComputeBackupHook's tenacity attempts: this many failures fail one task try
-GET_503_STORM = 8  # 503s on a GET: more than the hook's attempts, absorbed by the library's own retry
-# The hook retries 429/5xx; the client library itself retries only GET/list calls, and only on 503,
-# for up to 600 s. A 503 "storm" on a GET therefore ends in success (see the report's finding on the
-# retry bound), and a repeated 503 on GETs uses GET_503_STORM failures, not REPEATEDLY.
-LIBRARY_RETRIES_503 = frozenset(
-    {
-        "compute.instances.get",
-        "compute.instances.list",
-        "compute.snapshots.get",
-        "compute.snapshots.list",
-    }
-)
+GET_503_STORM = 8  # more 503s than the hook's attempts (the direct retry-bound test below the DAG)
 ONLY_BATCH_PRUNED = (DISKS[2],)  # web-1 failed: only batch-1's old snapshots may go
 
 
@@ -122,11 +111,6 @@ _REPEATED: dict[str, tuple[str, str, str | None, str | tuple[str, ...], dict[str
     # Worker mode long-polls stop/start operations; both took effect, the retry observes and converges.
     "compute.zoneOperations.wait": ("worker", "success", None, "all", {}),
 }
-LIST_MESSAGE_BUG = (
-    "retention's listing error names only the project ('list snapshots of demo-project failed: HTTP "
-    "...'), not the disk whose snapshots were listed (hook.py list_snapshots / retention_ops.py "
-    "list_managed_snapshots)"
-)
 
 
 def _once_each(method: str):
@@ -153,31 +137,19 @@ def _http_cases() -> list[FaultCase]:
             )
         )
         for code in (429, 500, 503):
-            storm = code == 503 and method in LIBRARY_RETRIES_503
-            times = GET_503_STORM if storm else REPEATEDLY
             cases.append(
                 FaultCase(
                     id=f"http-{code}-repeatedly-{short}",
-                    fault=f"HTTP {code} x{times} on {short}",
-                    inject=_http(method, code, times),
-                    expect_state="success" if storm else state,
-                    expect_message=None if storm or message is None else message.format(code=code),
+                    fault=f"HTTP {code} x{REPEATEDLY} on {short}",
+                    inject=_http(method, code, REPEATEDLY),
+                    expect_state=state,
+                    expect_message=None if message is None else message.format(code=code),
                     wait_mode=mode,
-                    deletions="all" if storm else deletions,
-                    vm_after={} if storm else vm_after,
-                    xfail=LIST_MESSAGE_BUG if method == "compute.snapshots.list" and not storm else None,
-                    note="the client library retried the GET on 503 by itself" if storm else "",
+                    deletions=deletions,
+                    vm_after=vm_after,
                 )
             )
     return cases
-
-
-DELETE_RETRY_BUG = (
-    "a snapshot whose delete operation failed is left DELETING (as the emulator models it; GCE's behaviour "
-    "is unconfirmed); retention's retry plans only READY snapshots (retention.py), so it deletes nothing, "
-    "raises nothing and the run ends success with the policy not applied and no trace of the failure "
-    "in the run report (retention_ops.py ApplyRetentionOperator._plan/_delete)"
-)
 
 
 # ---- operations DONE with an error ------------------------------------------------------------------
@@ -242,7 +214,6 @@ def _operation_cases() -> list[FaultCase]:
             fault="retention delete operation DONE with INTERNAL_ERROR once",
             inject=_op("compute.snapshots.delete", "INTERNAL_ERROR", 1),
             expect_state="success",
-            xfail=DELETE_RETRY_BUG,
         ),
         FaultCase(
             id="op-internal_error-repeatedly-delete",
@@ -251,7 +222,6 @@ def _operation_cases() -> list[FaultCase]:
             expect_state="failed",
             expect_message=rf"The delete operation \S+ on {SNAP}/old-\S+ finished with an error: INTERNAL_ERROR",
             deletions="none",
-            xfail=DELETE_RETRY_BUG,
         ),
     ]
     return cases
@@ -461,12 +431,6 @@ def _not_on_path() -> list[FaultCase]:
 
 
 # ---- the run report after a failure ------------------------------------------------------------------
-REPORT_BUG = (
-    "run_report runs before the start (teardown) of a VM whose snapshot failed: the report only waits "
-    "for the DAG's leaves (retention), which are upstream_failed at once, so it says 'VM was RUNNING "
-    "before the backup and may not be now: start None' and misses downtime, while the start goes on to "
-    "restart the VM (dag_factory.py build_dag: `leaves >> report`; the tiers' start tasks are not leaves)"
-)
 
 
 def _report_cases() -> list[FaultCase]:
@@ -481,7 +445,6 @@ def _report_cases() -> list[FaultCase]:
             deletions="none",
             timings={"start": 3000.0},  # 5 s of real time: the report runs while web-1 is starting
             check_report=True,
-            xfail=REPORT_BUG,
         )
     ]
 
