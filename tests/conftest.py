@@ -5,8 +5,12 @@ before any test module imports Airflow: nothing touches ~/airflow, and runs are 
 """
 
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="gce-vm-backup-tests-"))
@@ -30,3 +34,20 @@ def group(body: str, name: str = "web") -> str:
 
 
 TARGET = "targets: [{project: demo-project, zone: us-central1-a, instance: web-1}]"
+
+
+def generated_dagbag(folder: str, config: str) -> Any:
+    """A DagBag of the thin DAG file with ``config`` beside it, in AIRFLOW_HOME/dags/<folder> (a folder per
+    test module: the config file name is fixed), after migrating the SQLite database."""
+    dags = AIRFLOW_HOME / "dags" / folder
+    dags.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dags" / "gce_vm_backup_dags.py", dags)
+    (dags / "gce_vm_backup.yaml").write_text(config)
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ
+    )
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(dags))
+    assert bag.import_errors == {}
+    return bag

@@ -10,10 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -24,7 +20,7 @@ from gce_vm_backup.dag_factory import build_dags, register_dags
 from gce_vm_backup.errors import ConfigError
 from vm_backup_cli.__main__ import main
 
-from ..conftest import AIRFLOW_HOME, REPO, TARGET, config, group
+from ..conftest import REPO, TARGET, config, generated_dagbag, group
 
 MUTATING = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
 
@@ -277,18 +273,7 @@ RUNTIME_CONFS = [
 
 @pytest.fixture(scope="module")
 def runtime_dag():
-    dags = AIRFLOW_HOME / "dags" / "bad_input"
-    dags.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dags" / "gce_vm_backup_dags.py", dags)
-    (dags / "gce_vm_backup.yaml").write_text(RUNTIME_CONFIG)
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ
-    )
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(str(dags))
-    assert bag.import_errors == {}
-    return bag.get_dag("gce_vm_backup__labelled")
+    return generated_dagbag("bad_input", RUNTIME_CONFIG).get_dag("gce_vm_backup__labelled")
 
 
 @pytest.mark.airflow

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +11,7 @@ from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
 from gce_vm_backup.labels import managed_snapshot_labels
 
-from ..conftest import AIRFLOW_HOME, REPO
+from ..conftest import generated_dagbag
 
 pytestmark = [pytest.mark.airflow, pytest.mark.emulator, pytest.mark.slow]
 
@@ -51,18 +47,7 @@ MUTATING = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
 
 @pytest.fixture(scope="module")
 def dagbag():
-    dags = AIRFLOW_HOME / "dags"
-    dags.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dags" / "gce_vm_backup_dags.py", dags)
-    (dags / "gce_vm_backup.yaml").write_text(CONFIG)
-    subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, env=os.environ
-    )
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(str(dags))
-    assert bag.import_errors == {}
-    return bag
+    return generated_dagbag("dag_runs", CONFIG)
 
 
 @pytest.fixture
