@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gce_emulator import Emulator
-from gce_emulator.server import _Handler
+from gce_emulator.server import operation_scope
 
 PROJECT = "bench-project"
 RUN_TIME = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -40,13 +40,6 @@ def short_method(method: str) -> str:
     return method.removeprefix("compute.")
 
 
-class _NoDelayHandler(_Handler):
-    """TCP_NODELAY on the emulator's sockets: its handler writes the headers and the body in two sends,
-    and Nagle's algorithm with the client's delayed ACK then stalls every response ~40 ms on loopback."""
-
-    disable_nagle_algorithm = True
-
-
 class VirtualEmulator(Emulator):
     """The emulator on a virtual clock (time_scale 0).
 
@@ -58,19 +51,12 @@ class VirtualEmulator(Emulator):
 
     def __init__(self, seed: Any, *, timings: dict[str, float], hold: float = SERVER_HOLD):
         super().__init__(seed, time_scale=0.0, timings=timings)
-        self._server.RequestHandlerClass = _NoDelayHandler
         self.hold = hold
         self.blocking_wait = True
         self.wait_requests: list[tuple[str, str, str]] = []  # (project, scope, operation)
 
     def _wait(self, params: dict[str, str], query: dict[str, str]) -> Any:
-        scope = (
-            f"zones/{params['zone']}"
-            if "zone" in params
-            else f"regions/{params['region']}"
-            if "region" in params
-            else "global"
-        )
+        scope = operation_scope(params)
         with self.world.lock:
             world, clock = self.world, self.clock
             deadline = clock.now() + self.hold

@@ -287,13 +287,7 @@ class Emulator:
 
     def _wait(self, params: dict[str, str], query: dict[str, str]) -> Any:
         """Long-poll: return when the operation is DONE or after ``wait_timeout`` real seconds."""
-        scope = (
-            f"zones/{params['zone']}"
-            if "zone" in params
-            else f"regions/{params['region']}"
-            if "region" in params
-            else "global"
-        )
+        scope = operation_scope(params)
         deadline = time.monotonic() + self.wait_timeout
         while True:
             with self.world.lock:
@@ -302,6 +296,15 @@ class Emulator:
                 if op.status == "DONE" or time.monotonic() >= deadline:
                     return op.view(self.world)
             time.sleep(0.01)
+
+
+def operation_scope(params: Mapping[str, str]) -> str:
+    """'zones/Z', 'regions/R' or 'global': where an operation path's parameters put the operation."""
+    if "zone" in params:
+        return f"zones/{params['zone']}"
+    if "region" in params:
+        return f"regions/{params['region']}"
+    return "global"
 
 
 class _Handler(BaseHTTPRequestHandler):
