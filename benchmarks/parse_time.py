@@ -32,7 +32,13 @@ print(json.dumps({"seconds": elapsed, "dags": len(bag.dags)}))
 
 
 def big_config(vms: int, groups: int) -> str:
-    lines = ["version: 1", "defaults:", '  start_date: "2026-01-01T00:00:00+00:00"', "groups:"]
+    lines = [
+        "version: 1",
+        "deployment: bench",
+        "defaults:",
+        '  start_date: "2026-01-01T00:00:00+00:00"',
+        "groups:",
+    ]
     per_group = vms // groups
     for g in range(groups):
         lines += [f"  group-{g:03d}:", '    schedule: "0 3 * * *"', "    tiers:"]

@@ -26,7 +26,7 @@ pytest_plugins = ["gce_emulator.pytest_plugin"]
 
 # ---- config text helpers, shared by the config tests and the bad-input corpus ----
 def config(groups: str, defaults: str = 'start_date: "2026-01-01T00:00:00+00:00"') -> str:
-    return f"version: 1\ndefaults:\n  {defaults}\ngroups:\n{groups}"
+    return f"version: 1\ndeployment: test\ndefaults:\n  {defaults}\ngroups:\n{groups}"
 
 
 def group(body: str, name: str = "web") -> str:

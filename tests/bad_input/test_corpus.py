@@ -27,9 +27,12 @@ MUTATING = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
 # (config text, the exact message after "<file>: ")
 BAD = [
     ("version: 1\ngroups: [\n", "invalid YAML (line 3, column 1): expected the node content"),
-    ("- a\n- b\n", "the file must be a mapping with 'version' and 'groups'"),
+    ("- a\n- b\n", "the file must be a mapping with 'deployment', 'version' and 'groups'"),
     (config(group(TARGET)).replace("version: 1", "version: 2"), "key 'version': must be 1, got 2"),
-    ("version: 1\ngroups: {}\n", "key 'groups': must be a non-empty mapping of group id to group"),
+    (
+        "version: 1\ndeployment: test\ngroups: {}\n",
+        "key 'groups': must be a non-empty mapping of group id to group",
+    ),
     (config(group(TARGET)) + "extra: 1\n", "key 'extra': unknown key"),
     (
         config(group(f'schedule: "61 * * * *"\n{TARGET}')),
@@ -109,7 +112,7 @@ BAD = [
         config(group(TARGET, name="Web Servers")),
         "group 'Web Servers': group ids are 1-50 chars: lowercase letters, digits, _ and -, starting with a letter",
     ),
-    (config(group(TARGET) + group(TARGET)), "invalid YAML (line 7, column 3): duplicate key 'web'"),
+    (config(group(TARGET) + group(TARGET)), "invalid YAML (line 8, column 3): duplicate key 'web'"),
     (
         config(group(f"tiers: []\n{TARGET}")),
         "group 'web': key 'tiers': List should have at least 1 item after validation, not 0",
@@ -119,7 +122,8 @@ BAD = [
 # Keys added later, and values pydantic bounds.
 MORE_BAD_CONFIGS = [
     (
-        "version: 1\ndefaults: [a]\ngroups:\n" + group(f'start_date: "2026-01-01T00:00:00+00:00"\n{TARGET}'),
+        "version: 1\ndeployment: test\ndefaults: [a]\ngroups:\n"
+        + group(f'start_date: "2026-01-01T00:00:00+00:00"\n{TARGET}'),
         "key 'defaults': must be a mapping",
     ),
     (
@@ -248,6 +252,7 @@ def test_bad_form_value_is_refused_before_a_run_exists(serialized_dags, dag_id, 
 
 RUNTIME_CONFIG = """\
 version: 1
+deployment: test
 defaults:
   start_date: "2026-01-01T00:00:00+00:00"
   poke_interval: 1
@@ -310,7 +315,7 @@ VMS = [("us-central1-a", "web-1"), ("us-central1-a", "batch-1"), ("us-central1-b
 @pytest.fixture
 def broken_source(tmp_path):
     (tmp_path / "dags").mkdir()
-    (tmp_path / "dags" / "gce_vm_backup.yaml").write_text("version: 1\ngroups: {}\n")
+    (tmp_path / "dags" / "gce_vm_backup.yaml").write_text("version: 1\ndeployment: test\ngroups: {}\n")
     return tmp_path
 
 

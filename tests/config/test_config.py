@@ -106,3 +106,33 @@ def test_the_readme_config_reference_example_is_valid_and_names_every_key(tmp_pa
     models = (Group, SnapshotSettings, Timeouts, RetentionPolicy, GfsPolicy)
     missing = [f"{m.__name__}.{key}" for m in models for key in m.model_fields if f"{key}:" not in example]
     assert missing == [], f"the README's config reference does not show {missing}"
+
+
+def test_deployment_is_required_and_named_in_the_message(tmp_path):
+    from gce_vm_backup.config import validate_file
+
+    text = config(group(TARGET)).replace("deployment: test\n", "")
+    problems = [str(p) for p in validate_file(write(tmp_path, text))]
+    assert len(problems) == 1
+    assert "key 'deployment': required key is missing" in problems[0]
+
+
+@pytest.mark.parametrize("value", ["Prod", "x y", "-prod", "prod-", "a" * 41, "1prod", '"x\\" OR"'])
+def test_deployment_must_be_a_label_value(tmp_path, value):
+    from gce_vm_backup.config import validate_file
+
+    text = config(group(TARGET)).replace("deployment: test", f"deployment: {value}")
+    problems = [str(p) for p in validate_file(write(tmp_path, text))]
+    assert len(problems) == 1
+    assert "key 'deployment'" in problems[0]
+    assert "is not valid here" in problems[0]
+
+
+def test_deployment_env_overrides_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("GCE_VM_BACKUP_DEPLOYMENT", "staging")
+    assert load_config(write(tmp_path, config(group(TARGET)))).deployment == "staging"
+    monkeypatch.setenv("GCE_VM_BACKUP_DEPLOYMENT", "Bad!")
+    with pytest.raises(
+        ConfigError, match="environment variable GCE_VM_BACKUP_DEPLOYMENT: 'Bad!' is not valid"
+    ):
+        load_config(write(tmp_path, config(group(TARGET))))

@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.airflow, pytest.mark.emulator, pytest.mark.slow]
 P = "demo-project"
 CONFIG = """\
 version: 1
+deployment: test
 defaults:
   start_date: "2026-01-01T00:00:00+00:00"
   poke_interval: 1

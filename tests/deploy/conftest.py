@@ -12,6 +12,7 @@ BUCKET = "composer-test-bucket"
 
 VALID_CONFIG = """\
 version: 1
+deployment: test
 groups:
   web:
     schedule: "@daily"

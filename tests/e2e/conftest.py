@@ -83,6 +83,7 @@ def _vm(name: str) -> str:
 
 E2E_CONFIG = f"""\
 version: 1
+deployment: test
 defaults:
   start_date: "2026-01-01T00:00:00+00:00"
   poke_interval: 4              # > the worker's ~2 s lag after a poke: see conftest

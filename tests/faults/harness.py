@@ -52,6 +52,7 @@ _GROUP_BODY = """\
 """
 CONFIG = f"""\
 version: 1
+deployment: test
 defaults:
   start_date: "2026-01-01T00:00:00+00:00"
   poke_interval: 1

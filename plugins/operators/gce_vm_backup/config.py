@@ -7,6 +7,7 @@ no Google library: the DAG processor runs this at every parse.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +38,10 @@ GROUP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
 LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
 PRESETS = frozenset({"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
 CONFIG_VERSION = 1
+# What identifies a deployment (one Composer environment's copy of this package): a label value on every
+# snapshot it makes, so retention (and sync) act only on what this deployment made.
+DEPLOYMENT = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
+DEPLOYMENT_ENV = "GCE_VM_BACKUP_DEPLOYMENT"
 
 
 class _Model(BaseModel):
@@ -237,6 +242,7 @@ class Group(_Model):
 class BackupConfig:
     source: str
     groups: dict[str, Group]
+    deployment: str = ""  # the config's ``deployment`` (or GCE_VM_BACKUP_DEPLOYMENT); "" only with problems
 
 
 @dataclass(frozen=True)
@@ -310,24 +316,75 @@ def _problems_from(error: ValidationError, file: str, group: str | None) -> list
     return problems
 
 
-def parse_config(text: str, file: str) -> tuple[dict[str, Group], list[ConfigProblem]]:
+def _deployment(
+    raw: Mapping[str, Any], file: str, environ: Mapping[str, str]
+) -> tuple[str, list[ConfigProblem]]:
+    """The deployment id: ``GCE_VM_BACKUP_DEPLOYMENT`` when set (one config file synced to staging and
+    prod), else the file's top-level ``deployment``; required, since retention deletes only what the
+    deployment made."""
+    from_env = environ.get(DEPLOYMENT_ENV, "").strip()
+    value = from_env or raw.get("deployment")
+    if value is None:
+        return "", [
+            ConfigProblem(
+                file,
+                None,
+                "deployment",
+                "required key is missing: a short id of this deployment (for example prod), written as a "
+                "label on every snapshot so that retention deletes only what it made "
+                f"(or set {DEPLOYMENT_ENV})",
+            )
+        ]
+    if not isinstance(value, str) or not DEPLOYMENT.match(value):
+        return "", [
+            ConfigProblem(
+                file,
+                None,
+                None if from_env else "deployment",
+                f"{f'environment variable {DEPLOYMENT_ENV}: ' if from_env else ''}{value!r} is not valid "
+                "here (1-40 chars: lowercase letters, digits and -, starting with a letter, not ending "
+                "with -)",
+            )
+        ]
+    return value, []
+
+
+def parse_config(
+    text: str, file: str, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Group], list[ConfigProblem]]:
     """Every valid group and every problem; a broken group does not hide the others."""
+    return _parse_config(text, file, os.environ if environ is None else environ)[1:]
+
+
+def _parse_config(
+    text: str, file: str, environ: Mapping[str, str]
+) -> tuple[str, dict[str, Group], list[ConfigProblem]]:
     try:
         raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         detail = getattr(exc, "problem", None) or str(exc)
-        return {}, [ConfigProblem(file, None, None, f"invalid YAML{where}: {detail}")]
+        return "", {}, [ConfigProblem(file, None, None, f"invalid YAML{where}: {detail}")]
     if not isinstance(raw, Mapping):
-        return {}, [ConfigProblem(file, None, None, "the file must be a mapping with 'version' and 'groups'")]
+        return (
+            "",
+            {},
+            [
+                ConfigProblem(
+                    file, None, None, "the file must be a mapping with 'deployment', 'version' and 'groups'"
+                )
+            ],
+        )
     problems: list[ConfigProblem] = []
-    unknown = sorted(set(raw) - {"version", "defaults", "groups"})
+    unknown = sorted(set(raw) - {"deployment", "version", "defaults", "groups"}, key=str)
     problems += [ConfigProblem(file, None, str(key), "unknown key") for key in unknown]
     if raw.get("version") != CONFIG_VERSION:
         problems.append(
             ConfigProblem(file, None, "version", f"must be {CONFIG_VERSION}, got {raw.get('version')!r}")
         )
+    deployment, deployment_problems = _deployment(raw, file, environ)
+    problems += deployment_problems
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         problems.append(ConfigProblem(file, None, "defaults", "must be a mapping"))
@@ -337,7 +394,7 @@ def parse_config(text: str, file: str) -> tuple[dict[str, Group], list[ConfigPro
         problems.append(
             ConfigProblem(file, None, "groups", "must be a non-empty mapping of group id to group")
         )
-        return {}, problems
+        return deployment, {}, problems
     groups: dict[str, Group] = {}
     for group_id, body in groups_raw.items():
         group_id = str(group_id)
@@ -358,7 +415,7 @@ def parse_config(text: str, file: str) -> tuple[dict[str, Group], list[ConfigPro
             groups[group_id] = Group.model_validate(_merge(defaults, body))
         except ValidationError as exc:
             problems += _problems_from(exc, file, group_id)
-    return groups, problems
+    return deployment, groups, problems
 
 
 def read_config(path: str | Path) -> tuple[BackupConfig, list[ConfigProblem]]:
@@ -370,8 +427,8 @@ def read_config(path: str | Path) -> tuple[BackupConfig, list[ConfigProblem]]:
         return BackupConfig(str(path), {}), [
             ConfigProblem(str(path), None, None, f"cannot read the file: {exc.strerror or exc}")
         ]
-    groups, problems = parse_config(text, str(path))
-    return BackupConfig(str(path), groups), problems
+    deployment, groups, problems = _parse_config(text, str(path), os.environ)
+    return BackupConfig(str(path), groups, deployment), problems
 
 
 def validate_file(path: str | Path) -> list[ConfigProblem]:

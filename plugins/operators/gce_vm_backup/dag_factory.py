@@ -79,7 +79,7 @@ def trigger_params(group: Group) -> dict[str, Param]:
     }
 
 
-def _doc(group_id: str, group: Group, source: str) -> str:
+def _doc(group_id: str, group: Group, source: str, deployment: str) -> str:
     tiers = "\n".join(
         f"- tier {n}: "
         + ", ".join(
@@ -90,13 +90,13 @@ def _doc(group_id: str, group: Group, source: str) -> str:
     )
     return (
         f"### Backup group `{group_id}`\n\n{group.description}\n\n"
-        f"Generated from `{source}` by gce-vm-backup.\n\n{tiers}\n\n"
+        f"Generated from `{source}` by gce-vm-backup (deployment `{deployment}`).\n\n{tiers}\n\n"
         f"Waiting: `{group.wait_mode}`; at most {group.max_concurrent_vms} VMs in each stage at once."
     )
 
 
-def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
-    """The DAG of one group. Raises nothing for a validated group."""
+def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> DAG:
+    """The DAG of one group of the deployment ``deployment``. Raises nothing for a validated group."""
     common: dict[str, Any] = {"gcp_conn_id": group.gcp_conn_id}
     sensor: dict[str, Any] = {
         **common,
@@ -119,7 +119,7 @@ def build_dag(group_id: str, group: Group, *, source: str) -> DAG:
         params=trigger_params(group),
         render_template_as_native_obj=True,
         tags=["gce-vm-backup", *group.tags],
-        doc_md=_doc(group_id, group, source),
+        doc_md=_doc(group_id, group, source, deployment),
         default_args={
             "retries": group.retries,
             "retry_delay": group.retry_timedelta,
@@ -232,7 +232,8 @@ def _tier_group(
 def build_dags(config: BackupConfig) -> dict[str, DAG]:
     """Every group's DAG, keyed by DAG id."""
     return {
-        dag_id_for(gid): build_dag(gid, group, source=config.source) for gid, group in config.groups.items()
+        dag_id_for(gid): build_dag(gid, group, source=config.source, deployment=config.deployment)
+        for gid, group in config.groups.items()
     }
 
 
