@@ -10,7 +10,7 @@ $(CURDIR)/.tools/bin/uv:
 	$(CURDIR)/.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
 env: $(UV)
-	$(UV) sync --frozen --compile-bytecode
+	$(UV) sync --frozen --all-extras --compile-bytecode
 
 demo: env
 	$(UV) run --no-sync vm-backup demo
