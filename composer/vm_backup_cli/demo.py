@@ -13,12 +13,15 @@ import argparse
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from gce_emulator.__main__ import time_scale
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = HERE / "demo_config.yaml"
@@ -28,22 +31,34 @@ PROJECT = "demo-project"
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="run a backup DAG locally against the emulator")
-    parser.add_argument("--airflow-home", type=Path, help="Airflow home to use (default: a new temp folder)")
     parser.add_argument(
-        "--time-scale", type=positive_float, default=60.0, help="emulator speed-up (default 60)"
+        "--airflow-home", type=directory, help="Airflow home to use (default: a new temp folder)"
     )
+    parser.add_argument("--time-scale", type=time_scale, default=60.0, help="emulator speed-up (default 60)")
     parser.set_defaults(func=run)
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0 (the emulator's speed-up; 0 would freeze its clock)."""
+def directory(text: str) -> Path:
+    """argparse type: a folder, existing or to be created (not a file, nor under one)."""
+    path = Path(text)
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise argparse.ArgumentTypeError(f"{candidate} exists and is not a directory")
+            break
+    return path
+
+
+def regular_file(text: str) -> Path:
+    """argparse type: an existing regular file (not a folder, a FIFO or a device)."""
+    path = Path(text)
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-    return value
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file")
+    return path
 
 
 def _repo_paths() -> tuple[Path, Path]:

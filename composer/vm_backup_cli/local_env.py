@@ -29,7 +29,8 @@ from typing import IO, Any
 
 import requests
 
-from vm_backup_cli.demo import _repo_paths, positive_float, prepare_airflow_home
+from gce_emulator.__main__ import port_number, time_scale
+from vm_backup_cli.demo import _repo_paths, directory, prepare_airflow_home, regular_file
 
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
@@ -352,16 +353,16 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--home",
-        type=Path,
+        type=directory,
         help=f"Airflow home (default: <repo>/{DEFAULT_HOME}, kept between runs)",
     )
     parser.add_argument(
-        "--config", type=Path, help="backup config for the DAG file (default: the demo config)"
+        "--config", type=regular_file, help="backup config for the DAG file (default: the demo config)"
     )
-    parser.add_argument("--port", type=int, default=0, help="API server / UI port (default: a free port)")
     parser.add_argument(
-        "--time-scale", type=positive_float, default=60.0, help="emulator speed-up (default 60)"
+        "--port", type=port_number, default=0, help="API server / UI port (default: a free port)"
     )
+    parser.add_argument("--time-scale", type=time_scale, default=60.0, help="emulator speed-up (default 60)")
     parser.add_argument("--password", help="password of the UI user 'admin' (default: a new random one)")
     parser.set_defaults(func=run)
 

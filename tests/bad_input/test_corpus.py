@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+from pathlib import Path
 
 import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
+from gce_emulator.__main__ import main as emulator_main
 from gce_vm_backup.config import load_config, validate_file
 from gce_vm_backup.dag_factory import build_dags, register_dags
 from gce_vm_backup.errors import ConfigError
@@ -163,7 +166,175 @@ MORE_BAD_CONFIGS = [
         "group 'web': key 'targets.0.disks': List should have at least 1 item after validation, not 0",
     ),
 ]
-CONFIGS = BAD + MORE_BAD_CONFIGS
+
+# Issue 12, item 9: a config that could take the DAG processor down (time, memory, a traceback wall).
+# Nine levels of nine aliases: 9**9 (387 million) strings once expanded, in about 400 bytes. Before the
+# limits, the message "must be 1, got <repr of version>" expanded it: a minute, then MemoryError.
+BILLION_LAUGHS = (
+    "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(
+        f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n"
+        for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    + "version: *i\n"
+)
+LIMIT_CONFIGS = [
+    (
+        BILLION_LAUGHS,
+        "invalid YAML (line 6, column 4): more than 100000 values once its aliases are expanded",
+    ),
+    (
+        "a: &a x\nb: [" + ", ".join(["*a"] * 1001) + "]\n",
+        "invalid YAML (line 2, column 4005): more than 1000 aliases (*name)",
+    ),
+    (
+        "a: " + "[" * 5000 + "]" * 5000 + "\n",
+        "invalid YAML (line 1, column 67): nested more than 64 levels deep",
+    ),
+    (
+        "a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 40 + "*a" + "]" * 40 + "\n",
+        "invalid YAML (line 2, column 19): nested more than 64 levels deep once its aliases are expanded",
+    ),
+    (
+        "a: &a [*a]\n",
+        "invalid YAML (line 1, column 4): an alias refers to a node that contains it (a recursive structure)",
+    ),
+    ("? [a]\n: 1\n", "invalid YAML (line 1, column 3): a key must be a plain value, not a list or mapping"),
+    ("version: 1\x07\n", "invalid YAML (line 1): character #x0007 is not allowed in YAML"),
+    (
+        b"version: 1\ndeployment: caf\xe9\n",
+        "the file is not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8",
+    ),
+    ("version: 1\n".encode("utf-16"), "the file is not UTF-8 text (byte 0xff on line 1); save it as UTF-8"),
+    (
+        "d: &d {a: 1}\ne:\n  <<: *d\n  <<: *d\n",
+        "invalid YAML (line 4, column 3): duplicate merge key '<<' (merge several with <<: [*a, *b])",
+    ),
+    ("e:\n  <<: [1]\n", "invalid YAML (line 2, column 8): expected a mapping for merging, but found scalar"),
+    (
+        config(group(f"<<: {{retries: 1}}\nretries: 2\nretries: 3\n{TARGET}")),
+        "invalid YAML (line 9, column 5): duplicate key 'retries'",
+    ),
+]
+
+
+def _selector(labels: str, zones: str = "all") -> str:
+    return config(group(f"targets: [{{project: demo-project, zones: {zones}, labels: {labels}}}]"))
+
+
+LABEL_VALUE_RULE = "a label value is 0-63 characters: lowercase ASCII letters, digits, _ and -"
+# Issue 12, item 10 (schedules and types that mean something else) and item 2 (selector label values).
+MEANING_CONFIGS = [
+    (
+        config(group(f'schedule: "0 0 3 * * *"\n{TARGET}')),
+        "group 'web': key 'schedule': cron expression '0 0 3 * * *' has 6 fields; use exactly 5 (minute hour "
+        "day-of-month month day-of-week): with more, the first is read as seconds",
+    ),
+    (
+        config(group(f'schedule: "0 0 3 * * * 2027"\n{TARGET}')),
+        "group 'web': key 'schedule': cron expression '0 0 3 * * * 2027' has 7 fields",
+    ),
+    (
+        config(group(f'schedule: "*/30 * * * *"\n{TARGET}')),
+        "group 'web': key 'schedule': '*/30 * * * *' runs more often than hourly (at minutes 0, 30 of an hour), "
+        "and every run stops the group's VMs; if that is intended, set 'allow_frequent_schedule: true' in the group",
+    ),
+    (
+        config(group(f'schedule: "* 3 * * *"\n{TARGET}')),
+        "group 'web': key 'schedule': '* 3 * * *' runs more often than hourly (every minute of an hour)",
+    ),
+    (
+        config(group(f'schedule: "0,59 */2 * * *"\n{TARGET}')),
+        "group 'web': key 'schedule': '0,59 */2 * * *' runs more often than hourly (at minutes 0, 59",
+    ),
+    (
+        config(group(f'allow_frequent_schedule: "yes"\n{TARGET}')),
+        "group 'web': key 'allow_frequent_schedule': Input should be a valid boolean, got 'yes'",
+    ),
+    (
+        _selector("{a: b}", zones="[]"),
+        "group 'web': key 'targets.0.zones': an empty list would select no zone: write 'zones: all' for every zone",
+    ),
+    (
+        _selector("{a: b}", zones="us-central1-a"),
+        "group 'web': key 'targets.0.zones': 'us-central1-a': write 'all' or a list of zones",
+    ),
+    (
+        _selector("{a: b}", zones="null"),
+        "group 'web': key 'targets.0.zones': None: write 'all' or a list of zones",
+    ),
+    (
+        _selector("{a: b}", zones="[nowhere]"),
+        "group 'web': key 'targets.0.zones.0': 'nowhere' is not valid here",
+    ),
+    (
+        config(group(f"max_concurrent_vms: true\n{TARGET}")),
+        "group 'web': key 'max_concurrent_vms': Input should be a valid integer, got True",
+    ),
+    (
+        config(group(f'retries: "2"\n{TARGET}')),
+        "group 'web': key 'retries': Input should be a valid integer, got '2'",
+    ),
+    (
+        config(group(f'early_restart: "yes"\n{TARGET}')),
+        "group 'web': key 'early_restart': Input should be a valid boolean, got 'yes'",
+    ),
+    (
+        config(group(f'{TARGET}\nretention: {{keep_last: "3"}}')),
+        "group 'web': key 'retention.keep_last': Input should be a valid integer, got '3'",
+    ),
+    (
+        config(group(f"{TARGET}\ntimeouts: {{stop: 60.0}}")),
+        "group 'web': key 'timeouts.stop': Input should be a valid integer, got 60.0",
+    ),
+    (
+        config(group(f"{TARGET}\nsnapshot: {{guest_flush: 1}}")),
+        "group 'web': key 'snapshot.guest_flush': Input should be a valid boolean, got 1",
+    ),
+    (config(group(TARGET)).replace("version: 1", "version: true"), "key 'version': must be 1, got True"),
+    (
+        config(group(TARGET), defaults="start_date: 1767225600"),
+        "group 'web': key 'start_date': write a date-time such as \"2026-01-01T03:00:00+00:00\", got 1767225600",
+    ),
+    (
+        _selector("{env: 'x\" OR labels.env != \"x'}"),
+        f"group 'web': key 'targets.0.labels.env': 'x\" OR labels.env != \"x' is not valid here ({LABEL_VALUE_RULE})",
+    ),
+    (
+        _selector("{env: Prod}"),
+        f"group 'web': key 'targets.0.labels.env': 'Prod' is not valid here ({LABEL_VALUE_RULE})",
+    ),
+    (
+        _selector("{env: café}"),
+        f"group 'web': key 'targets.0.labels.env': 'café' is not valid here ({LABEL_VALUE_RULE})",
+    ),
+    (
+        _selector(f"{{env: {'a' * 64}}}"),
+        f"group 'web': key 'targets.0.labels.env': '{'a' * 64}' is not valid here ({LABEL_VALUE_RULE})",
+    ),
+    (
+        _selector("{env: yes}"),
+        "group 'web': key 'targets.0.labels.env': Input should be a valid string (YAML reads an unquoted yes, no, "
+        "on, off, true or false as a boolean: quote it)",
+    ),
+    (
+        _selector("{Env: prod}"),
+        "group 'web': key 'targets.0.labels.Env.[key]': 'Env' is not valid here (it must match ^[a-z][a-z0-9_-]{0,62}$)",
+    ),
+    (
+        config(group(f'{TARGET}\nsnapshot: {{storage_locations: ["us; x"]}}')),
+        "group 'web': key 'snapshot.storage_locations.0': 'us; x' is not valid here",
+    ),
+    (
+        config(group(TARGET, name='"web\\n"')),
+        "group 'web\\n': group ids are 1-50 chars: lowercase letters, digits, _ and -, starting with a letter",
+    ),
+    (
+        config(group(TARGET)).replace("deployment: test", 'deployment: "test\\n"'),
+        "key 'deployment': 'test\\n' is not valid here",
+    ),
+]
+CONFIGS = BAD + MORE_BAD_CONFIGS + LIMIT_CONFIGS + MEANING_CONFIGS
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -180,7 +351,10 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
 @pytest.mark.parametrize(("text", "expected"), CONFIGS, ids=[c[1][:70] for c in CONFIGS])
 def test_bad_config_gets_one_message_from_validate_and_the_dag_file_and_no_dag(tmp_path, text, expected):
     path = tmp_path / "gce_vm_backup.yaml"
-    path.write_text(text)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
 
     assert any(str(problem).startswith(f"{path}: {expected}") for problem in validate_file(path))
     code, out, err = run_cli(["validate", str(path)])
@@ -199,6 +373,54 @@ def test_bad_config_gets_one_message_from_validate_and_the_dag_file_and_no_dag(t
 def test_the_config_corpus_has_at_least_thirty_cases_each_with_its_own_message():
     assert len(CONFIGS) >= 30
     assert len({expected for _, expected in CONFIGS}) == len(CONFIGS)
+
+
+def _fifo(tmp_path):
+    path = tmp_path / "gce_vm_backup.yaml"
+    os.mkfifo(path)
+    return path
+
+
+def _directory(tmp_path):
+    path = tmp_path / "gce_vm_backup.yaml"
+    path.mkdir()
+    return path
+
+
+def _oversized(tmp_path):
+    path = tmp_path / "gce_vm_backup.yaml"
+    text = config(group(TARGET)) + "#"
+    path.write_text(text + "#" * ((1 << 20) + 1 - len(text)))  # one byte too many
+    return path
+
+
+# Paths that are not a config file: each refused from its stat, before anything is read (a FIFO would
+# block the open until a writer comes, /dev/zero would fill the memory).
+SPECIAL_FILES = [
+    (_fifo, "cannot read the file: it is a FIFO (named pipe); a config must be a regular file"),
+    (
+        lambda _: Path("/dev/zero"),
+        "cannot read the file: it is a character device; a config must be a regular file",
+    ),
+    (_directory, "cannot read the file: it is a directory; a config must be a regular file"),
+    (_oversized, "the file is 1048577 bytes; a config may be at most 1 MiB (1048576 bytes)"),
+]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("make", "expected"), SPECIAL_FILES, ids=["fifo", "dev-zero", "directory", "too-big"]
+)
+def test_a_path_that_is_not_a_config_file_is_refused_without_reading_it(tmp_path, make, expected):
+    path = make(tmp_path)
+
+    code, out, err = run_cli(["validate", str(path)])
+
+    assert (code, out) == (1, "")
+    assert err == f"{path}: {expected}\n"
+    with pytest.raises(ConfigError) as raised:
+        register_dags({}, path, strict=False)  # even outside strict mode: no group is valid
+    assert str(raised.value) == f"{path}: {expected}"
 
 
 # ---- the trigger form ---------------------------------------------------------------------------------
@@ -365,6 +587,67 @@ CLI_CASES = [
         2,
         "vm-backup demo: error: argument --time-scale: must be greater than 0, got 0",
     ),
+    # Issue 12, item 11: every numeric and path argument is checked by its argparse type.
+    (
+        ["demo", "--time-scale", "inf"],
+        2,
+        "vm-backup demo: error: argument --time-scale: must be a finite number, got inf",
+    ),
+    (
+        ["demo", "--time-scale", "nan"],
+        2,
+        "vm-backup demo: error: argument --time-scale: must be a finite number, got nan",
+    ),
+    (
+        ["demo", "--time-scale", "-1"],
+        2,
+        "vm-backup demo: error: argument --time-scale: must be greater than 0, got -1",
+    ),
+    (
+        ["demo", "--time-scale", "1e9"],
+        2,
+        "vm-backup demo: error: argument --time-scale: must be at most 100000, got 1e9",
+    ),
+    (
+        ["demo", "--airflow-home", "/etc/hostname/home"],
+        2,
+        "vm-backup demo: error: argument --airflow-home: /etc/hostname exists and is not a directory",
+    ),
+    (
+        ["local-env", "--port", "99999"],
+        2,
+        "vm-backup local-env: error: argument --port: must be 0-65535 (0: any free port), got 99999",
+    ),
+    (
+        ["local-env", "--port", "-1"],
+        2,
+        "vm-backup local-env: error: argument --port: must be 0-65535 (0: any free port), got -1",
+    ),
+    (
+        ["local-env", "--port", "http"],
+        2,
+        "vm-backup local-env: error: argument --port: 'http' is not a port number (0-65535)",
+    ),
+    (
+        ["local-env", "--time-scale", "inf"],
+        2,
+        "vm-backup local-env: error: argument --time-scale: must be a finite number, got inf",
+    ),
+    (
+        ["local-env", "--home", "/etc/hostname"],
+        2,
+        "vm-backup local-env: error: argument --home: /etc/hostname exists and is not a directory",
+    ),
+    (
+        ["local-env", "--config", "/nonexistent.yaml"],
+        2,
+        "vm-backup local-env: error: argument --config: cannot read /nonexistent.yaml: No such file or directory",
+    ),
+    (
+        ["local-env", "--config", "/dev/zero"],
+        2,
+        "vm-backup local-env: error: argument --config: /dev/zero is not a regular file",
+    ),
 ]
 
 
@@ -377,6 +660,68 @@ def test_bad_command_line_exits_with_one_message_naming_the_argument(argv, code,
     assert exit_code == code
     assert expected in err.strip().splitlines()[-1]
     assert "Traceback" not in out + err
+
+
+def run_emulator_cli(argv: list[str]) -> tuple[int, str, str]:
+    """`gce-emulator ARGV` in process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = emulator_main(argv)
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _seed(tmp_path, text):
+    path = tmp_path / "seed.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+EMULATOR_CASES = [
+    (lambda _: ["--port", "99999"], "argument --port: must be 0-65535 (0: any free port), got 99999"),
+    (lambda _: ["--port", "eighty"], "argument --port: 'eighty' is not a port number (0-65535)"),
+    (lambda _: ["--time-scale", "nan"], "argument --time-scale: must be a finite number, got nan"),
+    (lambda _: ["--time-scale", "inf"], "argument --time-scale: must be a finite number, got inf"),
+    (lambda _: ["--time-scale", "-60"], "argument --time-scale: must be greater than 0, got -60"),
+    (lambda _: ["--time-scale", "0"], "argument --time-scale: must be greater than 0, got 0"),
+    (lambda _: ["--time-scale", "1e400"], "argument --time-scale: must be a finite number, got 1e400"),
+    (
+        lambda _: ["--host", "0.0.0.0"],
+        "argument --host: the emulator only binds loopback addresses, got '0.0.0.0'",
+    ),
+    (
+        lambda tmp: ["--seed", _seed(tmp, "projects: [\n")],
+        "argument --seed: {tmp}/seed.yaml: invalid YAML (line 2, column 1): expected the node content",
+    ),
+    (
+        lambda tmp: ["--seed", _seed(tmp, "just a string\n")],
+        "argument --seed: {tmp}/seed.yaml: a seed is a mapping with 'projects', got str 'just a string'",
+    ),
+    (
+        lambda tmp: ["--seed", _seed(tmp, "projects: {p: {zones: {z: {instances: [{status: RUNNING}]}}}}\n")],
+        "argument --seed: {tmp}/seed.yaml: not a valid seed (KeyError: 'name')",
+    ),
+    (
+        lambda _: ["--seed", "/nonexistent.yaml"],
+        "argument --seed: cannot read /nonexistent.yaml: No such file or directory",
+    ),
+    (
+        lambda tmp: ["--seed", str(_fifo(tmp))],
+        "argument --seed: {tmp}/gce_vm_backup.yaml is not a regular file",
+    ),
+]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(("argv", "expected"), EMULATOR_CASES, ids=[c[1][:60] for c in EMULATOR_CASES])
+def test_bad_emulator_command_line_exits_2_with_one_line_naming_the_argument(tmp_path, argv, expected):
+    code, out, err = run_emulator_cli(argv(tmp_path))
+
+    assert (code, out) == (2, "")
+    assert err.splitlines()[-1].startswith(f"gce-emulator: error: {expected.format(tmp=tmp_path)}")
+    assert "Traceback" not in err
 
 
 def test_sync_with_a_broken_config_names_it_and_uploads_nothing(broken_source, monkeypatch):
@@ -394,3 +739,17 @@ def test_sync_with_a_broken_config_names_it_and_uploads_nothing(broken_source, m
         "sync: the config is invalid (1 problem(s)); nothing was uploaded.",
     ]
     assert "Traceback" not in out + err
+
+
+def test_an_emulator_port_already_taken_is_one_line_and_exit_1():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        code, out, err = run_emulator_cli(["--port", str(port)])
+
+    assert (code, out) == (1, "")
+    assert err == f"gce-emulator: cannot listen on 127.0.0.1:{port}: Address already in use\n"

@@ -7,27 +7,30 @@ no Google library: the DAG processor runs this at every parse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
+    TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from gce_vm_backup.config_file import ConfigFileError, load_yaml, read_config_text
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.retention import RetentionPolicy
 
@@ -36,6 +39,10 @@ PROJECT_ID = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"
 ZONE = r"^[a-z]+-[a-z]+[0-9]+-[a-z]$"
 GROUP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
 LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
+# A Compute Engine label value (ASCII only: a value also ends up quoted inside a list filter).
+LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
+LABEL_VALUE_RULE = "a label value is 0-63 characters: lowercase ASCII letters, digits, _ and -"
+STORAGE_LOCATION = r"^[a-z]+(-[a-z]+[0-9]+)?$"  # a multi-region (us) or a region (europe-west1)
 PRESETS = frozenset({"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})
 CONFIG_VERSION = 1
 # What identifies a deployment (one Composer environment's copy of this package): a label value on every
@@ -68,11 +75,24 @@ class SelectorTarget(_Model):
     """Every VM of a project (in some zones, or all) carrying all the given labels, resolved at run time."""
 
     project: str = Field(pattern=PROJECT_ID)
-    zones: list[Annotated[str, Field(pattern=ZONE)]] | Literal["all"] = "all"
-    labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], str] = Field(min_length=1)
+    zones: list[Annotated[str, Field(pattern=ZONE)]] | None = None  # None: every zone (``zones: all``)
+    labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(pattern=LABEL_VALUE)]] = (
+        Field(min_length=1)
+    )
+
+    @field_validator("zones", mode="before")
+    @classmethod
+    def _all_or_a_list(cls, value: Any) -> Any:
+        if value == "all":
+            return None
+        if value == []:
+            raise ValueError("an empty list would select no zone: write 'zones: all' for every zone")
+        if not isinstance(value, list):
+            raise ValueError(f"{value!r}: write 'all' or a list of zones, for example [us-central1-a]")
+        return value
 
     def as_operator_target(self) -> dict[str, Any]:
-        zones = None if self.zones == "all" else list(self.zones)
+        zones = None if self.zones is None else list(self.zones)
         return {"project_id": self.project, "zones": zones, "labels": dict(self.labels)}
 
 
@@ -96,10 +116,10 @@ Target = Annotated[
 
 
 class SnapshotSettings(_Model):
-    labels: dict[
-        Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(pattern=r"^[a-z0-9_-]{0,63}$")]
-    ] = {}
-    storage_locations: list[str] | None = Field(default=None, min_length=1, max_length=1)
+    labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(pattern=LABEL_VALUE)]] = {}
+    storage_locations: list[Annotated[str, Field(pattern=STORAGE_LOCATION)]] | None = Field(
+        default=None, min_length=1, max_length=1
+    )
     snapshot_type: Literal["STANDARD", "ARCHIVE"] | None = None
     guest_flush: bool = False
     description: str | None = Field(default=None, max_length=2048)
@@ -159,6 +179,9 @@ class Group(_Model):
     """One schedule group: becomes one DAG."""
 
     description: str = ""
+    # Declared before ``schedule``, whose validator reads it: every run stops VMs, so a schedule that
+    # fires more often than hourly needs this explicit opt-in.
+    allow_frequent_schedule: bool = False
     schedule: str | None = None
     start_date: datetime
     timezone: str = "UTC"
@@ -182,8 +205,8 @@ class Group(_Model):
 
     @field_validator("schedule")
     @classmethod
-    def _valid_schedule(cls, schedule: str | None) -> str | None:
-        if schedule is None or schedule in PRESETS:
+    def _valid_schedule(cls, schedule: str | None, info: ValidationInfo) -> str | None:
+        if schedule is None or schedule in PRESETS:  # @hourly is the most frequent preset
             return schedule
         if schedule.startswith("@"):
             raise ValueError(
@@ -194,7 +217,32 @@ class Group(_Model):
 
         if not croniter.is_valid(schedule):
             raise ValueError(f"invalid cron expression {schedule!r}")
+        fields = schedule.split()
+        if len(fields) != 5:
+            raise ValueError(
+                f"cron expression {schedule!r} has {len(fields)} fields; use exactly 5 (minute hour "
+                "day-of-month month day-of-week): with more, the first is read as seconds"
+            )
+        minutes = cron_minutes(schedule)
+        if len(minutes) > 1 and not info.data.get("allow_frequent_schedule"):
+            at = "every minute" if len(minutes) == 60 else f"at minutes {', '.join(map(str, minutes))}"
+            raise ValueError(
+                f"{schedule!r} runs more often than hourly ({at} of an hour), and every run stops the "
+                "group's VMs; if that is intended, set 'allow_frequent_schedule: true' in the group"
+            )
         return schedule
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _iso_start_date(cls, value: Any) -> Any:
+        # The config is validated strictly (no "2" for 2, no "yes" for true); a start date may still be
+        # an ISO 8601 string or a YAML date, parsed as pydantic does outside strict mode.
+        if isinstance(value, str | date) and not isinstance(value, datetime):
+            with contextlib.suppress(ValidationError):
+                return _LAX_DATETIME.validate_python(value)
+        if isinstance(value, int | float):  # pydantic would read a number as seconds since 1970
+            raise ValueError(f'write a date-time such as "2026-01-01T03:00:00+00:00", got {value!r}')
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -238,6 +286,18 @@ class Group(_Model):
         return timedelta(seconds=self.retry_delay)
 
 
+_LAX_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+
+
+def cron_minutes(schedule: str) -> list[int]:
+    """The minutes of the hour at which a valid 5-field cron expression fires. In every hour it fires at
+    all, it fires at each of them: with two or more, consecutive runs are less than an hour apart."""
+    from croniter import croniter
+
+    minutes = croniter.expand(schedule)[0][0]
+    return list(range(60)) if "*" in minutes else sorted({int(m) for m in minutes})
+
+
 @dataclass(frozen=True)
 class BackupConfig:
     source: str
@@ -259,25 +319,6 @@ class ConfigProblem:
         if self.key:
             where.append(f"key {self.key!r}")
         return f"{': '.join(where)}: {self.message}"
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses duplicate keys (plain safe_load keeps the last one silently)."""
-
-
-def _construct_mapping(
-    loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False
-) -> dict[Any, Any]:
-    keys: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in keys:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        keys.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _merge(defaults: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
@@ -306,8 +347,14 @@ def _problems_from(error: ValidationError, file: str, group: str | None) -> list
             )
         ]
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "string_pattern_mismatch":
+        if item["type"] == "string_pattern_mismatch" and item["ctx"]["pattern"] == LABEL_VALUE:
+            message = f"{item['input']!r} is not valid here ({LABEL_VALUE_RULE})"
+        elif item["type"] == "string_pattern_mismatch":
             message = f"{item['input']!r} is not valid here (it must match {item['ctx']['pattern']})"
+        elif item["type"] == "string_type" and isinstance(item["input"], bool):
+            message += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
+        elif item["type"] in ("int_type", "bool_type"):  # strict: YAML gives real ints and booleans
+            message += f", got {item['input']!r}"[:80]
         elif item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "missing":
@@ -335,7 +382,7 @@ def _deployment(
                 f"(or set {DEPLOYMENT_ENV})",
             )
         ]
-    if not isinstance(value, str) or not DEPLOYMENT.match(value):
+    if not isinstance(value, str) or not DEPLOYMENT.fullmatch(value):
         return "", [
             ConfigProblem(
                 file,
@@ -360,12 +407,9 @@ def _parse_config(
     text: str, file: str, environ: Mapping[str, str]
 ) -> tuple[str, dict[str, Group], list[ConfigProblem]]:
     try:
-        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        detail = getattr(exc, "problem", None) or str(exc)
-        return "", {}, [ConfigProblem(file, None, None, f"invalid YAML{where}: {detail}")]
+        raw = load_yaml(text)
+    except ConfigFileError as exc:
+        return "", {}, [ConfigProblem(file, None, None, str(exc))]
     if not isinstance(raw, Mapping):
         return (
             "",
@@ -379,7 +423,7 @@ def _parse_config(
     problems: list[ConfigProblem] = []
     unknown = sorted(set(raw) - {"deployment", "version", "defaults", "groups"}, key=str)
     problems += [ConfigProblem(file, None, str(key), "unknown key") for key in unknown]
-    if raw.get("version") != CONFIG_VERSION:
+    if type(raw.get("version")) is not int or raw.get("version") != CONFIG_VERSION:
         problems.append(
             ConfigProblem(file, None, "version", f"must be {CONFIG_VERSION}, got {raw.get('version')!r}")
         )
@@ -398,7 +442,7 @@ def _parse_config(
     groups: dict[str, Group] = {}
     for group_id, body in groups_raw.items():
         group_id = str(group_id)
-        if not GROUP_ID.match(group_id):
+        if not GROUP_ID.fullmatch(group_id):
             problems.append(
                 ConfigProblem(
                     file,
@@ -412,7 +456,8 @@ def _parse_config(
             problems.append(ConfigProblem(file, group_id, None, "a group must be a mapping"))
             continue
         try:
-            groups[group_id] = Group.model_validate(_merge(defaults, body))
+            # strict: YAML gives real ints and booleans; "2" for 2 or "yes" for true is a mistake
+            groups[group_id] = Group.model_validate(_merge(defaults, body), strict=True)
         except ValidationError as exc:
             problems += _problems_from(exc, file, group_id)
     return deployment, groups, problems
@@ -422,11 +467,9 @@ def read_config(path: str | Path) -> tuple[BackupConfig, list[ConfigProblem]]:
     """The valid groups of the file and every problem found (a missing file is one problem)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        return BackupConfig(str(path), {}), [
-            ConfigProblem(str(path), None, None, f"cannot read the file: {exc.strerror or exc}")
-        ]
+        text = read_config_text(path)
+    except ConfigFileError as exc:
+        return BackupConfig(str(path), {}), [ConfigProblem(str(path), None, None, str(exc))]
     deployment, groups, problems = _parse_config(text, str(path), os.environ)
     return BackupConfig(str(path), groups, deployment), problems
 

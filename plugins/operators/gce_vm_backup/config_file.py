@@ -1,0 +1,202 @@
+"""Reading the config file without letting it take the DAG processor down.
+
+The DAG processor reads the config at every parse, so a hostile or broken file must cost little and end
+in one line: ``read_config_text(path)`` refuses anything but a regular file of at most ``MAX_BYTES`` (a
+FIFO, ``/dev/zero`` or a directory is refused after ``stat``, before it is opened, and the open is
+non-blocking in case the path is swapped in between) and anything but UTF-8 text; ``load_yaml(text)`` is
+``yaml.safe_load`` that also refuses duplicate keys, more than ``MAX_ALIASES`` aliases, more than
+``MAX_NODES`` values once aliases are expanded (an alias bomb is refused in microseconds, before any
+Python object is built), nesting deeper than ``MAX_DEPTH`` and recursive aliases, and supports YAML
+merge keys (``<<: *defaults``, ``<<: [*a, *b]``). Both raise ConfigFileError, whose message is one line.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import Any
+
+import yaml
+from yaml.constructor import ConstructorError
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+MAX_BYTES = 1 << 20  # 1 MiB: a config of a thousand VMs is about 100 KiB
+MAX_ALIASES = 1000
+MAX_NODES = 100_000  # values (scalars, lists, mappings) once aliases are expanded
+MAX_DEPTH = 64  # a config nests about 7 levels deep
+MERGE_TAG = "tag:yaml.org,2002:merge"
+_MERGE = object()  # stands for a merge key among a mapping's own keys
+
+
+class ConfigFileError(ValueError):
+    """The file cannot be read as a config; the message is one line, without the file name."""
+
+
+class _LimitError(yaml.MarkedYAMLError):
+    pass
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _check_regular(mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        raise ConfigFileError(f"cannot read the file: it is {_kind(mode)}; a config must be a regular file")
+
+
+def _check_size(size: int, *, known: bool = True) -> None:
+    if size > MAX_BYTES:
+        raise ConfigFileError(
+            f"the file is {size if known else 'more than ' + str(MAX_BYTES)} bytes; a config may be at most "
+            f"1 MiB ({MAX_BYTES} bytes)"
+        )
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The file's text. Raises ConfigFileError when it is missing or unreadable, not a regular file,
+    larger than MAX_BYTES or not UTF-8."""
+    try:
+        _check_regular(os.stat(path).st_mode)  # before opening: opening a FIFO blocks until a writer comes
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read the file: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        _check_regular(info.st_mode)  # the path was swapped for something else after the stat
+        _check_size(info.st_size)
+        with open(fd, "rb", closefd=False) as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigFileError(f"cannot read the file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    _check_size(len(data), known=False)  # it grew after the fstat
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigFileError(
+            f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with limits on aliases, values and depth, unique keys, and merge keys."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise _LimitError(None, None, f"more than {MAX_ALIASES} aliases (*name)", mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        self._nodes += 1
+        if self._depth > MAX_DEPTH:
+            raise _LimitError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark
+            )
+        if self._nodes > MAX_NODES:
+            raise _LimitError(None, None, f"more than {MAX_NODES} values", self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, {}, set())
+        return self.construct_document(node)
+
+
+def _check_expansion(node: Node, memo: dict[int, tuple[int, int]], active: set[int]) -> tuple[int, int]:
+    """(values, depth) of ``node`` with its aliases expanded, memoised per node: an alias bomb is measured
+    without being expanded. Raises _LimitError past MAX_NODES or MAX_DEPTH, or on a recursive alias."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise _LimitError(
+            None, None, "an alias refers to a node that contains it (a recursive structure)", node.start_mark
+        )
+    active.add(key)
+    children: list[Node] = []
+    if isinstance(node, SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, MappingNode):
+        children = [child for pair in node.value for child in pair]
+    size, depth = 1, 1
+    for child in children:
+        child_size, child_depth = _check_expansion(child, memo, active)
+        size, depth = size + child_size, max(depth, child_depth + 1)
+        if size > MAX_NODES:
+            raise _LimitError(
+                None, None, f"more than {MAX_NODES} values once its aliases are expanded", node.start_mark
+            )
+        if depth > MAX_DEPTH:
+            raise _LimitError(
+                None,
+                None,
+                f"nested more than {MAX_DEPTH} levels deep once its aliases are expanded",
+                node.start_mark,
+            )
+    active.discard(key)
+    memo[key] = (size, depth)
+    return size, depth
+
+
+def _construct_mapping(loader: _Loader, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """A mapping whose own keys are unique (plain safe_load keeps the last one silently); keys brought in
+    by a merge key (``<<``) may be overridden, as YAML merge keys intend."""
+    keys: set[Any] = set()
+    for key_node, _ in node.value:
+        key = _MERGE if key_node.tag == MERGE_TAG else loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in keys
+        except TypeError:
+            raise ConstructorError(
+                None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
+            ) from None
+        if duplicate:
+            what = "merge key '<<' (merge several with <<: [*a, *b])" if key is _MERGE else f"key {key!r}"
+            raise ConstructorError(None, None, f"duplicate {what}", key_node.start_mark)
+        keys.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """The document, as ``yaml.safe_load`` builds it. Raises ConfigFileError ("invalid YAML (line L,
+    column C): ...") on a syntax error, a duplicate or unhashable key, or a limit."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.reader.ReaderError as exc:  # a control character: no mark, a multi-line str()
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigFileError(
+            f"invalid YAML (line {line}): character #x{exc.character:04x} is not allowed in YAML"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        detail = getattr(exc, "problem", None) or str(exc)
+        raise ConfigFileError(f"invalid YAML{where}: {' '.join(str(detail).split())}") from None
