@@ -213,3 +213,14 @@ def test_load_config_raises_one_config_error_for_a_fifo(tmp_path):
     assert raised.value.problems == [
         f"{tmp_path / 'gce_vm_backup.yaml'}: cannot read the file: it is a FIFO (named pipe); a config must be a regular file"
     ]
+
+
+def test_a_long_or_aliased_value_is_cut_short_in_its_message(tmp_path):
+    long_project = "p" * 5000
+    text = config(group(f"targets: [{{project: {long_project}, zone: us-central1-a, instance: web-1}}]"))
+    text = text.replace("version: 1", "version: &v [" + ", ".join(["x"] * 50) + "]\nalso: *v")
+    problems = [str(p) for p in validate_file(write(tmp_path, text))]
+
+    assert len(problems) == 3  # version, the unknown key 'also', the project
+    assert all(len(problem) < 400 for problem in problems), problems
+    assert "key 'version': must be 1, got ['x', 'x', 'x', 'x', 'x', ...]" in problems[1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -88,7 +89,7 @@ class SelectorTarget(_Model):
         if value == []:
             raise ValueError("an empty list would select no zone: write 'zones: all' for every zone")
         if not isinstance(value, list):
-            raise ValueError(f"{value!r}: write 'all' or a list of zones, for example [us-central1-a]")
+            raise ValueError(f"{_short(value)}: write 'all' or a list of zones, for example [us-central1-a]")
         return value
 
     def as_operator_target(self) -> dict[str, Any]:
@@ -241,7 +242,7 @@ class Group(_Model):
             with contextlib.suppress(ValidationError):
                 return _LAX_DATETIME.validate_python(value)
         if isinstance(value, int | float):  # pydantic would read a number as seconds since 1970
-            raise ValueError(f'write a date-time such as "2026-01-01T03:00:00+00:00", got {value!r}')
+            raise ValueError(f'write a date-time such as "2026-01-01T03:00:00+00:00", got {_short(value)}')
         return value
 
     @field_validator("timezone")
@@ -305,6 +306,11 @@ class BackupConfig:
     deployment: str = ""  # the config's ``deployment`` (or GCE_VM_BACKUP_DEPLOYMENT); "" only with problems
 
 
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 100
+_REPR.maxlist = _REPR.maxdict = 5
+
+
 @dataclass(frozen=True)
 class ConfigProblem:
     file: str
@@ -332,6 +338,11 @@ def _merge(defaults: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
+def _short(value: Any) -> str:
+    """A value as a message shows it: a repr cut short (the input may be large, its aliases shared)."""
+    return _REPR.repr(value)
+
+
 def _problems_from(error: ValidationError, file: str, group: str | None) -> list[ConfigProblem]:
     problems = []
     for item in error.errors():
@@ -348,13 +359,13 @@ def _problems_from(error: ValidationError, file: str, group: str | None) -> list
         ]
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "string_pattern_mismatch" and item["ctx"]["pattern"] == LABEL_VALUE:
-            message = f"{item['input']!r} is not valid here ({LABEL_VALUE_RULE})"
+            message = f"{_short(item['input'])} is not valid here ({LABEL_VALUE_RULE})"
         elif item["type"] == "string_pattern_mismatch":
-            message = f"{item['input']!r} is not valid here (it must match {item['ctx']['pattern']})"
+            message = f"{_short(item['input'])} is not valid here (it must match {item['ctx']['pattern']})"
         elif item["type"] == "string_type" and isinstance(item["input"], bool):
             message += " (YAML reads an unquoted yes, no, on, off, true or false as a boolean: quote it)"
         elif item["type"] in ("int_type", "bool_type"):  # strict: YAML gives real ints and booleans
-            message += f", got {item['input']!r}"[:80]
+            message += f", got {_short(item['input'])}"
         elif item["type"] == "extra_forbidden":
             message = "unknown key"
         elif item["type"] == "missing":
@@ -388,8 +399,8 @@ def _deployment(
                 file,
                 None,
                 None if from_env else "deployment",
-                f"{f'environment variable {DEPLOYMENT_ENV}: ' if from_env else ''}{value!r} is not valid "
-                "here (1-40 chars: lowercase letters, digits and -, starting with a letter, not ending "
+                f"{f'environment variable {DEPLOYMENT_ENV}: ' if from_env else ''}{_short(value)} is not "
+                "valid here (1-40 chars: lowercase letters, digits and -, starting with a letter, not ending "
                 "with -)",
             )
         ]
@@ -425,7 +436,9 @@ def _parse_config(
     problems += [ConfigProblem(file, None, str(key), "unknown key") for key in unknown]
     if type(raw.get("version")) is not int or raw.get("version") != CONFIG_VERSION:
         problems.append(
-            ConfigProblem(file, None, "version", f"must be {CONFIG_VERSION}, got {raw.get('version')!r}")
+            ConfigProblem(
+                file, None, "version", f"must be {CONFIG_VERSION}, got {_short(raw.get('version'))}"
+            )
         )
     deployment, deployment_problems = _deployment(raw, file, environ)
     problems += deployment_problems
