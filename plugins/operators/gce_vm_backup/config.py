@@ -2,7 +2,9 @@
 
 ``load_config(path)`` returns a BackupConfig or raises ConfigError with every problem;
 ``validate_file(path)`` returns the problems, each naming the file, the group and the key. Imports
-no Google library: the DAG processor runs this at every parse.
+no Google library: the DAG processor runs this at every parse. The file is read through
+``config_file`` (regular files only, size, alias and depth limits), and validated strictly: YAML gives
+real ints and booleans, so ``"2"`` for 2 or ``"yes"`` for true is refused, not converted.
 """
 
 from __future__ import annotations
