@@ -91,7 +91,9 @@ def seeded_snapshots(emulator: Emulator) -> dict[str, dict[str, Any]]:
         instance = "batch-1" if disk == BATCH_DISK else "web-1"
         for days in (1, 2):
             name = f"old-{disk.rsplit('/', 1)[-1]}-{days}d"
-            labels = managed_snapshot_labels(group=GROUP, instance=instance, disk_source=disk)
+            labels = managed_snapshot_labels(
+                deployment="test", group=GROUP, instance=instance, disk_source=disk
+            )
             seeded[name] = {"sourceDisk": disk, "labels": labels, "days": days}
     seeded[FOREIGN] = {"sourceDisk": WEB_DISK, "labels": {}, "days": 30}
     for name, spec in seeded.items():
