@@ -110,11 +110,12 @@ class SnapshotDisksOperator(ConvergeSensor):
             )
         if mismatch is not None:
             made_from = disk_path(snapshot.source_disk) if "projects/" in snapshot.source_disk else "(none)"
+            if "made from disk" not in mismatch:
+                mismatch += f"; it was made from disk {made_from}"
             raise BackupError(
                 f"Snapshot projects/{project}/global/snapshots/{name} exists with this run's name but is not "
                 f"gce-vm-backup's snapshot (deployment {self.deployment}, group {self.group}) of disk "
-                f"{disk_path(disk['source'])}: {mismatch}. It was made from disk {made_from}; refusing to "
-                "adopt or replace it"
+                f"{disk_path(disk['source'])}: {mismatch}; refusing to adopt or replace it"
             )
         status = snapshot.status
         if status == "FAILED":
