@@ -180,6 +180,7 @@ def make_operator(
         return SnapshotDisksOperator(
             task_id="snapshot",
             instance_record=record,
+            deployment="bench",
             group="bench",
             ready_when="UPLOADING" if early_restart else "READY",
             timeout=7200,
@@ -191,7 +192,12 @@ def make_operator(
         return VerifySnapshotsOperator(task_id="verify", snapshot_records=snapshots, timeout=7200, **sensor)
     if stage == "retention":
         return ApplyRetentionOperator(
-            task_id="retention", instance_record=record, snapshot_records=snapshots, policy={"keep_last": 7}
+            task_id="retention",
+            instance_record=record,
+            snapshot_records=snapshots,
+            policy={"keep_last": 7},
+            deployment="bench",
+            group="bench",
         )
     raise ValueError(stage)
 

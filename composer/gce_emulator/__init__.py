@@ -23,7 +23,7 @@ Seed format (YAML or a dict)::
                   - {name, size_gb, boot, type}                         # a zonal disk in ZONE
                   - {region_disk: REGION/NAME}                          # attach a regional disk
             disks: [{name, size_gb}]                                    # unattached zonal disks
-        snapshots: [{name, sourceDisk, status, labels, creationTimestamp}]
+        snapshots: [{name, sourceDisk, sourceDiskId, status, labels, creationTimestamp}]
 
 Behaviour (simulated time = real time x ``time_scale`` + ``clock.advance``): stop RUNNING -> STOPPING ->
 TERMINATED; start TERMINATED -> STAGING -> RUNNING; resume SUSPENDED -> STAGING -> RUNNING; snapshot
@@ -31,6 +31,8 @@ CREATING -> UPLOADING -> READY, its insert operation DONE when READY. A stop of 
 of a RUNNING one returns an operation that is already DONE (the real API's behaviour here is
 unconfirmed). A repeated ``requestId`` returns the original operation and does nothing. More than one
 snapshot of a disk within 10 simulated minutes ends the operation DONE with RATE_LIMIT_EXCEEDED.
+Snapshots have ``sourceDisk`` (a URL) and ``sourceDiskId``. List ``filter``: the documented grammar only
+(see ``gce_emulator.filters``), anything else is a 400.
 Faults: ``emu.faults``; call log: ``emu.calls``.
 """
 

@@ -117,7 +117,12 @@ def _seed_instance(world: World, project: str, zone: str, spec: Mapping[str, Any
 
 
 def seed_snapshot(world: World, project: str, spec: Mapping[str, Any]) -> Json:
-    """Add a snapshot as it would exist already (status READY unless given)."""
+    """Add a snapshot as it would exist already (status READY unless given).
+
+    With ``sourceDisk``, the snapshot has ``sourceDisk`` (a full URL, as the API returns it) and
+    ``sourceDiskId`` (the id of that disk when the world has it, or the spec's ``sourceDiskId``: a
+    snapshot of a disk since deleted), as in the Snapshot resource (see ``insert_snapshot``).
+    """
     path = f"projects/{project}/global/snapshots/{spec['name']}"
     snapshot: Json = {
         "kind": "compute#snapshot",
@@ -131,7 +136,11 @@ def seed_snapshot(world: World, project: str, spec: Mapping[str, Any]) -> Json:
         "selfLink": world.url(path),
     }
     if spec.get("sourceDisk"):
-        snapshot["sourceDisk"] = world.url(resource_path(spec["sourceDisk"]))
+        disk_path = resource_path(spec["sourceDisk"])
+        snapshot["sourceDisk"] = world.url(disk_path)
+        disk_id = spec.get("sourceDiskId") or (world.disks.get(disk_path) or {}).get("id")
+        if disk_id:
+            snapshot["sourceDiskId"] = str(disk_id)
     world.snapshots[path] = snapshot
     return snapshot
 
@@ -272,7 +281,15 @@ def start_instance(world: World, path: str, query: Mapping[str, str], *, resume:
 def insert_snapshot(
     world: World, project: str, body: Mapping[str, Any], query: Mapping[str, str], *, method: str, scope: str
 ) -> Operation:
-    """snapshots.insert (scope "global") and disks/regionDisks.createSnapshot (scope zone/region)."""
+    """snapshots.insert (scope "global") and disks/regionDisks.createSnapshot (scope zone/region).
+
+    The snapshot gets the output fields of the v1 Snapshot resource
+    (https://cloud.google.com/compute/docs/reference/rest/v1/snapshots): ``sourceDisk``, "the source disk
+    used to create this snapshot", as a full URL whatever form the request used, and ``sourceDiskId``,
+    "[Output Only] The ID value of the disk used to create this snapshot. This value may be used to
+    determine whether the snapshot was taken from the current or a previous instance of a given disk
+    name." Labels are the request's.
+    """
     world.check_location(project, "global")
     name = body.get("name") or ""
     validate_name(name)

@@ -148,7 +148,9 @@ def seed_history(emulator: Any) -> None:
     from gce_vm_backup.labels import managed_snapshot_labels
 
     now = datetime.fromisoformat(emulator.clock.timestamp())
-    labels = managed_snapshot_labels(group="demo", instance="web-1", disk_source=HISTORY_DISK)
+    labels = managed_snapshot_labels(
+        deployment="demo", group="demo", instance="web-1", disk_source=HISTORY_DISK
+    )
     for days in (1, 2, 3):
         created = (now - timedelta(days=days)).strftime("%Y%m%d%H%M%S")
         emulator.seed_snapshot(

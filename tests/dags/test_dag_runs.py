@@ -86,7 +86,11 @@ def xcom(run, task_id, key="return_value"):
 def seed_old(emulator, name, disk, *, days_before, managed=True):
     """A READY snapshot as an earlier run (or, unmanaged, someone else) left it."""
     created = datetime.fromisoformat(emulator.clock.timestamp()) - timedelta(days=days_before)
-    labels = managed_snapshot_labels(group="pruned", instance="web-1", disk_source=disk) if managed else {}
+    labels = (
+        managed_snapshot_labels(deployment="test", group="pruned", instance="web-1", disk_source=disk)
+        if managed
+        else {}
+    )
     emulator.seed_snapshot(
         P,
         {

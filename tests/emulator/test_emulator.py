@@ -134,6 +134,35 @@ def test_snapshot_goes_creating_uploading_ready_with_storage_bytes(gce_emulator,
     assert clients.global_ops.get(project=P, operation=op.name).status == DONE
 
 
+def test_snapshots_record_their_source_disk_url_and_id_as_the_api_does(gce_emulator, clients):
+    web_disk = clients.disks.get(project=P, zone=ZA, disk="web-1")
+    insert_snapshot(clients, "by-path", disk=f"projects/{P}/zones/{ZA}/disks/web-1")
+    inserted = clients.snapshots.get(project=P, snapshot="by-path")
+    assert inserted.source_disk == web_disk.self_link  # a full URL, whatever form the request used
+    assert inserted.source_disk_id == str(web_disk.id)
+    clients.region_disks.create_snapshot_unary(
+        request={
+            "project": P,
+            "region": R,
+            "disk": "shared-data",
+            "snapshot_resource": compute_v1.Snapshot(name="regional"),
+            "request_id": rid(),
+        }
+    )
+    regional_disk = clients.region_disks.get(project=P, region=R, disk="shared-data")
+    regional = clients.snapshots.get(project=P, snapshot="regional")
+    assert regional.source_disk == regional_disk.self_link
+    assert regional.source_disk_id == str(regional_disk.id)
+    gce_emulator.seed_snapshot(P, {"name": "seeded", "sourceDisk": f"projects/{P}/zones/{ZA}/disks/web-1"})
+    seeded = clients.snapshots.get(project=P, snapshot="seeded")
+    assert (seeded.source_disk, seeded.source_disk_id) == (web_disk.self_link, str(web_disk.id))
+    gce_emulator.seed_snapshot(
+        P,
+        {"name": "of-a-gone-disk", "sourceDisk": f"projects/{P}/zones/{ZA}/disks/gone", "sourceDiskId": "42"},
+    )
+    assert clients.snapshots.get(project=P, snapshot="of-a-gone-disk").source_disk_id == "42"
+
+
 def test_zonal_and_regional_create_snapshot_use_their_own_operations(gce_emulator, clients):
     zonal = clients.disks.create_snapshot_unary(
         request={
@@ -232,16 +261,109 @@ def test_unknown_resources_are_404(clients, call):
         call(clients)
 
 
-def test_label_and_status_filters(clients):
-    def names(**request):
-        return sorted(i.name for i in clients.instances.list(request={"project": P, "zone": ZA, **request}))
+# ---- list filters (the documented grammar: see gce_emulator/filters.py) ---------------------------
+def vm_names(clients, filter, zone=ZA):
+    return sorted(
+        i.name for i in clients.instances.list(request={"project": P, "zone": zone, "filter": filter})
+    )
 
-    assert names(filter='labels.tier = "web"') == ["web-1"]
-    assert names(filter="labels.app=shop status = TERMINATED") == ["batch-1"]
-    assert names(filter='(labels.app = "shop") AND (status = "RUNNING")') == ["web-1"]
-    assert names(filter='labels.tier != "web"') == ["batch-1"]
+
+@pytest.mark.parametrize(
+    ("filter", "expected"),
+    [
+        ('labels.tier = "web"', ["web-1"]),
+        ("labels.tier = web", ["web-1"]),
+        ("labels.tier=web", ["web-1"]),
+        ('(labels.tier = "web")', ["web-1"]),
+        ('labels.tier != "web"', ["batch-1"]),
+        ("status = TERMINATED", ["batch-1"]),
+        ('name != "web-1"', ["batch-1"]),
+        ('(labels.app = "shop") (status = "RUNNING")', ["web-1"]),  # AND by default
+        ('(labels.app = "shop") AND (status = "RUNNING")', ["web-1"]),
+        ('(labels.tier = "web") OR (labels.tier = "batch")', ["batch-1", "web-1"]),
+        ('(labels.tier = "web") OR (labels.tier = "none") OR (status = "TERMINATED")', ["batch-1", "web-1"]),
+        ('(labels.app = "shop")  AND  (labels.tier = "db")', []),
+        ("labels.backup:*", ["batch-1", "web-1"]),
+        ("labels.owner:*", []),
+        ('(labels.tier:*) (labels.tier != "web")', ["batch-1"]),
+        ('labels.tier = "we)b"', []),  # a parenthesis inside a quoted value is just a character
+    ],
+)
+def test_filters_in_the_documented_form_select_what_they_say(clients, filter, expected):
+    assert vm_names(clients, filter) == expected
+
+
+@pytest.mark.parametrize(
+    ("filter", "why"),
+    [
+        ('labels.app = "shop" labels.tier = "web"', "not one 'field op value' expression"),
+        ("labels.app=shop status = TERMINATED", "not one 'field op value' expression"),
+        ('labels.app = "shop" AND labels.tier = "web"', "not one 'field op value' expression"),
+        ('(labels.app = "shop") labels.tier = "web"', "must be within parentheses"),
+        ('(labels.app = "shop")(labels.tier = "web")', "separated by whitespace, AND or OR"),
+        ('(labels.a = "x") OR (labels.b = "y") AND (labels.c = "z")', "mixes AND and OR"),
+        ('(labels.a = "x") OR (labels.b = "y") (labels.c = "z")', "mixes AND and OR"),
+        ('((labels.a = "x") OR (labels.b = "y")) AND (labels.c = "z")', "nested parentheses"),
+        ('(labels.a = "x") AND', "must be within parentheses"),
+        ('AND (labels.a = "x")', "not one 'field op value' expression"),
+        ('(labels.a = "x") and (labels.b = "y")', "must be within parentheses"),
+        ('(labels.a = "x"', "unbalanced"),
+        ('labels.tier = "x" OR labels.tier != "x"', "not one 'field op value' expression"),  # an injection
+        ('(labels.tier = "x" OR labels.tier != "x")', "not one 'field op value' expression"),
+        ('labels.tier = "we"b"', "not one 'field op value' expression"),
+        ('labels.tier = "we\\"b"', "not one 'field op value' expression"),  # no escapes are documented
+        ("labels.tier = 'web'", "not one 'field op value' expression"),
+        ("labels.tier ~ web", "not one 'field op value' expression"),
+        ("labels.tier eq web", "not one 'field op value' expression"),  # the regex form: not modelled
+        ("labels.tier:web", "not one 'field op value' expression"),
+        ("labels.tier = *", "not one 'field op value' expression"),
+        ('cpuPlatform = "Intel Skylake"', "unsupported field 'cpuPlatform'"),
+        ('scheduling.automaticRestart = "true"', "unsupported field 'scheduling.automaticRestart'"),
+        ('labels.Tier = "web"', "unsupported field 'labels.Tier'"),
+        ("labels.tier =", "not one 'field op value' expression"),
+        ("()", "not one 'field op value' expression"),
+    ],
+)
+def test_anything_outside_the_documented_grammar_is_a_400_naming_the_filter(clients, filter, why):
+    with pytest.raises(api_exceptions.BadRequest) as raised:
+        vm_names(clients, filter)
+    assert f"Invalid value for field 'filter': {filter!r}" in raised.value.message
+    assert why in raised.value.message
+
+
+def test_aggregated_list_applies_the_same_grammar(clients):
+    request = {"project": P, "filter": '(labels.app = "shop") (labels.tier = "db")'}
+    found = [
+        i.name for _, scoped in clients.instances.aggregated_list(request=request) for i in scoped.instances
+    ]
+    assert found == ["db-1"]
     with pytest.raises(api_exceptions.BadRequest, match="filter"):
-        names(filter="labels.tier ~ web")
+        list(
+            clients.instances.aggregated_list(
+                request={"project": P, "filter": "labels.app = shop labels.tier = db"}
+            )
+        )
+
+
+def test_snapshot_filters_compare_timestamps_and_labels(gce_emulator, clients):
+    for day in (1, 2, 3):
+        gce_emulator.seed_snapshot(
+            P,
+            {
+                "name": f"s-{day}",
+                "labels": {"k": "v", "n": str(day * 5)},
+                "creationTimestamp": f"2026-01-0{day}T00:00:00.000Z",
+            },
+        )
+
+    def snaps(filter):
+        return sorted(s.name for s in clients.snapshots.list(request={"project": P, "filter": filter}))
+
+    assert snaps('creationTimestamp > "2026-01-01T12:00:00Z"') == ["s-2", "s-3"]
+    assert snaps('(creationTimestamp <= "2026-01-02T00:00:00.000Z") (labels.k = "v")') == ["s-1", "s-2"]
+    assert snaps("labels.n >= 10") == ["s-2", "s-3"]  # numbers compare as numbers (5 < 10 < 15)
+    assert snaps("labels.n < 10") == ["s-1"]
+    assert snaps('(labels.n = "5") OR (labels.n = "15")') == ["s-1", "s-3"]
 
 
 def test_aggregated_list_spans_zones_and_pages(gce_emulator, clients):
@@ -262,7 +384,7 @@ def test_snapshot_list_paginates_and_filters(gce_emulator, clients):
         gce_emulator.seed_snapshot(
             P, {"name": f"s-{index}", "labels": {"k": "even" if index % 2 == 0 else "odd"}}
         )
-    pager = clients.snapshots.list(request={"project": P, "max_results": 2, "filter": "labels.k = even"})
+    pager = clients.snapshots.list(request={"project": P, "max_results": 2, "filter": 'labels.k = "even"'})
     assert sorted(s.name for s in pager) == ["s-0", "s-2", "s-4", "s-6"]
     assert len(gce_emulator.calls_for("compute.snapshots.list")) == 2
 

@@ -449,6 +449,34 @@ def _report_cases() -> list[FaultCase]:
     ]
 
 
+# ---- retention's listing misses this run's snapshot -------------------------------------------------------
+def _relabel_new_boot_snapshot(emu: Emulator) -> None:
+    """Before every snapshots.list: web-1's new boot-disk snapshot gets another group's label, as if
+    someone edited it; the scoped listing then no longer contains it."""
+
+    def relabel() -> None:
+        for snapshot in emu.world.snapshots.values():
+            if snapshot["name"].startswith(f"web-1-{ZONE}-"):
+                snapshot["labels"]["gce-vm-backup-group"] = "someone-else"
+
+    emu.faults.on_call("compute.snapshots.list", relabel, times=REPEATEDLY)
+
+
+def _retention_cases() -> list[FaultCase]:
+    return [
+        FaultCase(
+            id="retention-listing-misses-new-snapshot",
+            fault="this run's READY snapshot of web-1's boot disk relabelled before retention lists",
+            inject=_relabel_new_boot_snapshot,
+            expect_state="failed",
+            expect_message=rf"Retention policy not applied to disk {DISK}/web-1: this run's snapshot "
+            r"web-1-\S+ is READY but missing from the listing with filter \(labels\.",
+            deletions=(DISKS[1], DISKS[2]),  # web-1-data and batch-1 are still pruned
+            note="never a silent 'deleting nothing': the run fails and says which disk and why",
+        )
+    ]
+
+
 # ---- the same faults in the other slot-free wait mode --------------------------------------------------
 RESCHEDULE_TWINS = (
     "op-internal_error-once-stop",
@@ -482,6 +510,7 @@ CASES: list[FaultCase] = [
     *_killed_cases(),
     *_not_on_path(),
     *_report_cases(),
+    *_retention_cases(),
 ]
 CASES += _reschedule_twins(CASES)
 assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"

@@ -84,14 +84,17 @@ TIMINGS = {
 FOREIGN = "hand-made-web-1"
 
 
-def seeded_snapshots(emulator: Emulator) -> dict[str, dict[str, Any]]:
+def seeded_snapshots(emulator: Emulator, group: str = GROUP) -> dict[str, dict[str, Any]]:
+    """Old snapshots of ``group`` (the DAG's: retention prunes only its own group's) and a hand-made one."""
     now = datetime.fromisoformat(emulator.clock.timestamp())
     seeded: dict[str, dict[str, Any]] = {}
     for disk in DISKS:
         instance = "batch-1" if disk == BATCH_DISK else "web-1"
         for days in (1, 2):
             name = f"old-{disk.rsplit('/', 1)[-1]}-{days}d"
-            labels = managed_snapshot_labels(group=GROUP, instance=instance, disk_source=disk)
+            labels = managed_snapshot_labels(
+                deployment="test", group=group, instance=instance, disk_source=disk
+            )
             seeded[name] = {"sourceDisk": disk, "labels": labels, "days": days}
     seeded[FOREIGN] = {"sourceDisk": WEB_DISK, "labels": {}, "days": 30}
     for name, spec in seeded.items():
@@ -300,7 +303,7 @@ def run_case(dagbag: Any, case: FaultCase) -> Outcome:
     with Emulator(DEMO_SEED, time_scale=TIME_SCALE, timings={**TIMINGS, **case.timings}) as emu:
         connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emu.url}}
         os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = json.dumps(connection)
-        seeded = seeded_snapshots(emu)
+        seeded = seeded_snapshots(emu, group=dag.dag_id.removeprefix("gce_vm_backup__"))
         vms_before = {vm: _status(emu, vm) for vm in (WEB, BATCH)}
         case.inject(emu)
         started = time.monotonic()

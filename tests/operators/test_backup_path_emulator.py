@@ -14,7 +14,13 @@ from gce_vm_backup.errors import (
     VmStateError,
 )
 from gce_vm_backup.instance_ops import NO_VM
-from gce_vm_backup.labels import MANAGED_BY_KEY, is_managed_snapshot_of
+from gce_vm_backup.labels import (
+    DEPLOYMENT_KEY,
+    MANAGED_BY_KEY,
+    is_managed_snapshot_of,
+    managed_snapshot_labels,
+)
+from gce_vm_backup.naming import snapshot_name
 from gce_vm_backup.operators import (
     PrecheckInstanceOperator,
     ResolveTargetsOperator,
@@ -24,9 +30,12 @@ from gce_vm_backup.operators import (
 )
 from gce_vm_backup.permissions import API_METHOD_PERMISSIONS
 
-from .conftest import PROJECT, ZONE_A, ZONE_B, converge
+from .conftest import PROJECT, RUN_TIME, ZONE_A, ZONE_B, converge
 
 pytestmark = pytest.mark.emulator
+SCOPE = {"deployment": "test", "group": "web"}
+WEB_DISK = f"projects/{PROJECT}/zones/{ZONE_A}/disks/web-1"
+DATA_DISK = f"projects/{PROJECT}/zones/{ZONE_A}/disks/web-1-data"
 
 
 def precheck(context, instance="web-1", zone=ZONE_A, **kwargs):
@@ -40,7 +49,7 @@ def sensors(record, **kwargs):
     common = {"instance_record": record, "poke_interval": 1, "timeout": 600, **kwargs}
     return (
         StopInstanceOperator(task_id="stop", **common),
-        SnapshotDisksOperator(task_id="snapshot", group="web", labels={"team": "shop"}, **common),
+        SnapshotDisksOperator(task_id="snapshot", **SCOPE, labels={"team": "shop"}, **common),
         StartInstanceOperator(task_id="start", **common),
     )
 
@@ -67,7 +76,8 @@ def test_happy_path_stops_snapshots_every_disk_and_starts_again(emulator, contex
     assert all(s["status"] == "READY" for s in made)
     for item in snapshots:
         snap = next(s for s in made if s["name"] == item["snapshot"])
-        assert is_managed_snapshot_of(snap["labels"], item["disk_source"])
+        assert is_managed_snapshot_of(snap["labels"], snap["sourceDisk"], item["disk_source"], **SCOPE)
+        assert snap["labels"][DEPLOYMENT_KEY] == "test"
         assert snap["labels"]["team"] == "shop"
     assert len(emulator.calls_for("compute.instances.stop")) >= 1
     assert {c.request_id for c in emulator.calls_for("compute.instances.stop")} != {None}
@@ -180,13 +190,13 @@ def test_snapshot_name_taken_by_a_foreign_snapshot_is_refused(emulator, context)
     assert not snapshot.poke(context.as_dict())
     name = emulator.snapshots(PROJECT)[0]["name"]
     emulator.world.snapshots[f"projects/{PROJECT}/global/snapshots/{name}"]["labels"].pop(MANAGED_BY_KEY)
-    with pytest.raises(BackupError, match="was not made by gce-vm-backup"):
+    with pytest.raises(BackupError, match=r"exists with this run's name but is not gce-vm-backup's snapshot"):
         snapshot.poke(context.as_dict())
 
 
 def test_early_restart_is_done_when_snapshots_leave_creating(emulator, context):
     record = precheck(context, disks=["web-1"])
-    snapshot = SnapshotDisksOperator(task_id="s", group="web", instance_record=record, ready_when="UPLOADING")
+    snapshot = SnapshotDisksOperator(task_id="s", **SCOPE, instance_record=record, ready_when="UPLOADING")
     records = converge(snapshot, context, emulator, step=16)
     assert [r["status"] for r in records] == ["UPLOADING"]
 
@@ -223,6 +233,7 @@ def test_unknown_disk_in_subset_is_a_clear_error(emulator, context):
 def test_resolve_expands_label_selectors_in_all_zones_and_filters_by_only(emulator, context):
     operator = ResolveTargetsOperator(
         task_id="resolve",
+        **SCOPE,
         targets=[
             {"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}},
             {"project_id": PROJECT, "zone": ZONE_A, "instance": "web-1", "disks": ["web-1"]},
@@ -244,6 +255,7 @@ def test_resolve_expands_label_selectors_in_all_zones_and_filters_by_only(emulat
 def test_tiers_are_resolved_separately_and_a_vm_belongs_to_its_first_tier(emulator, context):
     operator = ResolveTargetsOperator(
         task_id="resolve",
+        **SCOPE,
         tiers=[
             [{"project_id": PROJECT, "zones": None, "labels": {"tier": "web"}}],
             [{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
@@ -256,7 +268,9 @@ def test_tiers_are_resolved_separately_and_a_vm_belongs_to_its_first_tier(emulat
 
 def test_selector_matching_nothing_resolves_to_an_empty_list(emulator, context):
     operator = ResolveTargetsOperator(
-        task_id="resolve", targets=[{"project_id": PROJECT, "zones": [ZONE_B], "labels": {"tier": "web"}}]
+        task_id="resolve",
+        **SCOPE,
+        targets=[{"project_id": PROJECT, "zones": [ZONE_B], "labels": {"tier": "web"}}],
     )
     assert operator.execute(context.as_dict()) == [NO_VM]
     record = PrecheckInstanceOperator(task_id="p", **NO_VM).execute(context.as_dict())
@@ -270,6 +284,7 @@ def test_selector_matching_nothing_resolves_to_an_empty_list(emulator, context):
 def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
     operator = ResolveTargetsOperator(
         task_id="resolve",
+        **SCOPE,
         targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
         plan_only="True",
     )
@@ -292,3 +307,129 @@ def test_stop_is_sent_once_and_not_again_while_the_vm_is_stopping(emulator, cont
     assert stop.poke(context.as_dict()).xcom_value["stopped"] is True
 
     assert len(emulator.calls_for("compute.instances.stop")) == 1
+
+
+# ---- adoption: a snapshot with this run's name is this run's only if it is ours, of this disk -----------
+def this_runs_name(context, disk="web-1"):
+    return snapshot_name(
+        instance="web-1", disk=disk, zone_or_region=ZONE_A, run_time=RUN_TIME, run_id=context.run_id
+    )
+
+
+def seed_named(emulator, context, *, source_disk, labels_for=WEB_DISK, **scope):
+    labels = managed_snapshot_labels(instance="web-1", disk_source=labels_for, **{**SCOPE, **scope})
+    emulator.seed_snapshot(
+        PROJECT, {"name": this_runs_name(context), "sourceDisk": source_disk, "labels": labels}
+    )
+
+
+def test_a_snapshot_with_this_runs_name_and_our_labels_but_of_another_disk_is_not_adopted(emulator, context):
+    record = precheck(context, disks=["web-1"])
+    seed_named(emulator, context, source_disk=DATA_DISK)  # our exact labels for web-1, made from web-1-data
+    _, snapshot, _ = sensors(record)
+    with pytest.raises(BackupError) as raised:
+        snapshot.poke(context.as_dict())
+    message = str(raised.value)
+    assert f"of disk {WEB_DISK}" in message
+    assert f"made from disk {DATA_DISK}" in message
+    assert "refusing to adopt or replace it" in message
+    assert emulator.calls_for("compute.snapshots.insert") == []
+
+
+@pytest.mark.parametrize(
+    ("scope", "why"),
+    [({"group": "monthly"}, "gce-vm-backup-group='monthly'"), ({"deployment": "prod"}, "deployment='prod'")],
+    ids=["another-group", "another-deployment"],
+)
+def test_a_snapshot_with_this_runs_name_from_another_group_or_deployment_is_not_adopted(
+    emulator, context, scope, why
+):
+    record = precheck(context, disks=["web-1"])
+    seed_named(emulator, context, source_disk=WEB_DISK, **scope)
+    _, snapshot, _ = sensors(record)
+    with pytest.raises(BackupError, match=rf"its labels are not ours \(.*{why}"):
+        snapshot.poke(context.as_dict())
+
+
+def test_our_snapshot_of_this_disk_is_adopted_and_its_disk_id_is_checked_when_the_record_has_one(
+    emulator, context
+):
+    seed_named(emulator, context, source_disk=WEB_DISK)
+    record = precheck(context, disks=["web-1"])
+    _, snapshot, _ = sensors(record)
+    assert [r["status"] for r in snapshot.poke(context.as_dict()).xcom_value] == ["READY"]
+    assert emulator.calls_for("compute.snapshots.insert") == []
+
+    disk_id = emulator.world.disks[WEB_DISK]["id"]
+    with_id = {**record, "disks": [{**record["disks"][0], "id": disk_id}]}
+    _, adopting, _ = sensors(with_id)
+    assert adopting.poke(context.as_dict())
+    recreated = {**record, "disks": [{**record["disks"][0], "id": "123"}]}  # same name, another disk
+    _, refusing, _ = sensors(recreated)
+    with pytest.raises(BackupError, match=rf"made from disk id {disk_id}, not from id 123"):
+        refusing.poke(context.as_dict())
+
+
+def test_the_snapshot_operator_requires_a_valid_deployment_naming_the_parameter(emulator, context):
+    record = precheck(context, disks=["web-1"])
+    with pytest.raises(TypeError, match="deployment"):
+        SnapshotDisksOperator(task_id="s", group="web", instance_record=record)
+    with pytest.raises(ConfigError, match=r"parameter 'deployment'.*'Prod'"):
+        SnapshotDisksOperator(task_id="s", group="web", deployment="Prod", instance_record=record)
+    with pytest.raises(ConfigError, match="parameter 'group'"):
+        SnapshotDisksOperator(task_id="s", group="", deployment="test", instance_record=record)
+
+
+# ---- selectors and the dry run's retention preview ------------------------------------------------------
+def test_a_multi_label_selector_is_sent_in_the_documented_form_and_matches(emulator, context):
+    # The strict emulator answers 400 to the unparenthesized form the package used to send.
+    operator = ResolveTargetsOperator(
+        task_id="resolve",
+        **SCOPE,
+        targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop", "tier": "db"}}],
+    )
+    assert [v["instance"] for v in operator.execute(context.as_dict())] == ["db-1"]
+
+
+def test_a_selector_value_that_would_rewrite_the_filter_is_refused_before_any_call(emulator, context):
+    operator = ResolveTargetsOperator(
+        task_id="resolve",
+        **SCOPE,
+        targets=[{"project_id": PROJECT, "zones": None, "labels": {"env": 'x" OR labels.env != "x'}}],
+    )
+    with pytest.raises(ConfigError, match="not a Compute Engine label value"):
+        operator.execute(context.as_dict())
+    assert emulator.calls == []
+
+
+def test_the_resolve_task_requires_a_valid_deployment(emulator):
+    targets = [{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}]
+    with pytest.raises(TypeError, match="deployment"):
+        ResolveTargetsOperator(task_id="r", group="web", targets=targets)
+    with pytest.raises(ConfigError, match="parameter 'deployment'"):
+        ResolveTargetsOperator(task_id="r", group="web", deployment="a_b", targets=targets)
+
+
+def test_dry_run_preview_counts_only_this_deployments_and_groups_snapshots(emulator, context):
+    from datetime import datetime, timedelta
+
+    now = datetime.fromisoformat(emulator.clock.timestamp())
+    for day, scope in enumerate(
+        [SCOPE, SCOPE, {"deployment": "test", "group": "monthly"}, {"deployment": "prod", "group": "web"}], 1
+    ):
+        labels = managed_snapshot_labels(instance="web-1", disk_source=WEB_DISK, **scope)
+        created = (now - timedelta(days=day)).isoformat().replace("+00:00", "Z")
+        emulator.seed_snapshot(
+            PROJECT,
+            {"name": f"old-{day}", "sourceDisk": WEB_DISK, "labels": labels, "creationTimestamp": created},
+        )
+    operator = ResolveTargetsOperator(
+        task_id="resolve",
+        **SCOPE,
+        targets=[{"project_id": PROJECT, "zone": ZONE_A, "instance": "web-1", "disks": ["web-1"]}],
+        plan_only="True",
+        retention={"keep_last": 1},
+    )
+    assert operator.execute(context.as_dict()) == [NO_VM]
+    [plan] = context.ti.pushed["dry_run_plan"]
+    assert sorted(plan["would_delete"]) == ["old-1", "old-2"]  # not monthly's old-3, not prod's old-4

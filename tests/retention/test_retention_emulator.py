@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from gce_vm_backup.errors import OperationFailedError
-from gce_vm_backup.labels import managed_snapshot_labels
+from gce_vm_backup.errors import BackupError, OperationFailedError
+from gce_vm_backup.labels import DEPLOYMENT_KEY, GROUP_KEY, managed_disk_filter, managed_snapshot_labels
 from gce_vm_backup.naming import snapshot_name
 from gce_vm_backup.operators import PrecheckInstanceOperator, SnapshotDisksOperator
 from gce_vm_backup.retention_ops import ApplyRetentionOperator, VerifySnapshotsOperator
@@ -20,27 +20,56 @@ DISK = f"projects/{PROJECT}/zones/{ZONE}/disks/web-1"
 DATA = f"projects/{PROJECT}/zones/{ZONE}/disks/web-1-data"
 
 
-def seed_old(emulator, name, *, disk=DISK, days_before, managed=True, status="READY"):
-    """A snapshot as a previous run would have left it, ``days_before`` the emulator's 'now'."""
+def seed_old(
+    emulator,
+    name,
+    *,
+    disk=DISK,
+    days_before,
+    managed=True,
+    status="READY",
+    group="web",
+    deployment="test",
+    source_disk=None,
+):
+    """A snapshot as a previous run (of ``deployment`` and ``group``) would have left it, ``days_before``
+    the emulator's 'now'; ``source_disk`` makes it a snapshot of another disk that carries ``disk``'s
+    labels."""
     now = datetime.fromisoformat(emulator.clock.timestamp())
-    labels = managed_snapshot_labels(group="web", instance="web-1", disk_source=disk) if managed else {}
+    labels = (
+        managed_snapshot_labels(deployment=deployment, group=group, instance="web-1", disk_source=disk)
+        if managed
+        else {}
+    )
     created = (now - timedelta(days=days_before)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     emulator.seed_snapshot(
         PROJECT,
-        {"name": name, "sourceDisk": disk, "labels": labels, "creationTimestamp": created, "status": status},
+        {
+            "name": name,
+            "sourceDisk": source_disk or disk,
+            "labels": labels,
+            "creationTimestamp": created,
+            "status": status,
+        },
     )
 
 
-def backup_disks(emulator, context, disks=("web-1",), step=60, **snapshot_kwargs):
+def backup_disks(
+    emulator, context, disks=("web-1",), step=60, group="web", deployment="test", **snapshot_kwargs
+):
     record = PrecheckInstanceOperator(
         task_id="precheck", project_id=PROJECT, zone=ZONE, instance="web-1", disks=list(disks)
     ).execute(context.as_dict())
-    sensor = SnapshotDisksOperator(task_id="snapshot", group="web", instance_record=record, **snapshot_kwargs)
+    sensor = SnapshotDisksOperator(
+        task_id="snapshot", deployment=deployment, group=group, instance_record=record, **snapshot_kwargs
+    )
     return record, converge(sensor, context, emulator, step=step)
 
 
 def apply(context, record, records, **kwargs):
     kwargs.setdefault("policy", {"keep_last": 2})
+    kwargs.setdefault("deployment", "test")
+    kwargs.setdefault("group", "web")
     operator = ApplyRetentionOperator(
         task_id="retention", instance_record=record, snapshot_records=records, **kwargs
     )
@@ -77,7 +106,7 @@ def test_after_a_failed_snapshot_retention_deletes_nothing_for_that_disk(fast_em
     record = PrecheckInstanceOperator(
         task_id="precheck", project_id=PROJECT, zone=ZONE, instance="web-1", disks=["web-1"]
     ).execute(context.as_dict())
-    sensor = SnapshotDisksOperator(task_id="snapshot", group="web", instance_record=record)
+    sensor = SnapshotDisksOperator(task_id="snapshot", deployment="test", group="web", instance_record=record)
     with pytest.raises(OperationFailedError):
         converge(sensor, context, fast_emulator, step=30)
     failed_name = snapshot_name(
@@ -86,9 +115,9 @@ def test_after_a_failed_snapshot_retention_deletes_nothing_for_that_disk(fast_em
     claimed = [{"vm": "x", "disk_source": DISK, "snapshot": failed_name, "status": "FAILED"}]
     fast_emulator.clear_calls()  # the snapshot task deleted its FAILED snapshot itself
 
-    result = apply(context, record, claimed, policy={"keep_last": 1})
+    with pytest.raises(BackupError, match=rf"not applied to disk {DISK}: this run's snapshot {failed_name}"):
+        apply(context, record, claimed, policy={"keep_last": 1})
 
-    assert result["deleted"] == []
     assert fast_emulator.calls_for("compute.snapshots.delete") == []
     assert names(fast_emulator) == {"web-1-old-1", "web-1-old-2", "web-1-old-3"}
 
@@ -137,3 +166,88 @@ def test_verification_waits_out_uploading_after_an_early_restart(fast_emulator, 
     verified = converge(verify, context, fast_emulator, step=5)
     assert [r["status"] for r in verified] == ["READY"]
     assert verified[0]["storage_bytes"] > 0
+
+
+def next_run(emulator, context, run_id):
+    """Another DAG run, past the per-disk snapshot rate limit."""
+    emulator.clock.advance(601)
+    context.run_id = run_id
+
+
+def test_two_groups_on_one_disk_each_apply_their_own_policy_to_their_own_snapshots(fast_emulator, context):
+    # nightly keeps 1, monthly keeps 3, both back up web-1's boot disk in the same deployment
+    for day in (1, 2, 3):
+        seed_old(fast_emulator, f"nightly-old-{day}", days_before=day, group="nightly")
+    for month in (1, 2, 3, 4):
+        seed_old(fast_emulator, f"monthly-old-{month}", days_before=30 * month, group="monthly")
+
+    record, nightly = backup_disks(fast_emulator, context, group="nightly")
+    result = apply(context, record, nightly, group="nightly", policy={"keep_last": 1})
+    assert {d["snapshot"] for d in result["deleted"]} == {"nightly-old-1", "nightly-old-2", "nightly-old-3"}
+    assert {f"monthly-old-{m}" for m in (1, 2, 3, 4)} <= names(fast_emulator)
+
+    next_run(fast_emulator, context, "scheduled__monthly")
+    record, monthly = backup_disks(fast_emulator, context, group="monthly")
+    result = apply(context, record, monthly, group="monthly", policy={"keep_last": 3})
+    assert {d["snapshot"] for d in result["deleted"]} == {"monthly-old-3", "monthly-old-4"}
+    assert names(fast_emulator) == {
+        nightly[0]["snapshot"],  # nightly's newest: monthly's policy never counts or deletes it
+        monthly[0]["snapshot"],
+        "monthly-old-1",
+        "monthly-old-2",
+    }
+
+
+def test_one_deployment_never_deletes_another_deployments_snapshots(fast_emulator, context):
+    for day in (1, 2, 3):
+        seed_old(fast_emulator, f"prod-old-{day}", days_before=day, deployment="prod")
+        seed_old(fast_emulator, f"staging-old-{day}", days_before=day, deployment="staging")
+    record, records = backup_disks(fast_emulator, context, deployment="staging")
+    new = fast_emulator.world.snapshots[f"projects/{PROJECT}/global/snapshots/{records[0]['snapshot']}"]
+    assert new["labels"][DEPLOYMENT_KEY] == "staging"
+
+    result = apply(context, record, records, deployment="staging", policy={"keep_last": 1})
+
+    assert {d["snapshot"] for d in result["deleted"]} == {"staging-old-1", "staging-old-2", "staging-old-3"}
+    assert {"prod-old-1", "prod-old-2", "prod-old-3"} <= names(fast_emulator)
+
+
+def test_forged_labels_on_another_disks_snapshot_and_pre_deployment_snapshots_are_never_deleted(
+    fast_emulator, context
+):
+    seed_old(fast_emulator, "ours-old", days_before=2)
+    # carries exactly our labels for web-1's boot disk (anyone can compute them) but was made from another
+    seed_old(fast_emulator, "forged", days_before=3, source_disk=DATA)
+    # made before snapshots carried a deployment label: never a candidate
+    before = managed_snapshot_labels(deployment="test", group="web", instance="web-1", disk_source=DISK)
+    before.pop(DEPLOYMENT_KEY)
+    fast_emulator.seed_snapshot(PROJECT, {"name": "pre-deployment", "sourceDisk": DISK, "labels": before})
+    record, records = backup_disks(fast_emulator, context)
+
+    result = apply(context, record, records, policy={"keep_last": 1})
+
+    assert [d["snapshot"] for d in result["deleted"]] == ["ours-old"]
+    assert {"forged", "pre-deployment"} <= names(fast_emulator)
+    kept = {k["snapshot"]: k["reasons"] for k in result["kept"]}
+    assert kept["forged"] == ["not made by gce-vm-backup for this deployment, group and disk"]
+    assert "pre-deployment" not in kept  # the server-side filter never even listed it
+
+
+def test_a_new_snapshot_relabelled_after_verify_fails_retention_naming_disk_and_filter(
+    fast_emulator, context
+):
+    for day in (1, 2):
+        seed_old(fast_emulator, f"web-1-old-{day}", days_before=day)
+    record, records = backup_disks(fast_emulator, context)
+    new = fast_emulator.world.snapshots[f"projects/{PROJECT}/global/snapshots/{records[0]['snapshot']}"]
+    new["labels"][GROUP_KEY] = "someone-else"  # the filter no longer finds this run's copy
+
+    with pytest.raises(BackupError) as raised:
+        apply(context, record, records, policy={"keep_last": 1})
+
+    message = str(raised.value)
+    assert f"Retention policy not applied to disk {DISK}" in message
+    assert f"this run's snapshot {records[0]['snapshot']} is READY but missing from the listing" in message
+    assert managed_disk_filter(DISK, deployment="test", group="web") in message
+    assert fast_emulator.calls_for("compute.snapshots.delete") == []
+    assert {"web-1-old-1", "web-1-old-2"} <= names(fast_emulator)

@@ -167,7 +167,7 @@ def test_reasons_are_recorded_for_every_kept_snapshot():
     assert plan.deleted_names() == ["ours-old"]
     assert plan.kept == {
         "ours-new": ["keep_last=1"],
-        "theirs": ["not made by gce-vm-backup"],
+        "theirs": ["not made by gce-vm-backup for this deployment, group and disk"],
         "ours-creating": ["status CREATING"],
     }
 

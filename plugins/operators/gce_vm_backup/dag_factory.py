@@ -141,9 +141,11 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
                 plan_only="{{ params.dry_run }}",
                 retention=retention,
                 conf="{{ dag_run.conf }}",
+                deployment=deployment,
+                group=group_id,
                 **common,
             )
-            _tier_group(number, group_id, group, common, sensor).expand_kwargs(resolve.output)
+            _tier_group(number, group_id, group, common, sensor, deployment).expand_kwargs(resolve.output)
             tasks = {name: dag.get_task(f"tier_{number}.{name}") for name in ("stop", "start")}
             if previous is not None:
                 # Tier order goes through plain (unmapped) barrier tasks: a tier that maps to no VM this
@@ -166,7 +168,12 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
 
 
 def _tier_group(
-    number: int, group_id: str, group: Group, common: dict[str, Any], sensor: dict[str, Any]
+    number: int,
+    group_id: str,
+    group: Group,
+    common: dict[str, Any],
+    sensor: dict[str, Any],
+    deployment: str,
 ) -> Any:
     @task_group(group_id=f"tier_{number}")
     def backup_vm(project_id: str, zone: str, instance: str, disks: list[str] | None) -> None:
@@ -185,6 +192,7 @@ def _tier_group(
         snapshot = SnapshotDisksOperator(
             task_id="snapshot",
             instance_record=precheck.output,
+            deployment=deployment,
             group=group_id,
             labels=dict(group.snapshot.labels),
             storage_locations=group.snapshot.storage_locations,
@@ -221,6 +229,8 @@ def _tier_group(
                 instance_record=precheck.output,
                 snapshot_records=verify.output,
                 policy=group.retention.model_dump(),
+                deployment=deployment,
+                group=group_id,
                 plan_only="{{ params.dry_run }}",
                 **common,
             )

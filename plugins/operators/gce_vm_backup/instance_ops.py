@@ -64,6 +64,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         ``retention``) deleted, push that plan to XCom (key ``dry_run_plan``), and return the placeholder
         only, so nothing downstream acts.
     :param retention: the group's retention policy (a dict), for the dry run's preview of deletions.
+    :param deployment: this deployment's id and ``group`` the group's: the preview lists only the
+        snapshots they made, as retention does.
     :param conf: the run's conf (``{{ dag_run.conf }}``): a key other than the trigger form's fields is
         refused before anything happens, so a typo (``dry-run``) never turns a dry run into a real one.
     Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; when the tier
@@ -78,6 +80,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     def __init__(
         self,
         *,
+        deployment: str,
+        group: str,
         tiers: list[list[dict[str, Any]]] | None = None,
         targets: list[dict[str, Any]] | None = None,
         only: list[str] | str | None = None,
@@ -89,7 +93,10 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        from gce_vm_backup.labels import check_deployment, check_group
+
         super().__init__(**kwargs)
+        self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.retention, self.conf = retention, conf
         if (tiers is None) == (targets is None):
             raise ConfigError("ResolveTargetsOperator takes exactly one of 'tiers' or 'targets'")
@@ -147,8 +154,10 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                     "disks": target.get("disks"),
                 }
             ]
+        from gce_vm_backup.labels import label_filter
+
         labels = target.get("labels") or {}
-        expression = " ".join(f'labels.{key} = "{value}"' for key, value in sorted(labels.items()))
+        expression = label_filter(labels)  # documented form; refuses values that would rewrite it
         zones = target.get("zones") or [None]
         found = []
         for zone in zones:
@@ -230,6 +239,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                     planned=planned,
                     policy=policy,
                     now=datetime.now(UTC),
+                    deployment=self.deployment,
+                    group=self.group,
                 )
                 would_delete = [snapshot.name for snapshot in preview.to_delete]
                 self.log.info(

@@ -1,7 +1,7 @@
 """Which old snapshots may go: the retention policy, as a pure function.
 
 Rules that no policy can break (tests/retention/test_retention_properties.py pins each):
-- only snapshots this project made (``managed``) are ever candidates;
+- only snapshots this deployment and group made of that disk (``managed``) are ever candidates;
 - only READY snapshots are ever deleted (CREATING, UPLOADING, FAILED and DELETING ones are left alone:
   an in-flight one may become this run's good copy, and a FAILED one of ours is deleted by the snapshot
   operator itself, before its retry, so retention never has to judge it);
@@ -56,8 +56,9 @@ class SnapshotInfo:
     disk_key: str
     status: str
     created: datetime  # timezone-aware
-    managed: bool  # carries this project's labels for that disk (labels.is_managed_snapshot_of)
+    managed: bool  # this deployment's and group's snapshot of that disk (labels.is_managed_snapshot_of)
     labels: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    source_disk: str = field(default="", compare=False)  # the snapshot's sourceDisk, as listed
 
 
 @dataclass
@@ -108,7 +109,7 @@ def plan_deletions(
 
 def _never_candidate_reason(snapshot: SnapshotInfo, disks_with_new_ready: set[str]) -> str | None:
     if not snapshot.managed:
-        return "not made by gce-vm-backup"
+        return "not made by gce-vm-backup for this deployment, group and disk"
     if snapshot.status != READY:
         return f"status {snapshot.status}"
     if snapshot.disk_key not in disks_with_new_ready:

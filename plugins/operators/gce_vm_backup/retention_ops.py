@@ -2,7 +2,7 @@
 
 ``VerifySnapshotsOperator`` matters with the early-restart opt-in, where the snapshot task finishes at
 UPLOADING; otherwise it confirms READY with one read per snapshot. ``ApplyRetentionOperator`` lists only
-this project's snapshots of each disk (server-side label filter, every page), plans with
+this deployment's and group's snapshots of each disk (server-side label filter, every page), plans with
 ``retention.plan_deletions`` and deletes with deterministic request ids, waiting on each delete.
 
 Both run per VM, inside the VM's mapped task group, after ``start``: their inputs are the precheck's
@@ -162,19 +162,30 @@ def load_policy(policy: Any) -> RetentionPolicy | None:
 
 
 def list_managed_snapshots(
-    hook: Any, *, project_id: str, disk_source: str, max_results: int | None = None
+    hook: Any,
+    *,
+    project_id: str,
+    disk_source: str,
+    deployment: str,
+    group: str,
+    max_results: int | None = None,
 ) -> list[SnapshotInfo]:
-    """This project's snapshots of one disk (server-side label filter, every page), as SnapshotInfo.
+    """This deployment's and group's snapshots of one disk (server-side label filter, every page).
 
-    ``managed`` is checked again client-side, so a filter the server ignored cannot make a stranger's
-    snapshot a candidate. Raises ApiError when listing fails.
+    ``managed`` is checked again client-side, labels AND ``sourceDisk``, so neither a filter the server
+    ignored nor a stranger's snapshot with copied labels can make a snapshot a candidate. Raises ApiError
+    when listing fails.
     """
     from gce_vm_backup.labels import disk_path, is_managed_snapshot_of, managed_disk_filter
 
     source = disk_path(disk_source)
+    scope = {"deployment": deployment, "group": group}
     infos = []
     for snapshot in hook.list_snapshots(
-        project_id=project_id, filter=managed_disk_filter(source), max_results=max_results, of=source
+        project_id=project_id,
+        filter=managed_disk_filter(source, **scope),
+        max_results=max_results,
+        of=source,
     ):
         labels = dict(snapshot.labels)
         infos.append(
@@ -183,8 +194,9 @@ def list_managed_snapshots(
                 disk_key=source,
                 status=snapshot.status,
                 created=parse_timestamp(snapshot.creation_timestamp),
-                managed=is_managed_snapshot_of(labels, source),
+                managed=is_managed_snapshot_of(labels, snapshot.source_disk, source, **scope),
                 labels=labels,
+                source_disk=snapshot.source_disk,
             )
         )
     return infos
@@ -197,17 +209,21 @@ def preview_retention(
     planned: dict[str, str],
     policy: RetentionPolicy,
     now: datetime,
+    deployment: str,
+    group: str,
 ) -> RetentionPlan:
     """What retention would delete if this run's planned snapshots (disk source -> name) became READY.
 
     The dry run's answer: the planned snapshots are added as READY at ``now`` and planned with the same
-    rules as a real run. Read-only. Raises ApiError when listing fails.
+    listing and rules as a real run. Read-only. Raises ApiError when listing fails.
     """
     from gce_vm_backup.labels import disk_path
 
     infos: list[SnapshotInfo] = []
     for source, name in planned.items():
-        infos += list_managed_snapshots(hook, project_id=project_id, disk_source=source)
+        infos += list_managed_snapshots(
+            hook, project_id=project_id, disk_source=source, deployment=deployment, group=group
+        )
         infos.append(
             SnapshotInfo(name=name, disk_key=disk_path(source), status=READY, created=now, managed=True)
         )
@@ -217,17 +233,23 @@ def preview_retention(
 class ApplyRetentionOperator(HookMixin, BaseOperator):
     """Delete this VM's old snapshots that ``policy`` lets go (see retention.py for the rules).
 
-    Only snapshots carrying this project's labels for the disk are listed (server-side filter, checked
-    again client-side); nothing is deleted for a disk unless this run's snapshot of it is READY in that
-    listing. Ages are measured from the newest of this run's snapshots (the Compute Engine clock, not the
-    worker's), so a retry plans the same. With ``plan_only`` (the dry run) the plan is logged and nothing
-    is deleted.
+    Only this ``deployment``'s and ``group``'s snapshots of each disk are listed (server-side label filter
+    on managed-by, deployment, group and disk key; checked again client-side, with the snapshot's
+    ``sourceDisk``). Ages are measured from the newest of this run's snapshots (the Compute Engine clock,
+    not the worker's), so a retry plans the same. With ``plan_only`` (the dry run) the plan is logged and
+    nothing is deleted.
+
+    The policy is applied to a disk only when this run's snapshot of it is READY in that listing; when it
+    is not (missing, not READY, or not ours by labels or ``sourceDisk``), that disk is a failure of this
+    task, never a silent "deleting nothing". A disk whose InstanceRecord entry has ``carried_by`` (a disk
+    shared with another VM of the run, snapshotted by that VM's backup) is skipped, and said so in
+    ``not_pruned``.
 
     Returns ``{"vm", "dry_run", "deleted": [{"disk_source", "snapshot", "created"}], "kept": [{"disk_source",
     "snapshot", "reasons"}], "not_pruned": [{"disk_source", "reason"}]}``, plus ``would_delete`` in a dry
-    run. Raises ConfigError for a bad
-    policy or input, ApiError when listing fails, and BackupError naming every snapshot whose deletion
-    failed or timed out (the others are still deleted).
+    run. Raises ConfigError for a bad policy or input, ApiError when listing fails, and BackupError naming
+    every disk the policy was not applied to and every snapshot whose deletion failed or timed out (the
+    other disks are still pruned, the other snapshots still deleted).
     """
 
     template_fields: Sequence[str] = ("instance_record", "snapshot_records", "plan_only")
@@ -238,6 +260,8 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
         instance_record: Any,
         snapshot_records: Any,
         policy: dict[str, Any] | RetentionPolicy | None,
+        deployment: str,
+        group: str,
         plan_only: bool | str = False,
         delete_timeout: float = DELETE_TIMEOUT,
         max_results: int | None = None,
@@ -245,8 +269,11 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        from gce_vm_backup.labels import check_deployment, check_group
+
         super().__init__(**kwargs)
         self.policy = load_policy(policy)
+        self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.instance_record, self.snapshot_records = instance_record, snapshot_records
         self.plan_only = plan_only  # the dry run (BaseOperator.dry_run is a method, hence the name)
         self.delete_timeout, self.max_results = delete_timeout, max_results
@@ -265,10 +292,12 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
         if self.policy is None or record.get("prior_status") == NO_VM_STATUS or not record.get("disks"):
             self.log.info("Retention for %s: nothing to do (no policy, or no VM in this run)", vm)
             return result
-        plan, now, listed, prunable = self._plan(record, records, result)
+        plan, now, listed, prunable, problems = self._plan(record, records, result)
         self.log.info(
-            "Retention for %s (policy %s, ages measured from %s): delete %d, keep %d",
+            "Retention for %s (deployment %s, group %s, policy %s, ages from %s): delete %d, keep %d",
             vm,
+            self.deployment,
+            self.group,
             self.policy.model_dump(exclude_none=True),
             now.isoformat(),
             len(plan.to_delete),
@@ -284,6 +313,7 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
             for snapshot in plan.to_delete:
                 self.log.info("  DRY RUN: would delete %s (created %s)", snapshot.name, snapshot.created)
             result["would_delete"] = [_deleted(s) for s in plan.to_delete]
+            _raise_if(problems, [])
             return result
         # A snapshot of ours left DELETING by an earlier delete that failed (an earlier try or run) is
         # deleted again, for the disks this run may prune; otherwise the policy would silently not apply.
@@ -296,44 +326,74 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
             self.log.info(
                 "Snapshot %s is still DELETING after an earlier delete: deleting it again", snapshot.name
             )
-        self._delete(record["project_id"], [*plan.to_delete, *stuck], RunKey.from_context(context), result)
+        failures = self._delete(
+            record["project_id"], [*plan.to_delete, *stuck], RunKey.from_context(context), result
+        )
+        _raise_if(problems, failures)
         return result
 
     def _plan(
         self, record: dict[str, Any], records: list[dict[str, Any]], result: dict[str, Any]
-    ) -> tuple[RetentionPlan, datetime, dict[str, SnapshotInfo], set[str]]:
-        from gce_vm_backup.labels import disk_path
+    ) -> tuple[RetentionPlan, datetime, dict[str, SnapshotInfo], set[str], list[str]]:
+        """List each disk's snapshots and plan; also returns why the policy cannot apply to some disks."""
+        from gce_vm_backup.labels import disk_path, managed_disk_filter, scope_mismatch
 
         if self.policy is None:
             raise ConfigError("The parameter 'policy' is required to plan retention")
-        new_by_disk = {disk_path(item["disk_source"]): item["snapshot"] for item in records}
+        scope = {"deployment": self.deployment, "group": self.group}
+        new_by_disk = {disk_path(item["disk_source"]): item for item in records}
         infos: list[SnapshotInfo] = []
         disks_with_new_ready: set[str] = set()
         new_ready_times: list[datetime] = []
+        problems: list[str] = []
         for disk in record["disks"]:
             source = disk_path(disk["source"])
-            for info in list_managed_snapshots(
-                self.hook, project_id=record["project_id"], disk_source=source, max_results=self.max_results
-            ):
-                infos.append(info)
-                if info.name == new_by_disk.get(source) and info.status == READY and info.managed:
-                    disks_with_new_ready.add(source)
-                    new_ready_times.append(info.created)
-            if source not in disks_with_new_ready:
+            if disk.get("carried_by"):
                 reason = (
-                    f"this run's snapshot {new_by_disk[source]} is not READY"
-                    if source in new_by_disk
-                    else "this run made no snapshot of it"
+                    f"snapshotted in this run by the backup of VM {disk['carried_by']}, which shares the "
+                    "disk; the policy is applied there"
                 )
-                self.log.info("Retention for disk %s: deleting nothing, %s", source, reason)
+                self.log.info("Retention for disk %s: skipped, %s", source, reason)
                 result["not_pruned"].append({"disk_source": source, "reason": reason})
+                continue
+            listed = list_managed_snapshots(
+                self.hook,
+                project_id=record["project_id"],
+                disk_source=source,
+                max_results=self.max_results,
+                **scope,
+            )
+            infos += listed
+            new = new_by_disk.get(source)
+            mine = next((i for i in listed if new is not None and i.name == new["snapshot"]), None)
+            if new is None:
+                problem = "this run made no snapshot of it"
+            elif mine is None:
+                problem = (
+                    f"this run's snapshot {new['snapshot']} is {new.get('status') or 'of unknown status'} "
+                    f"but missing from the listing with filter {managed_disk_filter(source, **scope)}: "
+                    "its labels changed or the filter was not applied"
+                )
+            elif not mine.managed:
+                mismatch = scope_mismatch(mine.labels, mine.source_disk, source, **scope)
+                problem = f"this run's snapshot {mine.name} is listed, but {mismatch}"
+            elif mine.status != READY:
+                problem = f"this run's snapshot {mine.name} is {mine.status}, not READY"
+            else:
+                disks_with_new_ready.add(source)
+                new_ready_times.append(mine.created)
+                continue
+            self.log.error("Retention policy NOT applied to disk %s: %s", source, problem)
+            result["not_pruned"].append({"disk_source": source, "reason": problem})
+            problems.append(f"Retention policy not applied to disk {source}: {problem}")
         now = max(new_ready_times) if new_ready_times else datetime.now(UTC)
         plan = plan_deletions(infos, self.policy, now=now, disks_with_new_ready=disks_with_new_ready)
-        return plan, now, {info.name: info for info in infos}, disks_with_new_ready
+        return plan, now, {info.name: info for info in infos}, disks_with_new_ready, problems
 
     def _delete(
         self, project: str, snapshots: list[SnapshotInfo], run: RunKey, result: dict[str, Any]
-    ) -> None:
+    ) -> list[str]:
+        """Delete each snapshot (going on after a failure); returns the failures."""
         failures: list[str] = []
         for snapshot in snapshots:
             path = _snapshot_path(project, snapshot.name)
@@ -351,11 +411,19 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
                 failures.append(f"{path}: {exc}")
                 continue
             result["deleted"].append(_deleted(snapshot))
-        if failures:
-            raise BackupError(
-                f"Retention could not delete {len(failures)} snapshot(s) (the rest were deleted): "
-                + "; ".join(failures)
-            )
+        return failures
+
+
+def _raise_if(problems: list[str], failures: list[str]) -> None:
+    """One BackupError for the disks the policy was not applied to and the deletes that failed."""
+    messages = list(problems)
+    if failures:
+        messages.append(
+            f"Retention could not delete {len(failures)} snapshot(s) (the rest were deleted): "
+            + "; ".join(failures)
+        )
+    if messages:
+        raise BackupError("; ".join(messages))
 
 
 def _deleted(snapshot: SnapshotInfo) -> dict[str, Any]:

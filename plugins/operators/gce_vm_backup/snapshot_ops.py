@@ -19,7 +19,10 @@ class SnapshotDisksOperator(ConvergeSensor):
 
     Each snapshot's name is derived from the DAG run (naming.snapshot_name), so a retried, rescheduled or
     crashed task finds its own snapshot and adopts it instead of making a second one. Snapshots carry the
-    project's labels (labels.managed_snapshot_labels) plus the group's ``labels``.
+    project's labels (labels.managed_snapshot_labels: managed-by, ``deployment``, ``group``, instance, disk,
+    location, disk key) plus the group's ``labels``. A snapshot of that name is adopted only when it
+    carries this deployment's, group's and disk's labels AND its ``sourceDisk`` is the disk being backed
+    up (and its ``sourceDiskId`` is the disk entry's ``id``, when the record has one).
 
     Done when every snapshot is READY, or, with ``ready_when="UPLOADING"`` (the early-restart opt-in), as
     soon as each has left CREATING: the disk may be written again, but the snapshot is not yet usable,
@@ -27,8 +30,9 @@ class SnapshotDisksOperator(ConvergeSensor):
 
     Returns a list of SnapshotRecord dicts. Raises OperationFailedError if the create operation ended
     with an error (RateLimitedError for the per-disk rate limit) or a snapshot turned FAILED (a FAILED
-    snapshot of ours is deleted first, so the task's retry makes a fresh one), and BackupError if a
-    snapshot of that name exists but was not made by this project for this disk.
+    snapshot of ours is deleted first, so the task's retry makes a fresh one), BackupError naming both
+    disks if a snapshot of that name exists but is not this deployment's and group's snapshot of this
+    disk, and ConfigError (at construction) for a bad ``deployment`` or ``group``.
     """
 
     template_fields: Sequence[str] = ("instance_record", "labels", "description")
@@ -36,6 +40,7 @@ class SnapshotDisksOperator(ConvergeSensor):
     def __init__(
         self,
         *,
+        deployment: str,
         group: str,
         labels: dict[str, str] | None = None,
         storage_locations: list[str] | None = None,
@@ -45,7 +50,11 @@ class SnapshotDisksOperator(ConvergeSensor):
         ready_when: str = "READY",
         **kwargs: Any,
     ) -> None:
+        from gce_vm_backup.labels import check_deployment, check_group
+
         super().__init__(**kwargs)
+        self.deployment = check_deployment(deployment)
+        check_group(group)
         check_choice(ready_when, READY_WHEN, name="ready_when")
         if snapshot_type is not None:
             check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")
@@ -80,17 +89,33 @@ class SnapshotDisksOperator(ConvergeSensor):
     def _converge_disk(
         self, record: dict[str, Any], disk: dict[str, Any], name: str, run: RunKey
     ) -> dict[str, Any]:
-        from gce_vm_backup.labels import is_managed_snapshot_of
+        from gce_vm_backup.labels import disk_path, scope_mismatch
 
         hook, project = self.hook, record["project_id"]
         snapshot = hook.get_snapshot(project_id=project, name=name)
         if snapshot is None:
             self._create(record, disk, name, run)
             return self._result(disk, name, "CREATING", 0)
-        if not is_managed_snapshot_of(snapshot.labels, disk["source"]):
+        mismatch = scope_mismatch(
+            dict(snapshot.labels),
+            snapshot.source_disk,
+            disk["source"],
+            deployment=self.deployment,
+            group=self.group,
+        )
+        if mismatch is None and disk.get("id") and str(snapshot.source_disk_id) != str(disk["id"]):
+            mismatch = (
+                f"it was made from disk id {snapshot.source_disk_id or '(none)'}, not from id {disk['id']} "
+                "(a disk of the same name, deleted and made again)"
+            )
+        if mismatch is not None:
+            made_from = disk_path(snapshot.source_disk) if "projects/" in snapshot.source_disk else "(none)"
+            if "made from disk" not in mismatch:
+                mismatch += f"; it was made from disk {made_from}"
             raise BackupError(
-                f"Snapshot projects/{project}/global/snapshots/{name} exists but was not made by "
-                f"gce-vm-backup for disk {disk['source']}; refusing to adopt or replace it"
+                f"Snapshot projects/{project}/global/snapshots/{name} exists with this run's name but is not "
+                f"gce-vm-backup's snapshot (deployment {self.deployment}, group {self.group}) of disk "
+                f"{disk_path(disk['source'])}: {mismatch}; refusing to adopt or replace it"
             )
         status = snapshot.status
         if status == "FAILED":
@@ -105,7 +130,11 @@ class SnapshotDisksOperator(ConvergeSensor):
         from gce_vm_backup.operations import is_done, raise_if_failed
 
         labels = managed_snapshot_labels(
-            group=self.group, instance=record["instance"], disk_source=disk["source"], extra=self.labels
+            deployment=self.deployment,
+            group=self.group,
+            instance=record["instance"],
+            disk_source=disk["source"],
+            extra=self.labels,
         )
         snapshot = compute_v1.Snapshot(
             name=name,

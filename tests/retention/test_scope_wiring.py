@@ -1,0 +1,17 @@
+"""build_dag hands the config's deployment and the group id to every task that labels or lists snapshots."""
+
+from __future__ import annotations
+
+from gce_vm_backup.config import DEPLOYMENT_ENV, load_config
+from gce_vm_backup.dag_factory import build_dags
+
+from ..conftest import REPO
+
+
+def test_snapshot_retention_and_resolve_get_the_deployment_and_the_group(monkeypatch):
+    monkeypatch.setenv(DEPLOYMENT_ENV, "staging")
+    dags = build_dags(load_config(REPO / "dags" / "gce_vm_backup.yaml"))
+    dag = dags["gce_vm_backup__shop-nightly"]
+    for task_id in ("resolve_tier_1", "tier_1.snapshot", "tier_1.retention"):
+        task = dag.get_task(task_id)
+        assert (task.deployment, task.group) == ("staging", "shop-nightly"), task_id
