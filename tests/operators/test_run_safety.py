@@ -310,3 +310,16 @@ def test_disk_carriers_never_leaves_a_disk_to_a_vm_whose_disks_could_not_be_read
     paths = {name: f"projects/p/zones/z/instances/{name}" for name in ("a", "b")}
     assert disk_carriers([a, b], {paths["a"]: ["d"], paths["b"]: ["d"]}) == {"d": paths["a"]}
     assert disk_carriers([a, b], {paths["a"]: None, paths["b"]: ["d"]}) == {"d": paths["b"]}
+
+
+def test_the_dry_run_plans_a_shared_disk_once_and_names_its_carrier(shared_emulator, context):
+    operator = ResolveTargetsOperator(task_id="resolve_tier_2", tiers=TIERS, tier=2, plan_only=True)
+    operator.execute(context.as_dict())
+    plan = {p["vm"].rsplit("/", 1)[-1]: p for p in context.ti.pushed["dry_run_plan"]}
+    assert [s["disk_source"] for s in plan["web-1"]["snapshots"]] == [f"{DISK}/web-1", REGIONAL]
+    assert plan["web-1"]["carried_by"] == {f"{DISK}/assets": f"{VM}/web-2"}
+    assert [s["disk_source"] for s in plan["db-1"]["snapshots"]] == [
+        f"projects/{PROJECT}/zones/{ZONE_B}/disks/db-1"
+    ]
+    mutating = {"stop", "start", "resume", "insert", "delete", "createSnapshot"}
+    assert not [c for c in shared_emulator.calls if c.method.rsplit(".", 1)[-1] in mutating]

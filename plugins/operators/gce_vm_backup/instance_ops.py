@@ -305,7 +305,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
 
     def _log_plan(self, vms: list[dict[str, Any]], run: RunKey) -> list[dict[str, Any]]:
         """Log the dry run's plan per VM and return it: ``[{"vm", "status", "action", "snapshots":
-        [{"disk_source", "snapshot"}], "would_delete": [names] | None}]``."""
+        [{"disk_source", "snapshot"}], "carried_by": {disk: VM}, "would_delete": [names] | None}]``; a disk
+        another VM's backup snapshots (``carried_by``) is not planned again."""
         from gce_vm_backup.naming import snapshot_name
         from gce_vm_backup.retention_ops import load_policy, preview_retention
 
@@ -326,6 +327,9 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                 path = disk.source[disk.source.find("projects/") :]
                 name = path.rsplit("/", 1)[-1]
                 if vm.get("disks") and name not in vm["disks"]:
+                    continue
+                if path in (vm.get("carried_by") or {}):
+                    self.log.info("    disk %s -> snapshotted by %s's backup", path, vm["carried_by"][path])
                     continue
                 planned[path] = snapshot_name(
                     instance=vm["instance"],
@@ -356,6 +360,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                     "status": instance.status,
                     "action": action,
                     "snapshots": [{"disk_source": k, "snapshot": v} for k, v in planned.items()],
+                    "carried_by": dict(vm.get("carried_by") or {}),
                     "would_delete": would_delete,
                 }
             )

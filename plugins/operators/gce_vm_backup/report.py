@@ -324,6 +324,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         vm = planned["vm"].split("/zones/")[-1]
         lines.append(f"DRY RUN {vm} ({planned['status']}): would {planned['action']}")
         lines += [f"    {s['disk_source']} -> {s['snapshot']}" for s in planned["snapshots"]]
+        lines += [
+            f"    {disk} -> snapshotted by {_vm_name(carrier)}'s backup"
+            for disk, carrier in (planned.get("carried_by") or {}).items()
+        ]
         if planned.get("would_delete"):
             lines.append(f"    retention would delete: {', '.join(planned['would_delete'])}")
     header = f"{'VM':<48} {'before':<10} {'downtime':>9}  {'disk':<24} {'snapshot':<63} {'status':<9} size"
