@@ -54,10 +54,9 @@ def _disk_path(attached: Any) -> str:
     return str(attached.source[attached.source.find("projects/") :])
 
 
-def _persistent_disks(instance: Any, subset: list[str] | None) -> list[str]:
-    """The paths of a VM's persistent disks (local SSDs left out), restricted to ``subset`` (disk names)."""
-    paths = [_disk_path(disk) for disk in instance.disks if disk.type_ != "SCRATCH"]
-    return [path for path in paths if not subset or path.rsplit("/", 1)[-1] in subset]
+def _persistent_disks(instance: Any) -> list[str]:
+    """The paths of a VM's persistent disks (local SSDs left out)."""
+    return [_disk_path(disk) for disk in instance.disks if disk.type_ != "SCRATCH"]
 
 
 def disk_carriers(vms: list[dict[str, Any]], disks_of: dict[str, list[str] | None]) -> dict[str, str]:
@@ -90,12 +89,16 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         only, so nothing downstream acts.
     :param retention: the group's retention policy (a dict), for the dry run's preview of deletions.
     :param conf: the run's conf (``{{ dag_run.conf }}``): a key other than the trigger form's fields is
-        refused before anything happens, so a typo (``dry-run``) never turns a dry run into a real one.
-    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; when the tier
+        refused before anything happens, so a typo (``dry-run``) never turns a dry run into a real one, and
+        so is a ``dry_run`` or ``vms`` that differs from the rendered ``plan_only`` / ``only`` (Airflow's
+        ``core.dag_run_conf_overrides_params = False`` leaves params at their defaults whatever the conf).
+    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks", "carried_by"}``,
+    where ``carried_by`` maps each disk of the VM that an earlier VM of the run (in tier, then path order)
+    also has attached to that VM's path: its backup snapshots the disk, once per run. When the tier
     has no VM this run (and in a dry run) the list is ``[NO_VM]``, a placeholder for which the precheck
     returns ``NO_VM_RECORD`` and stop, snapshot and start do nothing.
     Raises ConfigError when ``only`` names a VM that is not among the targets, or ``conf`` has an
-    unknown key.
+    unknown key or asks for something else than the run would do.
     """
 
     template_fields: Sequence[str] = ("tiers", "only", "plan_only", "conf")
@@ -242,7 +245,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                     )
                     self._disks_of[path] = None
                     continue
-                disks = _persistent_disks(instance, None)
+                disks = _persistent_disks(instance)
             self._disks_of[path] = [
                 d for d in disks if not vm.get("disks") or d.rsplit("/", 1)[-1] in vm["disks"]
             ]
@@ -267,7 +270,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                 project_id=target["project_id"], zone=zone, filter=expression or None
             ):
                 path = f"projects/{target['project_id']}/zones/{vm_zone}/instances/{instance.name}"
-                self._listed_disks[path] = _persistent_disks(instance, None)
+                self._listed_disks[path] = _persistent_disks(instance)
                 found.append(
                     {
                         "project_id": target["project_id"],
