@@ -473,7 +473,7 @@ def report_check(outcome: Outcome) -> str:
         return f"stale: flags web-1 as maybe down, but it is RUNNING (start {web['tasks'].get('start')})"
     if not flagged and not running and outcome.vms_before[WEB] == "RUNNING":
         return "misses that web-1 is not RUNNING"
-    if flagged and not _first_line(report).startswith(f"VM DOWN: {WEB} "):
+    if flagged and not _first_line(report).startswith((f"VM DOWN: {WEB} ", f"VM MAY BE DOWN: {WEB}: ")):
         return FIRST_LINE
     unexplained = [problem for problem in web["problems"] if "no error was recorded" in problem]
     if unexplained:

@@ -382,20 +382,34 @@ def test_report_operator_does_not_call_a_vm_down_that_is_running_again(ti):
     assert ti.xcom_push.call_args.kwargs["value"]["vms_down"] == []
 
 
+WEB_1 = f"projects/{PROJECT}/zones/{ZONE}/instances/web-1"
+
+
 @pytest.mark.parametrize(
-    ("error", "expected"),
+    ("error", "expected", "first_line"),
     [
-        (ApiError("get VM x failed: HTTP 503: unavailable"), "MAY BE DOWN"),
-        (ResourceNotFoundError("get VM x: not found"), "no longer exists"),
+        (
+            ApiError("get VM x failed: HTTP 503: unavailable"),
+            "MAY BE DOWN",
+            f"VM MAY BE DOWN: {WEB_1}: its status could not be read (it was RUNNING before the backup); start "
+            f"it by hand: gcloud compute instances start web-1 --project={PROJECT} --zone={ZONE}",
+        ),
+        (
+            ResourceNotFoundError("get VM x: not found"),
+            "no longer exists",
+            f"VM DOWN: {WEB_1} no longer exists (it was RUNNING before the backup)",
+        ),
     ],
 )
-def test_report_operator_still_reports_when_the_vm_cannot_be_read(ti, error, expected):
+def test_report_operator_still_reports_when_the_vm_cannot_be_read(ti, error, expected, first_line):
     _start_failed(ti)
     operator, _ = report_operator(error=error)
     with pytest.raises(AirflowFailException):
         operator.execute({"ti": ti, "run_id": "r1"})
-    (row,) = ti.xcom_push.call_args.kwargs["value"]["vms"]
+    report = ti.xcom_push.call_args.kwargs["value"]
+    (row,) = report["vms"]
     assert expected in row["problems"][0]
+    assert format_report(report).splitlines()[0] == first_line
 
 
 def test_report_operator_reads_no_vm_whose_start_succeeded(ti):

@@ -283,10 +283,14 @@ def down_lines(report: Mapping[str, Any]) -> list[str]:
     """One line per VM that may be down, with the command that starts it (the report's first lines)."""
     lines = []
     for down in report.get("vms_down", []):
-        what = (
-            "no longer exists" if down["status"] == GONE else f"is {down['status'] or 'in an unknown state'}"
-        )
         fix = f"; start it by hand: {down['command']}" if down["command"] else ""
+        if down["status"] is None:
+            lines.append(
+                f"VM MAY BE DOWN: {down['vm']}: its status could not be read (it was RUNNING before the "
+                f"backup){fix}"
+            )
+            continue
+        what = "no longer exists" if down["status"] == GONE else f"is {down['status']}"
         lines.append(f"VM DOWN: {down['vm']} {what} (it was RUNNING before the backup){fix}")
     return lines
 
