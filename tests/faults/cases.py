@@ -476,9 +476,8 @@ def _reschedule_twins(cases: list[FaultCase]) -> list[FaultCase]:
 
 
 # ---- issue 12 item 4: a slow shutdown must not leave a VM stopped ------------------------------------------
-SLOW_STOP = (
-    6000.0  # simulated seconds: 10 s of real time, well past the stop's and the start's bounds (3 s each)
-)
+# Simulated seconds: 10 s of real time, well past the stop's and the start's bounds (SHORT each).
+SLOW_STOP = 6000.0
 
 
 def _slow_shutdown_cases() -> list[FaultCase]:
