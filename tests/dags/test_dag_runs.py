@@ -40,6 +40,11 @@ groups:
     targets:
       - {project: demo-project, zone: us-central1-a, instance: web-1}
     retention: {keep_last: 2}
+  shared:
+    targets:
+      - {project: demo-project, zone: us-central1-a, instance: sh-2}
+      - {project: demo-project, zones: all, labels: {app: shared}}
+    retention: {keep_last: 1}
 """
 WEB_DISK = f"projects/{P}/zones/us-central1-a/disks/web-1"
 DATA_DISK = f"projects/{P}/zones/us-central1-a/disks/web-1-data"
@@ -242,7 +247,10 @@ def test_a_failed_snapshot_deletes_nothing_and_the_report_says_why(dagbag, emula
     assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
     report = xcom(run, "run_report", key="run_report")
     assert report["status"] == "failed"
-    assert "snapshot failed" in report["vms"][0]["problems"]
+    problems = report["vms"][0]["problems"]
+    # the cause, with the disk and the operation's error; what did not run because of it comes after
+    assert problems[0].startswith("snapshot of disk web-1 failed: QUOTA_EXCEEDED: Quota 'SNAPSHOTS' exceeded")
+    assert problems[1:] == ["not run because of the failure above: verify, retention"]
 
 
 def test_dry_run_lists_what_retention_would_delete_and_deletes_nothing(dagbag, emulator):
@@ -297,3 +305,97 @@ def test_deferred_wait_is_bounded_and_still_restarts_the_vm(dagbag, emulator, mo
         "SnapshotDisksOperator for the snapshots of VM "
         f"projects/{P}/zones/us-central1-a/instances/web-1 did not finish within 3 seconds"
     ) in out + err
+
+
+# ---- issue 12 items 5 and 6 under dag.test -------------------------------------------------------------
+SHARED_SEED = {
+    "projects": {
+        P: {
+            "regions": {
+                "us-central1": {
+                    "disks": [
+                        {
+                            "name": "regional",
+                            "size_gb": 20,
+                            "replica_zones": ["us-central1-a", "us-central1-b"],
+                        }
+                    ]
+                }
+            },
+            "zones": {
+                "us-central1-a": {
+                    "instances": [
+                        {
+                            "name": "sh-1",
+                            "labels": {"app": "shared"},
+                            "disks": [
+                                {"name": "sh-1", "boot": True},
+                                {"name": "assets"},
+                                {"region_disk": "us-central1/regional"},
+                            ],
+                        },
+                        {"name": "sh-2", "disks": [{"name": "sh-2", "boot": True}, {"name": "assets"}]},
+                    ]
+                },
+                "us-central1-b": {
+                    "instances": [
+                        {
+                            "name": "sh-3",
+                            "labels": {"app": "shared"},
+                            "disks": [
+                                {"name": "sh-3", "boot": True},
+                                {"region_disk": "us-central1/regional"},
+                            ],
+                        }
+                    ]
+                },
+            },
+        }
+    }
+}
+
+
+def test_a_disk_attached_to_two_vms_is_snapshotted_once_and_the_report_names_the_carrier(dagbag, monkeypatch):
+    with Emulator(SHARED_SEED, time_scale=60) as emulator:
+        connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+
+        run = run_dag(dagbag, "gce_vm_backup__shared")
+
+        assert run.state == "success", states(run)
+        sources = sorted(s["sourceDisk"].split("/compute/v1/")[-1] for s in emulator.snapshots(P))
+        assert len(sources) == len(set(sources)) == 5  # sh-1, assets, regional, sh-2, sh-3: once each
+        report = xcom(run, "run_report", key="run_report")
+    rows = {row["vm"].rsplit("/", 1)[-1]: row for row in report["vms"]}
+    sh1 = f"projects/{P}/zones/us-central1-a/instances/sh-1"
+    made = {s["disk"]: s["snapshot"] for s in rows["sh-1"]["snapshots"]}
+    (assets,) = [s for s in rows["sh-2"]["snapshots"] if s["disk"] == "assets"]
+    assert (assets["carried_by"], assets["snapshot"], assets["status"]) == (sh1, made["assets"], "READY")
+    (regional,) = [s for s in rows["sh-3"]["snapshots"] if s["disk"] == "regional"]
+    assert (regional["carried_by"], regional["snapshot"]) == (sh1, made["regional"])
+    assert report["summary"]["snapshots"] == report["summary"]["snapshots_ready"] == 5
+    assert report["status"] == "success"
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [{"dry_run": True}, {"vms": ["web-1"]}],
+    ids=["dry-run", "vm-subset"],
+)
+def test_with_conf_not_overriding_params_a_run_that_would_ignore_its_conf_changes_nothing(
+    dagbag, emulator, monkeypatch, conf
+):
+    """core.dag_run_conf_overrides_params = False (legal in Composer) leaves params at their defaults: a dry
+    run would back up the whole group for real. The first task refuses instead."""
+    monkeypatch.setenv("AIRFLOW__CORE__DAG_RUN_CONF_OVERRIDES_PARAMS", "False")
+
+    run = run_dag(dagbag, "gce_vm_backup__shop", **conf)
+
+    assert run.state == "failed"
+    assert states(run)[("resolve_tier_1", -1)] == "failed"
+    assert [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in MUTATING] == []
+    assert emulator.snapshots(P) == []
+    report = xcom(run, "run_report", key="run_report")
+    assert report["task_errors"]["resolve_tier_1"].startswith(
+        "resolve_tier_1 failed: Refusing to run: what this run would act on differs from its conf"
+    )

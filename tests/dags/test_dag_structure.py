@@ -186,3 +186,20 @@ def test_room_for_every_capped_stage_and_vms_already_down_go_first(dags):
     assert dag.max_active_tasks == 4 * 10 + 16
     # "upstream": a task's priority is the sum over its upstream tasks, so start > snapshot > stop
     assert {str(task.weight_rule) for task in dag.tasks} == {"upstream"}
+
+
+def test_the_start_waits_out_a_stop_that_timed_out_and_is_retried_on_its_own_timeout(dags):
+    """Issue 12 item 4: a sensor timeout is never retried, so the start's is not one, and its bound covers
+    the stop's (a VM still shutting down when the stop task timed out) as well as its own."""
+    dag = dags["gce_vm_backup__shop-nightly"]
+    start, stop = dag.get_task("tier_1.start"), dag.get_task("tier_1.stop")
+    assert start.retry_on_timeout is True
+    assert start.timeout == stop.timeout + 900 == 1800
+    assert start.retries >= 3
+
+
+def test_the_resolve_tasks_hand_each_vm_the_shared_disks_another_vms_backup_carries(dags):
+    dag = dags["gce_vm_backup__shop-nightly"]
+    precheck = dag.get_task("tier_1.precheck")
+    assert "carried_by" in precheck.template_fields
+    assert dag.get_task("run_report").gcp_conn_id == dag.get_task("tier_1.stop").gcp_conn_id

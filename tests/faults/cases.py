@@ -9,6 +9,7 @@ from __future__ import annotations
 from gce_emulator import Emulator
 
 from .harness import DISKS, WEB, ZONE, FaultCase, P
+from .harness import TIME_SCALE as TIME_SCALE_OF_MATRIX
 
 VM = f"projects/{P}/zones/{ZONE}/instances"
 SNAP = f"projects/{P}/global/snapshots"
@@ -279,10 +280,11 @@ def _hang_cases() -> list[FaultCase]:
 
 # ---- the VM changes between tasks -------------------------------------------------------------------
 def _after_precheck(action):
-    """Run ``action(emu)`` on the third instances.get: the two prechecks read the VMs, then web-1's stop."""
+    """Run ``action(emu)`` on the fourth instances.get: the resolve reads web-1 (the explicit target: are its
+    disks shared with another VM of the run?), the two prechecks read the VMs, then web-1's stop."""
 
     def inject(emu: Emulator) -> None:
-        emu.faults.on_call("compute.instances.get", lambda: action(emu), after=2)
+        emu.faults.on_call("compute.instances.get", lambda: action(emu), after=3)
 
     return inject
 
@@ -479,6 +481,7 @@ def _retention_cases() -> list[FaultCase]:
 
 # ---- the same faults in the other slot-free wait mode --------------------------------------------------
 RESCHEDULE_TWINS = (
+    "slow-stop-finishes-later",
     "op-internal_error-once-stop",
     "hang-stop",
     "snapshot-failed-once",
@@ -500,6 +503,40 @@ def _reschedule_twins(cases: list[FaultCase]) -> list[FaultCase]:
     ]
 
 
+# ---- issue 12 item 4: a slow shutdown must not leave a VM stopped ------------------------------------------
+# Simulated seconds: 10 s of real time, well past the stop's and the start's bounds (SHORT each).
+SLOW_STOP = 6000.0
+
+
+def _slow_shutdown_cases() -> list[FaultCase]:
+    stop_timed_out = rf"StopInstanceOperator for VM {VM}/web-1 did not finish within {SHORT:.0f} seconds"
+    return [
+        FaultCase(
+            id="slow-stop-finishes-later",
+            fault=f"web-1's shutdown takes {SLOW_STOP / TIME_SCALE_OF_MATRIX:.1f} s, more than stop + start bounds",
+            inject=lambda emu: None,
+            expect_state="failed",
+            expect_message=stop_timed_out,
+            deletions=ONLY_BATCH_PRUNED,
+            timings={"stop": SLOW_STOP},
+            sensor_timeouts={"stop": SHORT, "start": SHORT},
+            check_report=True,
+            note="the start's timeout is retried (a sensor timeout is not): it waits out STOPPING, then starts",
+        ),
+        FaultCase(
+            id="stop-never-finishes-report",
+            fault="web-1's stop never finishes: the report's first line names it as down",
+            inject=_hang("compute.instances.stop"),
+            expect_state="failed",
+            expect_message=stop_timed_out,
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "STOPPING"},
+            sensor_timeouts={"stop": SHORT, "start": SHORT},
+            check_report=True,
+        ),
+    ]
+
+
 CASES: list[FaultCase] = [
     FaultCase(id="baseline", fault="none", inject=lambda emu: None, expect_state="success"),
     *_http_cases(),
@@ -511,6 +548,7 @@ CASES: list[FaultCase] = [
     *_not_on_path(),
     *_report_cases(),
     *_retention_cases(),
+    *_slow_shutdown_cases(),
 ]
 CASES += _reschedule_twins(CASES)
 assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"

@@ -435,7 +435,7 @@ def violations(outcome: Outcome) -> list[str]:
                 problems.append(f"{count} snapshot insert operations for {disk} (the retry did not adopt)")
     if outcome.vms_before[WEB] == "RUNNING" and outcome.vms_after[WEB] != "RUNNING":
         check = report_check(outcome)  # the fault left web-1 down: the run report must say so
-        if check in ("no report", "web-1 missing", "misses that web-1 is not RUNNING"):
+        if check in ("no report", "web-1 missing", "misses that web-1 is not RUNNING", FIRST_LINE):
             problems.append(f"web-1 is {outcome.vms_after[WEB]} but the run report {check}")
     if case.check_report and report_check(outcome) != "ok":
         problems.append(f"run report: {report_check(outcome)}")
@@ -470,12 +470,27 @@ def report_check(outcome: Outcome) -> str:
     web = rows.get(WEB)
     if web is None:
         return "web-1 missing"
-    flagged = any("may not be now" in problem for problem in web["problems"])
+    flagged = bool(web.get("down"))  # the report read web-1's status after its start did not succeed
     running = outcome.vms_after[WEB] == "RUNNING"
     if flagged and running:
         return f"stale: flags web-1 as maybe down, but it is RUNNING (start {web['tasks'].get('start')})"
     if not flagged and not running and outcome.vms_before[WEB] == "RUNNING":
         return "misses that web-1 is not RUNNING"
+    if flagged and not _first_line(report).startswith((f"VM DOWN: {WEB} ", f"VM MAY BE DOWN: {WEB}: ")):
+        return FIRST_LINE
+    unexplained = [problem for problem in web["problems"] if "no error was recorded" in problem]
+    if unexplained:
+        return f"gives no cause for: {'; '.join(unexplained)}"
     if report["status"] != outcome.state:
         return f"report status {report['status']}, run {outcome.state}"
     return "ok"
+
+
+FIRST_LINE = "does not name web-1 as down in its first line"
+
+
+def _first_line(report: dict[str, Any]) -> str:
+    """The first line of the report as the report task logs it (and the notification leads with)."""
+    from gce_vm_backup.report import format_report
+
+    return format_report(report).splitlines()[0]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from gce_vm_backup.errors import ConfigError
@@ -18,6 +21,16 @@ if TYPE_CHECKING:
 
 WAIT_MODES = ("defer", "reschedule", "worker")
 DEADLINE_XCOM_KEY = "gce_vm_backup_deadline"
+ERROR_XCOM_KEY = "gce_vm_backup_error"  # why a task try failed (read by the run report)
+ERROR_TEXT_LIMIT = 2000
+# Control flow, not failures: a deferral, a reschedule, a skip.
+_NOT_FAILURES = (
+    "TaskDeferred",
+    "AirflowRescheduleException",
+    "AirflowSkipException",
+    "DownstreamTasksSkipped",
+)
+_log = logging.getLogger(__name__)
 LOCAL_SSD_CHOICES = ("refuse", "discard", "preserve")
 TRUE_STRINGS = frozenset({"true", "1", "yes", "on"})
 
@@ -65,8 +78,96 @@ def check_choice(value: str, choices: Sequence[str], *, name: str) -> str:
     return value
 
 
-class HookMixin:
-    """Builds the hook lazily, inside execute/poke: nothing Google is imported at DAG parse time."""
+def failure_cause(subject: str, exc: BaseException) -> str:
+    """One line for the run report: ``<subject> failed: <the cause>``.
+
+    For a failed operation the cause is its error codes and messages (``QUOTA_EXCEEDED: Quota ...``) and the
+    operation's name; otherwise the exception message's first line (type name when it has none).
+    """
+    text = str(exc).strip()
+    marker = "finished with an error: "
+    codes = getattr(exc, "codes", None)
+    if codes and marker in text:
+        detail = text.split(marker, 1)[1].splitlines()[0]
+        operation = getattr(exc, "operation", "")
+        detail = f"{detail} (operation {operation})" if operation else detail
+    else:
+        detail = text.splitlines()[0] if text else type(exc).__name__
+        if not type(exc).__module__.startswith(("gce_vm_backup", "airflow")):  # a bug's KeyError, etc.
+            detail = f"{type(exc).__name__}: {detail}"
+    return f"{subject} failed: {detail}"[:ERROR_TEXT_LIMIT]
+
+
+def _recording_failures(execute: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(execute)
+    def wrapper(self: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return execute(self, context, *args, **kwargs)
+        except BaseException as exc:
+            self.record_failure(context, exc)
+            raise
+
+    wrapper._records_failures = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+class RecordsFailures:
+    """Every failed try of the task pushes why it failed to XCom (key ``gce_vm_backup_error``) before the
+    exception propagates: ``{"task", "error", "message", "cause", "at"}``, where ``cause`` is the run
+    report's line (``snapshot of disk web-1-data failed: QUOTA_EXCEEDED: ...``).
+
+    Every path is covered: an error of the hook, an operation's error, our sensor timeouts (raised from
+    ``execute`` or from ``resume_execution`` after a deferral), a trigger timeout, Airflow's own
+    ``execution_timeout``. Airflow clears a task's XComs when a new try starts, so the XCom holds the last
+    try's error. A subclass's ``execute`` is wrapped when the class is defined; ``failure_subject`` (set
+    while a step runs, e.g. per disk) names what failed, else the task's name.
+    """
+
+    failure_subject: str | None = None
+    records_failures = True  # False for the run report: its failure is the summary, not a cause
+    task_id: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        execute = cls.__dict__.get("execute")
+        if execute is not None and not getattr(execute, "_records_failures", False):
+            cls.execute = _recording_failures(execute)  # type: ignore[attr-defined]
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
+        except BaseException as exc:
+            self.record_failure(context, exc)
+            raise
+
+    def record_failure(self, context: Any, exc: BaseException) -> None:
+        """Push the failure XCom (once per exception); never raises, so the real error is what propagates."""
+        if (
+            not self.records_failures
+            or type(exc).__name__ in _NOT_FAILURES
+            or getattr(exc, "_gce_vm_backup_recorded", False)
+        ):
+            return
+        subject = self.failure_subject or self.task_id.rsplit(".", 1)[-1]
+        message = str(exc).strip()
+        record = {
+            "task": self.task_id,
+            "error": type(exc).__name__,
+            "message": message[:ERROR_TEXT_LIMIT],
+            "cause": failure_cause(subject, exc),
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        with contextlib.suppress(AttributeError):  # an exception type that takes no attributes
+            exc._gce_vm_backup_recorded = True  # type: ignore[attr-defined]
+        try:
+            context["ti"].xcom_push(key=ERROR_XCOM_KEY, value=record)
+        except Exception as push_error:  # the task's own error must win over a failed push
+            _log.warning("Could not record the failure of %s in XCom: %s", self.task_id, push_error)
+
+
+class HookMixin(RecordsFailures):
+    """Builds the hook lazily, inside execute/poke: nothing Google is imported at DAG parse time.
+    Every failed try records its cause (see RecordsFailures)."""
 
     gcp_conn_id: str
     impersonation_chain: str | Sequence[str] | None

@@ -158,7 +158,7 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
                 tasks["start"] >> started >> previous["start"]  # tier N+1 starts before tier N starts
             previous = tasks
         vm_groups = [f"tier_{number}" for number in range(1, len(tiers) + 1)]
-        report = RunReportOperator(task_id=REPORT_TASK_ID, vm_groups=vm_groups)
+        report = RunReportOperator(task_id=REPORT_TASK_ID, vm_groups=vm_groups, **common)
         # After every task, not only the leaves: a VM's start (a teardown) can still be bringing it back
         # after its retention went upstream_failed, and the report must see how that ended. Setup tasks
         # (precheck) are left out: Airflow allows only all_success after a setup, and they are upstream
@@ -176,7 +176,9 @@ def _tier_group(
     deployment: str,
 ) -> Any:
     @task_group(group_id=f"tier_{number}")
-    def backup_vm(project_id: str, zone: str, instance: str, disks: list[str] | None) -> None:
+    def backup_vm(
+        project_id: str, zone: str, instance: str, disks: list[str] | None, carried_by: dict[str, str]
+    ) -> None:
         precheck = PrecheckInstanceOperator(
             task_id="precheck",
             project_id=project_id,
@@ -184,6 +186,7 @@ def _tier_group(
             instance=instance,
             disks=disks,
             local_ssd=group.local_ssd,
+            carried_by=carried_by,
             **common,
         )
         stop = StopInstanceOperator(
@@ -207,6 +210,8 @@ def _tier_group(
             task_id="start",
             instance_record=precheck.output,
             timeout=group.timeouts.start,
+            # A stop that timed out may still be shutting down: the start waits that out too, then starts.
+            stop_timeout=group.timeouts.stop,
             retries=max(group.retries, 3),  # bringing a VM back is worth more tries than the rest
             retry_delay=timedelta(seconds=min(group.retry_delay, 60)),
             **sensor,

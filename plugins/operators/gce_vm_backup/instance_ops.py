@@ -25,7 +25,7 @@ from gce_vm_backup._base import (
     check_choice,
     sensor_mode,
 )
-from gce_vm_backup.errors import ConfigError, VmStateError
+from gce_vm_backup.errors import ConfigError, OperationTimeoutError, VmStateError
 
 RESTARTABLE = "RUNNING"
 # States a backup may begin from. A VM in transition (STAGING, STOPPING, REPAIRING...) is refused:
@@ -35,7 +35,7 @@ SUSPENDED_STATES = frozenset({"SUSPENDED", "SUSPENDING"})
 STOPPING_STATES = frozenset({"PENDING_STOP", "STOPPING"})
 WORKER_LONG_POLL = 60.0
 # What a tier maps over when it has no VM this run (or in a dry run): every task passes it through.
-NO_VM: dict[str, Any] = {"project_id": "", "zone": "", "instance": "", "disks": None}
+NO_VM: dict[str, Any] = {"project_id": "", "zone": "", "instance": "", "disks": None, "carried_by": {}}
 NO_VM_STATUS = "NO_VM"
 TRIGGER_CONF_KEYS = ("vms", "dry_run")  # the trigger form's fields (dag_factory.trigger_params)
 DRY_RUN_PLAN_KEY = "dry_run_plan"  # the XCom key of the dry run's plan (read by the run report)
@@ -48,6 +48,30 @@ def _now() -> str:
 
 def _vm_path(record: dict[str, Any]) -> str:
     return f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+
+
+def _disk_path(attached: Any) -> str:
+    return str(attached.source[attached.source.find("projects/") :])
+
+
+def _persistent_disks(instance: Any) -> list[str]:
+    """The paths of a VM's persistent disks (local SSDs left out)."""
+    return [_disk_path(disk) for disk in instance.disks if disk.type_ != "SCRATCH"]
+
+
+def disk_carriers(vms: list[dict[str, Any]], disks_of: dict[str, list[str] | None]) -> dict[str, str]:
+    """Which VM's backup snapshots each disk attached to several VMs of the run: disk path -> VM path.
+
+    ``vms`` in run order (tier, then path); ``disks_of`` maps a VM path to the disks its backup covers,
+    or None when they could not be read (such a VM snapshots all its disks and carries none for others,
+    so a disk is never left to nobody). The carrier is the first VM in run order that has the disk:
+    deterministic, so every resolve task and every retry of one computes the same answer.
+    """
+    carriers: dict[str, str] = {}
+    for vm in vms:
+        for disk in disks_of.get(_vm_path(vm)) or []:
+            carriers.setdefault(disk, _vm_path(vm))
+    return carriers
 
 
 class ResolveTargetsOperator(HookMixin, BaseOperator):
@@ -67,12 +91,16 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     :param deployment: this deployment's id and ``group`` the group's: the preview lists only the
         snapshots they made, as retention does.
     :param conf: the run's conf (``{{ dag_run.conf }}``): a key other than the trigger form's fields is
-        refused before anything happens, so a typo (``dry-run``) never turns a dry run into a real one.
-    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks"}``; when the tier
+        refused before anything happens, so a typo (``dry-run``) never turns a dry run into a real one, and
+        so is a ``dry_run`` or ``vms`` that differs from the rendered ``plan_only`` / ``only`` (Airflow's
+        ``core.dag_run_conf_overrides_params = False`` leaves params at their defaults whatever the conf).
+    Returns a sorted, de-duplicated list of ``{"project_id", "zone", "instance", "disks", "carried_by"}``,
+    where ``carried_by`` maps each disk of the VM that an earlier VM of the run (in tier, then path order)
+    also has attached to that VM's path: its backup snapshots the disk, once per run. When the tier
     has no VM this run (and in a dry run) the list is ``[NO_VM]``, a placeholder for which the precheck
     returns ``NO_VM_RECORD`` and stop, snapshot and start do nothing.
     Raises ConfigError when ``only`` names a VM that is not among the targets, or ``conf`` has an
-    unknown key.
+    unknown key or asks for something else than the run would do.
     """
 
     template_fields: Sequence[str] = ("tiers", "only", "plan_only", "conf")
@@ -105,6 +133,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             raise ConfigError(f"The parameter 'tier' must be between 1 and {len(self.tiers)}, not {tier}")
         self.only, self.plan_only, self.tier = only, plan_only, tier
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+        self._listed_disks: dict[str, list[str]] = {}
+        self._disks_of: dict[str, list[str] | None] = {}
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         unknown = sorted(set(self.conf or {}) - set(TRIGGER_CONF_KEYS)) if isinstance(self.conf, dict) else []
@@ -114,8 +144,10 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                 f"only {', '.join(TRIGGER_CONF_KEYS)}. Nothing was done."
             )
         dry_run = as_bool(self.plan_only, name="plan_only")
+        self._check_against_conf(dry_run)
         seen: set[str] = set()
         tiers: list[list[dict[str, Any]]] = []
+        self._listed_disks = {}  # VM path -> disks, from the selectors' listings
         for tier in self.tiers:
             resolved: dict[str, dict[str, Any]] = {}  # VM path -> target; a VM belongs to its first tier
             for target in tier:
@@ -124,7 +156,27 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                         resolved.setdefault(_vm_path(vm), vm)
             seen.update(resolved)
             tiers.append([resolved[key] for key in sorted(resolved)])
-        vms = self._select(tiers)[self.tier - 1]
+        selected = self._select(tiers)
+        carriers = self._carriers([vm for tier in selected for vm in tier])
+        vms = [
+            {
+                **vm,
+                "carried_by": {
+                    disk: carrier
+                    for disk, carrier in carriers.items()
+                    if carrier != _vm_path(vm) and disk in (self._disks_of.get(_vm_path(vm)) or [])
+                },
+            }
+            for vm in selected[self.tier - 1]
+        ]
+        for vm in vms:
+            for disk, carrier in vm["carried_by"].items():
+                self.log.info(
+                    "Disk %s of %s is also attached to %s, whose backup snapshots it (once per run)",
+                    disk,
+                    _vm_path(vm),
+                    carrier,
+                )
         self.log.info(
             "Tier %d of %d: %d VM(s): %s",
             self.tier,
@@ -143,6 +195,68 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             # and would hold the next tier back. One placeholder that every task passes through instead.
             return [NO_VM]
         return vms
+
+    def _check_against_conf(self, dry_run: bool) -> None:
+        """Refuse to act on anything other than what the run's conf asked for.
+
+        With ``core.dag_run_conf_overrides_params = False`` (a legal setting) the params keep their
+        defaults whatever the conf says: a dry run would become a real backup of the whole group. So the
+        rendered ``plan_only`` and ``only`` are compared with the conf's ``dry_run`` and ``vms``, and any
+        difference fails the run here, before any API call. Raises ConfigError.
+        """
+        conf = self.conf if isinstance(self.conf, dict) else {}
+        problems = []
+        if "dry_run" in conf:
+            try:
+                wanted = as_bool(conf["dry_run"], name="dry_run")
+            except ConfigError:
+                wanted = None
+            if wanted != dry_run:
+                problems.append(
+                    f"the conf's dry_run is {conf['dry_run']!r} but the run would act as dry_run={dry_run}"
+                )
+        if "vms" in conf:
+            asked = conf["vms"] if isinstance(conf["vms"], list) else [conf["vms"]]
+            acting = self.only if isinstance(self.only, list) else [self.only] if self.only else []
+            if sorted(map(str, asked or [])) != sorted(map(str, acting)):
+                problems.append(
+                    f"the conf's vms is {conf['vms']!r} but the run would back up "
+                    f"{', '.join(map(str, acting)) if acting else 'the whole group'}"
+                )
+        if problems:
+            raise ConfigError(
+                "Refusing to run: what this run would act on differs from its conf ("
+                + "; ".join(problems)
+                + "). The DAG's params did not take the conf: is core.dag_run_conf_overrides_params False "
+                "in this Airflow? Nothing was done."
+            )
+
+    def _carriers(self, vms: list[dict[str, Any]]) -> dict[str, str]:
+        """disk_carriers over the run's VMs, reading the disks of VMs the selectors did not list."""
+        from gce_vm_backup.errors import BackupError
+
+        self._disks_of = {}
+        if len(vms) < 2:  # one VM cannot share a disk with another of this run
+            return {}
+        for vm in vms:
+            path = _vm_path(vm)
+            disks = self._listed_disks.get(path)
+            if disks is None:
+                try:
+                    instance = self.hook.get_instance(
+                        project_id=vm["project_id"], zone=vm["zone"], name=vm["instance"]
+                    )
+                except BackupError as exc:  # its precheck will fail with the same error
+                    self.log.warning(
+                        "Could not read the disks of %s (it carries no shared disk): %s", path, exc
+                    )
+                    self._disks_of[path] = None
+                    continue
+                disks = _persistent_disks(instance)
+            self._disks_of[path] = [
+                d for d in disks if not vm.get("disks") or d.rsplit("/", 1)[-1] in vm["disks"]
+            ]
+        return disk_carriers(vms, self._disks_of)
 
     def _expand(self, target: dict[str, Any]) -> list[dict[str, Any]]:
         if "instance" in target:
@@ -164,6 +278,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             for vm_zone, instance in self.hook.list_instances(
                 project_id=target["project_id"], zone=zone, filter=expression or None
             ):
+                path = f"projects/{target['project_id']}/zones/{vm_zone}/instances/{instance.name}"
+                self._listed_disks[path] = _persistent_disks(instance)
                 found.append(
                     {
                         "project_id": target["project_id"],
@@ -201,7 +317,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
 
     def _log_plan(self, vms: list[dict[str, Any]], run: RunKey) -> list[dict[str, Any]]:
         """Log the dry run's plan per VM and return it: ``[{"vm", "status", "action", "snapshots":
-        [{"disk_source", "snapshot"}], "would_delete": [names] | None}]``."""
+        [{"disk_source", "snapshot"}], "carried_by": {disk: VM}, "would_delete": [names] | None}]``; a disk
+        another VM's backup snapshots (``carried_by``) is not planned again."""
         from gce_vm_backup.naming import snapshot_name
         from gce_vm_backup.retention_ops import load_policy, preview_retention
 
@@ -222,6 +339,9 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                 path = disk.source[disk.source.find("projects/") :]
                 name = path.rsplit("/", 1)[-1]
                 if vm.get("disks") and name not in vm["disks"]:
+                    continue
+                if path in (vm.get("carried_by") or {}):
+                    self.log.info("    disk %s -> snapshotted by %s's backup", path, vm["carried_by"][path])
                     continue
                 planned[path] = snapshot_name(
                     instance=vm["instance"],
@@ -254,6 +374,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                     "status": instance.status,
                     "action": action,
                     "snapshots": [{"disk_source": k, "snapshot": v} for k, v in planned.items()],
+                    "carried_by": dict(vm.get("carried_by") or {}),
                     "would_delete": would_delete,
                 }
             )
@@ -265,12 +386,14 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
 
     Returns the InstanceRecord: project_id, zone, instance, prior_status, has_local_ssd, local_ssd and
     every attached persistent disk (or the chosen subset) with source path, boot flag, size and
-    location. Raises VmStateError for a SUSPENDED VM (resuming and stopping it would lose its memory
-    state, so we refuse), a VM in transition, or local SSDs without an explicit choice; ConfigError for a
-    disk subset naming a disk that is not attached.
+    location; a disk that another VM's backup of this run snapshots (``carried_by``, from the resolve
+    task: disk path -> that VM's path) carries ``"carried_by": <VM path>``, and snapshot, verify and
+    retention of this VM leave it out. Raises VmStateError for a SUSPENDED VM (resuming and stopping it
+    would lose its memory state, so we refuse), a VM in transition, or local SSDs without an explicit
+    choice; ConfigError for a disk subset naming a disk that is not attached.
     """
 
-    template_fields: Sequence[str] = ("project_id", "zone", "instance", "disks", "local_ssd")
+    template_fields: Sequence[str] = ("project_id", "zone", "instance", "disks", "local_ssd", "carried_by")
 
     def __init__(
         self,
@@ -280,13 +403,14 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         instance: str,
         disks: list[str] | None = None,
         local_ssd: str = "refuse",
+        carried_by: dict[str, str] | None = None,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.project_id, self.zone, self.instance = project_id, zone, instance
-        self.disks, self.local_ssd = disks, local_ssd
+        self.disks, self.local_ssd, self.carried_by = disks, local_ssd, carried_by
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -342,6 +466,10 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
                     f"{', '.join(missing)}. Attached: {', '.join(sorted(known))}"
                 )
             attached = [disk for disk in attached if disk["name"] in self.disks]
+        for entry in attached:
+            carrier = (self.carried_by or {}).get(str(entry["source"]))
+            if carrier and carrier != vm:
+                entry["carried_by"] = carrier
         record = {
             "project_id": self.project_id,
             "zone": self.zone,
@@ -353,7 +481,15 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
             "checked_at": _now(),
         }
         self.log.info(
-            "VM %s is %s; disks to snapshot: %s", vm, status, ", ".join(d["source"] for d in attached)
+            "VM %s is %s; disks to snapshot: %s%s",
+            vm,
+            status,
+            ", ".join(d["source"] for d in attached if "carried_by" not in d) or "none",
+            "".join(
+                f"; {d['source']} is snapshotted by {d['carried_by']}'s backup"
+                for d in attached
+                if "carried_by" in d
+            ),
         )
         return record
 
@@ -368,6 +504,9 @@ class ConvergeSensor(HookMixin, DeferringWait, BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("instance_record",)
+    # A timeout that Airflow may retry (OperationTimeoutError) instead of AirflowSensorTimeout, which it never
+    # retries: for a wait that must be survived (bringing a VM back).
+    retry_on_timeout = False
 
     def __init__(
         self,
@@ -404,15 +543,29 @@ class ConvergeSensor(HookMixin, DeferringWait, BaseSensorOperator):
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:
-            raise AirflowSensorTimeout(
-                f"{type(self).__name__} for {self.describe()} did not finish within "
-                f"{self.timeout:.0f} seconds ({exc})"
-            ) from exc
+            raise self._timeout_error(f" ({exc})") from exc
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        try:
+            return super().resume_execution(next_method, next_kwargs, context)
+        except AirflowSensorTimeout as exc:  # the deferral's own timeout (no triggerer ran it in time)
+            if not self.retry_on_timeout:
+                raise
+            error = self._timeout_error(f" (the deferral timed out: {exc})")
+            self.record_failure(context, error)
+            raise error from exc
 
     def wait_timed_out(self, context: Any) -> Exception:
-        return AirflowSensorTimeout(
-            f"{type(self).__name__} for {self.describe()} did not finish within {self.timeout:.0f} seconds"
+        return self._timeout_error("")
+
+    def _timeout_error(self, suffix: str) -> Exception:
+        message = (
+            f"{type(self).__name__} for {self.describe()} did not finish within {self.timeout:.0f} "
+            f"seconds{suffix}"
         )
+        if self.retry_on_timeout:
+            return OperationTimeoutError(f"{message}; the task's retry waits again")
+        return AirflowSensorTimeout(message)
 
     def _follow(self, operation: Any) -> None:
         """Check an operation we own: raise if it failed; in worker mode long-poll it first."""
@@ -473,9 +626,19 @@ class StartInstanceOperator(ConvergeSensor):
     """Bring the VM back to RUNNING if it was RUNNING before the backup (a teardown: runs even when
     stop or snapshot failed). A VM that was stopped before stays stopped.
 
-    Starts a TERMINATED VM, resumes a SUSPENDED one, waits out STOPPING and STAGING. Returns
-    ``{"started": bool, "at": iso time}``. Raises OperationFailedError if the start operation failed.
+    Starts a TERMINATED VM, resumes a SUSPENDED one, waits out STOPPING and STAGING. The wait is bounded
+    by ``timeout`` plus ``stop_timeout``: when the stop task timed out, the VM may still be shutting down
+    (a long graceful shutdown), and the start must wait that out before it can start it. Its timeout is
+    an OperationTimeoutError, which Airflow retries (a sensor timeout it never retries), so the VM is
+    not left stopped by a shutdown slower than the bounds. Returns ``{"started": bool, "at": iso time}``.
+    Raises OperationFailedError if the start operation failed, OperationTimeoutError when the bound passes.
     """
+
+    retry_on_timeout = True
+
+    def __init__(self, *, timeout: float = 3600, stop_timeout: float = 0, **kwargs: Any) -> None:
+        super().__init__(timeout=float(timeout) + float(stop_timeout), **kwargs)
+        self.stop_timeout = float(stop_timeout)
 
     def poke(self, context: Any) -> Any:
         from airflow.sdk.bases.sensor import PokeReturnValue

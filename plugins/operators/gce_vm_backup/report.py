@@ -6,6 +6,15 @@ map index and final state of every finished task) tell which VM task groups ran 
 each present task's XCom is then pulled by task id and map index. So a failed or missing task leaves a
 hole in its VM's row, never a misaligned row. ``build_run_report`` is the pure part.
 
+Why a task failed comes from the XCom every operator of the package pushes before its exception
+propagates (``_base.RecordsFailures``, key ``gce_vm_backup_error``): each problem is the cause's first line
+(``snapshot of disk web-1-data failed: QUOTA_EXCEEDED: ...``); tasks that did not run because an earlier
+one failed (upstream_failed) are listed after it, never as a cause.
+
+A VM that was RUNNING before the backup and whose start did not succeed is read again (``instances.get``):
+if it is not RUNNING now, the report's first line, the row's first problem and the failure notification
+say that it is down and give the command that starts it.
+
 Timings come from what the operators return: the stop's ``at`` is when the VM was seen TERMINATED, the
 start's ``at`` when it was seen RUNNING again; ``downtime_seconds`` is the span between the two, so the
 time the VM spent stopping is not in it.
@@ -28,6 +37,7 @@ from airflow.sdk.bases.notifier import BaseNotifier
 from airflow.sdk.exceptions import AirflowFailException
 from pydantic import ValidationError
 
+from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
 from gce_vm_backup.config import EmailSettings, NotifySettings, SlackSettings
 from gce_vm_backup.errors import BackupError, ConfigError
 from gce_vm_backup.instance_ops import DRY_RUN_PLAN_KEY, NO_VM_STATUS
@@ -36,23 +46,91 @@ VM_TASKS = ("precheck", "stop", "snapshot", "start", "verify", "retention")
 REPORT_XCOM_KEY = "run_report"
 REPORT_TASK_ID = "run_report"
 OK_STATES = frozenset({"success", "skipped"})
+NOT_RUN = "upstream_failed"
+GONE = "NOT_FOUND"  # the status the report gives a VM that no longer exists
+STOPPING_STATES = frozenset({"PENDING_STOP", "STOPPING"})
 
 
 @dataclass
 class VmTaskResults:
-    """What one mapped VM task group left behind: each task's final state and XCom value."""
+    """What one mapped VM task group left behind: each task's final state, XCom value and error."""
 
     group: str
     map_index: int
     target: Mapping[str, Any] | None = None  # the resolve task's entry for this map index
     states: dict[str, str] = field(default_factory=dict)  # task name -> final state
     values: dict[str, Any] = field(default_factory=dict)  # task name -> XCom return value
+    errors: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # task name -> failure XCom
+    status_now: str | None = None  # read by the report when the start did not succeed (GONE: deleted)
+    status_error: str | None = None  # why status_now could not be read
 
 
 def _seconds_between(start: str | None, end: str | None) -> int | None:
     if not start or not end:
         return None
     return int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
+
+
+def needs_status_check(vm: VmTaskResults) -> bool:
+    """A VM that was RUNNING before the backup and whose start did not succeed: is it running now?"""
+    record = vm.values.get("precheck") or {}
+    return record.get("prior_status") == "RUNNING" and vm.states.get("start") != "success"
+
+
+def start_command(project: str, zone: str, instance: str, status: str | None) -> str:
+    verb = "resume" if status in ("SUSPENDED", "SUSPENDING") else "start"
+    return f"gcloud compute instances {verb} {instance} --project={project} --zone={zone}"
+
+
+def _down(vm: VmTaskResults, target: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The VM-down entry of a row (None when the VM is RUNNING again or was not running before)."""
+    if not needs_status_check(vm) or vm.status_now == "RUNNING":
+        return None
+    project, zone, instance = (str(target.get(key)) for key in ("project_id", "zone", "instance"))
+    start = vm.states.get("start") or "did not run"
+    status = vm.status_now
+    if status == GONE:
+        return {
+            "status": GONE,
+            "command": None,
+            "line": f"VM {instance} was RUNNING before the backup and no longer exists (start {start})",
+        }
+    command = start_command(project, zone, instance, status)
+    when = " once it is TERMINATED" if status in STOPPING_STATES else ""
+    if status is None:
+        reason = f"; its status could not be read: {vm.status_error}" if vm.status_error else ""
+        line = (
+            f"VM {instance} MAY BE DOWN: it was RUNNING before the backup and its start {start}{reason}. "
+            f"Check it; to start it by hand: {command}"
+        )
+    else:
+        line = (
+            f"VM {instance} IS DOWN ({status}): it was RUNNING before the backup and its start {start}. "
+            f"Start it by hand{when}: {command}"
+        )
+    return {"status": status, "command": command, "line": line}
+
+
+def _causes(vm: VmTaskResults) -> list[str]:
+    """Each failed task's cause, in task order, then the tasks that did not run because of them."""
+    problems, not_run = [], []
+    for task in (*VM_TASKS, *sorted(set(vm.states) - set(VM_TASKS))):
+        state = vm.states.get(task)
+        if state is None or state in OK_STATES:
+            continue
+        if state == NOT_RUN:
+            not_run.append(task)
+            continue
+        error = vm.errors.get(task) or {}
+        if state == "failed":
+            problems.append(
+                str(error.get("cause") or f"{task} failed (no error was recorded: see the task's log)")
+            )
+        else:
+            problems.append(f"{task} {state}")
+    if not_run:
+        problems.append(f"not run because of the failure above: {', '.join(not_run)}")
+    return problems
 
 
 def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
@@ -69,17 +147,28 @@ def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
     stop, start = vm.values.get("stop") or {}, vm.values.get("start") or {}
     snapshots = vm.values.get("verify") or vm.values.get("snapshot") or []
     retention = vm.values.get("retention")
-    problems = [f"{task} {state}" for task, state in vm.states.items() if state not in OK_STATES]
+    down = _down(vm, target) if target else None
+    problems = ([down["line"]] if down else []) + _causes(vm)
     prior = record.get("prior_status")
-    if prior == "RUNNING" and vm.states.get("start") != "success":
-        problems.insert(
-            0, f"VM was RUNNING before the backup and may not be now: start {vm.states.get('start')}"
-        )
+    carried = [
+        {
+            "disk": d.get("name"),
+            "disk_source": d.get("source"),
+            "snapshot": None,
+            "status": None,
+            "storage_bytes": 0,
+            "carried_by": d["carried_by"],
+        }
+        for d in record.get("disks") or []
+        if d.get("carried_by")
+    ]
     return {
         "group": vm.group,
         "map_index": vm.map_index,
         "vm": path,
         "prior_status": prior,
+        "status_after": vm.status_now,
+        "down": None if down is None else {"status": down["status"], "command": down["command"]},
         "stopped": stop.get("stopped"),
         "stopped_at": stop.get("at"),
         "started": start.get("started"),
@@ -95,7 +184,8 @@ def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
                 "storage_bytes": int(s.get("storage_bytes") or 0),
             }
             for s in snapshots
-        ],
+        ]
+        + carried,
         "retention": None
         if retention is None
         else {
@@ -109,24 +199,48 @@ def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
     }
 
 
+def _link_carried(rows: list[dict[str, Any]]) -> None:
+    """Fill each shared disk's entry from the carrier VM's snapshot; a problem when it has no READY one."""
+    made = {
+        (row["vm"], s["disk_source"]): s for row in rows for s in row["snapshots"] if not s.get("carried_by")
+    }
+    for row in rows:
+        for entry in row["snapshots"]:
+            carrier = entry.get("carried_by")
+            if not carrier:
+                continue
+            snapshot = made.get((carrier, entry["disk_source"])) or {}
+            entry["snapshot"], entry["status"] = snapshot.get("snapshot"), snapshot.get("status")
+            if entry["status"] != "READY":
+                row["problems"].append(
+                    f"disk {entry['disk']} is snapshotted by {carrier.rsplit('/', 1)[-1]}'s backup "
+                    f"({carrier}), which has no READY snapshot of it in this run"
+                )
+                row["ok"] = False
+
+
 def build_run_report(
     *,
     dag_id: str,
     run_id: str,
     vms: Iterable[VmTaskResults],
     other_tasks: Mapping[str, str] | None = None,
+    other_errors: Mapping[str, str] | None = None,
     dry_run_plan: Sequence[Mapping[str, Any]] | None = None,
     generated_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The run's summary as plain JSON-able data (see the module docstring). Raises nothing.
 
     ``other_tasks`` are the run's tasks outside the VM groups (resolve, barriers) with their states; the
-    failed ones are listed, since a failed resolve means a whole tier was not backed up. ``dry_run_plan`` is
-    what the resolve tasks of a dry run planned (the report's ``dry_run`` is then true, ``vms`` empty).
+    failed ones are listed, since a failed resolve means a whole tier was not backed up, with their causes
+    from ``other_errors`` (task -> cause line). ``dry_run_plan`` is what the resolve tasks of a dry run
+    planned (the report's ``dry_run`` is then true, ``vms`` empty). ``vms_down`` lists every VM that was
+    RUNNING before the backup and is not now, with the command that starts it.
     """
     rows = [row for row in (_vm_row(vm) for vm in vms) if row is not None]
+    _link_carried(rows)
     failed_other = sorted(task for task, state in (other_tasks or {}).items() if state not in OK_STATES)
-    snapshots = [s for row in rows for s in row["snapshots"]]
+    snapshots = [s for row in rows for s in row["snapshots"] if not s.get("carried_by")]
     summary = {
         "vms": len(rows),
         "vms_ok": sum(row["ok"] for row in rows),
@@ -143,7 +257,15 @@ def build_run_report(
         "generated_at": (generated_at or datetime.now(UTC)).isoformat(timespec="seconds"),
         "status": "success" if summary["vms_with_problems"] == 0 and not failed_other else "failed",
         "dry_run": bool(dry_run_plan),
+        "vms_down": [
+            {"vm": row["vm"], "status": row["down"]["status"], "command": row["down"]["command"]}
+            for row in rows
+            if row["down"]
+        ],
         "summary": summary,
+        "task_errors": {
+            task: (other_errors or {})[task] for task in failed_other if task in (other_errors or {})
+        },
         "vms": rows,
         "dry_run_plan": list(dry_run_plan or []),
     }
@@ -153,21 +275,63 @@ def _size(storage_bytes: int) -> str:
     return f"{storage_bytes / (1 << 30):.1f} GiB"
 
 
-def format_report(report: Mapping[str, Any]) -> str:
-    """The report as a readable table for the task log."""
-    summary = report["summary"]
+def _vm_name(path: str | None) -> str:
+    return (path or "?").rsplit("/", 1)[-1]
+
+
+def down_lines(report: Mapping[str, Any]) -> list[str]:
+    """One line per VM that may be down, with the command that starts it (the report's first lines)."""
+    lines = []
+    for down in report.get("vms_down", []):
+        fix = f"; start it by hand: {down['command']}" if down["command"] else ""
+        if down["status"] is None:
+            lines.append(
+                f"VM MAY BE DOWN: {down['vm']}: its status could not be read (it was RUNNING before the "
+                f"backup){fix}"
+            )
+            continue
+        what = "no longer exists" if down["status"] == GONE else f"is {down['status']}"
+        lines.append(f"VM DOWN: {down['vm']} {what} (it was RUNNING before the backup){fix}")
+    return lines
+
+
+def problem_lines(report: Mapping[str, Any]) -> list[str]:
+    """Every problem as ``<VM>: <cause>``, and every failed task outside the VM groups with its cause."""
     lines = [
+        f"{_vm_name(row['vm']) if row['vm'] else row['group']}: {problem}"
+        for row in report.get("vms", [])
+        for problem in row.get("problems", [])
+    ]
+    errors = report.get("task_errors", {})
+    lines += [
+        f"{task}: {errors.get(task) or 'failed (no error was recorded: see the task log)'}"
+        for task in report["summary"].get("failed_tasks", [])
+    ]
+    return lines
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as a readable table for the task log; VMs that are down come first."""
+    summary = report["summary"]
+    lines = down_lines(report)
+    lines.append(
         f"Backup run {report['run_id']} of {report['dag_id']}: {report['status'].upper()} - "
         f"{summary['vms_ok']}/{summary['vms']} VM(s) ok, {summary['snapshots_ready']}/{summary['snapshots']} "
         f"snapshot(s) READY ({_size(summary['storage_bytes'])}), {summary['snapshots_deleted']} old "
         "snapshot(s) deleted",
-    ]
+    )
     if summary["failed_tasks"]:
-        lines.append(f"Failed tasks outside the VM groups: {', '.join(summary['failed_tasks'])}")
+        errors = report.get("task_errors", {})
+        lines.append("Failed tasks outside the VM groups:")
+        lines += [f"    {task}: {errors.get(task) or 'failed'}" for task in summary["failed_tasks"]]
     for planned in report.get("dry_run_plan", []):
         vm = planned["vm"].split("/zones/")[-1]
         lines.append(f"DRY RUN {vm} ({planned['status']}): would {planned['action']}")
         lines += [f"    {s['disk_source']} -> {s['snapshot']}" for s in planned["snapshots"]]
+        lines += [
+            f"    {disk} -> snapshotted by {_vm_name(carrier)}'s backup"
+            for disk, carrier in (planned.get("carried_by") or {}).items()
+        ]
         if planned.get("would_delete"):
             lines.append(f"    retention would delete: {', '.join(planned['would_delete'])}")
     header = f"{'VM':<48} {'before':<10} {'downtime':>9}  {'disk':<24} {'snapshot':<63} {'status':<9} size"
@@ -178,9 +342,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         first = f"{vm:<48} {row['prior_status'] or '?':<10} {downtime:>9}  "
         for index, snap in enumerate(row["snapshots"] or [{}]):
             prefix = first if index == 0 else " " * len(first)
+            size = f"carried by {_vm_name(snap['carried_by'])}" if snap.get("carried_by") else None
             lines.append(
                 f"{prefix}{snap.get('disk') or '-':<24} {snap.get('snapshot') or '-':<63} "
-                f"{snap.get('status') or '-':<9} {_size(snap.get('storage_bytes') or 0)}"
+                f"{snap.get('status') or '-':<9} {size or _size(snap.get('storage_bytes') or 0)}"
             )
         retention = row["retention"]
         if retention and (retention["deleted"] or retention["would_delete"]):
@@ -192,10 +357,16 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pull_error(ti: Any, task_id: str, map_index: int) -> Mapping[str, Any] | None:
+    error = ti.xcom_pull(task_ids=task_id, map_indexes=map_index, key=ERROR_XCOM_KEY, default=None)
+    return error if isinstance(error, Mapping) else None
+
+
 def collect_vm_results(
     ti: Any, *, dag_id: str, run_id: str, vm_groups: Sequence[str]
 ) -> tuple[list[VmTaskResults], dict[str, str]]:
-    """Every VM group's per-map-index task states and XComs, and the states of the other tasks.
+    """Every VM group's per-map-index task states, XComs and (for failed tasks) errors, and the states of
+    the other tasks.
 
     ``vm_groups`` are the mapped task groups' ids (``tier_1``...); each group's resolve task is
     ``resolve_<group>``, whose list gives the VM of each map index.
@@ -216,12 +387,14 @@ def collect_vm_results(
     for (group, map_index), vm in sorted(vms.items()):
         if 0 <= map_index < len(targets[group]):
             vm.target = targets[group][map_index]
-        for task in vm.states:
+        for task, state in vm.states.items():
             vm.values[task] = ti.xcom_pull(task_ids=f"{group}.{task}", map_indexes=map_index, default=None)
+            if state == "failed" and (error := _pull_error(ti, f"{group}.{task}", map_index)) is not None:
+                vm.errors[task] = error
     return [vms[key] for key in sorted(vms)], other
 
 
-class RunReportOperator(BaseOperator):
+class RunReportOperator(HookMixin, BaseOperator):
     """Build the run report, log it as a table and push it to XCom (key ``run_report``, and as the return
     value when the run had no problems).
 
@@ -229,40 +402,84 @@ class RunReportOperator(BaseOperator):
     :param fail_on_problems: fail (without retry) when any VM or task had a problem, after pushing the
         report: the report runs last with trigger rule all_done, and as the DAG's only leaf its success
         would otherwise mark a failed run successful and silence the failure notification.
-    Raises AirflowFailException listing the problems.
+    Every VM that was RUNNING before the backup and whose start did not succeed is read (``instances.get``)
+    to tell whether it is down. Raises AirflowFailException listing the problems, VMs that are down first.
     """
 
-    def __init__(self, *, vm_groups: Sequence[str], fail_on_problems: bool = True, **kwargs: Any) -> None:
+    records_failures = False
+
+    def __init__(
+        self,
+        *,
+        vm_groups: Sequence[str],
+        fail_on_problems: bool = True,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         if not vm_groups:
             raise ConfigError("The parameter 'vm_groups' must name at least one per-VM task group")
         self.vm_groups, self.fail_on_problems = list(vm_groups), fail_on_problems
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
         vms, other = collect_vm_results(
             ti, dag_id=ti.dag_id, run_id=context["run_id"], vm_groups=self.vm_groups
         )
+        for vm in vms:
+            if needs_status_check(vm):
+                self._read_status(vm)
+        other_errors = {
+            task: str(error.get("cause") or error.get("message"))
+            for task, state in other.items()
+            if state == "failed" and (error := _pull_error(ti, task, -1)) is not None
+        }
         plan = [
             planned
             for group in self.vm_groups
             for planned in ti.xcom_pull(task_ids=f"resolve_{group}", key=DRY_RUN_PLAN_KEY, default=None) or []
         ]
         report = build_run_report(
-            dag_id=ti.dag_id, run_id=context["run_id"], vms=vms, other_tasks=other, dry_run_plan=plan
+            dag_id=ti.dag_id,
+            run_id=context["run_id"],
+            vms=vms,
+            other_tasks=other,
+            other_errors=other_errors,
+            dry_run_plan=plan,
         )
         self.log.info("%s", format_report(report))
         ti.xcom_push(key=REPORT_XCOM_KEY, value=report)
         if self.fail_on_problems and report["status"] != "success":
-            problems = [f"{row['vm'] or row['group']}: {'; '.join(row['problems'])}" for row in report["vms"]]
-            problems += [f"task {task} did not succeed" for task in report["summary"]["failed_tasks"]]
             raise AirflowFailException(
                 "The backup run had problems (full report in XCom 'run_report'): "
-                + " | ".join(p for p in problems if not p.endswith(": "))
+                + " | ".join([*down_lines(report), *problem_lines(report)])
             )
         return report
+
+    def _read_status(self, vm: VmTaskResults) -> None:
+        """Set the VM's status now (GONE when deleted), or why it could not be read."""
+        from gce_vm_backup.errors import ResourceNotFoundError
+
+        record = vm.values.get("precheck") or {}
+        try:
+            instance = self.hook.get_instance(
+                project_id=record["project_id"], zone=record["zone"], name=record["instance"]
+            )
+            vm.status_now = str(instance.status)
+        except ResourceNotFoundError:
+            vm.status_now = GONE
+        except Exception as exc:  # the report must still be written: the VM is then "may be down"
+            vm.status_error = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        self.log.info(
+            "VM %s was RUNNING before the backup, its start %s: now %s",
+            record.get("instance"),
+            vm.states.get("start") or "did not run",
+            vm.status_now or f"unknown ({vm.status_error})",
+        )
 
 
 # ---- failure notification ----------------------------------------------------------------------
@@ -281,19 +498,24 @@ def _report_from(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
 def failure_message(context: Mapping[str, Any]) -> tuple[str, str]:
     """(subject, body) for a failed backup run, from a DAG failure callback's context.
 
-    The body carries the run report's summary and every problem when the report can be read.
+    When the run report can be read, VMs that may be down lead the subject and the body (with the command
+    that starts each), then the summary and every problem with its cause.
     """
     dag = context.get("dag")
     dag_id = getattr(dag, "dag_id", None) or "gce-vm-backup"
     run_id = context.get("run_id") or "?"
+    report = _report_from(context)
+    down = down_lines(report) if report is not None else []
     subject = f"[gce-vm-backup] Backup run failed: {dag_id} ({run_id})"
+    if down:
+        names = ", ".join(_vm_name(d["vm"]) for d in report["vms_down"])  # type: ignore[index]
+        subject = f"[gce-vm-backup] VM(s) DOWN: {names} - backup run failed: {dag_id} ({run_id})"
     body = (
         f"The backup DAG {dag_id}, run {run_id}, failed: {context.get('reason') or 'see the task logs'}.\n"
         f"The run report (every VM, its snapshots and problems) is in the XCom '{REPORT_XCOM_KEY}' of the "
         f"task '{REPORT_TASK_ID}'. VMs that were RUNNING before the backup are restarted by their start task "
-        "even when stop or snapshot failed; the report says so for any that may not be."
+        "even when stop or snapshot failed; the report names any that is not running after the run."
     )
-    report = _report_from(context)
     if report is not None:
         summary = report["summary"]
         lines = [
@@ -301,13 +523,10 @@ def failure_message(context: Mapping[str, Any]) -> tuple[str, str]:
             f"{summary['snapshots_ready']}/{summary['snapshots']} snapshot(s) READY, "
             f"{summary['snapshots_deleted']} old snapshot(s) deleted."
         ]
-        lines += [
-            f"- {row['vm'] or row['group']}: {'; '.join(row['problems'])}"
-            for row in report.get("vms", [])
-            if row.get("problems")
-        ]
-        lines += [f"- task {task} did not succeed" for task in summary.get("failed_tasks", [])]
+        lines += [f"- {line}" for line in problem_lines(report)]
         body += "\n\n" + "\n".join(lines)
+    if down:
+        body = "\n".join(down) + "\n\n" + body
     return subject, body
 
 

@@ -71,6 +71,12 @@ class SnapshotDisksOperator(ConvergeSensor):
         run = RunKey.from_context(context)
         results = []
         for disk in record["disks"]:
+            if disk.get("carried_by"):  # shared with another VM of this run, whose backup snapshots it
+                self.log.info(
+                    "Disk %s: snapshotted by %s's backup in this run", disk["source"], disk["carried_by"]
+                )
+                continue
+            self.failure_subject = f"snapshot of disk {disk['name']}"  # names the disk in the run report
             name = snapshot_name(
                 instance=record["instance"],
                 disk=disk["name"],
@@ -79,6 +85,7 @@ class SnapshotDisksOperator(ConvergeSensor):
                 run_id=run.run_id,
             )
             results.append(self._converge_disk(record, disk, name, run))
+        self.failure_subject = None
         if all(
             item["status"] == "READY" or (self.ready_when == "UPLOADING" and item["status"] in PAST_CREATING)
             for item in results
