@@ -31,7 +31,10 @@ CREATING -> UPLOADING -> READY, its insert operation DONE when READY. A stop of 
 of a RUNNING one returns an operation that is already DONE (the real API's behaviour here is
 unconfirmed). A repeated ``requestId`` returns the original operation and does nothing. More than one
 snapshot of a disk within 10 simulated minutes ends the operation DONE with RATE_LIMIT_EXCEEDED.
-Faults: ``emu.faults``; call log: ``emu.calls``.
+Faults: ``emu.faults``; call log: ``emu.calls`` (each call names the products of the calling client, so
+the package's own calls, marked ``gce-vm-backup/<version>``, are told from a test's setup calls). With
+``GCE_EMULATOR_CALL_LOG`` set to a folder, every process also appends the distinct methods it served there
+(the pytest plugin compares them with the package's IAM list at the end of a full test session).
 """
 
 from gce_emulator.server import CallRecord, Emulator
