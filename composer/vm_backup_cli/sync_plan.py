@@ -71,7 +71,9 @@ class RemoteObject:
 class LocalTree:
     files: list[LocalFile] = field(default_factory=list)
     excluded: set[str] = field(default_factory=set)  # object names present locally but excluded
-    covered: tuple[str, ...] = ()  # the synced folders that exist in --source
+    # The synced folders this sync covers: present in --source with at least one file to sync (an empty
+    # or wholly excluded folder never lets --delete empty its prefix in the bucket).
+    covered: tuple[str, ...] = ()
     refused: list[str] = field(default_factory=list)  # one line per symlink that is not uploaded
 
 
@@ -190,9 +192,10 @@ def scan_local(source: Path, folders: Iterable[str] = SYNCED_FOLDERS) -> LocalTr
     ``refused`` and its target is never read.
     """
     spec = load_ignore_spec(source)
-    tree = LocalTree(covered=tuple(f for f in folders if (source / f).is_dir()))
-    roots = {folder: Path(os.path.realpath(source / folder)) for folder in tree.covered}
-    for folder in tree.covered:
+    present = tuple(f for f in folders if (source / f).is_dir())
+    tree = LocalTree()
+    roots = {folder: Path(os.path.realpath(source / folder)) for folder in present}
+    for folder in present:
         for directory, subfolders, names in os.walk(source / folder):
             base = Path(directory)
             subfolders.sort()
@@ -213,6 +216,8 @@ def scan_local(source: Path, folders: Iterable[str] = SYNCED_FOLDERS) -> LocalTr
                     continue  # sockets, FIFOs, devices
                 tree.files.append(LocalFile(relative, path, path.stat().st_size, md5_base64(path)))
     tree.files.sort(key=lambda item: upload_rank(item.object_name))
+    synced = {item.object_name.split("/", 1)[0] for item in tree.files}
+    tree.covered = tuple(folder for folder in present if folder in synced)
     return tree
 
 
@@ -279,7 +284,7 @@ def plan_sync(
             plan.manifest[name] = md5  # stale but still ours: a later --delete removes it
     if delete:
         for folder, count in sorted(uncovered.items()):
-            why = f"{count} object(s) of ours; {folder}/ is not in --source, this sync does not cover it"
+            why = f"{count} object(s) of ours; --source has no file in {folder}/, this sync does not cover it"
             plan.kept.insert(0, (f"{folder}/", why))
     # DAG files and configs go before the code they import.
     plan.deletes.sort(key=lambda obj: upload_rank(obj.name), reverse=True)

@@ -99,13 +99,26 @@ def test_delete_with_a_source_of_only_dags_keeps_our_plugins(storage_emulator, r
     assert set(_objects(storage_emulator)) == EXPECTED
     out = capsys.readouterr().out
     assert (
-        f"kept    gs://{storage_emulator}/plugins/ (3 object(s) of ours; plugins/ is not in --source" in out
+        f"kept    gs://{storage_emulator}/plugins/ (3 object(s) of ours; --source has no file in plugins/"
+        in out
     )
     # still ours: a later full sync without hook.py deletes it
     assert HOOK in _manifest(storage_emulator, "test")["objects"]
     (repo / HOOK).unlink()
     assert _sync(repo, storage_emulator, "--delete") == 0
     assert HOOK not in _objects(storage_emulator)
+
+
+@pytest.mark.parametrize("emptied", ["empty", "wholly-excluded"])
+def test_delete_with_an_empty_plugins_folder_keeps_our_plugins(storage_emulator, repo, emptied):
+    assert _sync(repo, storage_emulator) == 0
+    if emptied == "empty":
+        shutil.rmtree(repo / "plugins")
+        (repo / "plugins").mkdir()
+    else:
+        (repo / ".vmbackupignore").write_text("scratch/\nplugins/\n")
+    assert _sync(repo, storage_emulator, "--delete") == 0
+    assert set(_objects(storage_emulator)) == EXPECTED
 
 
 def test_a_new_ignore_line_does_not_delete_what_it_now_excludes(storage_emulator, repo, capsys):
