@@ -1,21 +1,20 @@
 # Least privilege: the environment runs as its own service account. It gets what Composer itself
 # needs (composer.worker) and, in every target project, a custom role holding exactly the Compute
 # Engine permissions the operators call (tests/deploy/test_terraform.py keeps this list equal to
-# gce_vm_backup.permissions.REQUIRED_PERMISSIONS). All grants are additive (*_iam_member).
+# gce_vm_backup.permissions.REQUIRED_PERMISSIONS, and the test session's emulator call log keeps the
+# API methods behind it equal to what the package calls). All grants are additive (*_iam_member).
 
 locals {
   backup_permissions = [
-    # Precheck reads the VM and its attached disks; label selectors list VMs (list covers aggregatedList).
+    # Precheck reads the VM (its attached disks come with it); label selectors list VMs (list covers
+    # aggregatedList).
     "compute.instances.get",
     "compute.instances.list",
     # Stop before the snapshot, start (or resume) after it.
     "compute.instances.stop",
     "compute.instances.start",
     "compute.instances.resume",
-    # Read disk size and type before snapshotting.
-    "compute.disks.get",
-    "compute.regionDisks.get",
-    # snapshots.insert with a source disk needs createSnapshot on the disk ...
+    # snapshots.insert with a source disk (zonal or regional) needs createSnapshot on the disk ...
     "compute.disks.createSnapshot",
     "compute.regionDisks.createSnapshot",
     # ... and create + setLabels on the snapshot (labels mark it as made by this project).
@@ -25,9 +24,9 @@ locals {
     "compute.snapshots.get",
     "compute.snapshots.list",
     "compute.snapshots.delete",
-    # Wait on every long-running operation (get and wait both need .get).
+    # Wait on every long-running operation (operations.wait needs .get): instance operations are zonal,
+    # snapshot operations global (for regional disks too); nothing waits on a regional operation.
     "compute.zoneOperations.get",
-    "compute.regionOperations.get",
     "compute.globalOperations.get",
   ]
 }

@@ -85,13 +85,13 @@ variable "custom_role_id" {
 }
 
 variable "compute_endpoint" {
-  description = "Optional Compute Engine API endpoint (https), for Private Service Connect or a regional endpoint. Empty means Google's default."
+  description = "Optional Compute Engine API endpoint, https://HOST[:PORT] on googleapis.com (Private Service Connect, a regional endpoint). Empty means Google's default. Another host needs the connection extra compute_endpoint_allowed_hosts."
   type        = string
   default     = ""
 
   validation {
-    condition     = var.compute_endpoint == "" || can(regex("^https://", var.compute_endpoint))
-    error_message = "compute_endpoint must be empty or an https:// URL."
+    condition     = var.compute_endpoint == "" || can(regex("^https://([a-z0-9-]+\\.)*googleapis\\.com(:[0-9]{1,5})?/?$", var.compute_endpoint))
+    error_message = "compute_endpoint must be empty or https://HOST[:PORT] with HOST on googleapis.com (the service account's token goes there)."
   }
 }
 

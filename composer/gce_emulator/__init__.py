@@ -33,7 +33,10 @@ unconfirmed). A repeated ``requestId`` returns the original operation and does n
 snapshot of a disk within 10 simulated minutes ends the operation DONE with RATE_LIMIT_EXCEEDED.
 Snapshots have ``sourceDisk`` (a URL) and ``sourceDiskId``. List ``filter``: the documented grammar only
 (see ``gce_emulator.filters``), anything else is a 400.
-Faults: ``emu.faults``; call log: ``emu.calls``.
+Faults: ``emu.faults``; call log: ``emu.calls`` (each call names the products of the calling client, so
+the package's own calls, marked ``gce-vm-backup/<version>``, are told from a test's setup calls). With
+``GCE_EMULATOR_CALL_LOG`` set to a folder, every process also appends the distinct methods it served there
+(the pytest plugin compares them with the package's IAM list at the end of a full test session).
 """
 
 from gce_emulator.server import CallRecord, Emulator

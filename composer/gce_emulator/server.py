@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 import time
@@ -24,6 +25,41 @@ Z = r"zones/(?P<zone>[^/]+)"
 R = r"regions/(?P<region>[^/]+)"
 
 
+# A folder: when set, every process appends to ``calls-<pid>.log`` in it one line per distinct
+# (API method, calling client products), e.g. "compute.instances.stop\tgce-vm-backup gl-python ...".
+# The pytest plugin sets it to collect what the package calls over a whole session (all emulators, all
+# xdist workers and subprocesses).
+CALL_LOG_ENV = "GCE_EMULATOR_CALL_LOG"
+_call_log_lock = threading.Lock()
+_call_log_seen: set[str] = set()
+
+
+def client_products(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The products a client names in ``x-goog-api-client`` and ``User-Agent``: "gce-vm-backup/0.1.0
+    gl-python/3.11.7" -> ("gce-vm-backup", "gl-python"). Google's REST clients put a ``ClientInfo``'s
+    ``user_agent`` first in ``x-goog-api-client``."""
+    found: list[str] = []
+    for header in ("x-goog-api-client", "User-Agent"):
+        for token in (headers.get(header) or "").split():
+            product = token.split("/", 1)[0]
+            if product and product not in found:
+                found.append(product)
+    return tuple(found)
+
+
+def _append_call_log(method: str, products: tuple[str, ...]) -> None:
+    folder = os.environ.get(CALL_LOG_ENV)
+    if not folder:
+        return
+    line = f"{method}\t{' '.join(products)}\n"
+    with _call_log_lock:
+        if line in _call_log_seen:
+            return
+        _call_log_seen.add(line)
+        with open(os.path.join(folder, f"calls-{os.getpid()}.log"), "a", encoding="utf-8") as handle:
+            handle.write(line)
+
+
 @dataclass(frozen=True)
 class CallRecord:
     method: str  # API discovery id, e.g. "compute.instances.stop"
@@ -33,6 +69,9 @@ class CallRecord:
     path: str
     status: int
     time: float  # simulated seconds
+    client: tuple[
+        str, ...
+    ] = ()  # products named by the caller (client_products), e.g. ("gce-vm-backup", ...)
 
 
 @dataclass(frozen=True)
@@ -238,7 +277,9 @@ class Emulator:
             return compute.seed_snapshot(world, project, snapshot)
 
     # ---- request handling ----------------------------------------------------------------------
-    def handle(self, http_method: str, raw_path: str, body: Any) -> tuple[int, Any]:
+    def handle(
+        self, http_method: str, raw_path: str, body: Any, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         parts = urlsplit(raw_path)
         query = dict(parse_qsl(parts.query))
         for route in ROUTES:
@@ -250,6 +291,7 @@ class Emulator:
         params = match.groupdict()
         resource = parts.path.removeprefix("/compute/v1/")
         resource = re.sub(r"/(stop|start|resume|createSnapshot|wait)$", "", resource)
+        products = client_products(headers or {})
         status, payload = self._dispatch(route, params, query, body)
         with self.world.lock:
             self._calls.append(
@@ -261,8 +303,10 @@ class Emulator:
                     parts.path,
                     status,
                     self.clock.now(),
+                    products,
                 )
             )
+        _append_call_log(route.method, products)
         return status, payload
 
     def _dispatch(
@@ -322,7 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 400, ApiError(400, "parseError", "Invalid JSON payload received.").body()
         else:
             try:
-                status, payload = self.server.emulator.handle(http_method, self.path, body)  # type: ignore[attr-defined]
+                status, payload = self.server.emulator.handle(  # type: ignore[attr-defined]
+                    http_method, self.path, body, self.headers
+                )
             except ApiError as exc:
                 status, payload = exc.status, exc.body()
         data = json.dumps(payload).encode()

@@ -44,6 +44,14 @@ def storage_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         server.stop()
 
 
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    return root
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A small fake checkout: a DAG file, a config, a plugin package, and files that must not sync."""
@@ -65,8 +73,4 @@ def repo(tmp_path: Path) -> Path:
         "dags/scratch/notes.txt": "local notes\n",
         ".vmbackupignore": "scratch/\n",
     }
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-    return root
+    return write_tree(root, files)

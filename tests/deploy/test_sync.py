@@ -8,7 +8,7 @@ import pytest
 from google.cloud import storage
 
 from vm_backup_cli.__main__ import main
-from vm_backup_cli.sync_plan import MANAGED_METADATA_KEY
+from vm_backup_cli.sync_plan import MANAGED_METADATA_KEY, MANIFEST_PREFIX
 
 EXPECTED = {
     "dags/gce_vm_backup_dags.py",
@@ -20,8 +20,13 @@ EXPECTED = {
 
 
 def _objects(bucket: str) -> dict[str, bytes]:
+    """Every object but the sync manifests."""
     client = storage.Client(project="test")
-    return {blob.name: blob.download_as_bytes() for blob in client.list_blobs(bucket)}
+    return {
+        blob.name: blob.download_as_bytes()
+        for blob in client.list_blobs(bucket)
+        if not blob.name.startswith(MANIFEST_PREFIX)
+    }
 
 
 def _sync(repo: Path, bucket: str, *extra: str) -> int:
@@ -83,7 +88,7 @@ def test_delete_removes_only_stale_objects_this_command_uploaded(storage_emulato
 def test_uploaded_objects_carry_the_managed_marker(storage_emulator, repo):
     _sync(repo, storage_emulator)
     blob = storage.Client(project="test").bucket(storage_emulator).get_blob("dags/gce_vm_backup.yaml")
-    assert blob.metadata == {MANAGED_METADATA_KEY: "true"}
+    assert blob.metadata == {MANAGED_METADATA_KEY: "test"}
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(storage_emulator, repo, capsys):

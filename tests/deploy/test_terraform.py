@@ -133,3 +133,35 @@ def test_outputs_needed_for_deploy_exist():
     assert set(outputs) == {"bucket_name", "dags_prefix", "airflow_uri", "service_account_email"}
     assert "dag_gcs_prefix" in outputs["dags_prefix"]["value"]
     assert "airflow_uri" in outputs["airflow_uri"]["value"]
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("", True),
+        ("https://compute.googleapis.com", True),
+        ("https://compute-xyz.p.googleapis.com/", True),
+        ("https://europe-west1-compute.googleapis.com:443", True),
+        ("https://evil.com", False),
+        ("https://googleapis.com.evil.com", False),
+        ("https://compute.googleapis.com@evil.com", False),
+        ("https://compute.googleapis.com\\@evil.com", False),
+        ("https://compute.googleapis.com/path", False),
+        ("http://compute.googleapis.com", False),
+    ],
+)
+def test_compute_endpoint_variable_accepts_only_what_the_package_accepts_from_the_env(value, accepted):
+    from gce_vm_backup.endpoint import ENV_VAR, ComputeEndpoint
+    from gce_vm_backup.errors import ConfigError
+
+    condition = _variables()["compute_endpoint"]["validation"][0]["condition"]
+    pattern = re.search(r'regex\("(.+?)", var\.compute_endpoint\)', condition)
+    assert pattern, condition
+    regex = pattern.group(1).replace("\\\\", "\\")
+    assert (value == "" or re.fullmatch(regex, value) is not None) is accepted
+    try:
+        ComputeEndpoint.resolve({}, environ={ENV_VAR: value})
+    except ConfigError:
+        assert not accepted
+    else:
+        assert accepted

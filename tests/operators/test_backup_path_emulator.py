@@ -28,7 +28,7 @@ from gce_vm_backup.operators import (
     StartInstanceOperator,
     StopInstanceOperator,
 )
-from gce_vm_backup.permissions import API_METHOD_PERMISSIONS
+from gce_vm_backup.permissions import API_METHOD_PERMISSIONS, CLIENT_PRODUCT
 
 from .conftest import PROJECT, RUN_TIME, ZONE_A, ZONE_B, converge
 
@@ -83,8 +83,12 @@ def test_happy_path_stops_snapshots_every_disk_and_starts_again(emulator, contex
     assert {c.request_id for c in emulator.calls_for("compute.instances.stop")} != {None}
 
 
-def test_every_api_method_the_path_calls_has_its_iam_permissions_listed(emulator, context):
+def test_every_call_of_the_path_names_the_package_and_has_its_iam_permissions_listed(emulator, context):
+    """The whole-suite equality (called == listed) is checked at session end by gce_emulator.pytest_plugin,
+    from the calls that name the package, as every call of the backup path does."""
     backup(emulator, context)
+    assert emulator.calls
+    assert [call for call in emulator.calls if CLIENT_PRODUCT not in call.client] == []
     called = {call.method for call in emulator.calls}
     assert called <= set(API_METHOD_PERMISSIONS), called - set(API_METHOD_PERMISSIONS)
 

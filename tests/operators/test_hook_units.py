@@ -138,3 +138,27 @@ def test_a_long_poll_outlasts_the_servers_two_minute_hold(hook):
     hook.get_operation(op(), wait_seconds=60)
 
     assert hook.zone_operations.wait.call_args.kwargs["timeout"] >= 150
+
+
+def test_a_regional_operation_is_refused_since_the_package_never_waits_on_one(hook):
+    regional = op(zone="")
+    regional.region = "https://x/compute/v1/projects/p/regions/r"
+    with pytest.raises(ApiError, match="a region operation; the package waits only on zonal and global ones"):
+        hook.wait_operation(regional, timeout=10)
+
+
+def test_the_hook_has_no_client_for_calls_the_package_does_not_make(hook):
+    """IAM grants exactly what is called: no disks.get / regionDisks.get / regionOperations clients."""
+    for name in ("get_disk", "disks", "region_disks", "region_operations"):
+        assert not hasattr(ComputeBackupHook, name), name
+
+
+def test_every_client_names_the_package_on_the_wire(gce_emulator, monkeypatch):
+    """The x-goog-api-client header starts with gce-vm-backup/<version>: how the emulator's call log (and
+    the session-end IAM check) tells the package's calls from a test's own."""
+    connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": gce_emulator.url}}
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+    hook = ComputeBackupHook()
+    hook.get_instance(project_id="demo-project", zone="us-central1-a", name="web-1")
+    assert hook.get_snapshot(project_id="demo-project", name="nope") is None
+    assert [call.client[0] for call in gce_emulator.calls] == ["gce-vm-backup", "gce-vm-backup"]

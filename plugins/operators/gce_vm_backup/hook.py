@@ -1,6 +1,8 @@
 """``ComputeBackupHook``: every Compute Engine call the package makes, retried and bounded.
 
-Clients are created lazily, all with the same endpoint and credentials (see endpoint.py). Transient
+Clients are created lazily, all with the same endpoint and credentials (see endpoint.py), and all name
+the package (``gce-vm-backup/<version>`` in the ``x-goog-api-client`` header), so the emulator's call log
+tells the package's calls from a test's own. Transient
 errors (429, 5xx, connection resets) are retried with tenacity: exponential backoff with jitter, bounded
 in attempts and time. Mutating calls are retried too, which is safe only because every one of them carries
 a request id: a repeat is recognised by the server and does nothing twice. Other errors are raised at once
@@ -9,9 +11,10 @@ as ApiError / ResourceNotFoundError.
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Sequence
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, TypeVar
 
 import requests
@@ -19,12 +22,14 @@ import tenacity
 from airflow.exceptions import AirflowNotFoundException
 from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 from google.api_core import exceptions as api_exceptions
+from google.api_core.gapic_v1.client_info import ClientInfo
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from gce_vm_backup.endpoint import ComputeEndpoint
 from gce_vm_backup.errors import ApiError, OperationTimeoutError, ResourceNotFoundError
 from gce_vm_backup.operations import is_done, project_of, raise_if_failed, scope_of, target_of
+from gce_vm_backup.permissions import CLIENT_PRODUCT
 
 T = TypeVar("T")
 TRANSIENT = (
@@ -44,6 +49,16 @@ SERVER_WAIT_HOLD = 120.0
 # The client library retries some calls on its own (GETs on 503, up to 600 s); inside our tenacity
 # attempts that would stretch the documented bound (5 attempts / 120 s), so every call passes retry=None.
 NO_RETRY = None
+
+
+@cache
+def client_info() -> ClientInfo:
+    """``gce-vm-backup/<version>`` (``unknown`` when the package is synced to plugins/, not installed)."""
+    try:
+        version = importlib.metadata.version(CLIENT_PRODUCT)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return ClientInfo(user_agent=f"{CLIENT_PRODUCT}/{version}")
 
 
 class ComputeBackupHook(GoogleBaseHook):
@@ -88,19 +103,13 @@ class ComputeBackupHook(GoogleBaseHook):
     # ---- clients -------------------------------------------------------------------------------
     def _client(self, cls: type[T]) -> T:
         credentials = AnonymousCredentials() if self.endpoint.anonymous else self.get_credentials()
-        return cls(credentials=credentials, client_options=self.endpoint.client_options())  # type: ignore[call-arg]
+        return cls(  # type: ignore[call-arg]
+            credentials=credentials, client_options=self.endpoint.client_options(), client_info=client_info()
+        )
 
     @cached_property
     def instances(self) -> compute_v1.InstancesClient:
         return self._client(compute_v1.InstancesClient)
-
-    @cached_property
-    def disks(self) -> compute_v1.DisksClient:
-        return self._client(compute_v1.DisksClient)
-
-    @cached_property
-    def region_disks(self) -> compute_v1.RegionDisksClient:
-        return self._client(compute_v1.RegionDisksClient)
 
     @cached_property
     def snapshots(self) -> compute_v1.SnapshotsClient:
@@ -109,10 +118,6 @@ class ComputeBackupHook(GoogleBaseHook):
     @cached_property
     def zone_operations(self) -> compute_v1.ZoneOperationsClient:
         return self._client(compute_v1.ZoneOperationsClient)
-
-    @cached_property
-    def region_operations(self) -> compute_v1.RegionOperationsClient:
-        return self._client(compute_v1.RegionOperationsClient)
 
     @cached_property
     def global_operations(self) -> compute_v1.GlobalOperationsClient:
@@ -193,23 +198,6 @@ class ComputeBackupHook(GoogleBaseHook):
         )
 
     # ---- disks and snapshots -------------------------------------------------------------------
-    def get_disk(self, *, source: str) -> compute_v1.Disk:
-        """A zonal or regional disk from its URL or path (projects/P/zones|regions/L/disks/D)."""
-        path = source[source.find("projects/") :]
-        parts = path.split("/")
-        if len(parts) != 6 or parts[2] not in ("zones", "regions") or parts[4] != "disks":
-            raise ApiError(f"not a disk URL or path: {source!r}")
-        project, kind, location, name = parts[1], parts[2], parts[3], parts[5]
-        if kind == "zones":
-            return self._call(
-                f"get disk {path}",
-                lambda: self.disks.get(project=project, zone=location, disk=name, retry=NO_RETRY),
-            )
-        return self._call(
-            f"get disk {path}",
-            lambda: self.region_disks.get(project=project, region=location, disk=name, retry=NO_RETRY),
-        )
-
     def insert_snapshot(
         self, *, project_id: str, snapshot: compute_v1.Snapshot, request_id: str
     ) -> compute_v1.Operation:
@@ -252,27 +240,27 @@ class ComputeBackupHook(GoogleBaseHook):
         )
 
     # ---- operations ----------------------------------------------------------------------------
-    def get_operation(
-        self, operation: compute_v1.Operation, *, wait_seconds: float = 0
-    ) -> compute_v1.Operation:
-        """The operation's current state; with ``wait_seconds`` > 0, long-poll (``wait``) up to that long."""
+    def get_operation(self, operation: compute_v1.Operation, *, wait_seconds: float) -> compute_v1.Operation:
+        """Long-poll (``operations.wait``) the operation for up to ``wait_seconds``; its state then.
+
+        Every operation the package waits on is zonal (stop, start, resume) or global (snapshots insert
+        and delete, zonal and regional disks alike), so only those two clients exist: IAM grants exactly
+        what is called (permissions.py). Raises ApiError for anything else."""
         kind, location = scope_of(operation)
         project = project_of(operation)
-        verb = "wait" if wait_seconds > 0 else "get"
-        timeout = {"timeout": max(wait_seconds, SERVER_WAIT_HOLD) + 30} if wait_seconds > 0 else {}
+        what = f"wait operation {operation.name} on {target_of(operation)}"
+        if wait_seconds <= 0:
+            raise ValueError(f"{what}: wait_seconds must be positive, not {wait_seconds}")
+        timeout = max(wait_seconds, SERVER_WAIT_HOLD) + 30
         if kind == "zone":
             client: Any = self.zone_operations
             request = {"project": project, "zone": location, "operation": operation.name}
-        elif kind == "region":
-            client = self.region_operations
-            request = {"project": project, "region": location, "operation": operation.name}
-        else:
+        elif kind == "global":
             client = self.global_operations
             request = {"project": project, "operation": operation.name}
-        return self._call(
-            f"{verb} operation {operation.name} on {target_of(operation)}",
-            lambda: getattr(client, verb)(request=request, retry=NO_RETRY, **timeout),
-        )
+        else:
+            raise ApiError(f"{what}: a {kind} operation; the package waits only on zonal and global ones")
+        return self._call(what, lambda: client.wait(request=request, retry=NO_RETRY, timeout=timeout))
 
     def wait_operation(self, operation: compute_v1.Operation, *, timeout: float) -> compute_v1.Operation:
         """Wait until DONE, at most ``timeout`` seconds (plus one server hold, about 2 minutes, for the

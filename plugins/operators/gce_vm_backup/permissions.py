@@ -1,7 +1,8 @@
 """The IAM permissions the package needs, per API method it calls.
 
-terraform/iam.tf grants exactly ``REQUIRED_PERMISSIONS`` (tests/deploy/test_terraform.py), and the
-emulator tests check that every method the code calls is listed here (tests/operators).
+The keys are exactly the API methods the package's code calls: the emulator's call log over a full test
+session must equal them (gce_emulator.pytest_plugin, at session end), and terraform/iam.tf grants exactly
+``REQUIRED_PERMISSIONS`` (tests/deploy/test_terraform.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.instances.stop": frozenset({"compute.instances.stop"}),
     "compute.instances.start": frozenset({"compute.instances.start"}),
     "compute.instances.resume": frozenset({"compute.instances.resume"}),
-    "compute.disks.get": frozenset({"compute.disks.get"}),
-    "compute.regionDisks.get": frozenset({"compute.regionDisks.get"}),
     # snapshots.insert from a disk: create the snapshot, read the source disk, label the snapshot.
+    # Zonal and regional disks alike; the operation is global either way.
     "compute.snapshots.insert": frozenset(
         {
             "compute.snapshots.create",
@@ -27,12 +27,14 @@ API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.snapshots.get": frozenset({"compute.snapshots.get"}),
     "compute.snapshots.list": frozenset({"compute.snapshots.list"}),
     "compute.snapshots.delete": frozenset({"compute.snapshots.delete"}),
-    "compute.zoneOperations.get": frozenset({"compute.zoneOperations.get"}),
+    # operations.wait needs the operation's get permission. Instance operations are zonal, snapshot
+    # operations global; the package never waits on a regional operation nor calls operations.get.
     "compute.zoneOperations.wait": frozenset({"compute.zoneOperations.get"}),
-    "compute.regionOperations.get": frozenset({"compute.regionOperations.get"}),
-    "compute.regionOperations.wait": frozenset({"compute.regionOperations.get"}),
-    "compute.globalOperations.get": frozenset({"compute.globalOperations.get"}),
     "compute.globalOperations.wait": frozenset({"compute.globalOperations.get"}),
 }
 
 REQUIRED_PERMISSIONS: frozenset[str] = frozenset().union(*API_METHOD_PERMISSIONS.values())
+
+# The product the package's clients name in the x-goog-api-client header (hook.client_info), by which the
+# emulator's call log tells the package's calls from a test's own.
+CLIENT_PRODUCT = "gce-vm-backup"
