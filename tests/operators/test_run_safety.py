@@ -45,6 +45,7 @@ def test_a_failed_snapshot_records_the_disk_and_the_operations_error_before_rais
     record = precheck(context)
     emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")
     snapshot = SnapshotDisksOperator(
+        deployment="test",
         task_id="tier_1.snapshot",
         instance_record=record,
         group="web",
@@ -84,6 +85,8 @@ def test_a_deferral_is_control_flow_and_records_nothing(emulator, context):
 def test_an_error_of_the_hook_in_the_first_task_is_recorded(emulator, context):
     emulator.faults.http_error("compute.instances.list", 403, times=10)
     resolve = ResolveTargetsOperator(
+        deployment="test",
+        group="web",
         task_id="resolve_tier_1",
         targets=[{"project_id": PROJECT, "zones": [ZONE_A], "labels": {"app": "shop"}}],
     )
@@ -172,6 +175,8 @@ def test_a_run_that_would_act_on_something_else_than_its_conf_is_refused_before_
     emulator, context, conf, only, plan_only, message
 ):
     resolve = ResolveTargetsOperator(
+        deployment="test",
+        group="web",
         task_id="resolve_tier_1",
         targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
         only=only,
@@ -193,6 +198,8 @@ def test_a_run_that_would_act_on_something_else_than_its_conf_is_refused_before_
 )
 def test_a_run_that_acts_on_what_its_conf_says_goes_ahead(emulator, context, conf, only, plan_only):
     resolve = ResolveTargetsOperator(
+        deployment="test",
+        group="web",
         task_id="resolve_tier_1",
         targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
         only=only,
@@ -265,7 +272,7 @@ def resolve_all(context, **kwargs):
         vm
         for tier in (1, 2)
         for vm in ResolveTargetsOperator(
-            task_id=f"resolve_tier_{tier}", tiers=TIERS, tier=tier, **kwargs
+            deployment="test", group="web", task_id=f"resolve_tier_{tier}", tiers=TIERS, tier=tier, **kwargs
         ).execute(context.as_dict())
     ]
 
@@ -281,7 +288,9 @@ def test_the_carrier_of_a_shared_disk_is_the_first_vm_in_tier_then_name_order(sh
 
 def test_a_vm_whose_disk_subset_leaves_the_shared_disk_out_does_not_carry_it(shared_emulator, context):
     tiers = [[{"project_id": PROJECT, "zone": ZONE_A, "instance": "web-2", "disks": ["web-2"]}], TIERS[1]]
-    vms = ResolveTargetsOperator(task_id="r", tiers=tiers, tier=2).execute(context.as_dict())
+    vms = ResolveTargetsOperator(deployment="test", group="web", task_id="r", tiers=tiers, tier=2).execute(
+        context.as_dict()
+    )
     assert {vm["instance"]: vm["carried_by"] for vm in vms}["web-1"] == {}
 
 
@@ -290,7 +299,7 @@ def test_each_shared_disk_is_snapshotted_once_by_the_backup_of_its_carrier(share
     for vm in resolve_all(context):
         record = precheck(context, vm["instance"], vm["zone"], carried_by=vm["carried_by"])
         snapshot = SnapshotDisksOperator(
-            task_id="snapshot", group="web", instance_record=record, poke_interval=1
+            deployment="test", task_id="snapshot", group="web", instance_record=record, poke_interval=1
         )
         for item in converge(snapshot, context, shared_emulator, step=600):
             snapshotted.setdefault(item["disk_source"], []).append(vm["instance"])
@@ -313,7 +322,9 @@ def test_disk_carriers_never_leaves_a_disk_to_a_vm_whose_disks_could_not_be_read
 
 
 def test_the_dry_run_plans_a_shared_disk_once_and_names_its_carrier(shared_emulator, context):
-    operator = ResolveTargetsOperator(task_id="resolve_tier_2", tiers=TIERS, tier=2, plan_only=True)
+    operator = ResolveTargetsOperator(
+        deployment="test", group="web", task_id="resolve_tier_2", tiers=TIERS, tier=2, plan_only=True
+    )
     operator.execute(context.as_dict())
     plan = {p["vm"].rsplit("/", 1)[-1]: p for p in context.ti.pushed["dry_run_plan"]}
     assert [s["disk_source"] for s in plan["web-1"]["snapshots"]] == [f"{DISK}/web-1", REGIONAL]
