@@ -222,7 +222,7 @@ class DeferringWait:
 
     def wait_timed_out(self, context: Any) -> Exception:
         """The exception for a wait past its deadline (subclasses name the resource)."""
-        from airflow.sdk.exceptions import AirflowSensorTimeout
+        from gce_vm_backup._compat import AirflowSensorTimeout
 
         return AirflowSensorTimeout(f"Sensor {self.task_id} did not finish within {self.timeout:.0f} seconds")
 

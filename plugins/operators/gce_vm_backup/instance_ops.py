@@ -13,7 +13,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.sensor import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from gce_vm_backup._base import (
     LOCAL_SSD_CHOICES,
@@ -25,6 +24,7 @@ from gce_vm_backup._base import (
     check_choice,
     sensor_mode,
 )
+from gce_vm_backup._compat import AirflowSensorTimeout
 from gce_vm_backup.errors import ConfigError, OperationTimeoutError, VmStateError
 
 RESTARTABLE = "RUNNING"

@@ -2,9 +2,10 @@
 
 ``RunReportOperator`` runs last (trigger rule all_done). It finds the per-VM results without being handed
 them: the task-instance breadcrumbs of the run (``RuntimeTaskInstance.get_task_breadcrumbs``: task id,
-map index and final state of every finished task) tell which VM task groups ran and how each task ended;
-each present task's XCom is then pulled by task id and map index. So a failed or missing task leaves a
-hole in its VM's row, never a misaligned row. ``build_run_report`` is the pure part.
+map index and final state of every finished task; ``get_task_states`` on Airflow 3.1, see
+``finished_tasks``) tell which VM task groups ran and how each task ended; each present task's XCom is then
+pulled by task id and map index. So a failed or missing task leaves a hole in its VM's row, never a
+misaligned row. ``build_run_report`` is the pure part.
 
 Why a task failed comes from the XCom every operator of the package pushes before its exception
 propagates (``_base.RecordsFailures``, key ``gce_vm_backup_error``): each problem is the cause's first line
@@ -20,24 +21,25 @@ start's ``at`` when it was seen RUNNING again; ``downtime_seconds`` is the span 
 time the VM spent stopping is not in it.
 
 Notifiers: ``notifiers_from_config(notify)`` turns a group's ``notify`` block into DAG-level
-``on_failure_callback`` notifiers (email through Airflow's SMTP provider, Slack through an incoming-webhook
-connection). Provider modules are imported only when a notification is sent; with no ``notify`` block the
-list is empty and no notification code runs.
+``on_failure_callback`` notifiers (email through Airflow's SMTP provider, Slack through the Slack provider's
+incoming-webhook hook, the optional extra ``slack``). Provider modules are imported only when a notification
+is sent; with no ``notify`` block the list is empty and no notification code runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import importlib.util
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator, TriggerRule
 from airflow.sdk.bases.notifier import BaseNotifier
-from airflow.sdk.exceptions import AirflowFailException
 from pydantic import ValidationError
 
 from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
+from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.config import EmailSettings, NotifySettings, SlackSettings
 from gce_vm_backup.errors import BackupError, ConfigError
 from gce_vm_backup.instance_ops import DRY_RUN_PLAN_KEY, NO_VM_STATUS
@@ -362,6 +364,40 @@ def _pull_error(ti: Any, task_id: str, map_index: int) -> Mapping[str, Any] | No
     return error if isinstance(error, Mapping) else None
 
 
+# The states get_task_breadcrumbs returns (the execution API's TerminalTIState).
+FINISHED_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
+
+def finished_tasks(
+    ti: Any, *, dag_id: str, run_id: str, vm_groups: Sequence[str]
+) -> Iterator[tuple[str, int, str]]:
+    """(task id, map index, state) of every finished task of the run.
+
+    ``RuntimeTaskInstance.get_task_breadcrumbs`` arrived with Airflow 3.2 (task SDK 1.2.0); on Airflow 3.1 the
+    same comes from ``get_task_states``, which keys a mapped task instance ``<task id>_<map index>`` (only
+    the VM tasks are mapped here) and also lists unfinished tasks, left out as the breadcrumbs leave them.
+    """
+    if hasattr(ti, "get_task_breadcrumbs"):
+        for crumb in ti.get_task_breadcrumbs(dag_id=dag_id, run_id=run_id):
+            yield (
+                str(crumb["task_id"]),
+                int(crumb["map_index"]),
+                str(getattr(crumb["state"], "value", crumb["state"])),
+            )
+        return
+    states = ti.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id) or {}
+    for key, raw_state in sorted(states.items()):
+        state = str(getattr(raw_state, "value", raw_state))
+        if state not in FINISHED_STATES:
+            continue
+        group, _, rest = key.partition(".")
+        task, _, index = rest.rpartition("_")
+        if group in vm_groups and task in VM_TASKS and index.isdigit():
+            yield f"{group}.{task}", int(index), state
+        else:
+            yield key, -1, state
+
+
 def collect_vm_results(
     ti: Any, *, dag_id: str, run_id: str, vm_groups: Sequence[str]
 ) -> tuple[list[VmTaskResults], dict[str, str]]:
@@ -373,13 +409,12 @@ def collect_vm_results(
     """
     vms: dict[tuple[str, int], VmTaskResults] = {}
     other: dict[str, str] = {}
-    for crumb in ti.get_task_breadcrumbs(dag_id=dag_id, run_id=run_id):
-        group, _, task = str(crumb["task_id"]).partition(".")
-        state, map_index = str(crumb["state"]), int(crumb["map_index"])
+    for task_id, map_index, state in finished_tasks(ti, dag_id=dag_id, run_id=run_id, vm_groups=vm_groups):
+        group, _, task = task_id.partition(".")
         if group in vm_groups and task in VM_TASKS:
             vms.setdefault((group, map_index), VmTaskResults(group, map_index)).states[task] = state
-        elif crumb["task_id"] != ti.task_id:
-            other[str(crumb["task_id"])] = state
+        elif task_id != ti.task_id:
+            other[task_id] = state
     targets = {
         group: ti.xcom_pull(task_ids=f"resolve_{group}", map_indexes=-1, default=None) or []
         for group in vm_groups
@@ -550,48 +585,39 @@ class EmailFailureNotifier(BaseNotifier):
         ).notify(context)
 
 
-class SlackFailureNotifier(BaseNotifier):
-    """Posts the failure to a Slack incoming webhook.
+SLACK_EXTRA_MISSING = (
+    "Slack notifications need the Slack provider (apache-airflow-providers-slack): install "
+    "gce-vm-backup[slack], or add apache-airflow-providers-slack to the environment's PyPI packages"
+)
 
-    Uses the Slack provider's webhook notifier when it is installed; otherwise (the seam: the provider is
-    not a dependency of this project) posts itself to the URL stored in the connection's password, or
-    its host. Raises BackupError when the connection has no webhook URL or Slack refuses the post.
+
+class SlackFailureNotifier(BaseNotifier):
+    """Posts the failure through the Slack provider's incoming-webhook hook (the optional extra ``slack``).
+
+    The connection ``webhook_conn_id`` is a Slack incoming-webhook connection: the webhook URL (or its
+    token, with the base URL in the host) in the password. Raises ConfigError when the provider is not
+    installed (at DAG build, so the group fails to load rather than its failures going unreported), and
+    the provider's error when the connection has no webhook or Slack refuses the post.
     """
 
     def __init__(self, settings: SlackSettings) -> None:
         super().__init__()
+        if importlib.util.find_spec("airflow.providers.slack") is None:
+            raise ConfigError(f"notify.slack: {SLACK_EXTRA_MISSING}")
         self.settings = settings
 
     def notify(self, context: Any) -> None:
-        subject, body = failure_message(context)
-        text = f"*{subject}*\n{body}"
         try:
-            from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-        except ImportError:
-            self._post(text)
-            return
-        SlackWebhookNotifier(slack_webhook_conn_id=self.settings.webhook_conn_id, text=text).notify(context)
+            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+        except ImportError as exc:
+            raise BackupError(SLACK_EXTRA_MISSING) from exc
 
-    def _post(self, text: str) -> None:
-        import requests
-        from airflow.sdk import BaseHook
-
-        connection = BaseHook.get_connection(self.settings.webhook_conn_id)
-        url = connection.password or connection.host or ""
-        if not url.startswith("https://"):
-            raise BackupError(
-                f"Slack connection {self.settings.webhook_conn_id!r} has no https:// incoming-webhook URL "
-                "in its password (or host)"
-            )
-        payload: dict[str, Any] = {"text": text}
+        subject, body = failure_message(context)
+        message: dict[str, Any] = {"text": f"*{subject}*\n{body}"}
         if self.settings.channel:
-            payload["channel"] = self.settings.channel
-        response = requests.post(url, json=payload, timeout=30)
-        if response.status_code >= 400:
-            raise BackupError(
-                f"Slack webhook of connection {self.settings.webhook_conn_id!r} refused the message: "
-                f"HTTP {response.status_code} {response.text[:200]}"
-            )
+            # A legacy-webhook field (apps' webhooks post to their own channel); the provider passes it on.
+            message["channel"] = self.settings.channel
+        SlackWebhookHook(slack_webhook_conn_id=self.settings.webhook_conn_id).send_dict(message)
 
 
 def notifiers_from_config(notify: Mapping[str, Any] | NotifySettings | None) -> list[BaseNotifier]:

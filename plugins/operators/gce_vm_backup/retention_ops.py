@@ -18,7 +18,6 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.sensor import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowSensorTimeout
 from pydantic import ValidationError
 
 from gce_vm_backup._base import (
@@ -30,6 +29,7 @@ from gce_vm_backup._base import (
     check_choice,
     sensor_mode,
 )
+from gce_vm_backup._compat import AirflowSensorTimeout
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.instance_ops import NO_VM_STATUS
 from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions

@@ -1,0 +1,122 @@
+"""Every third-party module the package, the CLI, the DAG file and the benchmarks import (function-local
+imports too) comes from a distribution pyproject.toml declares, not one that only arrives transitively."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata as metadata
+import sys
+import tomllib
+from functools import cache
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_TREES = ("plugins", "composer", "dags")  # what users install: [project] deps and extras
+DEV_TREES = ("benchmarks",)  # run from the checkout: the dev group too
+LOCAL = {"gce_vm_backup", "vm_backup_cli", "gce_emulator", "_harness", "tests"}
+# The apache-airflow distribution is a meta package: its code is in these two, which it pins.
+PARTS = {"apache-airflow": {"apache-airflow-core", "apache-airflow-task-sdk"}}
+
+
+def imported_modules(tree: str) -> dict[str, list[str]]:
+    """Absolute imported module -> the files (path:line) importing it, for every .py file under ``tree``."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((REPO / tree).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # `from google.cloud import compute_v1`: the name may be a module of a namespace package
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name, []).append(f"{path.relative_to(REPO)}:{node.lineno}")
+    return found
+
+
+@cache
+def _module_owners() -> dict[str, str]:
+    """Dotted module -> distribution, from every installed distribution's file list (nothing imported)."""
+    owners: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = canonicalize_name(dist.metadata["Name"])
+        for file in dist.files or ():
+            if file.suffix == ".py" and ".." not in file.parts:
+                parts = list(file.with_suffix("").parts)
+                owners[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = name
+    return owners
+
+
+def owning_distribution(module: str) -> str | None:
+    """The installed distribution that provides ``module``. A top-level name several distributions share
+    (namespace packages: google.*, airflow.providers.*) goes by which one holds the module's files."""
+    candidates = set(metadata.packages_distributions().get(module.split(".")[0], []))
+    if len(candidates) == 1:
+        return canonicalize_name(candidates.pop())
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        owner = _module_owners().get(".".join(parts[:end]))
+        if owner:
+            return owner
+    return None
+
+
+def declared(pyproject: dict, *, dev: bool) -> set[str]:
+    requirements = list(pyproject["project"]["dependencies"])
+    for extra in pyproject["project"].get("optional-dependencies", {}).values():
+        requirements += extra
+    if dev:
+        requirements += pyproject.get("dependency-groups", {}).get("dev", [])
+    names = {canonicalize_name(Requirement(r).name) for r in requirements}
+    return names | {part for name in names for part in PARTS.get(name, ())}
+
+
+def undeclared(pyproject: dict) -> list[str]:
+    """One line per imported third-party module whose distribution pyproject does not declare."""
+    problems = []
+    for trees, dev in ((RUNTIME_TREES, False), (DEV_TREES, True)):
+        allowed = declared(pyproject, dev=dev)
+        for tree in trees:
+            for module, where in sorted(imported_modules(tree).items()):
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in LOCAL or top == "__future__":
+                    continue
+                owner = owning_distribution(module)
+                if owner not in allowed:
+                    problems.append(f"{module} (from {owner or 'no installed distribution'}): {where[0]}")
+    return problems
+
+
+def pyproject_of_checkout() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def test_every_imported_third_party_module_is_declared():
+    assert undeclared(pyproject_of_checkout()) == []
+
+
+def test_the_check_sees_a_module_that_only_arrives_transitively():
+    pyproject = pyproject_of_checkout()
+    pyproject["project"]["dependencies"] = [
+        r for r in pyproject["project"]["dependencies"] if canonicalize_name(Requirement(r).name) != "rich"
+    ]
+    assert [line for line in undeclared(pyproject) if line.startswith("rich")] == [
+        "rich.console.Console (from rich): composer/vm_backup_cli/sync.py:250",
+        "rich.progress.BarColumn (from rich): composer/vm_backup_cli/sync.py:251",
+        "rich.progress.DownloadColumn (from rich): composer/vm_backup_cli/sync.py:251",
+        "rich.progress.Progress (from rich): composer/vm_backup_cli/sync.py:251",
+        "rich.progress.TextColumn (from rich): composer/vm_backup_cli/sync.py:251",
+    ]
+
+
+def test_namespace_packages_resolve_to_their_own_distribution():
+    assert owning_distribution("google.cloud.compute_v1") == "google-cloud-compute"
+    assert owning_distribution("google.cloud.orchestration.airflow.service_v1") == (
+        "google-cloud-orchestration-airflow"
+    )
+    assert owning_distribution("airflow.providers.smtp.notifications.smtp") == "apache-airflow-providers-smtp"
+    assert owning_distribution("airflow.sdk") == "apache-airflow-task-sdk"
