@@ -254,14 +254,26 @@ def trigger_and_wait(
     return wait_for(env, dag_id, run_id, timeout=timeout)
 
 
+# How much longer a run may take on each environment: a Celery task starts in a fork of a worker's pool
+# process, next to two workers, Postgres and Redis, all on the same 2 cores (shared in CI); with the
+# machine busy, a run takes about 3 times as long as under the LocalExecutor.
+RUN_TIMEOUT_FACTOR = {"local": 1.0, "celery": 3.0}
+
+
+def run_timeout(env: LocalAirflow, seconds: float) -> float:
+    """``seconds`` for a run on the LocalExecutor, scaled for ``env``'s executor."""
+    return seconds * RUN_TIMEOUT_FACTOR[env.executor]
+
+
 def wait_for(env: LocalAirflow, dag_id: str, run_id: str, *, timeout: float = 180.0) -> RunResult:
+    """The finished run; ``timeout`` is for the LocalExecutor (see ``run_timeout``)."""
     seen: dict[tuple[str, int], set[str]] = {}
 
     def record(tis: list[dict[str, Any]]) -> None:
         for t in tis:
             seen.setdefault((t["task_id"], t["map_index"]), set()).add(t["state"])
 
-    run = env.wait_for_run(dag_id, run_id, timeout=timeout, on_poll=record)
+    run = env.wait_for_run(dag_id, run_id, timeout=run_timeout(env, timeout), on_poll=record)
     return RunResult(run, env.task_instances(dag_id, run_id), seen)
 
 

@@ -17,7 +17,15 @@ import pytest
 from gce_emulator import Emulator
 from vm_backup_cli.local_env import LocalAirflow
 
-from .conftest import HEARTBEAT_TIMEOUT, PROJECT, ZONE, trigger_and_wait, vm_snapshots, wait_for
+from .conftest import (
+    HEARTBEAT_TIMEOUT,
+    PROJECT,
+    ZONE,
+    run_timeout,
+    trigger_and_wait,
+    vm_snapshots,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -184,7 +192,7 @@ def test_killed_worker_task_is_retried_without_a_duplicate_snapshot(
 
     # Wait until the snapshot task (worker mode: it keeps its slot) has asked for both snapshots and is
     # waiting on the big one.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + run_timeout(airflow_env, 120)
     victim = None
     while time.monotonic() < deadline:
         ti = _running_snapshot_task(airflow_env, dag_id, run_id)
@@ -250,7 +258,7 @@ def test_celery_worker_killed_while_holding_a_stop_and_the_other_worker_finishes
     assert response.status_code == 200, response.text
 
     # The stop task (worker mode: it holds its worker slot until the VM is TERMINATED) once it runs ...
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + run_timeout(airflow_env, 120)
     victim = None
     while victim is None and time.monotonic() < deadline:
         tis = airflow_env.task_instances(dag_id, run_id)
@@ -281,7 +289,8 @@ def test_celery_worker_killed_while_holding_a_stop_and_the_other_worker_finishes
                 ran_on.setdefault(key, set()).add(airflow_env.worker_of(t["pid"]))
 
     try:
-        run = airflow_env.wait_for_run(dag_id, run_id, timeout=HEARTBEAT_TIMEOUT + 150, on_poll=record)
+        timeout = HEARTBEAT_TIMEOUT + run_timeout(airflow_env, 150)
+        run = airflow_env.wait_for_run(dag_id, run_id, timeout=timeout, on_poll=record)
         tis = {(t["task_id"], t["map_index"]): t for t in airflow_env.task_instances(dag_id, run_id)}
         states = {f"{k[0]}[{k[1]}]": t["state"] for k, t in tis.items()}
         assert run["state"] == "success", states
