@@ -1,10 +1,13 @@
 """`vm-backup local-env`: a real Airflow 3 environment on loopback, against the Compute Engine emulator.
 
-Starts the emulator (demo fleet) and Airflow's components one by one as subprocesses: scheduler
-(LocalExecutor on SQLite), DAG processor, triggerer and API server (REST API + UI) on 127.0.0.1 and a
-free port. The Airflow home is laid out like a Composer bucket mount: ``<home>/gcs/dags`` holds the thin
-DAG file and the config, ``<home>/gcs/plugins`` is a symlink to the repository's ``plugins/``. Ctrl-C or
-SIGTERM stops every process (terminate, wait, kill).
+Starts the emulator (demo fleet) and Airflow's components one by one as subprocesses: scheduler,
+DAG processor, triggerer and API server (REST API + UI) on 127.0.0.1 and a free port. With
+``--executor local`` (the default) the scheduler runs the tasks (LocalExecutor) on SQLite; with
+``--executor celery`` it is what Composer runs: the CeleryExecutor with two ``airflow celery worker``
+processes, Postgres as the metadata database (and Celery's result backend) and Redis as the broker
+(``services.py``). The Airflow home is laid out like a Composer bucket mount: ``<home>/gcs/dags`` holds
+the thin DAG file and the config, ``<home>/gcs/plugins`` is a symlink to the repository's ``plugins/``.
+Ctrl-C or SIGTERM stops every process (Airflow's first, then Redis and Postgres: terminate, wait, kill).
 
 ``LocalAirflow`` is the reusable part (start/stop, token, trigger, wait for a run); the e2e tests use it.
 """
@@ -15,47 +18,55 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import requests
 
 from gce_emulator.__main__ import port_number, time_scale
 from vm_backup_cli.demo import _repo_paths, directory, prepare_airflow_home, regular_file
+from vm_backup_cli.services import (
+    LocalEnvError,
+    MissingRequirement,
+    Postgres,
+    Processes,
+    Redis,
+    check_celery_requirements,
+    free_port,
+)
+
+__all__ = ["EXECUTORS", "LocalAirflow", "LocalEnvError", "free_port"]
 
 COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+EXECUTORS = ("local", "celery")
+CELERY_WORKERS = ("worker-1", "worker-2")
 HEALTH_COMPONENTS = ("metadatabase", "scheduler", "triggerer", "dag_processor")
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 DEFAULT_HOME = Path(".airflow") / "local-env"  # .airflow/ is gitignored
 USERNAME = "admin"
 
 
-class LocalEnvError(RuntimeError):
-    """An Airflow component did not start, died, or an API call failed; the message names the log file."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class LocalAirflow:
     """Airflow 3 (scheduler, DAG processor, triggerer, API server) in ``home``, talking to ``emulator_url``.
 
-    ``config`` is the backup config copied next to the DAG file (default: the demo config).
-    ``extra_env`` adds or overrides environment variables (e.g. ``AIRFLOW__SCHEDULER__...``) for every
-    component. Use as a context manager, or call ``start()`` and always ``stop()``.
+    ``executor`` is ``local`` (LocalExecutor on SQLite in ``home``) or ``celery`` (CeleryExecutor with the
+    workers ``CELERY_WORKERS``, each running ``worker_concurrency`` tasks at once; Postgres in
+    ``<home>/postgres`` and Redis, see ``services.py``). ``config`` is the backup config copied next to
+    the DAG file (default: the demo config). ``extra_env`` adds or overrides environment variables (e.g.
+    ``AIRFLOW__SCHEDULER__...``) for every component. Use as a context manager, or call ``start()`` and
+    always ``stop()``.
+
+    Raises MissingRequirement (celery) when Debian's PostgreSQL or Redis, the ``postgres`` user (as root)
+    or the ``celery`` extra is missing.
     """
 
     def __init__(
@@ -67,8 +78,14 @@ class LocalAirflow:
         port: int | None = None,
         password: str | None = None,
         extra_env: Mapping[str, str] | None = None,
+        executor: str = "local",
+        worker_concurrency: int = 4,
     ):
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
         self.home = home.resolve()
+        self.executor = executor
+        self.worker_concurrency = worker_concurrency
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.username = USERNAME
@@ -79,11 +96,40 @@ class LocalAirflow:
         self.dags_folder = self.home / "gcs" / "dags"
         self.plugins_folder = self.home / "gcs" / "plugins"
         self.log_dir = self.home / "component-logs"
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self._log_files: list[IO[bytes]] = []
+        # Airflow's processes stop before the services they use.
+        self.components = Processes(self.log_dir)
+        self.services = Processes(self.log_dir)
+        self.postgres: Postgres | None = None
+        self.redis: Redis | None = None
+        self.workers: tuple[str, ...] = ()
+        self._worker_ports: dict[str, int] = {}
+        if executor == "celery":
+            binaries = check_celery_requirements()
+            self.postgres = Postgres(self.home / "postgres", binaries.postgres_bin, self.services)
+            self.redis = Redis(self.home / "redis", binaries.redis_server, self.services)
+            self.workers = CELERY_WORKERS
+            # Each worker serves its task logs on a port of its own, as on separate machines.
+            self._worker_ports = {name: free_port() for name in self.workers}
         self._token: str | None = None
         self.session = requests.Session()
-        self.env = self._prepare()
+        try:
+            self.env = self._prepare()
+        except BaseException:
+            self.stop()  # a temporary Postgres directory, if one was made
+            raise
+
+    def describe(self) -> str:
+        """Lines (each ending in a newline) on the executor and, for celery, the workers and services."""
+        if self.postgres is None or self.redis is None:
+            return f"  executor: LocalExecutor, metadata database {self.home / 'airflow.db'}\n"
+        workers = ", ".join(f"{w} (log server port {self._worker_ports[w]})" for w in self.workers)
+        kept = "temporary, removed on stop" if self.postgres.temporary else "kept between runs"
+        return (
+            f"  executor: CeleryExecutor, workers {workers}\n"
+            f"  metadata database and Celery results: Postgres on the unix socket in {self.postgres.root} "
+            f"({kept})\n"
+            f"  broker: Redis on 127.0.0.1:{self.redis.port}\n"
+        )
 
     # ---- layout and environment ----------------------------------------------------------------
     def _prepare(self) -> dict[str, str]:
@@ -127,21 +173,41 @@ class LocalAirflow:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.postgres is not None and self.redis is not None:
+            env.update(
+                {
+                    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url,
+                    "AIRFLOW__CELERY__BROKER_URL": self.redis.url,
+                    # What Airflow derives when it is unset: the metadata database, through Celery's
+                    # SQLAlchemy backend.
+                    "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{self.postgres.url}",
+                    "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.worker_concurrency),
+                }
+            )
         env.pop("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", None)
         env.update(self.extra_env)
         return env
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 240.0) -> LocalAirflow:
-        """Migrate the database, start every component and wait until the health endpoint says healthy.
+        """Start Postgres and Redis (celery), migrate the database, start every component and wait until
+        the health endpoint says healthy and every Celery worker consumes from the broker.
 
         Raises LocalEnvError (after stopping whatever started) when a step fails or times out.
         """
         try:
+            if self.postgres is not None and self.redis is not None:
+                self.postgres.start()
+                self.redis.start()
             self._migrate()
             for component in COMPONENTS:
                 self._spawn(component)
+            for worker in self.workers:
+                self._spawn_worker(worker)
             self.wait_healthy(timeout)
+            for worker in self.workers:
+                self.wait_worker_ready(worker, timeout)
         except BaseException:
             self.stop()
             raise
@@ -161,27 +227,18 @@ class LocalAirflow:
             )
 
     def _spawn(self, component: str) -> None:
-        log = (self.log_dir / f"{component}.log").open("ab")
-        self._log_files.append(log)
-        # A session of its own per component, so stop() can signal the component's whole process group
-        # (executor workers, task processes, the DAG processor's parsers) and nothing else.
-        self.processes[component] = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
-            [sys.executable, "-m", "airflow", component],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.components.spawn(component, [sys.executable, "-m", "airflow", component], self.env)
+
+    def _spawn_worker(self, worker: str) -> None:
+        env = {**self.env, "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self._worker_ports[worker])}
+        argv = [sys.executable, "-m", "airflow", "celery", "worker", "--celery-hostname", f"{worker}@%h"]
+        argv += ["--concurrency", str(self.worker_concurrency)]
+        self.components.spawn(worker, argv, env)
 
     def check_alive(self) -> None:
-        """Raises LocalEnvError naming the log file of a component that exited."""
-        for component, process in self.processes.items():
-            code = process.poll()
-            if code is not None:
-                log = self.log_dir / f"{component}.log"
-                tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-                raise LocalEnvError(f"Airflow {component} exited with code {code}; log {log}:\n{tail}")
+        """Raises LocalEnvError naming the log file of a component or service that exited."""
+        self.services.check_alive()
+        self.components.check_alive()
 
     def health(self) -> dict[str, Any]:
         response = self.session.get(f"{self.url}/api/v2/monitor/health", timeout=5)
@@ -206,21 +263,54 @@ class LocalAirflow:
             f"Airflow not healthy after {timeout:.0f} s (last: {last}); logs in {self.log_dir}"
         )
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM every component's process group, wait up to ``timeout`` s, then SIGKILL what is left."""
-        for process in self.processes.values():
-            _signal_group(process, signal.SIGTERM)
+    def wait_worker_ready(self, worker: str, timeout: float = 240.0) -> None:
+        """Returns once ``worker`` (since it was last started) consumes from the broker: Celery then logs
+        "<hostname> ready." (celery/apps/worker.py, ``on_consumer_ready``).
+
+        Raises LocalEnvError naming the worker's log when it does not in ``timeout`` s, or exits.
+        """
         deadline = time.monotonic() + timeout
-        for process in self.processes.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            # Also children that outlived their component (e.g. a task process).
-            _signal_group(process, signal.SIGKILL)
-            process.wait()
-        self.processes.clear()
-        for log in self._log_files:
-            log.close()
-        self._log_files.clear()
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if re.search(rf"\b{re.escape(worker)}@\S+ ready\.", self.components.output(worker)):
+                return
+            time.sleep(1)
+        raise LocalEnvError(
+            f"Celery {worker} not ready after {timeout:.0f} s; log {self.components.log(worker)}"
+        )
+
+    def worker_of(self, pid: int) -> str | None:
+        """The Celery worker whose process tree holds ``pid`` (e.g. a task instance's), if any."""
+        try:
+            sid = os.getsid(pid)
+        except OSError:
+            return None
+        for worker in self.workers:
+            process = self.components.running.get(worker)
+            if process is not None and process.pid == sid:
+                return worker
+        return None
+
+    def kill_worker(self, worker: str) -> list[int]:
+        """SIGKILL a Celery worker and every process it started, at once (a crashed machine or pod).
+
+        Returns the pids killed. ``start_worker`` starts it again.
+        """
+        if worker not in self.workers:
+            raise ValueError(f"no Celery worker {worker!r}; workers: {self.workers}")
+        return self.components.kill(worker)
+
+    def start_worker(self, worker: str, timeout: float = 240.0) -> None:
+        self._spawn_worker(worker)
+        self.wait_worker_ready(worker, timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop Airflow's processes, then Redis and Postgres: the stop signal to each process group, up to
+        ``timeout`` s, then SIGKILL to every process of its session."""
+        self.components.stop(timeout)
+        self.services.stop(timeout)
+        if self.postgres is not None:
+            self.postgres.stop()
         self.session.close()
 
     def __enter__(self) -> LocalAirflow:
@@ -307,10 +397,31 @@ class LocalAirflow:
         query = (
             "SELECT ti.task_id, ti.map_index, COUNT(*) FROM task_reschedule AS tr"
             " JOIN task_instance AS ti ON ti.id = tr.ti_id"
-            " WHERE ti.dag_id = ? AND ti.run_id = ? GROUP BY ti.task_id, ti.map_index"
+            " WHERE ti.dag_id = %s AND ti.run_id = %s GROUP BY ti.task_id, ti.map_index"
         )
-        with contextlib.closing(sqlite3.connect(f"file:{self.home / 'airflow.db'}?mode=ro", uri=True)) as db:
-            return {(task_id, index): count for task_id, index, count in db.execute(query, (dag_id, run_id))}
+        return {(task_id, index): count for task_id, index, count in self._query(query, (dag_id, run_id))}
+
+    def _query(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the metadata database (``%s`` placeholders)."""
+        if self.postgres is None:
+            uri = f"file:{self.home / 'airflow.db'}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
+                return list(db.execute(query.replace("%s", "?"), params))
+        import psycopg2
+
+        db = psycopg2.connect(
+            host=str(self.postgres.root),
+            port=self.postgres.PORT,
+            user=Postgres.ROLE,
+            dbname=Postgres.DATABASE,
+        )
+        try:
+            db.set_session(readonly=True)
+            with db.cursor() as cursor:
+                cursor.execute(query, params)
+                return list(cursor.fetchall())
+        finally:
+            db.close()
 
     def wait_for_run(
         self,
@@ -340,11 +451,6 @@ class LocalAirflow:
         raise LocalEnvError(f"run {dag_id}/{run_id} not finished after {timeout:.0f} s; tasks: {states}")
 
 
-def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)  # the group led by our own child (start_new_session=True)
-
-
 # ---- the command ---------------------------------------------------------------------------------
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -364,6 +470,13 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("--time-scale", type=time_scale, default=60.0, help="emulator speed-up (default 60)")
     parser.add_argument("--password", help="password of the UI user 'admin' (default: a new random one)")
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: LocalExecutor on SQLite (default); celery: as Composer, CeleryExecutor with two "
+        "workers, Postgres and Redis (Debian's postgresql and redis-server)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -384,23 +497,34 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None and not args.config.is_file():
         print(f"local-env: --config: no such file {args.config}", file=sys.stderr)
         return 2
+    if args.executor == "celery":
+        try:
+            check_celery_requirements()
+        except MissingRequirement as exc:
+            print(f"local-env: {exc}", file=sys.stderr)
+            return 2
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Emulator(DEMO_SEED, time_scale=args.time_scale) as emulator:
-            env = LocalAirflow(
-                args.home or default_home(),
-                emulator.url,
-                config=args.config,
-                port=args.port or None,
-                password=args.password,
-            )
+            try:
+                env = LocalAirflow(
+                    args.home or default_home(),
+                    emulator.url,
+                    config=args.config,
+                    port=args.port or None,
+                    password=args.password,
+                    executor=args.executor,
+                )
+            except LocalEnvError as exc:
+                print(f"local-env: {exc}", file=sys.stderr)
+                return 2 if isinstance(exc, MissingRequirement) else 1
             print(f"Compute Engine emulator on {emulator.url} (demo fleet, time x{args.time_scale:g})")
             print(f"Starting Airflow in {env.home} (component logs in {env.log_dir}) ...", flush=True)
             try:
                 env.start()  # stops what it started if it fails or is interrupted
                 print(
                     f"\nAirflow is ready: {env.url}\n  login: {env.username} / {env.password}\n"
-                    f"  DAGs: {env.dags_folder}\n  plugins: {env.plugins_folder}\n"
+                    f"  DAGs: {env.dags_folder}\n  plugins: {env.plugins_folder}\n{env.describe()}"
                     "Press Ctrl-C to stop.",
                     flush=True,
                 )

@@ -1,12 +1,19 @@
-"""One real Airflow environment (scheduler, DAG processor, triggerer, API server) for the whole e2e folder.
+"""One real Airflow environment (scheduler, DAG processor, triggerer, API server) per executor for the
+whole e2e folder.
 
-It is the same code as `vm-backup local-env` (``LocalAirflow``), started once per session to keep CI time
-down, with a config of its own: one group per behaviour under test, each on VMs of its own, so the tests
-do not see each other's snapshots. The emulator runs ``TIME_SCALE`` times faster than real time.
+It is the same code as `vm-backup local-env` (``LocalAirflow``), started once per session and executor to
+keep CI time down, with a config of its own: one group per behaviour under test, each on VMs of its own,
+so the tests do not see each other's snapshots. The emulator runs ``TIME_SCALE`` times faster than real
+time.
+
+A test runs on the LocalExecutor environment (SQLite); ``@pytest.mark.executors("local", "celery")`` runs
+it on the Celery one too (CeleryExecutor, two workers, Postgres, Redis: what Composer runs), as
+``test_x[local]`` and ``test_x[celery]``. Tests are grouped by executor, so one environment runs at a time.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +24,7 @@ import pytest
 
 from gce_emulator import Emulator
 from vm_backup_cli.local_env import LocalAirflow
+from vm_backup_cli.services import MissingRequirement
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "e2e"  # gitignored; CI keeps it as the test artifact folder
@@ -65,6 +73,8 @@ E2E_SEED: dict[str, Any] = {
                                 {"name": "kill-1-data", "size_gb": 400},
                             ],
                         },
+                        # e2e-kill-worker (celery): the Celery worker holding the stop is killed
+                        {"name": "killw-1"},
                         # e2e-form: explicit VMs only, so the form's multi-select is a closed list
                         {"name": "form-1"},
                         {"name": "form-2"},
@@ -131,6 +141,12 @@ groups:
     wait_mode: worker
     targets:
       - {_vm("kill-1")}
+  e2e-kill-worker:
+    description: Worker mode; the Celery worker running the stop is killed by the test.
+    schedule: null
+    wait_mode: worker
+    targets:
+      - {_vm("killw-1")}
   e2e-form:
     description: Explicit VMs only; the trigger form's multi-select.
     schedule: null
@@ -148,29 +164,64 @@ E2E_AIRFLOW_ENV = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "2",
     "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "2",
-    "AIRFLOW__CORE__PARALLELISM": "8",  # LocalExecutor forks this many workers; 2 CPUs in CI
+    # LocalExecutor forks this many workers; the Celery workers have 4 slots each. 2 CPUs in CI.
+    "AIRFLOW__CORE__PARALLELISM": "8",
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
 }
 
 
+GROUPS = ("e2e-full", "e2e-capped", "e2e-capped-worker", "e2e-kill", "e2e-kill-worker", "e2e-form")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "executors(*names): run the e2e test on the environment of each executor (default: local only)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that uses the environment gets the ``executor`` it runs on, as a session-scoped param:
+    pytest then orders the tests by executor and keeps one environment (and its emulator) at a time."""
+    if "executor" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("executors")
+        metafunc.parametrize("executor", marker.args if marker else ("local",), scope="session")
+
+
 @pytest.fixture(scope="session")
-def e2e_emulator() -> Iterator[Emulator]:
+def e2e_emulator(executor: str) -> Iterator[Emulator]:
     with Emulator(E2E_SEED, time_scale=TIME_SCALE, timings=EMULATOR_TIMINGS) as emulator:
         yield emulator
 
 
 @pytest.fixture(scope="session")
-def airflow_env(tmp_path_factory: pytest.TempPathFactory, e2e_emulator: Emulator) -> Iterator[LocalAirflow]:
-    """The running environment; every process is stopped at the end of the session, even on failure."""
-    home = tmp_path_factory.mktemp("local-env")
+def airflow_env(
+    executor: str, tmp_path_factory: pytest.TempPathFactory, e2e_emulator: Emulator
+) -> Iterator[LocalAirflow]:
+    """The running environment; every process is stopped at the end of the session, even on failure.
+
+    Without Debian's PostgreSQL and Redis the Celery tests are skipped, except in CI (``CI`` set), where
+    .ci/run installs them: there they fail.
+    """
+    home = tmp_path_factory.mktemp(f"local-env-{executor}")
     config = home / "e2e_config.yaml"
     config.write_text(E2E_CONFIG)
-    env = LocalAirflow(home, e2e_emulator.url, config=config, extra_env=E2E_AIRFLOW_ENV)
+    try:
+        env = LocalAirflow(
+            home, e2e_emulator.url, config=config, extra_env=E2E_AIRFLOW_ENV, executor=executor
+        )
+    except MissingRequirement as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
     started = time.monotonic()
     env.start()
     try:
-        print(f"\nAirflow up in {time.monotonic() - started:.0f} s at {env.url}; logs in {env.log_dir}")
-        for group in ("e2e-full", "e2e-capped", "e2e-capped-worker", "e2e-kill", "e2e-form"):
+        print(
+            f"\nAirflow ({executor}) up in {time.monotonic() - started:.0f} s at {env.url}; "
+            f"logs in {env.log_dir}"
+        )
+        for group in GROUPS:
             env.wait_for_dag(f"gce_vm_backup__{group}")
         yield env
     finally:
@@ -203,14 +254,26 @@ def trigger_and_wait(
     return wait_for(env, dag_id, run_id, timeout=timeout)
 
 
+# How much longer a run may take on each environment: a Celery task starts in a fork of a worker's pool
+# process, next to two workers, Postgres and Redis, all on the same 2 cores (shared in CI); with the
+# machine busy, a run takes about 3 times as long as under the LocalExecutor.
+RUN_TIMEOUT_FACTOR = {"local": 1.0, "celery": 3.0}
+
+
+def run_timeout(env: LocalAirflow, seconds: float) -> float:
+    """``seconds`` for a run on the LocalExecutor, scaled for ``env``'s executor."""
+    return seconds * RUN_TIMEOUT_FACTOR[env.executor]
+
+
 def wait_for(env: LocalAirflow, dag_id: str, run_id: str, *, timeout: float = 180.0) -> RunResult:
+    """The finished run; ``timeout`` is for the LocalExecutor (see ``run_timeout``)."""
     seen: dict[tuple[str, int], set[str]] = {}
 
     def record(tis: list[dict[str, Any]]) -> None:
         for t in tis:
             seen.setdefault((t["task_id"], t["map_index"]), set()).add(t["state"])
 
-    run = env.wait_for_run(dag_id, run_id, timeout=timeout, on_poll=record)
+    run = env.wait_for_run(dag_id, run_id, timeout=run_timeout(env, timeout), on_poll=record)
     return RunResult(run, env.task_instances(dag_id, run_id), seen)
 
 

@@ -1,4 +1,8 @@
-"""Backups under a real scheduler, DAG processor, triggerer and API server, triggered through /api/v2."""
+"""Backups under a real scheduler, DAG processor, triggerer and API server, triggered through /api/v2.
+
+The backup, cap and killed-task cases run on both environments (LocalExecutor on SQLite; CeleryExecutor
+with two workers on Postgres and Redis); the killed Celery worker case on the Celery one only.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,20 @@ import pytest
 from gce_emulator import Emulator
 from vm_backup_cli.local_env import LocalAirflow
 
-from .conftest import HEARTBEAT_TIMEOUT, PROJECT, ZONE, trigger_and_wait, vm_snapshots, wait_for
+from .conftest import (
+    HEARTBEAT_TIMEOUT,
+    PROJECT,
+    ZONE,
+    run_timeout,
+    trigger_and_wait,
+    vm_snapshots,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 VM_TASKS = ("precheck", "stop", "snapshot", "start", "verify")
+BOTH_EXECUTORS = pytest.mark.executors("local", "celery")
 
 
 def _assert_vm_tasks_succeeded(result: Any, tier: int, map_indexes: range) -> None:
@@ -37,6 +50,7 @@ def _map_index_of(result: Any, tier: int, instance: str) -> int:
     return int(indexes[0])
 
 
+@BOTH_EXECUTORS
 def test_full_backup_in_reschedule_mode_frees_the_slot_between_pokes(
     airflow_env: LocalAirflow, e2e_emulator: Emulator
 ) -> None:
@@ -114,6 +128,7 @@ RESCHEDULE_CAP_BUG = (
 )
 
 
+@BOTH_EXECUTORS
 @pytest.mark.parametrize(
     ("group", "prefix"),
     [
@@ -128,8 +143,13 @@ RESCHEDULE_CAP_BUG = (
     ],
 )
 def test_concurrency_cap_is_honoured_under_the_scheduler(
-    airflow_env: LocalAirflow, e2e_emulator: Emulator, group: str, prefix: str
+    airflow_env: LocalAirflow, e2e_emulator: Emulator, group: str, prefix: str, executor: str
 ) -> None:
+    if executor == "celery" and group == "e2e-capped":
+        # The gap is a race: the next VM's stop must start within the first one's 3 s operation. The
+        # LocalExecutor starts a task in about a second and shows it every time; a Celery task's way
+        # through the broker to a worker's fork takes long enough on 2 busy cores to miss it (XPASS).
+        pytest.skip("reschedule mode's cap gap is timing-dependent under Celery; shown on [local]")
     dag_id, run_id = f"gce_vm_backup__{group}", f"{group}-1"
     result = trigger_and_wait(airflow_env, dag_id, {"vms": [], "dry_run": False}, run_id=run_id)
 
@@ -162,6 +182,7 @@ def _running_snapshot_task(env: LocalAirflow, dag_id: str, run_id: str) -> dict[
     return None
 
 
+@BOTH_EXECUTORS
 def test_killed_worker_task_is_retried_without_a_duplicate_snapshot(
     airflow_env: LocalAirflow, e2e_emulator: Emulator
 ) -> None:
@@ -171,7 +192,7 @@ def test_killed_worker_task_is_retried_without_a_duplicate_snapshot(
 
     # Wait until the snapshot task (worker mode: it keeps its slot) has asked for both snapshots and is
     # waiting on the big one.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + run_timeout(airflow_env, 120)
     victim = None
     while time.monotonic() < deadline:
         ti = _running_snapshot_task(airflow_env, dag_id, run_id)
@@ -208,6 +229,89 @@ def test_killed_worker_task_is_retried_without_a_duplicate_snapshot(
     assert report["status"] == "success"
     assert report["summary"]["snapshots_ready"] == 2
     print(f"killed snapshot task recovered in {time.monotonic() - killed_at:.0f} s")
+
+
+def _operations(emulator: Emulator, operation_type: str, instance: str) -> list[Any]:
+    with emulator.world.lock:
+        return [
+            op
+            for op in emulator.world.operations.values()
+            if op.operation_type == operation_type and op.target.rsplit("/", 1)[-1] == instance
+        ]
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed orphan that its new parent has not reaped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.executors("celery")
+def test_celery_worker_killed_while_holding_a_stop_and_the_other_worker_finishes_the_run(
+    airflow_env: LocalAirflow, e2e_emulator: Emulator
+) -> None:
+    dag_id, run_id, vm = "gce_vm_backup__e2e-kill-worker", "e2e-kill-worker-1", "killw-1"
+    assert len(airflow_env.workers) == 2
+    response = airflow_env.trigger(dag_id, {"vms": [], "dry_run": False}, run_id=run_id)
+    assert response.status_code == 200, response.text
+
+    # The stop task (worker mode: it holds its worker slot until the VM is TERMINATED) once it runs ...
+    deadline = time.monotonic() + run_timeout(airflow_env, 120)
+    victim = None
+    while victim is None and time.monotonic() < deadline:
+        tis = airflow_env.task_instances(dag_id, run_id)
+        victim = next((t for t in tis if t["task_id"] == "tier_1.stop" and t["state"] == "running"), None)
+        if victim is None or not victim["pid"]:
+            victim = None
+            time.sleep(0.2)
+    assert victim is not None, "the stop task never ran"
+    assert victim["try_number"] == 1
+    worker = airflow_env.worker_of(victim["pid"])
+    assert worker in airflow_env.workers, f"task pid {victim['pid']} is in no worker's process tree"
+    (survivor,) = (w for w in airflow_env.workers if w != worker)
+    # ... and once its stop request reached Compute Engine (the stop operation runs 3 s): kill the worker
+    # and every process it started, as a lost machine or pod would.
+    while e2e_emulator.instance(PROJECT, ZONE, vm)["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed = airflow_env.kill_worker(worker)
+    assert e2e_emulator.instance(PROJECT, ZONE, vm)["status"] == "STOPPING", "not killed during the stop"
+    assert victim["pid"] in killed
+    assert not [pid for pid in killed if _alive(pid)]
+
+    ran_on: dict[tuple[str, int, int], set[str | None]] = {}
+
+    def record(tis: list[dict[str, Any]]) -> None:
+        for t in tis:
+            if t["state"] == "running" and t["pid"]:
+                key = (t["task_id"], t["map_index"], t["try_number"])
+                ran_on.setdefault(key, set()).add(airflow_env.worker_of(t["pid"]))
+
+    try:
+        timeout = HEARTBEAT_TIMEOUT + run_timeout(airflow_env, 150)
+        run = airflow_env.wait_for_run(dag_id, run_id, timeout=timeout, on_poll=record)
+        tis = {(t["task_id"], t["map_index"]): t for t in airflow_env.task_instances(dag_id, run_id)}
+        states = {f"{k[0]}[{k[1]}]": t["state"] for k, t in tis.items()}
+        assert run["state"] == "success", states
+        stop = tis[("tier_1.stop", 0)]
+        assert (stop["state"], stop["try_number"]) == ("success", 2), "the killed try was not retried once"
+        # Everything that ran after the kill ran on the other worker (None: a process seen as it ended).
+        assert ran_on.get(("tier_1.stop", 0, 2), set()) <= {survivor, None}
+        assert {w for workers in ran_on.values() for w in workers} <= {survivor, None}, ran_on
+        assert airflow_env.components.running[survivor].poll() is None
+        # The VM is back, stopped once and started once, with one snapshot: nothing was done twice.
+        assert e2e_emulator.instance(PROJECT, ZONE, vm)["status"] == "RUNNING"
+        assert len(_operations(e2e_emulator, "stop", vm)) == 1
+        assert len(_operations(e2e_emulator, "start", vm)) == 1
+        assert [s["status"] for s in vm_snapshots(e2e_emulator, vm)[vm]] == ["READY"]
+        report = airflow_env.xcom(dag_id, run_id, "run_report")
+        assert report["status"] == "success"
+        (row,) = report["vms"]
+        assert (row["stopped"], row["started"]) == (True, True)
+        assert report["summary"]["snapshots_ready"] == 1
+    finally:
+        airflow_env.start_worker(worker)  # the next tests get two workers again
 
 
 def test_invalid_conf_is_rejected_with_400_and_no_run_is_created(airflow_env: LocalAirflow) -> None:

@@ -11,7 +11,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
 from gce_vm_backup._base import ERROR_XCOM_KEY
-from gce_vm_backup.errors import ApiError, BackupError, ConfigError, ResourceNotFoundError
+from gce_vm_backup.errors import ApiError, ConfigError, ResourceNotFoundError
 from gce_vm_backup.hook import ComputeBackupHook
 from gce_vm_backup.report import (
     REPORT_XCOM_KEY,
