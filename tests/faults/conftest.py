@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ..conftest import AIRFLOW_HOME
+from ..conftest import AIRFLOW_HOME, migrate_airflow_db
 from .harness import prepare_airflow
 
 
 @pytest.fixture(scope="module")
 def fault_dagbag():
-    return prepare_airflow(AIRFLOW_HOME)
+    return prepare_airflow(AIRFLOW_HOME, migrate=migrate_airflow_db)

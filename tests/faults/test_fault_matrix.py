@@ -16,9 +16,30 @@ from .harness import excerpt, run_case, violations
 
 pytestmark = [pytest.mark.airflow, pytest.mark.emulator, pytest.mark.slow]
 
+# The quick subset (marker ``quick``: `make test-fast`, and the DAG-level suite on other Airflow versions):
+# one case per family of faults and each wait mode; the full matrix runs in `make test`.
+QUICK = (
+    "baseline",
+    "http-once-snapshots.insert",
+    "http-503-repeatedly-instances.stop",
+    "http-429-repeatedly-zoneOperations.wait",  # worker mode
+    "op-quota_exceeded-repeatedly-snapshot",
+    "op-internal_error-once-stop",
+    "hang-snapshot",
+    "vm-deleted-before-start",
+    "snapshot-failed-once",
+    "killed-try-snapshots.insert",
+    "killed-try-instances.stop-reschedule",
+    "not-on-path",
+    "report-after-failed-snapshot",
+)
+assert set(QUICK) <= {case.id for case in CASES}, set(QUICK) - {case.id for case in CASES}
+
 
 def _param(case):
     marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
+    if case.id in QUICK:
+        marks.append(pytest.mark.quick)
     return pytest.param(case, id=case.id, marks=marks)
 
 
@@ -59,6 +80,7 @@ def hook_on_emulator(monkeypatch):
             yield emulator, ComputeBackupHook()
 
 
+@pytest.mark.quick  # no DAG run: the hook against the emulator
 def test_a_503_storm_on_a_get_is_bounded_by_the_hooks_attempts(hook_on_emulator):
     from gce_vm_backup.errors import ApiError
 
@@ -70,6 +92,7 @@ def test_a_503_storm_on_a_get_is_bounded_by_the_hooks_attempts(hook_on_emulator)
         hook.get_instance(project_id="demo-project", zone="us-central1-a", name="web-1")
 
 
+@pytest.mark.quick  # no DAG run: the hook against the emulator
 def test_a_429_on_the_second_page_of_a_listing_is_retried(hook_on_emulator):
     emulator, hook = hook_on_emulator
     for name in ("a-1", "a-2", "a-3"):

@@ -104,12 +104,14 @@ def test_the_check_sees_a_module_that_only_arrives_transitively():
     pyproject["project"]["dependencies"] = [
         r for r in pyproject["project"]["dependencies"] if canonicalize_name(Requirement(r).name) != "rich"
     ]
-    assert [line for line in undeclared(pyproject) if line.startswith("rich")] == [
-        "rich.console.Console (from rich): composer/vm_backup_cli/sync.py:250",
-        "rich.progress.BarColumn (from rich): composer/vm_backup_cli/sync.py:251",
-        "rich.progress.DownloadColumn (from rich): composer/vm_backup_cli/sync.py:251",
-        "rich.progress.Progress (from rich): composer/vm_backup_cli/sync.py:251",
-        "rich.progress.TextColumn (from rich): composer/vm_backup_cli/sync.py:251",
+    found = [line.rsplit(":", 1)[0] for line in undeclared(pyproject) if line.startswith("rich")]
+    # the line numbers move with the code; the modules and the file do not
+    assert found == [
+        "rich.console.Console (from rich): composer/vm_backup_cli/sync.py",
+        "rich.progress.BarColumn (from rich): composer/vm_backup_cli/sync.py",
+        "rich.progress.DownloadColumn (from rich): composer/vm_backup_cli/sync.py",
+        "rich.progress.Progress (from rich): composer/vm_backup_cli/sync.py",
+        "rich.progress.TextColumn (from rich): composer/vm_backup_cli/sync.py",
     ]
 
 
