@@ -316,7 +316,12 @@ def test_stop_is_sent_once_and_not_again_while_the_vm_is_stopping(emulator, cont
 # ---- adoption: a snapshot with this run's name is this run's only if it is ours, of this disk -----------
 def this_runs_name(context, disk="web-1"):
     return snapshot_name(
-        instance="web-1", disk=disk, zone_or_region=ZONE_A, run_time=RUN_TIME, run_id=context.run_id
+        instance="web-1",
+        disk=disk,
+        zone_or_region=ZONE_A,
+        run_time=RUN_TIME,
+        run_id=context.run_id,
+        scope="{deployment}/{group}".format(**SCOPE),
     )
 
 

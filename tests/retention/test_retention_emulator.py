@@ -110,7 +110,12 @@ def test_after_a_failed_snapshot_retention_deletes_nothing_for_that_disk(fast_em
     with pytest.raises(OperationFailedError):
         converge(sensor, context, fast_emulator, step=30)
     failed_name = snapshot_name(
-        instance="web-1", disk="web-1", zone_or_region=ZONE, run_time=RUN_TIME, run_id=context.run_id
+        instance="web-1",
+        disk="web-1",
+        zone_or_region=ZONE,
+        run_time=RUN_TIME,
+        run_id=context.run_id,
+        scope="test/web",
     )
     claimed = [{"vm": "x", "disk_source": DISK, "snapshot": failed_name, "status": "FAILED"}]
     fast_emulator.clear_calls()  # the snapshot task deleted its FAILED snapshot itself

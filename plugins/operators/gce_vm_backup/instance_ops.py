@@ -349,6 +349,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
                     zone_or_region=path.split("/")[3],
                     run_time=run.run_time,
                     run_id=run.run_id,
+                    scope=f"{self.deployment}/{self.group}",
                 )
                 self.log.info("    disk %s -> snapshot %s", path, planned[path])
             would_delete = None

@@ -3,8 +3,10 @@
 A snapshot name is ``<instance>-<disk>-<location>-<yyyymmddhhmmss>-<hash8>`` (the disk part alone
 when the disk is named after the instance, as boot disks usually are). The timestamp is the DAG run's
 logical date (or run_after), never "now", so a retried task computes the same name and adopts its own
-snapshot. ``hash8`` is taken over the run id, the location, the instance and the disk: two runs in the
-same second, or two disks whose long names shorten alike, still get different names. A part that does
+snapshot. ``hash8`` is taken over the scope (deployment and group), the run id, the location, the
+instance and the disk: two groups backing up one VM at the same moment (their scheduled run ids are the
+same), two runs in the same second, or two disks whose long names shorten alike, still get different
+names. A part that does
 not fit is shortened to a prefix plus a hash of the whole part, never merely cut.
 """
 
@@ -37,12 +39,15 @@ def _shorten(text: str, limit: int) -> str:
     return f"{prefix}-{_digest(text, 6)}"
 
 
-def snapshot_name(*, instance: str, disk: str, zone_or_region: str, run_time: datetime, run_id: str) -> str:
-    """The snapshot name for one disk in one DAG run. Raises ValueError for a naive ``run_time``."""
+def snapshot_name(
+    *, instance: str, disk: str, zone_or_region: str, run_time: datetime, run_id: str, scope: str
+) -> str:
+    """The snapshot name for one disk in one DAG run of one group (``scope``: ``<deployment>/<group>``).
+    Raises ValueError for a naive ``run_time``."""
     if run_time.tzinfo is None:
         raise ValueError("run_time must be timezone-aware")
     stamp = run_time.astimezone(UTC).strftime("%Y%m%d%H%M%S")
-    suffix = f"-{stamp}-{_digest(f'{run_id}|{zone_or_region}|{instance}|{disk}', 8)}"
+    suffix = f"-{stamp}-{_digest(f'{scope}|{run_id}|{zone_or_region}|{instance}|{disk}', 8)}"
     instance_part, disk_part, location_part = _clean(instance), _clean(disk), _clean(zone_or_region)
     parts = (
         [disk_part]

@@ -83,6 +83,7 @@ class SnapshotDisksOperator(ConvergeSensor):
                 zone_or_region=disk["location"],
                 run_time=run.run_time,
                 run_id=run.run_id,
+                scope=f"{self.deployment}/{self.group}",
             )
             results.append(self._converge_disk(record, disk, name, run))
         self.failure_subject = None
