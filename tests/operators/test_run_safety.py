@@ -152,6 +152,17 @@ def test_the_start_waits_out_stopping_then_starts(emulator, context):
 
 
 # ---- item 6: the run's conf decides, not Airflow's params handling ------------------------------------
+def shop_resolve(**kwargs):
+    """Tier 1's resolve task over the VMs labelled app=shop, with the trigger-form arguments given."""
+    return ResolveTargetsOperator(
+        deployment="test",
+        group="web",
+        task_id="resolve_tier_1",
+        targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
+        **kwargs,
+    )
+
+
 @pytest.mark.parametrize(
     ("conf", "only", "plan_only", "message"),
     [
@@ -174,15 +185,7 @@ def test_the_start_waits_out_stopping_then_starts(emulator, context):
 def test_a_run_that_would_act_on_something_else_than_its_conf_is_refused_before_any_call(
     emulator, context, conf, only, plan_only, message
 ):
-    resolve = ResolveTargetsOperator(
-        deployment="test",
-        group="web",
-        task_id="resolve_tier_1",
-        targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
-        only=only,
-        plan_only=plan_only,
-        conf=conf,
-    )
+    resolve = shop_resolve(only=only, plan_only=plan_only, conf=conf)
     with pytest.raises(ConfigError, match=f"Refusing to run: .*{message}.*dag_run_conf_overrides_params"):
         resolve.execute(context.as_dict())
     assert emulator.calls == []
@@ -197,15 +200,7 @@ def test_a_run_that_would_act_on_something_else_than_its_conf_is_refused_before_
     ],
 )
 def test_a_run_that_acts_on_what_its_conf_says_goes_ahead(emulator, context, conf, only, plan_only):
-    resolve = ResolveTargetsOperator(
-        deployment="test",
-        group="web",
-        task_id="resolve_tier_1",
-        targets=[{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
-        only=only,
-        plan_only=plan_only,
-        conf=conf,
-    )
+    resolve = shop_resolve(only=only, plan_only=plan_only, conf=conf)
     assert resolve.execute(context.as_dict())
 
 

@@ -35,15 +35,13 @@ from pydantic import (
 
 from gce_vm_backup.config_file import ConfigFileError, load_yaml, read_config_text
 from gce_vm_backup.errors import ConfigError
+from gce_vm_backup.labels import LABEL_KEY, LABEL_VALUE
 from gce_vm_backup.retention import RetentionPolicy
 
 GCE_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 PROJECT_ID = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"
 ZONE = r"^[a-z]+-[a-z]+[0-9]+-[a-z]$"
 GROUP_ID = re.compile(r"^[a-z][a-z0-9_-]{0,49}$")
-LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
-# A Compute Engine label value (ASCII only: a value also ends up quoted inside a list filter).
-LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
 LABEL_VALUE_RULE = "a label value is 0-63 characters: lowercase ASCII letters, digits, _ and -"
 STORAGE_LOCATION = r"^[a-z]+(-[a-z]+[0-9]+)?$"  # a multi-region (us) or a region (europe-west1)
 PRESETS = frozenset({"@once", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"})

@@ -33,8 +33,12 @@ RESERVED_KEYS = frozenset(
 )
 # Compute Engine label keys and values (https://cloud.google.com/compute/docs/labeling-resources), in
 # the ASCII subset this package accepts: a value never holds a quote, a space, a parenthesis or a capital.
-LABEL_KEY_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-LABEL_VALUE_RE = re.compile(r"^[a-z0-9_-]{0,63}$")
+# Compute Engine label keys and values (ASCII only: a value also ends up quoted inside a list filter).
+# The config's models validate with the same patterns.
+LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
+LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
+LABEL_KEY_RE = re.compile(LABEL_KEY)
+LABEL_VALUE_RE = re.compile(LABEL_VALUE)
 
 
 def disk_path(disk_source: str) -> str:

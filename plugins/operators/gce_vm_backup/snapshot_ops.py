@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gce_vm_backup._base import RunKey, as_bool, check_choice
-from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError
+from gce_vm_backup.errors import BackupError, OperationFailedError
 from gce_vm_backup.instance_ops import ConvergeSensor, _vm_path
 
 READY_WHEN = ("READY", "UPLOADING")
@@ -187,17 +187,3 @@ class SnapshotDisksOperator(ConvergeSensor):
 
     def describe(self) -> str:
         return f"the snapshots of VM {_vm_path(self.record)}"
-
-
-def validate_user_labels(labels: dict[str, str]) -> None:
-    """Raises ConfigError for labels Compute Engine would refuse or that would hide ours."""
-    import re
-
-    from gce_vm_backup.labels import RESERVED_KEYS
-
-    pattern = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-    for key, value in labels.items():
-        if key in RESERVED_KEYS:
-            raise ConfigError(f"label {key!r} is reserved for gce-vm-backup's own bookkeeping")
-        if not pattern.match(key) or not re.match(r"^[a-z0-9_-]{0,63}$", str(value)):
-            raise ConfigError(f"label {key}={value!r} is not a valid Compute Engine label")
