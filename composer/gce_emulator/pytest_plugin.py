@@ -1,13 +1,16 @@
 """pytest fixtures: a fresh emulator per test, seeded with the demo fleet, and client settings for it.
 
 It also checks, over a whole test session, that the API methods the package's code calls are exactly the
-keys of ``gce_vm_backup.permissions.API_METHOD_PERMISSIONS`` (IAM grants what the code calls, no more):
+keys of ``gce_vm_backup.permissions.API_METHOD_PERMISSIONS`` (IAM grants what the code calls, no more), and
+those the restore hook calls (product ``gce-vm-backup-restore``) exactly the keys of
+``RESTORE_API_METHOD_PERMISSIONS`` (its own role and account):
 
 - the controller (the only process, or xdist's controller) sets ``GCE_EMULATOR_CALL_LOG`` to a fresh
   folder before any worker starts; every emulator in every process (xdist workers, subprocesses) appends
   there the distinct methods it served and which client called them (server.CALL_LOG_ENV);
-- only calls whose client names the package (``gce-vm-backup/<version>``, the hook's client_info) count,
-  not a test's own calls through a client;
+- only calls whose client names the package (``gce-vm-backup/<version>``, the hook's client_info; or
+  ``gce-vm-backup-restore/<version>``, the restore hook's) count, each against its own list, not a test's
+  own calls through a client;
 - at session end the controller reads the folder: a method the package called that is not listed fails
   the session on any run; a listed method never called fails it only when the whole suite ran and passed
   (no ``-k``, ``-m``, ``--deselect``, ``--lf``, node ids or file selection), since a partial run calls less.
@@ -119,36 +122,59 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     folder = state["folder"]
     try:
-        from gce_vm_backup.permissions import API_METHOD_PERMISSIONS, CLIENT_PRODUCT
+        from gce_vm_backup import permissions
 
-        called = package_calls(folder, CLIENT_PRODUCT)
+        # Two accounts, two roles: the backup hook's calls (product gce-vm-backup) against the backup
+        # role, the restore hook's (gce-vm-backup-restore) against the restore role. Products are whole
+        # tokens, so neither set leaks into the other.
+        checks = [
+            (
+                "the package",
+                "API_METHOD_PERMISSIONS",
+                permissions.API_METHOD_PERMISSIONS,
+                permissions.CLIENT_PRODUCT,
+            ),
+            (
+                "the restore hook",
+                "RESTORE_API_METHOD_PERMISSIONS",
+                permissions.RESTORE_API_METHOD_PERMISSIONS,
+                permissions.RESTORE_CLIENT_PRODUCT,
+            ),
+        ]
+        called = {name: package_calls(folder, product) for _, name, _, product in checks}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         os.environ.pop(CALL_LOG_ENV, None)
-    listed = set(API_METHOD_PERMISSIONS)
-    problems = []
-    if called - listed:
-        problems.append(
-            "the package called API methods that gce_vm_backup.permissions.API_METHOD_PERMISSIONS does not "
-            f"list (IAM would refuse them): {', '.join(sorted(called - listed))}"
-        )
     partial = why_partial(config, state["deselected"]) or (None if exitstatus == 0 else "tests failed")
-    if partial is None and listed - called:
-        problems.append(
-            "gce_vm_backup.permissions.API_METHOD_PERMISSIONS lists API methods the package never called "
-            f"in the whole test suite (IAM grants them for nothing): {', '.join(sorted(listed - called))}"
-        )
+    problems, exact, listed_only = [], [], []
+    for who, name, mapping, _ in checks:
+        listed, used = set(mapping), called[name]
+        if used - listed:
+            problems.append(
+                f"{who} called API methods that gce_vm_backup.permissions.{name} does not list "
+                f"(IAM would refuse them): {', '.join(sorted(used - listed))}"
+            )
+        # The restore role is held to equality only in a session where restore ran at all (a whole
+        # suite always does; an inner session of the plugin's own tests may be about the backup only).
+        complete = partial is None and (used or name == "API_METHOD_PERMISSIONS")
+        if complete and listed - used:
+            problems.append(
+                f"gce_vm_backup.permissions.{name} lists API methods {who} never called in the whole test "
+                f"suite (IAM grants them for nothing): {', '.join(sorted(listed - used))}"
+            )
+        if complete:
+            exact.append(f"{who} called exactly the {len(listed)} API methods its IAM role grants")
+        elif used:
+            listed_only.append(f"every API method {who} called is listed")
     if problems:
         state["problems"] = problems
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    elif partial is None:
+    elif exact:
+        state["note"] = "IAM check: " + "; ".join(exact + listed_only)
+    elif listed_only:
         state["note"] = (
-            f"IAM check: the package called exactly the {len(listed)} API methods its IAM role grants"
-        )
-    elif called:
-        state["note"] = (
-            f"IAM check: every API method the package called is listed; not whether every listed one is "
-            f"called ({partial}: that needs the whole suite)"
+            f"IAM check: {'; '.join(listed_only)}; not whether every listed one is called ({partial}: that "
+            "needs the whole suite)"
         )
 
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from gce_emulator.server import CALL_LOG_ENV
-from gce_vm_backup.permissions import API_METHOD_PERMISSIONS
+from gce_vm_backup.permissions import API_METHOD_PERMISSIONS, RESTORE_API_METHOD_PERMISSIONS
 
 pytestmark = pytest.mark.slow  # each case is a pytest session of its own (about 3 s, 10 s with xdist)
 ALL = sorted(API_METHOD_PERMISSIONS)
+ALL_RESTORE = sorted(RESTORE_API_METHOD_PERMISSIONS)
 
 INNER_TEST = """
 import os, re
@@ -31,6 +32,7 @@ from gce_emulator.server import ROUTES
 
 CALLS = [m for m in os.environ["INNER_CALLS"].split(",") if m]
 UNMARKED = [m for m in os.environ.get("INNER_UNMARKED", "").split(",") if m]
+RESTORE = [m for m in os.environ.get("INNER_RESTORE", "").split(",") if m]
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,11 @@ def test_package_call(emulator, method):
     call(emulator, method, "gce-vm-backup/0.0.0 gl-python/3.11.7 gax/2.44.0")
 
 
+@pytest.mark.parametrize("method", RESTORE)
+def test_restore_call(emulator, method):
+    call(emulator, method, "gce-vm-backup-restore/0.0.0 gl-python/3.11.7 gax/2.44.0")
+
+
 @pytest.mark.parametrize("method", UNMARKED)
 def test_setup_call_through_a_plain_client(emulator, method):
     call(emulator, method, "gl-python/3.11.7 gax/2.44.0 gapic/1.57.0")
@@ -63,12 +70,14 @@ def test_other():
 
 
 def run_inner(
-    tmp_path: Path, calls: list[str], *args: str, unmarked: list[str] = ()
+    tmp_path: Path, calls: list[str], *args: str, unmarked: list[str] = (), restore: list[str] = ()
 ) -> subprocess.CompletedProcess:
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["gce_emulator.pytest_plugin"]\n')
     (tmp_path / "test_inner.py").write_text(INNER_TEST)
     env = {key: value for key, value in os.environ.items() if key != CALL_LOG_ENV}
-    env.update(INNER_CALLS=",".join(calls), INNER_UNMARKED=",".join(unmarked))
+    env.update(
+        INNER_CALLS=",".join(calls), INNER_UNMARKED=",".join(unmarked), INNER_RESTORE=",".join(restore)
+    )
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
         cwd=tmp_path,
@@ -128,3 +137,40 @@ def test_the_check_collects_every_xdist_worker(tmp_path, calls, code):
     assert result.returncode == code, result.stdout + result.stderr
     if code:
         assert f"(IAM grants them for nothing): {ALL[0]}" in result.stdout
+
+
+# ---- the restore hook's calls against the restore role (a role and an account of their own) ----------
+def test_a_full_run_checks_each_hook_against_its_own_role(tmp_path):
+    result = run_inner(tmp_path, ALL, restore=ALL_RESTORE)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"the restore hook called exactly the {len(ALL_RESTORE)} API methods its IAM role grants" in (
+        result.stdout
+    )
+
+
+def test_a_restore_method_never_called_in_a_full_run_fails_naming_the_restore_list(tmp_path):
+    result = run_inner(tmp_path, ALL, restore=[m for m in ALL_RESTORE if m != "compute.instances.detachDisk"])
+    assert result.returncode == 1, result.stdout
+    assert "RESTORE_API_METHOD_PERMISSIONS lists API methods the restore hook never called" in result.stdout
+    assert "(IAM grants them for nothing): compute.instances.detachDisk" in result.stdout
+
+
+def test_the_backup_hook_creating_a_disk_fails_even_when_the_restore_role_grants_it(tmp_path):
+    """The backup account never creates or deletes a VM or a disk: the restore role's grants do not cover
+    a call made under the backup's product."""
+    result = run_inner(tmp_path, [*ALL, "compute.disks.insert"], restore=ALL_RESTORE)
+    assert result.returncode == 1, result.stdout
+    assert (
+        "the package called API methods that gce_vm_backup.permissions.API_METHOD_PERMISSIONS"
+        in result.stdout
+    )
+    assert "(IAM would refuse them): compute.disks.insert" in result.stdout
+
+
+def test_the_restore_hook_calling_a_backup_only_method_fails_a_partial_run(tmp_path):
+    result = run_inner(tmp_path, [], "-k", "restore_call", restore=["compute.snapshots.delete"])
+    assert result.returncode == 1, result.stdout
+    assert (
+        "RESTORE_API_METHOD_PERMISSIONS does not list (IAM would refuse them): compute.snapshots.delete"
+        in (result.stdout)
+    )
