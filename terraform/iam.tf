@@ -64,3 +64,89 @@ resource "google_project_iam_member" "backup" {
   role    = google_project_iam_custom_role.backup[each.value].id
   member  = "serviceAccount:${google_service_account.composer.email}"
 }
+
+# ---- restore (issue 14) -----------------------------------------------------------------------------
+# Restores and drills create and delete VMs and disks: rights the backup account must never hold. So they
+# get a role and a service account of their own, created only with var.enable_restore (default false).
+# tests/deploy/test_terraform.py keeps this list equal to gce_vm_backup.permissions.
+# RESTORE_REQUIRED_PERMISSIONS, and the test session's call log keeps the API methods behind it equal to
+# what the restore hook calls.
+locals {
+  restore_permissions = [
+    # Read the VM to restore or swap disks on; stop and start it around the swap (replace-disks).
+    "compute.instances.get",
+    "compute.instances.stop",
+    "compute.instances.start",
+    # Find the snapshot set, and read its snapshots into new disks.
+    "compute.snapshots.get",
+    "compute.snapshots.list",
+    "compute.snapshots.useReadOnly",
+    # New disks (zonal and regional disks share these permissions), labelled at creation and after (the old
+    # disks replace-disks leaves detached for a rollback); drills delete only the disks they labelled.
+    "compute.disks.create",
+    "compute.disks.get",
+    "compute.disks.list",
+    "compute.disks.setLabels",
+    "compute.disks.delete",
+    # A VM from those disks: no external IP and no service account on it, so neither
+    # compute.subnetworks.useExternalIp nor iam.serviceAccounts.actAs.
+    "compute.instances.create",
+    "compute.disks.use",
+    "compute.subnetworks.use",
+    "compute.instances.setLabels",
+    "compute.instances.setMetadata",
+    "compute.instances.delete",
+    # Swap disks on the stopped VM.
+    "compute.instances.attachDisk",
+    "compute.instances.detachDisk",
+    # "The OS came up": a guest attribute or a serial port line.
+    "compute.instances.getGuestAttributes",
+    "compute.instances.getSerialPortOutput",
+    # Wait on the operations: VMs and zonal disks are zonal, regional disks regional.
+    "compute.zoneOperations.get",
+    "compute.regionOperations.get",
+  ]
+
+  restore_projects = var.enable_restore ? setunion(local.target_projects, toset(var.restore_project_ids)) : toset([])
+}
+
+# The account restores and drills run as. The environment's account only impersonates it, so a backup
+# task (which does not impersonate) can never use these rights.
+resource "google_service_account" "restore" {
+  count = var.enable_restore ? 1 : 0
+
+  project      = var.project_id
+  account_id   = var.restore_service_account_id
+  display_name = "gce-vm-backup restores and drills (${var.environment_name})"
+  description  = "Creates disks from snapshots and VMs from disks, swaps disks; impersonated by the Composer environment's account."
+}
+
+# The restore role, in each project a restore reads snapshots from or creates resources in.
+resource "google_project_iam_custom_role" "restore" {
+  for_each = local.restore_projects
+
+  project     = each.value
+  role_id     = var.restore_role_id
+  title       = "GCE VM backup restore"
+  description = "Restore VMs from gce-vm-backup snapshots, and run restore drills. Managed by terraform."
+  permissions = local.restore_permissions
+}
+
+# The restore account gets the restore role in each of those projects.
+resource "google_project_iam_member" "restore" {
+  for_each = local.restore_projects
+
+  project = each.value
+  role    = google_project_iam_custom_role.restore[each.value].id
+  member  = "serviceAccount:${google_service_account.restore[0].email}"
+}
+
+# The environment's account may mint tokens for the restore account (the restore DAGs' impersonation_chain),
+# on that one account only, never project-wide.
+resource "google_service_account_iam_member" "composer_impersonates_restore" {
+  count = var.enable_restore ? 1 : 0
+
+  service_account_id = google_service_account.restore[0].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_service_account.composer.email}"
+}

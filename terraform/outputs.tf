@@ -17,3 +17,8 @@ output "service_account_email" {
   description = "The dedicated service account the environment runs as."
   value       = google_service_account.composer.email
 }
+
+output "restore_service_account_email" {
+  description = "The restore service account (the restore DAGs' impersonation_chain), or null when enable_restore is false."
+  value       = var.enable_restore ? google_service_account.restore[0].email : null
+}

@@ -111,3 +111,43 @@ variable "triggerer_count" {
     error_message = "triggerer_count must be a whole number from 0 to 10 (Composer 3's limits)."
   }
 }
+
+# ---- restore (issue 14): its own role and service account, off unless asked for ----------------------
+variable "enable_restore" {
+  description = "Create the restore role (gceVmBackupRestore: create disks from snapshots, create/delete VMs and disks, swap disks) and a restore service account the environment impersonates for restores and drills. Off by default, so that a backup-only deployment holds no right to create or delete a VM or a disk."
+  type        = bool
+  default     = false
+}
+
+variable "restore_role_id" {
+  description = "Id of the custom IAM role created for restores and drills in each restore project (only with enable_restore)."
+  type        = string
+  default     = "gceVmBackupRestore"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.restore_role_id))
+    error_message = "restore_role_id must be 3-64 chars of letters, digits, underscores and dots."
+  }
+}
+
+variable "restore_service_account_id" {
+  description = "Account id (the part before @) of the restore service account (only with enable_restore). The restore DAGs run their Compute Engine calls as it, through impersonation."
+  type        = string
+  default     = "vm-backup-restore"
+
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.restore_service_account_id))
+    error_message = "restore_service_account_id must be 6-30 chars: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "restore_project_ids" {
+  description = "Extra projects where restores and drills create disks and VMs (e.g. a drill's scratch project), besides the target projects (whose snapshots they read). Only with enable_restore."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for p in var.restore_project_ids : can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", p))])
+    error_message = "Every entry of restore_project_ids must be a valid project id."
+  }
+}

@@ -10,7 +10,11 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from gce_vm_backup.permissions import REQUIRED_PERMISSIONS
+from gce_vm_backup.permissions import (
+    REQUIRED_PERMISSIONS,
+    RESTORE_API_METHOD_PERMISSIONS,
+    RESTORE_REQUIRED_PERMISSIONS,
+)
 
 TERRAFORM_DIR = Path(__file__).resolve().parents[2] / "terraform"
 PRIMITIVE_ROLES = {"roles/owner", "roles/editor", "roles/viewer"}
@@ -120,7 +124,17 @@ def test_every_variable_is_typed_and_described():
 
 @pytest.mark.parametrize(
     "name",
-    ["project_id", "region", "environment_name", "image_version", "environment_size", "triggerer_count"],
+    [
+        "project_id",
+        "region",
+        "environment_name",
+        "image_version",
+        "environment_size",
+        "triggerer_count",
+        "restore_role_id",
+        "restore_service_account_id",
+        "restore_project_ids",
+    ],
 )
 def test_name_and_enum_variables_are_validated(name):
     assert _variables()[name].get("validation"), f"variable {name} has no validation block"
@@ -130,7 +144,13 @@ def test_outputs_needed_for_deploy_exist():
     outputs: dict[str, Any] = {}
     for block in _load("outputs.tf")["output"]:
         outputs.update(block)
-    assert set(outputs) == {"bucket_name", "dags_prefix", "airflow_uri", "service_account_email"}
+    assert set(outputs) == {
+        "bucket_name",
+        "dags_prefix",
+        "airflow_uri",
+        "service_account_email",
+        "restore_service_account_email",
+    }
     assert "dag_gcs_prefix" in outputs["dags_prefix"]["value"]
     assert "airflow_uri" in outputs["airflow_uri"]["value"]
 
@@ -165,3 +185,61 @@ def test_compute_endpoint_variable_accepts_only_what_the_package_accepts_from_th
         assert not accepted
     else:
         assert accepted
+
+
+# ---- restore (issue 14): a role and an account of its own, off by default ----------------------------
+def _locals(name: str) -> Any:
+    for block in _load("iam.tf")["locals"]:
+        if name in block:
+            return block[name]
+    raise AssertionError(f"no local {name} in iam.tf")
+
+
+def test_restore_role_holds_exactly_the_permissions_the_restore_hook_uses():
+    permissions = _locals("restore_permissions")
+    assert len(permissions) == len(set(permissions)), "duplicate permission in the restore role"
+    assert set(permissions) == set(RESTORE_REQUIRED_PERMISSIONS)
+    assert frozenset().union(*RESTORE_API_METHOD_PERMISSIONS.values()) == RESTORE_REQUIRED_PERMISSIONS
+    role = _resources("google_project_iam_custom_role")["restore"]
+    assert role["permissions"] == "${local.restore_permissions}"
+    assert role["role_id"] == "${var.restore_role_id}"
+    assert _variables()["restore_role_id"]["default"] == "gceVmBackupRestore"
+
+
+def test_restore_is_off_by_default_and_every_restore_resource_hangs_on_enable_restore():
+    variable = _variables()["enable_restore"]
+    assert variable["type"] in ("bool", "${bool}")
+    assert variable["default"] is False
+    assert _locals("restore_projects").startswith("${var.enable_restore ? ")
+    assert _locals("restore_projects").endswith(": toset([])}")
+    assert _resources("google_service_account")["restore"]["count"] == "${var.enable_restore ? 1 : 0}"
+    for kind in ("google_project_iam_custom_role", "google_project_iam_member"):
+        assert _resources(kind)["restore"]["for_each"] == "${local.restore_projects}", kind
+    impersonation = _resources("google_service_account_iam_member")["composer_impersonates_restore"]
+    assert impersonation["count"] == "${var.enable_restore ? 1 : 0}"
+
+
+def test_the_restore_role_goes_to_the_restore_account_and_the_environment_may_only_impersonate_it():
+    grant = _resources("google_project_iam_member")["restore"]
+    assert grant["member"] == "serviceAccount:${google_service_account.restore[0].email}"
+    assert grant["role"] == "${google_project_iam_custom_role.restore[each.value].id}"
+    impersonation = _resources("google_service_account_iam_member")["composer_impersonates_restore"]
+    assert impersonation["service_account_id"] == "${google_service_account.restore[0].name}"
+    assert impersonation["role"] == "roles/iam.serviceAccountTokenCreator"
+    assert impersonation["member"] == "serviceAccount:${google_service_account.composer.email}"
+    for name, member in _resources("google_project_iam_member").items():  # never project-wide
+        assert "serviceAccountTokenCreator" not in member["role"], name
+
+
+def test_the_backup_role_can_never_create_or_delete_a_vm_or_a_disk():
+    forbidden = {
+        "compute.instances.create",
+        "compute.instances.delete",
+        "compute.disks.create",
+        "compute.disks.delete",
+        "compute.instances.attachDisk",
+        "compute.instances.detachDisk",
+    }
+    assert not forbidden & set(_locals("backup_permissions"))
+    assert not forbidden & set(REQUIRED_PERMISSIONS)
+    assert forbidden <= set(_locals("restore_permissions"))
