@@ -285,7 +285,7 @@ def insert_disk(
     if regional:
         disk["region"] = world.url(f"projects/{project}/{scope}")
         disk["replicaZones"] = [
-            world.url(f"projects/{project}/zones/{z}") for z in _replica_zones(project, location, body)
+            world.url(f"projects/{project}/zones/{z}") for z in _replica_zones(world, project, location, body)
         ]
     else:
         if body.get("replicaZones"):
@@ -322,12 +322,12 @@ def insert_disk(
     return op
 
 
-def _replica_zones(project: str, region: str, body: Mapping[str, Any]) -> list[str]:
+def _replica_zones(world: World, project: str, region: str, body: Mapping[str, Any]) -> list[str]:
     zones = []
     for value in body.get("replicaZones") or []:
         path = reference(project, value, "resource.replicaZones")
         match = re.fullmatch(rf"projects/{re.escape(project)}/zones/([a-z0-9-]+)", path)
-        if not match or region_of(match.group(1)) != region:
+        if not match or region_of(match.group(1)) != region or match.group(1) not in world.zones[project]:
             raise ApiError(
                 400,
                 "invalid",

@@ -202,7 +202,7 @@ def test_disk_list_filters_by_label_and_paginates(emu, c):
 def test_delete_of_an_attached_disk_is_refused_and_of_a_free_one_goes_deleting_then_gone(emu, c):
     with pytest.raises(api_exceptions.BadRequest, match="already being used by") as caught:
         c.disks.delete_unary(request={"project": P, "zone": ZA, "disk": "web-1", "request_id": rid()})
-    assert "resourceInUseByAnotherResource" in str(caught.value.errors) or caught.value.code == 400
+    assert caught.value.errors[0]["reason"] == "resourceInUseByAnotherResource"
     ready_disks(emu, c, "scratch")
     op = c.disks.delete_unary(request={"project": P, "zone": ZA, "disk": "scratch", "request_id": rid()})
     assert disk(c, "scratch").status == "DELETING"
@@ -279,6 +279,52 @@ def test_vm_insert_refuses_a_taken_name_a_disk_in_use_and_no_boot_disk(emu, c):
     with pytest.raises(api_exceptions.BadRequest, match=r"already being used by .*instances/first"):
         insert_vm(c, vm("second", "r-boot-2", "r-boot"))
     assert disk(c, "r-boot-2").users == []  # the refused request took nothing
+
+
+def test_vm_insert_refuses_a_disk_still_creating_and_takes_a_regional_disk_only_where_it_replicates(emu, c):
+    insert_disk(c, "still-creating")
+    with pytest.raises(api_exceptions.BadRequest, match="is not ready"):
+        insert_vm(c, vm("early", "still-creating"))
+    emu.clock.advance(60)
+    with_regional = vm("with-regional", "still-creating")
+    with_regional.disks.append(
+        compute_v1.AttachedDisk(
+            source=f"regions/{R}/disks/shared-data", mode="READ_ONLY", device_name="shared"
+        )
+    )
+    with pytest.raises(api_exceptions.BadRequest, match="already being used by"):
+        insert_vm(c, with_regional)  # db-1 holds shared-data READ_WRITE: not even READ_ONLY beside it
+    c.region_disks.insert_unary(
+        request={
+            "project": P,
+            "region": R,
+            "disk_resource": compute_v1.Disk(
+                name="shared-copy", source_snapshot=SNAP, replica_zones=[f"zones/{ZA}", f"zones/{ZB}"]
+            ),
+            "request_id": rid(),
+        }
+    )
+    emu.clock.advance(60)
+    with_regional.disks[1].source = f"regions/{R}/disks/shared-copy"
+    insert_vm(c, with_regional)
+    other_zone = emu.world.disks[f"projects/{P}/regions/{R}/disks/shared-copy"]
+    assert [u.rsplit("/", 1)[-1] for u in other_zone["users"]] == ["with-regional"]
+    emu.world.zones[P].add(f"{R}-c")  # a third zone in the region
+    c.region_disks.insert_unary(
+        request={
+            "project": P,
+            "region": R,
+            "disk_resource": compute_v1.Disk(
+                name="b-and-c", source_snapshot=SNAP, replica_zones=[f"zones/{ZB}", f"zones/{R}-c"]
+            ),
+            "request_id": rid(),
+        }
+    )
+    emu.clock.advance(60)
+    elsewhere = vm("elsewhere", "r-x")
+    elsewhere.disks[0].source = f"regions/{R}/disks/b-and-c"
+    with pytest.raises(api_exceptions.BadRequest, match="has no replica in us-central1-a"):
+        insert_vm(c, elsewhere)
 
 
 def test_vm_insert_default_device_names_and_repeat_request_id(emu, c):
