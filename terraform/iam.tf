@@ -73,12 +73,13 @@ resource "google_project_iam_member" "backup" {
 # what the restore hook calls.
 locals {
   restore_permissions = [
-    # Read the VM to restore or swap disks on; stop and start it around the swap (replace-disks).
+    # Read the VM to restore or swap disks on; stop and start it around the swap (replace-disks); find
+    # the group's VMs and a drill's leftovers by label (list covers aggregatedList).
     "compute.instances.get",
+    "compute.instances.list",
     "compute.instances.stop",
     "compute.instances.start",
-    # Find the snapshot set, and read its snapshots into new disks.
-    "compute.snapshots.get",
+    # Find the snapshot sets by label, and read their snapshots into new disks.
     "compute.snapshots.list",
     "compute.snapshots.useReadOnly",
     # New disks (zonal and regional disks share these permissions), labelled at creation and after (the old

@@ -291,8 +291,13 @@ def test_a_restore_through_the_hook_against_the_emulator(emulator):
 
     snapshots = list(hook.list_snapshots(project_id=P, filter=label_filter({"managed-by": "gce-vm-backup"})))
     assert [s.name for s in snapshots] == ["web-1-s"]
-    snapshot = hook.get_snapshot(project_id=P, name="web-1-s")
-    assert snapshot is not None
+    snapshot = snapshots[0]
+    assert [i.name for _, i in hook.list_instances(project_id=P, zone=ZA, filter='labels.tier = "web"')] == [
+        "web-1"
+    ]
+    assert [
+        (z, i.name) for z, i in hook.list_instances(project_id=P, zone=None, filter='labels.tier = "db"')
+    ] == [(ZB, "db-1")]
     labels = {"gce-vm-backup-restore": "r1"}
     wait(
         hook.insert_disk(

@@ -45,12 +45,14 @@ CLIENT_PRODUCT = "gce-vm-backup"
 # grants exactly RESTORE_REQUIRED_PERMISSIONS in the restore role (tests/deploy/test_terraform.py), and the
 # test session's call log keeps these keys equal to what the restore hook calls (gce_emulator.pytest_plugin).
 RESTORE_API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = {
-    # Read the VM restored or replaced (its disks, machine type, network), stop and start it (replace-disks).
+    # Read the VM restored or replaced (its disks, machine type, network), stop and start it (replace-disks);
+    # find the group's VMs and a drill's leftovers by label (list covers aggregatedList).
     "compute.instances.get": frozenset({"compute.instances.get"}),
+    "compute.instances.list": frozenset({"compute.instances.list"}),
+    "compute.instances.aggregatedList": frozenset({"compute.instances.list"}),
     "compute.instances.stop": frozenset({"compute.instances.stop"}),
     "compute.instances.start": frozenset({"compute.instances.start"}),
-    # Find the snapshot set to restore.
-    "compute.snapshots.get": frozenset({"compute.snapshots.get"}),
+    # Find the snapshot sets to restore (by label; the listing carries every field needed).
     "compute.snapshots.list": frozenset({"compute.snapshots.list"}),
     # A disk from a snapshot, labelled at creation: create the disk, read the snapshot, set its labels.
     # Regional disks use the same compute.disks.* permissions.
