@@ -62,7 +62,7 @@ def seed_file(text: str) -> Seed:
     as the argument's."""
     import yaml
 
-    from gce_emulator import compute
+    from gce_emulator import compute, restore_guest
     from gce_emulator.model import DEFAULT_TIMINGS, SimClock, World
 
     path = Path(text)
@@ -88,7 +88,8 @@ def seed_file(text: str) -> Seed:
             f"{text}: a seed is a mapping with 'projects', got {type(data).__name__} {str(data)[:40]!r}"
         )
     try:
-        compute.load_seed(World(SimClock(), dict(DEFAULT_TIMINGS)), data)
+        compute.load_seed(world := World(SimClock(), dict(DEFAULT_TIMINGS)), data)
+        restore_guest.load_seed(world, data)  # the boot profiles (restore_guest.py)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise argparse.ArgumentTypeError(
             f"{text}: not a valid seed ({type(exc).__name__}: {exc}); see gce_emulator's docstring"

@@ -559,3 +559,16 @@ def test_a_lost_response_then_the_same_request_id_adopts_the_operation(emu, c):
     assert c.zone_ops.get(project=P, zone=ZA, operation=adopted.name).status == DONE
     assert [d["deviceName"] for d in emu.instance(P, ZA, "web-1")["disks"]] == ["web-1"]
     assert len([call for call in emu.calls_for("compute.instances.detachDisk") if call.status == 200]) == 1
+
+
+def test_a_bad_boot_profile_in_a_seed_file_is_one_argument_error(tmp_path):
+    import argparse
+
+    from gce_emulator.__main__ import seed_file
+
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(
+        "projects:\n  p:\n    zones:\n      z:\n        instances:\n          - {name: v, boot: {serial_lines: 3}}\n"
+    )
+    with pytest.raises(argparse.ArgumentTypeError, match="serial_lines must be a list of strings"):
+        seed_file(str(seed))
