@@ -433,3 +433,23 @@ def test_a_restore_through_the_hook_against_the_emulator(emulator):
     assert called == set(RESTORE_API_METHOD_PERMISSIONS)  # every restore method, nothing else
     assert {call.client[0] for call in emulator.calls} == {RESTORE_CLIENT_PRODUCT}
     assert all(CLIENT_PRODUCT not in call.client for call in emulator.calls)
+
+
+def test_a_lost_response_is_retried_with_the_same_request_id_and_makes_one_disk(emulator):
+    emulator.seed_snapshot(P, {"name": "s", "sourceDisk": f"projects/{P}/zones/{ZA}/disks/web-1"})
+    emulator.faults.http_error_after_apply("compute.disks.insert", 503)
+    hook = RestoreHook(retry_initial=0.01, retry_max=0.02)
+    operation = hook.insert_disk(
+        project_id=P,
+        zone=ZA,
+        name="once",
+        source_snapshot=f"projects/{P}/global/snapshots/s",
+        labels={},
+        request_id="00000000-0000-4000-8000-0000000000aa",
+    )
+    calls = emulator.calls_for("compute.disks.insert")
+    assert [call.status for call in calls] == [503, 200]
+    assert {call.request_id for call in calls} == {"00000000-0000-4000-8000-0000000000aa"}
+    emulator.clock.advance(60)
+    hook.wait_operation(operation, timeout=30)
+    assert [d.name for d in hook.list_disks(project_id=P, zone=ZA, filter='name = "once"')] == ["once"]
