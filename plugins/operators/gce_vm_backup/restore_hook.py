@@ -125,10 +125,12 @@ class RestoreHook(ComputeBackupHook):
         request = {"project": project_id, **location, "disk_resource": disk, "request_id": request_id}
         return self._call(what, lambda: client.insert_unary(request=request, retry=NO_RETRY))
 
-    def get_disk(
+    # c-instant's branch gives ComputeBackupHook a get_disk that raises ResourceNotFoundError; restore
+    # asks "is it there yet?" at every idempotent step, so here a missing disk is None (RESTORE.md).
+    def get_disk(  # type: ignore[override, unused-ignore]
         self, *, project_id: str, zone: str | None = None, region: str | None = None, name: str
     ) -> compute_v1.Disk | None:
-        """The disk, or None if it does not exist."""
+        """The disk, or None if it does not exist (unlike the backup hook's, which raises)."""
         what = f"get disk {self._disk_path(project_id, zone, region, name)}"
         client, location = self._disk_client(zone, region, what)
         request = {"project": project_id, **location, "disk": name}
