@@ -32,26 +32,42 @@ end whoever polls) and from Airflow's metadata database:
 - worker-slot seconds per VM: seconds its tasks spent in state ``running`` (they hold an executor slot
   then; queued, deferred and up_for_reschedule hold none), sampled from the database every 0.25 s.
 The machine's load average is printed beside each run: on the shared 2-core machine absolute times are
-noisy. Times are simulated seconds (= real seconds at time scale 1).
+noisy. Times are simulated seconds (= real seconds at time scale 1); slot seconds are real seconds.
+The model and the measures are in ``_fleet_measures.py``; this script runs the fleet.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
-import statistics
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _fleet_measures import (
+    INSTANT_TIMING_KEYS,
+    SNAPSHOT_MODES,
+    WAIT_MODES,
+    Result,
+    Spec,
+    downtime_intervals,
+    ideal_makespan,
+    markdown,
+    peak_overlap,
+    row,
+    summary,
+    vm_model,
+)
 
 from gce_emulator import Emulator
 from gce_emulator.model import DEFAULT_TIMINGS
@@ -60,43 +76,8 @@ from gce_vm_backup.config import Group, parse_config
 
 PROJECT = "fleet-project"
 ZONE = "us-central1-a"
-SNAPSHOT_MODES = ("standard", "instant")
-WAIT_MODES = ("defer", "reschedule", "worker")
-# Candidate names of the emulator's instant snapshot creation timing (the instant-mode work adds one).
-INSTANT_TIMING_KEYS = ("instant_snapshot_creating", "instant_snapshot_create", "instant_snapshot")
 SAMPLE_INTERVAL = 0.25
 TICK_INTERVAL = 0.05
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One configuration: one group, one DAG run."""
-
-    vms: int
-    cap: int
-    snapshot_mode: str = "standard"
-    wait_mode: str = "defer"
-    early_restart: bool = False
-    disk_gb: int = 10
-    large_disk_gb: int = 0  # > 0: the first VM also has a data disk of this size
-    poke_interval: int | None = None  # None: the config's default
-    retry_delay: int | None = None  # None: the config's default
-
-    @property
-    def group_id(self) -> str:
-        mode = {"standard": "std", "instant": "ins"}[self.snapshot_mode]
-        gid = f"f{self.vms}-c{self.cap}-{mode}-{self.wait_mode[:3]}-d{self.disk_gb}"
-        return (
-            gid
-            + ("-er" if self.early_restart else "")
-            + (f"-l{self.large_disk_gb}" if self.large_disk_gb else "")
-        )
-
-    def vm_names(self) -> list[str]:
-        return [f"{self.group_id}-{i:03d}" for i in range(self.vms)]
-
-    def disks(self, index: int) -> list[int]:
-        return [self.disk_gb] + ([self.large_disk_gb] if index == 0 and self.large_disk_gb else [])
 
 
 def dag_id_for(group_id: str) -> str:
@@ -158,58 +139,6 @@ def runnable(specs: list[Spec]) -> tuple[list[Spec], list[str]]:
     return keep, skipped
 
 
-# ---- the model: floors, paths, ideal ---------------------------------------------------------------
-def vm_model(spec: Spec, index: int, timings: dict[str, float]) -> tuple[float, float]:
-    """(floor, path) of VM ``index`` in simulated seconds: see the module docstring."""
-    stop, start, creating = timings["stop"], timings["start"], timings["snapshot_creating"]
-    upload = timings["snapshot_uploading"] + timings["snapshot_uploading_per_gb"] * max(spec.disks(index))
-    if spec.snapshot_mode == "instant":
-        instant = next(timings[k] for k in INSTANT_TIMING_KEYS if k in timings)
-        floor = stop + instant + start
-        return floor, floor + creating + upload
-    if spec.early_restart:
-        return stop + creating + start, stop + creating + max(upload, start)
-    floor = stop + creating + upload + start
-    return floor, floor
-
-
-def ideal_makespan(floors: list[float], paths: list[float], cap: int) -> float:
-    return max(sum(floors) / cap, max(paths))
-
-
-def peak_overlap(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals open at one instant; an end at the same instant as a start comes first."""
-    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
-    open_now = peak = 0
-    for _, delta in events:
-        open_now += delta
-        peak = max(peak, open_now)
-    return peak
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    position = q * (len(ordered) - 1)
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def downtime_intervals(operations: list[Any], vm_paths: list[str]) -> dict[str, tuple[float, float] | None]:
-    """Per VM path: (first stop insert, last start end), None when it was not stopped and started."""
-    result: dict[str, tuple[float, float] | None] = {}
-    for path in vm_paths:
-        stops = [op.insert_time for op in operations if op.target == path and op.operation_type == "stop"]
-        starts = [
-            op.end_time
-            for op in operations
-            if op.target == path and op.operation_type == "start" and op.end_time is not None and not op.error
-        ]
-        result[path] = (min(stops), max(starts)) if stops and starts else None
-    return result
-
-
 # ---- sampling the run --------------------------------------------------------------------------------
 @dataclass
 class TaskSample:
@@ -264,30 +193,6 @@ class Sampler(threading.Thread):
 
 
 # ---- one run -----------------------------------------------------------------------------------------
-@dataclass
-class Result:
-    spec: Spec
-    state: str
-    load_before: float
-    load_after: float
-    downtimes: list[float] = field(default_factory=list)
-    floors: list[float] = field(default_factory=list)
-    ratios: list[float] = field(default_factory=list)
-    peak_down: int = 0
-    makespan_tasks: float = 0.0
-    makespan_run: float = 0.0
-    ideal: float = 0.0
-    tries_per_vm: list[int] = field(default_factory=list)
-    runs_per_vm: list[int] = field(default_factory=list)
-    slot_seconds_per_vm: list[float] = field(default_factory=list)
-    slot_seconds_by_stage: dict[str, float] = field(default_factory=dict)  # mean per VM
-    api_calls: int = 0
-    not_restored: list[str] = field(default_factory=list)
-    large_vm_downtime: float | None = None
-    sample_errors: int = 0
-    real_seconds: float = 0.0
-
-
 def _parse_time(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
 
@@ -361,118 +266,6 @@ def run_one(
             result.slot_seconds_by_stage.get(stage, 0.0) + seconds / spec.vms
         )
     return result
-
-
-# ---- output --------------------------------------------------------------------------------------
-def _stats(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"{statistics.mean(values):.2f}, {percentile(values, 0.95):.2f}, {max(values):.2f}"
-
-
-def summary(result: Result) -> dict[str, Any]:
-    r = result
-    mean = statistics.mean
-    return {
-        "spec": asdict(r.spec),
-        "group": r.spec.group_id,
-        "state": r.state,
-        "load_1min": [round(r.load_before, 2), round(r.load_after, 2)],
-        "downtime_s": {
-            "mean": mean(r.downtimes),
-            "p95": percentile(r.downtimes, 0.95),
-            "max": max(r.downtimes),
-        }
-        if r.downtimes
-        else None,
-        "floor_s_mean": mean(r.floors),
-        "downtime_over_floor": {
-            "mean": mean(r.ratios),
-            "p95": percentile(r.ratios, 0.95),
-            "max": max(r.ratios),
-        }
-        if r.ratios
-        else None,
-        "peak_vms_down": r.peak_down,
-        "cap": r.spec.cap,
-        "ideal_s": r.ideal,
-        "makespan_tasks_s": r.makespan_tasks,
-        "makespan_run_s": r.makespan_run,
-        "tries_per_vm": mean(r.tries_per_vm) if r.tries_per_vm else None,
-        "runs_per_vm": mean(r.runs_per_vm) if r.runs_per_vm else None,
-        "slot_s_per_vm": mean(r.slot_seconds_per_vm) if r.slot_seconds_per_vm else None,
-        "slot_s_per_vm_by_stage": r.slot_seconds_by_stage,
-        "api_calls_per_vm": r.api_calls / r.spec.vms,
-        "not_restored": r.not_restored,
-        "large_vm_downtime_s": r.large_vm_downtime,
-        "large_vm_over_others_median": r.large_vm_downtime / statistics.median(r.downtimes[1:])
-        if r.large_vm_downtime is not None and len(r.downtimes) > 1
-        else None,
-        "downtimes_s": r.downtimes,
-        "floors_s": r.floors,
-        "sample_errors": r.sample_errors,
-        "real_s": r.real_seconds,
-    }
-
-
-HEADERS = [
-    "snapshot mode",
-    "wait_mode",
-    "early restart",
-    "run",
-    "downtime / floor (mean, p95, max)",
-    "downtime s mean",
-    "floor s mean",
-    "VMs down at once",
-    "makespan / ideal (tasks)",
-    "makespan / ideal (run)",
-    "ideal s",
-    "tries / VM",
-    "task runs / VM",
-    "slot s / VM",
-    "API calls / VM",
-    "large-disk VM / others",
-    "load 1-min",
-]
-
-
-def row(result: Result) -> list[str]:
-    s = summary(result)
-    large = s["large_vm_over_others_median"]
-    return [
-        result.spec.snapshot_mode,
-        result.spec.wait_mode,
-        "yes" if result.spec.early_restart else "no",
-        result.state + (f" ({len(result.not_restored)} VMs not restarted)" if result.not_restored else ""),
-        _stats(result.ratios),
-        f"{s['downtime_s']['mean']:.0f}" if s["downtime_s"] else "-",
-        f"{s['floor_s_mean']:.0f}",
-        f"{result.peak_down} of a cap of {result.spec.cap}",
-        f"{result.makespan_tasks / result.ideal:.2f}",
-        f"{result.makespan_run / result.ideal:.2f}",
-        f"{result.ideal:.0f}",
-        f"{s['tries_per_vm']:.1f}" if s["tries_per_vm"] is not None else "-",
-        f"{s['runs_per_vm']:.1f}" if s["runs_per_vm"] is not None else "-",
-        f"{s['slot_s_per_vm']:.0f}" if s["slot_s_per_vm"] is not None else "-",
-        f"{s['api_calls_per_vm']:.0f}",
-        f"{large:.2f}" if large is not None else "-",
-        f"{result.load_before:.1f} -> {result.load_after:.1f}",
-    ]
-
-
-def markdown(results: list[Result], scale: float) -> str:
-    """One table per (VMs, cap, disks), a row per snapshot mode, wait mode and early restart."""
-    out = []
-    for key in sorted({(r.spec.vms, r.spec.cap, r.spec.disk_gb, r.spec.large_disk_gb) for r in results}):
-        vms, cap, disk_gb, large = key
-        mine = [r for r in results if (r.spec.vms, r.spec.cap, r.spec.disk_gb, r.spec.large_disk_gb) == key]
-        title = f"### Fleet run, real scheduler: {vms} VMs, max_concurrent_vms {cap}, {disk_gb} GB boot disks"
-        title += f", one VM with a {large} GB data disk" if large else ""
-        title += f" (time scale {scale:g})" if scale != 1 else ""
-        lines = ["| " + " | ".join(HEADERS) + " |", "|" + "|".join("---" for _ in HEADERS) + "|"]
-        lines += ["| " + " | ".join(row(r)) + " |" for r in mine]
-        out.append(title + "\n\n" + "\n".join(lines))
-    return "\n\n".join(out)
 
 
 # ---- the command ---------------------------------------------------------------------------------
