@@ -96,22 +96,6 @@ def test_slot_seconds() -> None:
             assert stages == pytest.approx(float(row["slot s per VM"]), abs=4)
 
 
-@pytest.mark.slow
-@pytest.mark.emulator
-def test_fleet() -> None:
-    rows = table(run_script("fleet.py"), "Fleet run")
-    assert [r["early restart"] for r in rows] == ["no", "yes"]
-    for row in rows:
-        assert row["VMs"] == "20"
-        assert row["failed tasks"] == "0"
-        assert float(row["downtime mean s"]) >= float(row["floor s"])
-        assert float(row["max s"]) >= float(row["p95 s"]) >= float(row["floor s"])
-        assert float(row["makespan min"]) >= float(row["longest VM path min"]) > 0
-        assert int(row["peak running tries"]) <= 16  # max_active_tasks
-    no, yes = rows
-    assert float(yes["downtime mean s"]) < float(no["downtime mean s"])
-
-
 # ---- the real-scheduler fleet benchmark ------------------------------------------------------------
 def _fleet_real() -> ModuleType:
     """benchmarks/fleet_real.py as a module (benchmarks/ is not a package)."""
