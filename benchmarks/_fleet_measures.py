@@ -13,8 +13,8 @@ from typing import Any
 
 SNAPSHOT_MODES = ("standard", "instant")
 WAIT_MODES = ("defer", "reschedule", "worker")
-# Candidate names of the emulator's instant snapshot creation timing (the instant-mode work adds one).
-INSTANT_TIMING_KEYS = ("instant_snapshot_creating", "instant_snapshot_create", "instant_snapshot")
+# The emulator's modelled instant snapshot creation (CREATING -> READY, whatever the disk size).
+INSTANT_TIMING = "instant_snapshot_create"
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ def vm_model(spec: Spec, index: int, timings: dict[str, float]) -> tuple[float, 
     stop, start, creating = timings["stop"], timings["start"], timings["snapshot_creating"]
     upload = timings["snapshot_uploading"] + timings["snapshot_uploading_per_gb"] * max(spec.disks(index))
     if spec.snapshot_mode == "instant":
-        instant = next(timings[k] for k in INSTANT_TIMING_KEYS if k in timings)
-        floor = stop + instant + start
+        floor = stop + timings[INSTANT_TIMING] + start
         return floor, floor + creating + upload
     if spec.early_restart:
         return stop + creating + start, stop + creating + max(upload, start)
