@@ -253,6 +253,13 @@ def run_one(
     last_end = max((_parse_time(t.get("end_date")) or 0.0 for t in vm_tis), default=0.0)
     result.makespan_tasks = sim(last_end) - first_stop
     result.makespan_run = sim(_parse_time(run.get("end_date"))) - first_stop
+    # One run at a time: the instant snapshots created from its first stop to its end are its own.
+    result.instant_snapshots = sum(
+        op.operation_type == "insert"
+        and "/instantSnapshots/" in op.target
+        and first_stop <= op.insert_time <= first_stop + result.makespan_run
+        for op in operations
+    )
     for index in range(spec.vms):
         mine = [t for t in vm_tis if t["map_index"] == index]
         samples = [sampler.tasks.get((t["task_id"], index), TaskSample()) for t in mine]

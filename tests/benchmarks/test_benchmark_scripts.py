@@ -169,6 +169,17 @@ def test_downtime_runs_from_the_first_stop_to_the_last_successful_start() -> Non
     assert measures.downtime_intervals(operations, [a, b, c]) == {a: (10.0, 90.0), b: None, c: None}
 
 
+def test_a_run_says_when_its_figures_do_not_mean_what_they_claim() -> None:
+    instant = Spec(2, 1, snapshot_mode="instant", large_disk_gb=100)  # 3 disks
+    assert measures.notes(measures.Result(instant, "success", 0, 0, instant_snapshots=3)) == []
+    # instant mode accepted by the config but not acted on: standard captures against instant floors
+    (note,) = measures.notes(measures.Result(instant, "success", 0, 0, instant_snapshots=0))
+    assert "instant mode not in effect: 0 instant snapshots, 3 disks" in note
+    assert measures.notes(measures.Result(Spec(2, 1), "success", 0, 0)) == []
+    failed = measures.Result(Spec(2, 1), "failed", 0, 0, not_restored=["vm-1"])
+    assert measures.notes(failed) == [" (1 VMs not restarted)"]
+
+
 def test_generated_config_is_valid_and_has_the_spec_s_settings() -> None:
     spec = Spec(3, 2, wait_mode="worker", early_restart=True, poke_interval=6, retry_delay=2)
     groups, problems = parse_config(fleet_real.config_text([spec, Spec(2, 1)]), "<test>", environ={})
