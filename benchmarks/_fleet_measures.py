@@ -85,17 +85,27 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def downtime_intervals(operations: list[Any], vm_paths: list[str]) -> dict[str, tuple[float, float] | None]:
-    """Per VM path: (first stop insert, last start end), None when it was not stopped and started."""
-    result: dict[str, tuple[float, float] | None] = {}
+def downtime_intervals(
+    operations: list[Any], vm_paths: list[str]
+) -> dict[str, tuple[float, float | None] | None]:
+    """Per VM path: (first stop insert, end of its last successful start, None if none came after the
+    stop), or None when it was not stopped. A start that ended before the stop does not bring it back."""
+    result: dict[str, tuple[float, float | None] | None] = {}
     for path in vm_paths:
         stops = [op.insert_time for op in operations if op.target == path and op.operation_type == "stop"]
+        if not stops:
+            result[path] = None
+            continue
         starts = [
             op.end_time
             for op in operations
-            if op.target == path and op.operation_type == "start" and op.end_time is not None and not op.error
+            if op.target == path
+            and op.operation_type == "start"
+            and op.end_time is not None
+            and not op.error
+            and op.end_time >= min(stops)
         ]
-        result[path] = (min(stops), max(starts)) if stops and starts else None
+        result[path] = (min(stops), max(starts) if starts else None)
     return result
 
 

@@ -70,9 +70,11 @@ from _fleet_measures import (
 )
 
 from gce_emulator import Emulator
+from gce_emulator.__main__ import time_scale
 from gce_emulator.model import DEFAULT_TIMINGS
 from gce_vm_backup import stages
 from gce_vm_backup.config import Group, parse_config
+from vm_backup_cli.local_env import LocalAirflow, LocalEnvError
 
 PROJECT = "fleet-project"
 ZONE = "us-central1-a"
@@ -151,7 +153,7 @@ class TaskSample:
 class Sampler(threading.Thread):
     """Ticks the emulator every TICK_INTERVAL and samples the run's task instances every SAMPLE_INTERVAL."""
 
-    def __init__(self, env: Any, emulator: Emulator, dag_id: str, run_id: str):
+    def __init__(self, env: LocalAirflow, emulator: Emulator, dag_id: str, run_id: str):
         super().__init__(daemon=True, name="fleet-sampler")
         self.env, self.emulator, self.dag_id, self.run_id = env, emulator, dag_id, run_id
         self.tasks: dict[tuple[str, int], TaskSample] = {}
@@ -198,7 +200,7 @@ def _parse_time(text: str | None) -> float | None:
 
 
 def run_one(
-    env: Any, emulator: Emulator, spec: Spec, timings: dict[str, float], wall_at_zero: float
+    env: LocalAirflow, emulator: Emulator, spec: Spec, timings: dict[str, float], wall_at_zero: float
 ) -> Result:
     """Trigger the spec's DAG once, wait (bounded) and measure. Times are simulated seconds."""
     scale = emulator.clock.time_scale
@@ -213,7 +215,7 @@ def run_one(
     sampler = Sampler(env, emulator, dag_id, run_id)
     response = env.trigger(dag_id, {"vms": [], "dry_run": False}, run_id=run_id)
     if response.status_code != 200:
-        raise RuntimeError(f"trigger {dag_id}: HTTP {response.status_code} {response.text[:500]}")
+        raise LocalEnvError(f"trigger {dag_id}: HTTP {response.status_code} {response.text[:500]}")
     sampler.start()
     try:
         run = env.wait_for_run(dag_id, run_id, timeout=bound, interval=2.0)
@@ -233,26 +235,36 @@ def run_one(
         operations = list(emulator.world.operations.values())
     paths = [f"projects/{PROJECT}/zones/{ZONE}/instances/{vm}" for vm in spec.vm_names()]
     intervals = downtime_intervals(operations, paths)
-    done = [iv for iv in intervals.values() if iv is not None]
-    result.not_restored = [p.rsplit("/", 1)[-1] for p, iv in intervals.items() if iv is None]
-    result.downtimes = [b - a for a, b in done]
-    result.ratios = [(iv[1] - iv[0]) / f for iv, f in zip(intervals.values(), floors, strict=True) if iv]
-    result.peak_down = peak_overlap(done)
-    if spec.large_disk_gb and intervals[paths[0]] is not None:
-        first = intervals[paths[0]]
-        assert first is not None
-        result.large_vm_downtime = first[1] - first[0]
+    done: dict[str, tuple[float, float]] = {}  # stopped and started again
+    for path, interval in intervals.items():
+        if interval is not None and interval[1] is not None:
+            done[path] = (interval[0], interval[1])
+        elif interval is not None:
+            result.not_restored.append(path.rsplit("/", 1)[-1])
+    result.downtimes = [b - a for a, b in done.values()]
+    result.ratios = [(done[p][1] - done[p][0]) / f for p, f in zip(paths, floors, strict=True) if p in done]
+    if spec.large_disk_gb and paths[0] in done:
+        result.large_vm_downtime = done[paths[0]][1] - done[paths[0]][0]
 
     def sim(wall: float | None) -> float:
         return ((wall or time.time()) - wall_at_zero) * scale
 
-    first_stop = min((a for a, _ in done), default=0.0)
+    stopped = [iv[0] for iv in intervals.values() if iv is not None]
+    first_stop = min(stopped, default=0.0)
     tis = env.task_instances(dag_id, run_id)
     prefix = stages.tier_group(1) + "."
     vm_tis = [t for t in tis if t["task_id"].startswith(prefix)]
     last_end = max((_parse_time(t.get("end_date")) or 0.0 for t in vm_tis), default=0.0)
     result.makespan_tasks = sim(last_end) - first_stop
     result.makespan_run = sim(_parse_time(run.get("end_date"))) - first_stop
+    # A VM never started again counts as down until the run's end.
+    result.peak_down = peak_overlap(
+        [
+            (iv[0], first_stop + result.makespan_run if iv[1] is None else iv[1])
+            for iv in intervals.values()
+            if iv
+        ]
+    )
     # One run at a time: the instant snapshots created from its first stop to its end are its own.
     result.instant_snapshots = sum(
         op.operation_type == "insert"
@@ -355,7 +367,9 @@ def parser() -> argparse.ArgumentParser:
         help="the first VM also gets a data disk of this size (alone: 2048)",
     )
     p.add_argument("--poke-interval", type=positive, default=None, help="the groups' poke_interval")
-    p.add_argument("--time-scale", type=float, default=None, help="emulator speed (default 1; --quick 10)")
+    p.add_argument(
+        "--time-scale", type=time_scale, default=None, help="emulator speed (default 1; --quick 10)"
+    )
     p.add_argument("--matrix", action="store_true", help="the README's runs (about 2 hours; see README)")
     p.add_argument("--quick", action="store_true", help="smoke run: 2 VMs, cap 1, standard, defer")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE", help="JSON to FILE (alone: stdout)")
@@ -368,8 +382,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vm_backup_cli.local_env import LocalAirflow, LocalEnvError
-
     args = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     scale = args.time_scale or (QUICK_TIME_SCALE if args.quick else 1.0)

@@ -162,11 +162,13 @@ def test_downtime_runs_from_the_first_stop_to_the_last_successful_start() -> Non
         _op(a, "stop", 12.0, 12.0),  # a second stop request (another try): the VM was down since 10
         _op(a, "start", 60.0, 61.0, error=True),  # a failed start does not bring it back
         _op(a, "start", 70.0, 90.0),
+        _op(b, "start", 1.0, 2.0),  # a start before the stop does not bring it back
         _op(b, "stop", 5.0, 35.0),  # stopped, never started again
         _op(f"{a}-other", "start", 0.0, 200.0),  # another VM whose name starts alike
         _op("projects/p/global/snapshots/a", "insert", 20.0, 50.0),
     ]
-    assert measures.downtime_intervals(operations, [a, b, c]) == {a: (10.0, 90.0), b: None, c: None}
+    intervals = measures.downtime_intervals(operations, [a, b, c])
+    assert intervals == {a: (10.0, 90.0), b: (5.0, None), c: None}  # c: never stopped
 
 
 def test_a_run_says_when_its_figures_do_not_mean_what_they_claim() -> None:
