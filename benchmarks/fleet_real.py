@@ -9,7 +9,9 @@ API server, LocalExecutor on SQLite, Airflow's defaults otherwise) against the C
 this process, at time scale 1 with its default timings (stop 30 s, start 20 s, snapshot CREATING 15 s
 then UPLOADING 5 s + 1 s per GB of the disk). One group per configuration (N VMs with one boot disk of
 ``--disk-gb`` each, in one zone; ``max_concurrent_vms`` C; the group's every other key at its default),
-all in one generated config; each configuration's DAG is triggered once, alone, and waited for.
+all in one generated config; each configuration's DAG is triggered once, alone, and waited for (at most
+600 s + 4 x its ideal makespan, then the run is marked failed and the next one starts). ``--quick``: 2
+VMs, cap 1, standard, defer, at time scale 10 with a 6 s ``poke_interval`` and a 2 s ``retry_delay``.
 
 What is measured, from the emulator's operation records (insert and end time of each operation; a
 thread applies the emulator's due changes every 50 ms, so an end time is within 50 ms of the modelled
@@ -18,14 +20,15 @@ end whoever polls) and from Airflow's metadata database:
   id, hence the operation: the first stop and the last start count). Floor of a VM = stop + capture +
   start from the timings and its largest disk: capture = CREATING with ``early_restart``, CREATING +
   UPLOADING without (the VM waits for READY), the modelled instant snapshot creation in instant mode.
-- peak VMs down at once: the most downtime intervals overlapping, against the cap.
+- peak VMs down at once: the most downtime intervals overlapping, against the cap (a VM never started
+  again counts as down until the run's end, and the run says how many).
 - makespan: first stop request -> end of the last task of the VMs' task group (and -> end of the DAG
   run, run report included). Ideal = max(sum of the floors / cap, longest VM path): the cap bounds VMs
   down at once, so the floors share C lanes; a VM's path is its floor plus what must follow it before
   its last task can end (with early restart the upload past the start: stop + CREATING + max(UPLOADING,
   start); in instant mode the conversion, modelled as a standard snapshot's CREATING + UPLOADING of the
-  largest disk). Resolve and report tasks, task start-up and scheduling are in the makespan, not in
-  the ideal.
+  largest disk). Task start-up and scheduling are in the makespan, not in the ideal (the resolve and
+  precheck tasks come before the first stop; the run report only in the run's makespan).
 - task tries per VM: the sum of the final ``try_number`` of the VM's tasks (a retry adds one; a
   reschedule or a deferral does not). Task runs per VM: how often one of its tasks entered ``running``
   (each poke in reschedule mode, each resume after a deferral).
@@ -33,6 +36,8 @@ end whoever polls) and from Airflow's metadata database:
   then; queued, deferred and up_for_reschedule hold none), sampled from the database every 0.25 s.
 The machine's load average is printed beside each run: on the shared 2-core machine absolute times are
 noisy. Times are simulated seconds (= real seconds at time scale 1); slot seconds are real seconds.
+API calls per VM: the emulator's ``operations.wait`` holds 2 s (Compute Engine's up to about 2 minutes),
+so a long-poll costs more calls here than there.
 The model and the measures are in ``_fleet_measures.py``; this script runs the fleet.
 """
 
