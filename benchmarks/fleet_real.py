@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +200,23 @@ class Sampler(threading.Thread):
 
 
 # ---- one run -----------------------------------------------------------------------------------------
-def _parse_time(text: str | None) -> float | None:
-    return datetime.fromisoformat(text).timestamp() if text else None
+def _parse_time(value: str | datetime | None) -> float | None:
+    """An Airflow time (ISO text from the REST API or SQLite, a datetime from Postgres) as a timestamp;
+    one without a zone is UTC, as Airflow stores it."""
+    if not value:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def task_instances(env: LocalAirflow, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """Every task instance of the run, from the metadata database (the REST API pages at 100, Airflow's
+    ``[api] maximum_page_limit``: 40 VMs have more task instances than that)."""
+    query = (
+        "SELECT task_id, map_index, try_number, end_date FROM task_instance WHERE dag_id = %s AND run_id = %s"
+    )
+    names = ("task_id", "map_index", "try_number", "end_date")
+    return [dict(zip(names, row, strict=True)) for row in env._query(query, (dag_id, run_id))]
 
 
 def run_one(
@@ -256,7 +271,7 @@ def run_one(
 
     stopped = [iv[0] for iv in intervals.values() if iv is not None]
     first_stop = min(stopped, default=0.0)
-    tis = env.task_instances(dag_id, run_id)
+    tis = task_instances(env, dag_id, run_id)
     prefix = stages.tier_group(1) + "."
     vm_tis = [t for t in tis if t["task_id"].startswith(prefix)]
     last_end = max((_parse_time(t.get("end_date")) or 0.0 for t in vm_tis), default=0.0)
