@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from gce_emulator import compute
+from gce_emulator import compute, instant
 from gce_emulator.model import DEFAULT_TIMINGS, ApiError, Fault, Operation, SimClock, World
 
 P = r"(?P<project>[^/]+)"
@@ -272,6 +272,21 @@ class Emulator:
             world.find(world.instances, path)
             del world.instances[path]
 
+    def delete_disk(self, disk_path: str) -> list[str]:
+        """Delete a disk (detached first) and its instant snapshots; the paths of those deleted."""
+        with self._state() as world:
+            return instant.delete_disk(world, disk_path)
+
+    def instant_snapshots(self, project: str) -> list[dict[str, Any]]:
+        """Every instant snapshot of the project (zonal and regional), in path order."""
+        with self._state() as world:
+            prefix = f"projects/{project}/"
+            return [
+                json.loads(json.dumps(s))
+                for path, s in sorted(world.instant_snapshots.items())
+                if path.startswith(prefix)
+            ]
+
     def seed_snapshot(self, project: str, snapshot: Mapping[str, Any]) -> dict[str, Any]:
         with self._state() as world:
             return compute.seed_snapshot(world, project, snapshot)
@@ -506,6 +521,7 @@ def _operation_routes(scope_re: str, api: str) -> None:
         raise AssertionError("handled by Emulator._wait")
 
 
+instant.register_routes(_route)
 _operation_routes(Z, "zoneOperations")
 _operation_routes(R, "regionOperations")
 _operation_routes("global", "globalOperations")
