@@ -330,7 +330,7 @@ class ComputeBackupHook(GoogleBaseHook):
     ) -> Iterator[compute_v1.InstantSnapshot]:
         """Every instant snapshot of that zone or region matching ``filter``, all pages."""
         client, where, scope = self._instant(zone, region)
-        request = {"project": project_id, **where, "filter": filter}
+        request = {"project": project_id, **where, **({"filter": filter} if filter else {})}
         yield from self._call(
             f"list instant snapshots in projects/{project_id}/{scope}",
             lambda: list(client.list(request=request, retry=NO_RETRY)),

@@ -1,0 +1,365 @@
+"""``snapshot_mode: instant``: an instant snapshot of every disk while the VM is down, then, with the VM
+running again, a standard (or archive) snapshot made from each, after which the instant snapshot goes.
+
+- ``prepare_instant`` (before the stop request; ``capture_instant`` runs it too): deletes this scope's
+  instant snapshots of each disk left by earlier runs, so they never pile up to the per-disk limit, and
+  refuses before any downtime when the disk still holds too many.
+- ``capture_instant`` (the downtime task's capture step in instant mode; the twin of
+  ``capture_standard``): inserts and waits for one instant snapshot per disk.
+- ``ConvertInstantSnapshotsOperator`` (task ``convert``): ``snapshots.insert`` with
+  ``sourceInstantSnapshot``, named and labelled exactly as this run's standard snapshot of the disk, so
+  retention treats it like any other; READY, then the instant snapshot is deleted. A failed conversion
+  keeps the instant snapshot (the retry converts it; the next run cleans it up).
+- ``instant_capable`` / ``choose_mode``: which disk types can have instant snapshots, and the
+  ``instant_fallback`` rule the precheck applies.
+
+Instant snapshots live in the disk's zone or region and die with the disk: until the standard snapshot is
+READY the backup is no protection against the loss of that zone, region or disk. Nothing Google is
+imported at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from gce_vm_backup.errors import BackupError, OperationFailedError, OperationTimeoutError, VmStateError
+
+_log = logging.getLogger(__name__)
+# Documented: "A disk can't have more than 32 instant snapshots" (Troubleshooting instant snapshots).
+MAX_INSTANT_PER_DISK = 32
+# The disk types that can have instant snapshots, as in the emulator (gce_emulator.instant, which says
+# where the list comes from and that it is unconfirmed): Persistent Disk and Hyperdisk Balanced (HA) and
+# Extreme. A type outside it is refused at precheck, or backed up the standard way (instant_fallback).
+INSTANT_DISK_TYPES = frozenset(
+    {
+        "pd-standard",
+        "pd-balanced",
+        "pd-ssd",
+        "pd-extreme",
+        "hyperdisk-balanced",
+        "hyperdisk-balanced-high-availability",
+        "hyperdisk-extreme",
+    }
+)
+# The standard snapshot an instant snapshot is meant to become: lets a later run tell a converted leftover
+# (its standard snapshot exists) from one whose conversion is still running.
+TARGET_LABEL = "gce-vm-backup-snapshot"
+POLL = 1.0  # seconds between reads of an adopted instant snapshot still CREATING
+FALLBACKS = ("refuse", "standard")
+
+
+class CaptureSettingsLike(Protocol):
+    """What capture reads of the group's settings (snapshot_ops.CaptureSettings has these)."""
+
+    deployment: str
+    group: str
+    labels: dict[str, str]
+    description: str | None
+
+
+# ---- precheck ---------------------------------------------------------------------------------------
+def instant_capable(disk_type: str) -> bool:
+    """Whether a disk of ``disk_type`` (a name such as ``pd-balanced`` or a diskTypes URL) can have
+    instant snapshots."""
+    return disk_type.rstrip("/").rsplit("/", 1)[-1] in INSTANT_DISK_TYPES
+
+
+def disk_types(hook: Any, record: dict[str, Any]) -> dict[str, str]:
+    """The type name of every disk of ``record`` this VM's backup carries (disk path -> type): a disk entry's
+    ``type`` when the precheck put one there, else read with disks.get / regionDisks.get (a VM's
+    attached-disk entries do not carry the type)."""
+    types = {}
+    for disk in record["disks"]:
+        if disk.get("carried_by"):
+            continue
+        kind = disk.get("type")
+        if not kind:
+            project, where, location, name = _disk_parts(disk["source"])
+            scope = {"zone": location} if where == "zones" else {"region": location}
+            kind = hook.get_disk(project_id=project, name=name, **scope).type_
+        types[disk["source"]] = str(kind).rstrip("/").rsplit("/", 1)[-1]
+    return types
+
+
+def choose_mode(types: dict[str, str], *, vm: str, snapshot_mode: str, instant_fallback: str) -> str:
+    """The snapshot mode this VM is backed up with: ``snapshot_mode`` unless it is ``instant`` and a disk's
+    type cannot have instant snapshots; then ``standard`` for the whole VM (``instant_fallback:
+    standard``), or VmStateError naming the disks and types (``refuse``, the default). ``types`` is
+    ``disk_types(...)``."""
+    if instant_fallback not in FALLBACKS:
+        raise BackupError(f"instant_fallback must be one of {', '.join(FALLBACKS)}, not {instant_fallback!r}")
+    if snapshot_mode != "instant":
+        return snapshot_mode
+    unable = {disk: kind for disk, kind in types.items() if not instant_capable(kind)}
+    if not unable:
+        return "instant"
+    listed = ", ".join(f"{disk} ({kind})" for disk, kind in sorted(unable.items()))
+    if instant_fallback == "standard":
+        _log.warning("VM %s: no instant snapshots for %s; backing it up the standard way", vm, listed)
+        return "standard"
+    raise VmStateError(
+        f"VM {vm}: snapshot_mode is instant but these disks cannot have instant snapshots: {listed} "
+        f"(supported types: {', '.join(sorted(INSTANT_DISK_TYPES))}). Set 'instant_fallback: standard' to "
+        "back such VMs up the standard way, or use 'snapshot_mode: standard' for the group."
+    )
+
+
+# ---- names and scope --------------------------------------------------------------------------------
+def _disk_parts(disk_source: str) -> tuple[str, str, str, str]:
+    """(project, "zones"|"regions", zone or region, name) of a disk path or URL."""
+    parts = disk_source[disk_source.find("projects/") :].split("/")
+    return parts[1], parts[2], parts[3], parts[5]
+
+
+def instant_scope(disk_source: str) -> str:
+    """Where the disk's instant snapshots live: ``projects/P/zones/Z`` or ``projects/P/regions/R``."""
+    project, where, location, _ = _disk_parts(disk_source)
+    return f"projects/{project}/{where}/{location}"
+
+
+def _where(scope: str) -> dict[str, str]:
+    parts = scope.split("/")
+    return {"project_id": parts[1], ("zone" if parts[2] == "zones" else "region"): parts[3]}
+
+
+def standard_name(*, instance: str, disk: str, location: str, run: Any, deployment: str, group: str) -> str:
+    """This run's standard snapshot name of the disk, exactly as standard mode names it."""
+    from gce_vm_backup.naming import snapshot_name
+
+    return snapshot_name(
+        instance=instance,
+        disk=disk,
+        zone_or_region=location,
+        run_time=run.run_time,
+        run_id=run.run_id,
+        scope=f"{deployment}/{group}",
+    )
+
+
+def instant_name(*, instance: str, disk: str, location: str, run: Any, deployment: str, group: str) -> str:
+    """This run's instant snapshot name of the disk: ``...-ips-...`` and hashed over another scope, so it
+    never equals a standard snapshot's name of this or any run; the same for every try of the run."""
+    from gce_vm_backup.naming import snapshot_name
+
+    return snapshot_name(
+        instance=instance,
+        disk=f"{disk}-ips",
+        zone_or_region=location,
+        run_time=run.run_time,
+        run_id=run.run_id,
+        scope=f"{deployment}/{group}#instant",
+    )
+
+
+def _mismatch(item: Any, disk: dict[str, Any], *, deployment: str, group: str) -> str | None:
+    """Why an instant snapshot is not this scope's of ``disk`` (labels, sourceDisk, sourceDiskId)."""
+    from gce_vm_backup.labels import scope_mismatch
+
+    why = scope_mismatch(
+        dict(item.labels), item.source_disk, disk["source"], deployment=deployment, group=group
+    )
+    if why is None and disk.get("id") and str(item.source_disk_id) != str(disk["id"]):
+        why = f"it was made from disk id {item.source_disk_id or '(none)'}, not from id {disk['id']}"
+    return why
+
+
+# ---- before the stop ---------------------------------------------------------------------------------
+def prepare_instant(
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, deployment: str, group: str
+) -> None:
+    """Clean up and count, per disk, before any downtime: this scope's instant snapshots of the disk left by
+    earlier runs (labels and sourceDisk checked) are deleted, except this run's own (a retry adopts it)
+    and those still CREATING or DELETING, or whose standard snapshot is still being made from them; the
+    deletions are waited for. Raises BackupError when the disk would still hold ``MAX_INSTANT_PER_DISK``
+    instant snapshots or more (other owners' included), OperationFailedError / OperationTimeoutError from
+    a deletion."""
+    from gce_vm_backup.labels import managed_disk_filter
+
+    for disk in record["disks"]:
+        if disk.get("carried_by"):
+            continue
+        scope = instant_scope(disk["source"])
+        own = instant_name(
+            instance=record["instance"],
+            disk=disk["name"],
+            location=disk["location"],
+            run=run,
+            deployment=deployment,
+            group=group,
+        )
+        ours = managed_disk_filter(disk["source"], deployment=deployment, group=group)
+        deletions = []
+        for item in hook.list_instant_snapshots(**_where(scope), filter=ours):
+            if item.name == own or _mismatch(item, disk, deployment=deployment, group=group) is not None:
+                continue
+            if item.status in ("CREATING", "DELETING") or _converting(hook, item, scope):
+                _log.info(
+                    "Instant snapshot %s/%s of %s is in use (%s); kept",
+                    scope,
+                    item.name,
+                    disk["source"],
+                    item.status,
+                )
+                continue
+            _log.info(
+                "Deleting instant snapshot %s/instantSnapshots/%s left by an earlier run", scope, item.name
+            )
+            deletions.append(
+                hook.delete_instant_snapshot(
+                    **_where(scope),
+                    name=item.name,
+                    request_id=run.request_id(f"{scope}/{item.name}", "cleanup"),
+                )
+            )
+        for operation in deletions:
+            hook.wait_operation(operation, timeout=_remaining(deadline, f"clean-up of {disk['source']}"))
+        _check_room(hook, disk, scope, own)  # after the clean-up: other owners' instant snapshots count too
+
+
+def _converting(hook: Any, item: Any, scope: str) -> bool:
+    """True when the standard snapshot this instant snapshot is meant to become is being made right now."""
+    target = dict(item.labels).get(TARGET_LABEL)
+    snapshot = hook.get_snapshot(project_id=scope.split("/")[1], name=target) if target else None
+    return snapshot is not None and snapshot.status in ("CREATING", "UPLOADING")
+
+
+def _check_room(hook: Any, disk: dict[str, Any], scope: str, own: str) -> None:
+    from gce_vm_backup.labels import disk_path
+
+    path = disk_path(disk["source"])
+    # Every instant snapshot of the zone or region is listed (the emulator filters on labels only, and the
+    # reference documents no filter on sourceDisk): fine for the handful a disk may have.
+    held = [
+        item.name
+        for item in hook.list_instant_snapshots(**_where(scope), filter="")
+        if item.source_disk and disk_path(item.source_disk) == path
+    ]
+    if own in held or len(held) < MAX_INSTANT_PER_DISK:
+        return
+    raise BackupError(
+        f"Disk {path} already has {len(held)} instant snapshots, and a disk can have at most "
+        f"{MAX_INSTANT_PER_DISK}; this backup refuses before stopping the VM. Delete the ones no longer "
+        f"needed (those of other tools or groups are not this backup's to delete): {', '.join(sorted(held))}"
+    )
+
+
+def _remaining(deadline: float, what: str) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise OperationTimeoutError(f"The capture's deadline passed during the {what}")
+    return remaining
+
+
+# ---- capture (the VM is down) -------------------------------------------------------------------------
+def capture_instant(
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettingsLike
+) -> list[dict[str, Any]]:
+    """An instant snapshot of every disk of ``record`` this VM's backup carries (zonal disk: zonal; regional:
+    regional), named by ``instant_name`` and labelled like this run's standard snapshot (plus the name of
+    the standard snapshot it will become); one of that name is adopted only when it is this scope's of
+    the disk. Every insert is sent first, then each is waited for (``deadline``: ``time.monotonic()``).
+
+    Returns ``{"vm", "disk", "disk_source", "instant_snapshot", "instant_scope", "status": "READY"}`` per
+    disk. Raises BackupError for a name taken by something else or a disk without room (see
+    ``prepare_instant``, run here first), OperationFailedError for an insert that ended with an error or an
+    instant snapshot FAILED or UNAVAILABLE, OperationTimeoutError when the deadline passes first.
+    """
+    from gce_vm_backup.labels import managed_snapshot_labels
+
+    deployment, group = settings.deployment, settings.group
+    prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
+    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    wanted, operations = [], {}
+    for disk in record["disks"]:
+        if disk.get("carried_by"):
+            _log.info("Disk %s: captured by %s's backup in this run", disk["source"], disk["carried_by"])
+            continue
+        names = dict(instance=record["instance"], disk=disk["name"], location=disk["location"], run=run)
+        name = instant_name(**names, deployment=deployment, group=group)
+        scope = instant_scope(disk["source"])
+        wanted.append((disk, name, scope))
+        existing = hook.get_instant_snapshot(**_where(scope), name=name)
+        if existing is not None:
+            why = _mismatch(existing, disk, deployment=deployment, group=group)
+            if why is not None:
+                raise BackupError(
+                    f"Instant snapshot {scope}/instantSnapshots/{name} exists with this run's name but is "
+                    f"not gce-vm-backup's (deployment {deployment}, group {group}) of disk "
+                    f"{disk['source']}: {why}; refusing to adopt or replace it"
+                )
+            _log.info(
+                "Instant snapshot %s of %s exists (%s): adopting it", name, disk["source"], existing.status
+            )
+            continue
+        labels = managed_snapshot_labels(
+            deployment=deployment,
+            group=group,
+            instance=record["instance"],
+            disk_source=disk["source"],
+            extra=settings.labels,
+        )
+        labels[TARGET_LABEL] = standard_name(**names, deployment=deployment, group=group)
+        operations[name] = hook.insert_instant_snapshot(
+            **_where(scope),
+            name=name,
+            source_disk=disk["source"],
+            labels=labels,
+            request_id=run.request_id(f"{scope}/{name}", "instant"),
+            description=settings.description or f"gce-vm-backup instant snapshot of {disk['source']}",
+        )
+        _log.info(
+            "Creating instant snapshot %s of %s (operation %s)", name, disk["source"], operations[name].name
+        )
+    results = []
+    for disk, name, scope in wanted:
+        if name in operations:
+            hook.wait_operation(
+                operations[name], timeout=_remaining(deadline, f"instant snapshot of {disk['source']}")
+            )
+        status = _await_ready(hook, scope, name, disk, deadline)
+        results.append(
+            {
+                "vm": vm,
+                "disk": disk["name"],
+                "disk_source": disk["source"],
+                "instant_snapshot": name,
+                "instant_scope": scope,
+                "status": status,
+            }
+        )
+    return results
+
+
+def _await_ready(hook: Any, scope: str, name: str, disk: dict[str, Any], deadline: float) -> str:
+    path = f"{scope}/instantSnapshots/{name}"
+    while True:
+        item = hook.get_instant_snapshot(**_where(scope), name=name)
+        status = "GONE" if item is None else str(item.status)
+        if status == "READY":
+            return status
+        if status in ("FAILED", "UNAVAILABLE", "GONE", "DELETING"):
+            raise OperationFailedError(
+                f"Instant snapshot {path} of disk {disk['source']} is {status}: no backup of that disk this "
+                "try (the task's retry makes a new one)",
+                operation="",
+                resource=path,
+                codes=[f"INSTANT_SNAPSHOT_{status}"],
+            )
+        if deadline - time.monotonic() <= 0:
+            raise OperationTimeoutError(f"Instant snapshot {path} of disk {disk['source']} is still {status}")
+        time.sleep(min(POLL, max(deadline - time.monotonic(), 0.01)))
+
+
+from gce_vm_backup.instant_convert import ConvertInstantSnapshotsOperator  # noqa: E402  (the public import)
+
+__all__: Sequence[str] = (
+    "ConvertInstantSnapshotsOperator",
+    "capture_instant",
+    "choose_mode",
+    "disk_types",
+    "instant_capable",
+    "prepare_instant",
+)
