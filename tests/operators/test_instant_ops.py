@@ -1,0 +1,400 @@
+"""Instant mode (instant_ops, instant_convert) against the emulator, through the package's own hook."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from unittest.mock import create_autospec
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import compute_v1
+
+from gce_vm_backup._base import RunKey
+from gce_vm_backup.errors import BackupError, OperationFailedError, ResourceNotFoundError, VmStateError
+from gce_vm_backup.hook import ComputeBackupHook
+from gce_vm_backup.instant_ops import (
+    MAX_INSTANT_PER_DISK,
+    TARGET_LABEL,
+    ConvertInstantSnapshotsOperator,
+    capture_instant,
+    choose_mode,
+    disk_types,
+    instant_capable,
+    instant_name,
+    prepare_instant,
+    standard_name,
+)
+from gce_vm_backup.labels import managed_snapshot_labels
+from gce_vm_backup.naming import snapshot_name
+
+from .conftest import PROJECT, ZONE_A, ZONE_B, converge
+
+pytestmark = pytest.mark.emulator
+
+REGION = "us-central1"
+WEB_DISK = f"projects/{PROJECT}/zones/{ZONE_A}/disks/web-1"
+DATA_DISK = f"projects/{PROJECT}/zones/{ZONE_A}/disks/web-1-data"
+SHARED = f"projects/{PROJECT}/regions/{REGION}/disks/shared-data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    deployment: str = "test"
+    group: str = "web"
+    labels: dict[str, str] = field(default_factory=lambda: {"team": "shop"})
+    description: str | None = None
+
+
+def disk(name, zone=ZONE_A, region=None):
+    where = f"regions/{region}" if region else f"zones/{zone}"
+    return {
+        "name": name,
+        "source": f"projects/{PROJECT}/{where}/disks/{name}",
+        "boot": name.endswith("-1"),
+        "size_gb": 10,
+        "location": region or zone,
+        "regional": bool(region),
+    }
+
+
+WEB = {
+    "project_id": PROJECT,
+    "zone": ZONE_A,
+    "instance": "web-1",
+    "disks": [disk("web-1"), disk("web-1-data")],
+}
+DB = {
+    "project_id": PROJECT,
+    "zone": ZONE_B,
+    "instance": "db-1",
+    "disks": [disk("db-1", zone=ZONE_B), disk("shared-data", region=REGION)],
+}
+
+
+@pytest.fixture
+def hook(emulator):
+    return ComputeBackupHook(retry_initial=0.001, retry_max=0.002)
+
+
+def run_key(context, try_number=1, run_id=None):
+    context.ti.try_number = try_number
+    if run_id:
+        context.run_id = run_id
+    return RunKey.from_context(context.as_dict())
+
+
+def raw_instant(emulator):
+    opts = {"api_endpoint": emulator.url}
+    return compute_v1.InstantSnapshotsClient(credentials=AnonymousCredentials(), client_options=opts)
+
+
+def seed_instant(emulator, name, source=WEB_DISK, labels=None):
+    """An instant snapshot made by someone else (a test client, not the package)."""
+    raw_instant(emulator).insert_unary(
+        request={
+            "project": PROJECT,
+            "zone": ZONE_A,
+            "instant_snapshot_resource": compute_v1.InstantSnapshot(
+                name=name, source_disk=source, labels=labels or {}
+            ),
+            "request_id": str(uuid.uuid4()),
+        }
+    )
+    emulator.clock.advance(31)  # READY, and past the 30 s rule
+
+
+def package_calls(emulator, method):
+    return [call for call in emulator.calls_for(method) if call.client[:1] == ("gce-vm-backup",)]
+
+
+def capture(hook, record, run, settings=None):
+    return capture_instant(hook, record, run, deadline=time.monotonic() + 60, settings=settings or Settings())
+
+
+def test_capture_makes_one_instant_snapshot_per_disk_labelled_like_the_standard_one(emulator, hook, context):
+    run = run_key(context)
+    records = capture(hook, WEB, run)
+    assert [(r["disk"], r["status"], r["instant_scope"]) for r in records] == [
+        ("web-1", "READY", f"projects/{PROJECT}/zones/{ZONE_A}"),
+        ("web-1-data", "READY", f"projects/{PROJECT}/zones/{ZONE_A}"),
+    ]
+    made = {item["name"]: item for item in emulator.instant_snapshots(PROJECT)}
+    assert set(made) == {r["instant_snapshot"] for r in records}
+    web = made[records[0]["instant_snapshot"]]
+    standard = snapshot_name(
+        instance="web-1",
+        disk="web-1",
+        zone_or_region=ZONE_A,
+        run_time=run.run_time,
+        run_id=run.run_id,
+        scope="test/web",
+    )
+    expected = managed_snapshot_labels(
+        deployment="test", group="web", instance="web-1", disk_source=WEB_DISK, extra={"team": "shop"}
+    )
+    assert web["labels"] == {**expected, TARGET_LABEL: standard}
+    assert records[0]["instant_snapshot"] != standard
+    assert records[0]["vm"] == f"projects/{PROJECT}/zones/{ZONE_A}/instances/web-1"
+    assert {c.client[0] for c in emulator.calls} == {"gce-vm-backup"}
+
+
+def test_a_regional_disk_gets_a_regional_instant_snapshot(emulator, hook, context):
+    records = capture(hook, DB, run_key(context))
+    assert [r["instant_scope"] for r in records] == [
+        f"projects/{PROJECT}/zones/{ZONE_B}",
+        f"projects/{PROJECT}/regions/{REGION}",
+    ]
+    assert emulator.calls_for("compute.regionInstantSnapshots.insert")
+    assert emulator.calls_for("compute.regionOperations.wait")
+
+
+def test_a_disk_carried_by_another_vm_is_left_to_that_vm(emulator, hook, context):
+    record = {
+        **DB,
+        "disks": [DB["disks"][0], {**DB["disks"][1], "carried_by": "projects/p/zones/z/instances/x"}],
+    }
+    records = capture(hook, record, run_key(context))
+    assert [r["disk"] for r in records] == ["db-1"]
+    assert not emulator.calls_for("compute.regionInstantSnapshots.insert")
+
+
+def test_a_retried_capture_adopts_its_instant_snapshots_and_makes_no_duplicates(emulator, hook, context):
+    first = capture(hook, WEB, run_key(context))
+    again = capture(hook, WEB, run_key(context, try_number=2))
+    assert [r["instant_snapshot"] for r in again] == [r["instant_snapshot"] for r in first]
+    assert len(emulator.instant_snapshots(PROJECT)) == 2
+    assert len(package_calls(emulator, "compute.instantSnapshots.insert")) == 2
+
+
+def test_an_instant_snapshot_of_this_runs_name_that_is_not_ours_is_refused_and_kept(emulator, hook, context):
+    run = run_key(context)
+    name = instant_name(
+        instance="web-1", disk="web-1", location=ZONE_A, run=run, deployment="test", group="web"
+    )
+    seed_instant(emulator, name, labels={"managed-by": "gce-vm-backup"})
+    with pytest.raises(BackupError, match="exists with this run's name but is not gce-vm-backup's"):
+        capture(hook, WEB, run)
+    assert [i["name"] for i in emulator.instant_snapshots(PROJECT)] == [name]
+
+
+def test_leftovers_of_earlier_runs_are_deleted_before_the_capture_and_nothing_else(emulator, hook, context):
+    old = run_key(context, run_id="scheduled__2026-11-23T03:00:00+00:00")
+    leftovers = capture(hook, WEB, old)  # a run whose conversion never happened
+    emulator.clock.advance(31)
+    ours = managed_snapshot_labels(deployment="test", group="web", instance="web-1", disk_source=WEB_DISK)
+    other_group = managed_snapshot_labels(
+        deployment="test", group="db", instance="web-1", disk_source=WEB_DISK
+    )
+    seed_instant(emulator, "other-group", labels=other_group)
+    seed_instant(emulator, "copied-labels", source=DATA_DISK, labels=ours)  # labels of web-1, made from data
+    seed_instant(emulator, "manual", labels={})
+    records = capture(hook, WEB, run_key(context, run_id="scheduled__2026-11-24T03:00:00+00:00"))
+    names = {item["name"] for item in emulator.instant_snapshots(PROJECT)}
+    assert not names & {r["instant_snapshot"] for r in leftovers}
+    assert names == {"other-group", "copied-labels", "manual"} | {r["instant_snapshot"] for r in records}
+
+
+def test_a_leftover_whose_conversion_is_running_is_kept(emulator, hook, context):
+    old = run_key(context, run_id="scheduled__2026-11-23T03:00:00+00:00")
+    leftover = capture(hook, WEB, old)
+    convert = operator(leftover, context)
+    convert.poke(context.as_dict())  # conversion sent; the snapshots are CREATING
+    emulator.clock.advance(5)
+    prepare_instant(
+        hook,
+        WEB,
+        run_key(context, run_id="scheduled__2026-11-24"),
+        deadline=time.monotonic() + 30,
+        deployment="test",
+        group="web",
+    )
+    assert {r["instant_snapshot"] for r in leftover} <= {
+        i["name"] for i in emulator.instant_snapshots(PROJECT)
+    }
+
+
+def test_a_disk_near_the_32_limit_is_refused_before_any_instant_snapshot_is_made(hook, context, monkeypatch):
+    from gce_emulator import Emulator
+    from gce_emulator.__main__ import DEMO_SEED
+
+    with Emulator(DEMO_SEED, timings={"instant_snapshot_min_interval": 0}) as emulator:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",
+            f'{{"conn_type": "google_cloud_platform", "extra": {{"compute_endpoint": "{emulator.url}"}}}}',
+        )
+        for number in range(MAX_INSTANT_PER_DISK):
+            seed_instant(emulator, f"someone-else-{number}")
+        with pytest.raises(
+            BackupError, match=r"already has 32 instant snapshots.*refuses before stopping the VM"
+        ):
+            capture(ComputeBackupHook(), WEB, run_key(context))
+        assert not package_calls(emulator, "compute.instantSnapshots.insert")
+        assert not package_calls(emulator, "compute.instantSnapshots.delete")
+        assert len(emulator.instant_snapshots(PROJECT)) == MAX_INSTANT_PER_DISK
+
+
+def test_disk_types_are_read_from_the_disks_zonal_and_regional(emulator, hook):
+    assert disk_types(hook, DB) == {DB["disks"][0]["source"]: "pd-balanced", SHARED: "pd-balanced"}
+    assert disk_types(hook, {**WEB, "disks": [{**WEB["disks"][0], "type": "hyperdisk-ml"}]}) == {
+        WEB_DISK: "hyperdisk-ml"
+    }
+    assert emulator.calls_for("compute.disks.get")
+    assert emulator.calls_for("compute.regionDisks.get")
+
+
+def test_instant_capable_and_the_fallback_rule():
+    assert instant_capable("pd-balanced")
+    assert instant_capable(
+        "https://compute.googleapis.com/compute/v1/projects/p/zones/z/diskTypes/hyperdisk-balanced"
+    )
+    assert not instant_capable("hyperdisk-ml")
+    types = {WEB_DISK: "pd-ssd", DATA_DISK: "hyperdisk-throughput"}
+    vm = "projects/p/zones/z/instances/web-1"
+    with pytest.raises(
+        VmStateError, match=r"cannot have instant snapshots: .*web-1-data \(hyperdisk-throughput\)"
+    ):
+        choose_mode(types, vm=vm, snapshot_mode="instant", instant_fallback="refuse")
+    assert choose_mode(types, vm=vm, snapshot_mode="instant", instant_fallback="standard") == "standard"
+    assert (
+        choose_mode({WEB_DISK: "pd-ssd"}, vm=vm, snapshot_mode="instant", instant_fallback="refuse")
+        == "instant"
+    )
+    assert choose_mode(types, vm=vm, snapshot_mode="standard", instant_fallback="refuse") == "standard"
+
+
+# ---- conversion -------------------------------------------------------------------------------------
+def operator(records, context, **kwargs):
+    return ConvertInstantSnapshotsOperator(
+        task_id="convert",
+        instant_records=records,
+        deployment="test",
+        group="web",
+        labels={"team": "shop"},
+        **kwargs,
+    )
+
+
+def test_conversion_makes_this_runs_standard_snapshots_then_deletes_the_instant_ones(emulator, hook, context):
+    run = run_key(context)
+    records = capture(hook, DB, run)
+    result = converge(
+        operator(records, context, storage_locations=["us-central1"], snapshot_type="ARCHIVE"),
+        context,
+        emulator,
+    )
+    names = [
+        standard_name(instance="db-1", disk=d, location=loc, run=run, deployment="test", group="web")
+        for d, loc in (("db-1", ZONE_B), ("shared-data", REGION))
+    ]
+    assert [(r["snapshot"], r["status"]) for r in result] == [(names[0], "READY"), (names[1], "READY")]
+    assert all(r["storage_bytes"] > 0 for r in result)
+    snapshots = {s["name"]: s for s in emulator.snapshots(PROJECT)}
+    shared = snapshots[names[1]]
+    assert shared["labels"] == managed_snapshot_labels(
+        deployment="test", group="web", instance="db-1", disk_source=SHARED, extra={"team": "shop"}
+    )
+    assert shared["storageLocations"] == ["us-central1"]
+    assert shared["snapshotType"] == "ARCHIVE"
+    assert shared["sourceDisk"].endswith(SHARED)
+    assert shared["sourceInstantSnapshot"].endswith(
+        records[1]["instant_snapshot"]
+    )
+    assert emulator.instant_snapshots(PROJECT) == []
+    assert emulator.calls_for("compute.regionInstantSnapshots.delete")
+
+
+def test_a_retried_conversion_adopts_its_snapshots_and_sends_no_second_insert(emulator, hook, context):
+    records = capture(hook, WEB, run_key(context))
+    first = converge(operator(records, context), context, emulator)
+    inserts = len(emulator.calls_for("compute.snapshots.insert"))
+    context.ti.try_number = 2
+    assert converge(operator(records, context), context, emulator) == first
+    assert len(emulator.calls_for("compute.snapshots.insert")) == inserts
+
+
+def test_a_failed_conversion_keeps_the_instant_snapshot_and_fails_clearly(emulator, hook, context):
+    records = capture(hook, WEB, run_key(context))
+    emulator.faults.fail_operation("compute.snapshots.insert", "QUOTA_EXCEEDED", "Quota 'SNAPSHOTS' exceeded")
+    with pytest.raises(OperationFailedError, match="QUOTA_EXCEEDED: Quota 'SNAPSHOTS' exceeded"):
+        converge(operator(records, context), context, emulator, step=5)
+    assert {r["instant_snapshot"] for r in records} == {
+        i["name"] for i in emulator.instant_snapshots(PROJECT)
+    }
+    context.ti.try_number = 2  # the retry converts what was kept
+    assert [r["status"] for r in converge(operator(records, context), context, emulator)] == [
+        "READY",
+        "READY",
+    ]
+
+
+def test_a_disk_deleted_before_its_conversion_fails_clearly_and_nothing_is_deleted(emulator, hook, context):
+    records = capture(hook, WEB, run_key(context))
+    emulator.seed_snapshot(PROJECT, {"name": "older-backup", "sourceDisk": DATA_DISK})
+    emulator.delete_disk(DATA_DISK)
+    with pytest.raises(
+        ResourceNotFoundError, match=r"no longer exists .*deleted with its disk.*Nothing was deleted"
+    ):
+        converge(operator(records, context), context, emulator)
+    assert not emulator.calls_for("compute.snapshots.delete")
+    assert not emulator.calls_for("compute.instantSnapshots.delete")
+    assert "older-backup" in {s["name"] for s in emulator.snapshots(PROJECT)}
+
+
+def test_a_snapshot_of_this_runs_name_not_made_from_the_instant_snapshot_is_refused(emulator, hook, context):
+    run = run_key(context)
+    records = capture(hook, WEB, run)
+    name = standard_name(
+        instance="web-1", disk="web-1", location=ZONE_A, run=run, deployment="test", group="web"
+    )
+    labels = managed_snapshot_labels(deployment="test", group="web", instance="web-1", disk_source=WEB_DISK)
+    emulator.seed_snapshot(PROJECT, {"name": name, "sourceDisk": WEB_DISK, "labels": labels})
+    with pytest.raises(
+        BackupError, match=r"not made from instant snapshot .* refusing to adopt or replace it"
+    ):
+        converge(operator(records, context), context, emulator)
+    assert len(emulator.instant_snapshots(PROJECT)) == 2
+
+
+def test_a_record_backed_up_the_standard_way_is_waited_for_until_ready(emulator, hook, context):
+    labels = managed_snapshot_labels(deployment="test", group="web", instance="web-1", disk_source=WEB_DISK)
+    emulator.seed_snapshot(
+        PROJECT, {"name": "std-1", "sourceDisk": WEB_DISK, "status": "UPLOADING", "labels": labels}
+    )
+    record = {
+        "vm": f"projects/{PROJECT}/zones/{ZONE_A}/instances/web-1",
+        "disk": "web-1",
+        "disk_source": WEB_DISK,
+        "snapshot": "std-1",
+        "status": "UPLOADING",
+        "storage_bytes": 0,
+    }
+    convert = operator([record], context)
+    assert convert.poke(context.as_dict()) is False
+    assert "std-1 of disk" in convert.pending()
+    with emulator.world.lock:
+        emulator.world.snapshots[f"projects/{PROJECT}/global/snapshots/std-1"]["status"] = "READY"
+    assert [r["status"] for r in convert.poke(context.as_dict()).xcom_value] == ["READY"]
+
+
+def test_records_that_are_not_the_downtime_tasks_are_refused_with_the_parameter_name(context):
+    from gce_vm_backup.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'instant_records' must be the downtime task's list"):
+        operator([{"disk": "x"}], context).poke(context.as_dict())
+
+
+def test_the_hook_refuses_two_sources_and_an_ambiguous_location():
+    hook = ComputeBackupHook.__new__(ComputeBackupHook)
+    hook.__dict__["snapshots"] = create_autospec(compute_v1.SnapshotsClient, instance=True)
+    snapshot = compute_v1.Snapshot(name="s", source_disk=WEB_DISK)
+    with pytest.raises(ValueError, match="exclude each other"):
+        hook.insert_snapshot(
+            project_id=PROJECT, snapshot=snapshot, request_id="r", source_instant_snapshot="x"
+        )
+    hook.snapshots.insert_unary.assert_not_called()
+    with pytest.raises(ValueError, match="exactly one of zone"):
+        hook.get_instant_snapshot(project_id=PROJECT, zone=ZONE_A, region=REGION, name="x")
+    with pytest.raises(ValueError, match="exactly one of zone"):
+        hook.get_disk(project_id=PROJECT, name="x")
