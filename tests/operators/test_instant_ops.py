@@ -298,9 +298,7 @@ def test_conversion_makes_this_runs_standard_snapshots_then_deletes_the_instant_
     assert shared["storageLocations"] == ["us-central1"]
     assert shared["snapshotType"] == "ARCHIVE"
     assert shared["sourceDisk"].endswith(SHARED)
-    assert shared["sourceInstantSnapshot"].endswith(
-        records[1]["instant_snapshot"]
-    )
+    assert shared["sourceInstantSnapshot"].endswith(records[1]["instant_snapshot"])
     assert emulator.instant_snapshots(PROJECT) == []
     assert emulator.calls_for("compute.regionInstantSnapshots.delete")
 
