@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from gce_vm_backup.instant_ops import (
     disk_types,
     instant_capable,
     instant_name,
+    precheck_instant,
     prepare_instant,
     standard_name,
 )
@@ -396,3 +398,107 @@ def test_the_hook_refuses_two_sources_and_an_ambiguous_location():
         hook.get_instant_snapshot(project_id=PROJECT, zone=ZONE_A, region=REGION, name="x")
     with pytest.raises(ValueError, match="exactly one of zone"):
         hook.get_disk(project_id=PROJECT, name="x")
+
+
+def test_precheck_instant_chooses_the_mode_and_cleans_up_only_in_instant_mode(emulator, hook, context):
+    old = run_key(context, run_id="scheduled__2026-11-23T03:00:00+00:00")
+    leftovers = {r["instant_snapshot"] for r in capture(hook, WEB, old)}
+    emulator.clock.advance(31)
+    emulator.clear_calls()
+    now = run_key(context, run_id="scheduled__2026-11-24T03:00:00+00:00")
+    kwargs = dict(deployment="test", group="web", deadline=time.monotonic() + 30)
+    assert (
+        precheck_instant(hook, WEB, now, snapshot_mode="standard", instant_fallback="refuse", **kwargs)
+        == "standard"
+    )
+    assert emulator.calls == []  # standard mode: no call at all
+    assert (
+        precheck_instant(hook, WEB, now, snapshot_mode="instant", instant_fallback="refuse", **kwargs)
+        == "instant"
+    )
+    assert not leftovers & {i["name"] for i in emulator.instant_snapshots(PROJECT)}
+    with emulator.world.lock:
+        emulator.world.disks[DATA_DISK]["type"] = (
+            "https://x/compute/v1/projects/p/zones/z/diskTypes/hyperdisk-ml"
+        )
+    with pytest.raises(VmStateError, match="hyperdisk-ml"):
+        precheck_instant(hook, WEB, now, snapshot_mode="instant", instant_fallback="refuse", **kwargs)
+    assert (
+        precheck_instant(hook, WEB, now, snapshot_mode="instant", instant_fallback="standard", **kwargs)
+        == "standard"
+    )
+
+
+# ---- the hook's instant snapshot requests (create_autospec of the real clients) ----------------------
+@pytest.fixture
+def unit_hook(monkeypatch):
+    connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": "http://127.0.0.1:1"}}
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+    hook = ComputeBackupHook(retry_initial=0.001, retry_max=0.002)
+    hook.__dict__["instant_snapshots"] = create_autospec(compute_v1.InstantSnapshotsClient, instance=True)
+    hook.__dict__["region_instant_snapshots"] = create_autospec(
+        compute_v1.RegionInstantSnapshotsClient, instance=True
+    )
+    return hook
+
+
+def test_zonal_and_regional_inserts_send_the_resource_and_request_id_to_their_own_client(unit_hook):
+    unit_hook.insert_instant_snapshot(
+        project_id=PROJECT, zone=ZONE_A, name="i", source_disk=WEB_DISK, labels={"a": "b"}, request_id="r1"
+    )
+    unit_hook.insert_instant_snapshot(
+        project_id=PROJECT, region=REGION, name="j", source_disk=SHARED, labels={}, request_id="r2"
+    )
+    zonal = unit_hook.instant_snapshots.insert_unary.call_args.kwargs
+    assert zonal["retry"] is None
+    assert zonal["request"] == {
+        "project": PROJECT,
+        "zone": ZONE_A,
+        "instant_snapshot_resource": compute_v1.InstantSnapshot(
+            name="i", source_disk=WEB_DISK, labels={"a": "b"}
+        ),
+        "request_id": "r1",
+    }
+    regional = unit_hook.region_instant_snapshots.insert_unary.call_args.kwargs["request"]
+    assert regional["region"] == REGION
+    assert regional["request_id"] == "r2"
+    assert "zone" not in regional
+
+
+def test_a_transient_error_on_insert_is_retried_with_the_same_request_id(unit_hook):
+    from google.api_core import exceptions as api_exceptions
+
+    unit_hook.instant_snapshots.insert_unary.side_effect = [
+        api_exceptions.ServiceUnavailable("busy"),
+        compute_v1.Operation(name="op"),
+    ]
+    op = unit_hook.insert_instant_snapshot(
+        project_id=PROJECT, zone=ZONE_A, name="i", source_disk=WEB_DISK, labels={}, request_id="r1"
+    )
+    assert op.name == "op"
+    ids = [
+        call.kwargs["request"]["request_id"]
+        for call in unit_hook.instant_snapshots.insert_unary.call_args_list
+    ]
+    assert ids == ["r1", "r1"]
+
+
+def test_get_of_a_missing_instant_snapshot_is_none_and_list_sends_no_empty_filter(unit_hook):
+    from google.api_core import exceptions as api_exceptions
+
+    unit_hook.region_instant_snapshots.get.side_effect = api_exceptions.NotFound("gone")
+    assert unit_hook.get_instant_snapshot(project_id=PROJECT, region=REGION, name="x") is None
+    unit_hook.instant_snapshots.list.return_value = iter([])
+    assert list(unit_hook.list_instant_snapshots(project_id=PROJECT, zone=ZONE_A, filter="")) == []
+    assert unit_hook.instant_snapshots.list.call_args.kwargs["request"] == {
+        "project": PROJECT,
+        "zone": ZONE_A,
+    }
+    unit_hook.instant_snapshots.delete_unary.return_value = compute_v1.Operation(name="d")
+    unit_hook.delete_instant_snapshot(project_id=PROJECT, zone=ZONE_A, name="x", request_id="r9")
+    assert unit_hook.instant_snapshots.delete_unary.call_args.kwargs["request"] == {
+        "project": PROJECT,
+        "zone": ZONE_A,
+        "instant_snapshot": "x",
+        "request_id": "r9",
+    }

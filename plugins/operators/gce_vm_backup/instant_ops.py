@@ -107,6 +107,32 @@ def choose_mode(types: dict[str, str], *, vm: str, snapshot_mode: str, instant_f
     )
 
 
+def precheck_instant(
+    hook: Any,
+    record: dict[str, Any],
+    run: Any,
+    *,
+    snapshot_mode: str,
+    instant_fallback: str,
+    deployment: str,
+    group: str,
+    deadline: float,
+) -> str:
+    """The precheck's whole instant-mode step, before any downtime: the VM's snapshot mode
+    (``choose_mode`` over ``disk_types``) and, when it is ``instant``, ``prepare_instant``. Returns
+    "standard" or "instant"; raises what those raise (VmStateError for a refused disk type, BackupError
+    for a disk without room). Makes no call in standard mode."""
+    if snapshot_mode != "instant":
+        return choose_mode({}, vm="", snapshot_mode=snapshot_mode, instant_fallback=instant_fallback)
+    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    mode = choose_mode(
+        disk_types(hook, record), vm=vm, snapshot_mode=snapshot_mode, instant_fallback=instant_fallback
+    )
+    if mode == "instant":
+        prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
+    return mode
+
+
 # ---- names and scope --------------------------------------------------------------------------------
 def _disk_parts(disk_source: str) -> tuple[str, str, str, str]:
     """(project, "zones"|"regions", zone or region, name) of a disk path or URL."""
@@ -361,5 +387,6 @@ __all__: Sequence[str] = (
     "choose_mode",
     "disk_types",
     "instant_capable",
+    "precheck_instant",
     "prepare_instant",
 )
