@@ -28,8 +28,11 @@ INSTANCE_KEY = "gce-vm-backup-instance"
 DISK_KEY = "gce-vm-backup-disk"
 LOCATION_KEY = "gce-vm-backup-location"
 DISK_ID_KEY = "gce-vm-backup-disk-key"
+# Which backup run made the snapshot (sha256 of "<dag id>|<run id>", 16 hex): every disk of a VM snapshotted
+# by one run forms a snapshot set, which restores and drills take whole.
+RUN_KEY = "gce-vm-backup-run"
 RESERVED_KEYS = frozenset(
-    {MANAGED_BY_KEY, DEPLOYMENT_KEY, GROUP_KEY, INSTANCE_KEY, DISK_KEY, LOCATION_KEY, DISK_ID_KEY}
+    {MANAGED_BY_KEY, DEPLOYMENT_KEY, GROUP_KEY, INSTANCE_KEY, DISK_KEY, LOCATION_KEY, DISK_ID_KEY, RUN_KEY}
 )
 # Compute Engine label keys and values (https://cloud.google.com/compute/docs/labeling-resources), in
 # the ASCII subset this package accepts: a value never holds a quote, a space, a parenthesis or a capital.
@@ -110,8 +113,10 @@ def managed_snapshot_labels(
     instance: str,
     disk_source: str,
     extra: Mapping[str, str] | None = None,
+    run: str | None = None,
 ) -> dict[str, str]:
-    """The labels of a snapshot this project makes. User labels cannot override the reserved ones."""
+    """The labels of a snapshot this project makes. User labels cannot override the reserved ones.
+    ``run`` (``run_label(dag_id, run_id)``) marks the backup run, so a VM's snapshot set can be found."""
     path = disk_path(disk_source)
     parts = path.split("/")  # projects/P/(zones|regions)/L/disks/D
     labels = dict(extra or {})
@@ -126,7 +131,14 @@ def managed_snapshot_labels(
             DISK_ID_KEY: disk_key(path),
         }
     )
+    if run is not None:
+        labels[RUN_KEY] = run
     return labels
+
+
+def run_label(dag_id: str, run_id: str) -> str:
+    """The value of the ``gce-vm-backup-run`` label for one DAG run (16 hex: a valid label value)."""
+    return hashlib.sha256(f"{dag_id}|{run_id}".encode()).hexdigest()[:16]
 
 
 def _scope_labels(*, deployment: str, group: str, disk_source: str) -> dict[str, str]:
