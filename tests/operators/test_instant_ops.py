@@ -13,7 +13,13 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from gce_vm_backup._base import RunKey
-from gce_vm_backup.errors import BackupError, OperationFailedError, ResourceNotFoundError, VmStateError
+from gce_vm_backup.errors import (
+    BackupError,
+    OperationFailedError,
+    OperationTimeoutError,
+    ResourceNotFoundError,
+    VmStateError,
+)
 from gce_vm_backup.hook import ComputeBackupHook
 from gce_vm_backup.instant_ops import (
     MAX_INSTANT_PER_DISK,
@@ -26,9 +32,10 @@ from gce_vm_backup.instant_ops import (
     instant_name,
     precheck_instant,
     prepare_instant,
+    settle_instant,
     standard_name,
 )
-from gce_vm_backup.labels import managed_snapshot_labels
+from gce_vm_backup.labels import managed_snapshot_labels, run_label
 from gce_vm_backup.naming import snapshot_name
 
 from .conftest import PROJECT, ZONE_A, ZONE_B, converge
@@ -77,6 +84,8 @@ DB = {
 
 @pytest.fixture
 def hook(emulator):
+    with emulator.world.lock:  # real time here: a modelled 2 s creation would make every capture wait 2 s
+        emulator.world.timings["instant_snapshot_create"] = 0.2
     return ComputeBackupHook(retry_initial=0.001, retry_max=0.002)
 
 
@@ -134,7 +143,12 @@ def test_capture_makes_one_instant_snapshot_per_disk_labelled_like_the_standard_
         scope="test/web",
     )
     expected = managed_snapshot_labels(
-        deployment="test", group="web", instance="web-1", disk_source=WEB_DISK, extra={"team": "shop"}
+        deployment="test",
+        group="web",
+        instance="web-1",
+        disk_source=WEB_DISK,
+        extra={"team": "shop"},
+        run=run_label(run.dag_id, run.run_id),
     )
     assert web["labels"] == {**expected, TARGET_LABEL: standard}
     assert records[0]["instant_snapshot"] != standard
@@ -295,7 +309,12 @@ def test_conversion_makes_this_runs_standard_snapshots_then_deletes_the_instant_
     snapshots = {s["name"]: s for s in emulator.snapshots(PROJECT)}
     shared = snapshots[names[1]]
     assert shared["labels"] == managed_snapshot_labels(
-        deployment="test", group="web", instance="db-1", disk_source=SHARED, extra={"team": "shop"}
+        deployment="test",
+        group="web",
+        instance="db-1",
+        disk_source=SHARED,
+        extra={"team": "shop"},
+        run=run_label(run.dag_id, run.run_id),
     )
     assert shared["storageLocations"] == ["us-central1"]
     assert shared["snapshotType"] == "ARCHIVE"
@@ -502,3 +521,31 @@ def test_get_of_a_missing_instant_snapshot_is_none_and_list_sends_no_empty_filte
         "instant_snapshot": "x",
         "request_id": "r9",
     }
+
+
+def test_settle_deletes_this_runs_instant_snapshot_still_creating_and_keeps_ready_and_strangers(
+    emulator, hook, context
+):
+    run = run_key(context)
+    emulator.faults.hang_operation("compute.instantSnapshots.insert")  # web-1's stays CREATING
+    with pytest.raises(OperationTimeoutError):
+        capture_instant(hook, WEB, run, deadline=time.monotonic() + 3, settings=Settings())
+    ready = instant_name(
+        instance="web-1", disk="web-1-data", location=ZONE_A, run=run, deployment="test", group="web"
+    )
+    problems = settle_instant(hook, WEB, run, deadline=time.monotonic() + 1, settings=Settings())
+    assert problems == []
+    emulator.clock.advance(31)  # the deletion done, and past the 30 s rule for the next one of web-1
+    assert [i["name"] for i in emulator.instant_snapshots(PROJECT)] == [ready]
+    stranger = instant_name(
+        instance="web-1", disk="web-1", location=ZONE_A, run=run, deployment="test", group="web"
+    )
+    seed_instant(emulator, stranger, labels={})
+    with emulator.world.lock:
+        emulator.world.instant_snapshots[f"projects/{PROJECT}/zones/{ZONE_A}/instantSnapshots/{stranger}"][
+            "status"
+        ] = "FAILED"
+    problems = settle_instant(hook, WEB, run, deadline=time.monotonic() + 1, settings=Settings())
+    assert len(problems) == 1
+    assert "is not ours" in problems[0]
+    assert stranger in {i["name"] for i in emulator.instant_snapshots(PROJECT)}

@@ -194,7 +194,7 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
     def _convert(self, item: dict[str, Any], project: str, name: str, source: str, run: RunKey) -> str:
         from google.cloud import compute_v1
 
-        from gce_vm_backup.labels import managed_snapshot_labels
+        from gce_vm_backup.labels import managed_snapshot_labels, run_label
         from gce_vm_backup.operations import is_done, raise_if_failed
 
         instant = self._instant(item)
@@ -226,6 +226,7 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
             instance=item["vm"].split("/")[5],
             disk_source=item["disk_source"],
             extra=self.labels,
+            run=run_label(run.dag_id, run.run_id),
         )
         snapshot = compute_v1.Snapshot(
             name=name,

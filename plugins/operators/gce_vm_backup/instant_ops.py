@@ -293,7 +293,7 @@ def capture_instant(
     ``prepare_instant``, run here first), OperationFailedError for an insert that ended with an error or an
     instant snapshot FAILED or UNAVAILABLE, OperationTimeoutError when the deadline passes first.
     """
-    from gce_vm_backup.labels import managed_snapshot_labels
+    from gce_vm_backup.labels import managed_snapshot_labels, run_label
 
     deployment, group = settings.deployment, settings.group
     prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
@@ -326,6 +326,7 @@ def capture_instant(
             instance=record["instance"],
             disk_source=disk["source"],
             extra=settings.labels,
+            run=run_label(run.dag_id, run.run_id),
         )
         labels[TARGET_LABEL] = standard_name(**names, deployment=deployment, group=group)
         operations[name] = hook.insert_instant_snapshot(
@@ -359,6 +360,45 @@ def capture_instant(
     return results
 
 
+def settle_instant(
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettingsLike
+) -> list[str]:
+    """After a failed capture, before the VM starts again (the twin of ``settle_standard``): no instant
+    snapshot of this run may still be in the making while its disk is written again, or a retry would
+    adopt it. Waits (every POLL seconds, until ``deadline``) for each of this run's instant snapshots
+    that exists to be READY; one still CREATING then, or FAILED or UNAVAILABLE, is deleted when it is
+    this scope's (labels and ``sourceDisk``), so the retry makes it again. Never raises: returns the
+    problems it could not resolve (the VM is started anyway)."""
+    problems = []
+    for disk in record["disks"]:
+        if disk.get("carried_by"):
+            continue
+        names = dict(instance=record["instance"], disk=disk["name"], location=disk["location"], run=run)
+        name = instant_name(**names, deployment=settings.deployment, group=settings.group)
+        scope = instant_scope(disk["source"])
+        try:
+            while True:
+                item = hook.get_instant_snapshot(**_where(scope), name=name)
+                if item is None or item.status in ("READY", "DELETING"):
+                    break
+                if item.status != "CREATING" or time.monotonic() >= deadline:
+                    why = _mismatch(item, disk, deployment=settings.deployment, group=settings.group)
+                    if why is not None:  # never delete a stranger's
+                        raise BackupError(f"instant snapshot {scope}/{name} is not ours: {why}")
+                    _log.warning(
+                        "Instant snapshot %s is %s: deleting it before the VM runs again", name, item.status
+                    )
+                    operation = hook.delete_instant_snapshot(
+                        **_where(scope), name=name, request_id=run.request_id(f"{scope}/{name}", "unsettled")
+                    )
+                    hook.wait_operation(operation, timeout=60)
+                    break
+                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+        except BackupError as exc:
+            problems.append(f"instant snapshot {name} of disk {disk['source']}: {exc}")
+    return problems
+
+
 def _await_ready(hook: Any, scope: str, name: str, disk: dict[str, Any], deadline: float) -> str:
     path = f"{scope}/instantSnapshots/{name}"
     while True:
@@ -389,4 +429,5 @@ __all__: Sequence[str] = (
     "instant_capable",
     "precheck_instant",
     "prepare_instant",
+    "settle_instant",
 )
