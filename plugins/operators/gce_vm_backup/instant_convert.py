@@ -60,7 +60,10 @@ class _SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
 
 
 def instant_records(value: Any) -> list[dict[str, Any]]:
-    """The downtime task's records, checked. Raises ConfigError naming the parameter when they are not."""
+    """The downtime task's records (its result's ``snapshots``, or that result itself), checked. Raises
+    ConfigError naming the parameter when they are not."""
+    if isinstance(value, dict) and "snapshots" in value:
+        value = value["snapshots"]
     if value is None:
         return []
     if not isinstance(value, list) or not all(
@@ -95,13 +98,14 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
     AirflowSensorTimeout past ``timeout``.
     """
 
-    template_fields: Sequence[str] = ("instant_records", "labels", "description")
+    template_fields: Sequence[str] = ("instant_records", "instance_record", "labels", "description")
 
     def __init__(
         self,
         *,
         instant_records: Any,
         deployment: str,
+        instance_record: Any = None,
         group: str,
         labels: dict[str, str] | None = None,
         storage_locations: list[str] | None = None,
@@ -116,11 +120,15 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
         if snapshot_type is not None:
             check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")
         self.instant_records, self.labels, self.description = instant_records, labels or {}, description
+        self.instance_record = instance_record  # the precheck's record: only names the VM in messages
         self.storage_locations, self.snapshot_type = storage_locations, snapshot_type
         self._pending: list[str] = []
 
     def describe(self) -> str:
         vms = sorted({str(item["vm"]) for item in instant_records(self.instant_records)})
+        record = self.instance_record if isinstance(self.instance_record, dict) else {}
+        if not vms and record.get("instance"):
+            vms = [f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"]
         return f"the instant snapshots of {', '.join(vms) or 'no VM'}"
 
     def pending(self) -> str:
