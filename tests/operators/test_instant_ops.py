@@ -549,3 +549,19 @@ def test_settle_deletes_this_runs_instant_snapshot_still_creating_and_keeps_read
     assert len(problems) == 1
     assert "is not ours" in problems[0]
     assert stranger in {i["name"] for i in emulator.instant_snapshots(PROJECT)}
+
+
+def test_capture_refuses_a_disk_type_without_instant_snapshots_before_any_insert(emulator, hook, context):
+    with emulator.world.lock:
+        emulator.world.disks[DATA_DISK]["type"] = (
+            "https://x/compute/v1/projects/p/zones/z/diskTypes/hyperdisk-ml"
+        )
+    with pytest.raises(VmStateError, match=r"web-1-data \(hyperdisk-ml\)"):
+        capture(hook, WEB, run_key(context))
+    assert not package_calls(emulator, "compute.instantSnapshots.insert")
+
+
+def test_capture_trusts_the_mode_the_precheck_chose_and_reads_no_disk(emulator, hook, context):
+    capture(hook, {**WEB, "snapshot_mode": "instant"}, run_key(context))
+    assert not emulator.calls_for("compute.disks.get")
+    assert len(package_calls(emulator, "compute.instantSnapshots.insert")) == 2

@@ -288,16 +288,31 @@ def capture_instant(
     the standard snapshot it will become); one of that name is adopted only when it is this scope's of
     the disk. Every insert is sent first, then each is waited for (``deadline``: ``time.monotonic()``).
 
+    The VM's mode is ``record["snapshot_mode"]`` when the precheck chose it (``precheck_instant``), else
+    chosen here from the disk types and ``settings.instant_fallback`` (``refuse`` when absent): with
+    ``standard`` this is ``snapshot_ops.capture_standard`` and returns SnapshotRecords.
+
     Returns ``{"vm", "disk", "disk_source", "instant_snapshot", "instant_scope", "status": "READY"}`` per
     disk. Raises BackupError for a name taken by something else or a disk without room (see
     ``prepare_instant``, run here first), OperationFailedError for an insert that ended with an error or an
-    instant snapshot FAILED or UNAVAILABLE, OperationTimeoutError when the deadline passes first.
+    instant snapshot FAILED or UNAVAILABLE, VmStateError for a disk type without instant snapshots
+    (``refuse``), OperationTimeoutError when the deadline passes first.
     """
     from gce_vm_backup.labels import managed_snapshot_labels, run_label
 
     deployment, group = settings.deployment, settings.group
-    prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
     vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    mode = record.get("snapshot_mode")  # chosen by the precheck (precheck_instant), when it did
+    if mode is None:  # not chosen yet: read the disk types now (one disks.get per disk, VM down)
+        fallback = str(getattr(settings, "instant_fallback", "refuse"))
+        mode = choose_mode(
+            disk_types(hook, record), vm=vm, snapshot_mode="instant", instant_fallback=fallback
+        )
+    if mode == "standard":  # instant_fallback: standard for a disk type without instant snapshots
+        from gce_vm_backup import snapshot_ops
+
+        return list(snapshot_ops.capture_standard(hook, record, run, deadline=deadline, settings=settings))  # type: ignore[attr-defined,unused-ignore]
+    prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
     wanted, operations = [], {}
     for disk in record["disks"]:
         if disk.get("carried_by"):
