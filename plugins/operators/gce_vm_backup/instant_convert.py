@@ -11,7 +11,13 @@ from airflow.sdk.bases.sensor import BaseSensorOperator
 from gce_vm_backup._base import WAIT_MODES, DeferringWait, HookMixin, RunKey, check_choice, sensor_mode
 from gce_vm_backup._compat import AirflowSensorTimeout
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
-from gce_vm_backup.instant_ops import _disk_parts, _mismatch, _where, instant_name, standard_name
+from gce_vm_backup.instant_names import (
+    disk_parts,
+    instant_name,
+    location_kwargs,
+    ownership_mismatch,
+    standard_name,
+)
 
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
 DELETE_TIMEOUT = 300.0  # seconds to wait for the deletion of a FAILED snapshot of ours
@@ -155,7 +161,7 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
 
     def _converge(self, item: dict[str, Any], run: RunKey) -> tuple[dict[str, Any], str]:
         """(the SnapshotRecord, "" when done, else what it waits for); acts when something is missing."""
-        location = _disk_parts(item["disk_source"])[2]
+        location = disk_parts(item["disk_source"])[2]
         vm_parts = item["vm"].split("/")
         project = vm_parts[1]  # snapshots are made in the VM's project, as in standard mode
         names = dict(instance=vm_parts[5], disk=item["disk"], location=location, run=run)
@@ -197,7 +203,9 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
         return record, self._delete_converted(item, source, run)
 
     def _instant(self, item: dict[str, Any]) -> Any:
-        return self.hook.get_instant_snapshot(**_where(item["instant_scope"]), name=item["instant_snapshot"])
+        return self.hook.get_instant_snapshot(
+            **location_kwargs(item["instant_scope"]), name=item["instant_snapshot"]
+        )
 
     def _convert(self, item: dict[str, Any], project: str, name: str, source: str, run: RunKey) -> str:
         from google.cloud import compute_v1
@@ -213,7 +221,7 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
                 "that disk. Nothing was deleted."
             )
         disk = {"source": item["disk_source"]}
-        why = _mismatch(instant, disk, deployment=self.deployment, group=self.group)
+        why = ownership_mismatch(instant, disk, deployment=self.deployment, group=self.group)
         if why is not None:
             raise BackupError(
                 f"Instant snapshot {source} is not this backup's of disk {item['disk_source']}: {why}"
@@ -300,7 +308,7 @@ class ConvertInstantSnapshotsOperator(_SlotFreeWait):
             return ""
         if instant.status != "DELETING":
             operation = self.hook.delete_instant_snapshot(
-                **_where(item["instant_scope"]),
+                **location_kwargs(item["instant_scope"]),
                 name=item["instant_snapshot"],
                 request_id=run.request_id(source, "delete-converted"),
             )

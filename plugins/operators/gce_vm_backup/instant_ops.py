@@ -10,8 +10,10 @@ running again, a standard (or archive) snapshot made from each, after which the 
   ``sourceInstantSnapshot``, named and labelled exactly as this run's standard snapshot of the disk, so
   retention treats it like any other; READY, then the instant snapshot is deleted. A failed conversion
   keeps the instant snapshot (the retry converts it; the next run cleans it up).
-- ``instant_capable`` / ``choose_mode``: which disk types can have instant snapshots, and the
-  ``instant_fallback`` rule the precheck applies.
+- ``instant_capable`` / ``choose_mode`` / ``precheck_instant`` (instant_precheck.py): which disk types
+  can have instant snapshots, and the ``instant_fallback`` rule the precheck applies.
+Names and the ownership check live in instant_names.py, the operator in instant_convert.py; this module
+is the public import of all of them.
 
 Instant snapshots live in the disk's zone or region and die with the disk: until the standard snapshot is
 READY the backup is no protection against the loss of that zone, region or disk. Nothing Google is
@@ -25,30 +27,28 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from gce_vm_backup.errors import BackupError, OperationFailedError, OperationTimeoutError, VmStateError
+from gce_vm_backup.errors import BackupError, OperationFailedError, OperationTimeoutError
+from gce_vm_backup.instant_convert import ConvertInstantSnapshotsOperator
+from gce_vm_backup.instant_names import (
+    TARGET_LABEL,
+    instant_name,
+    instant_scope,
+    location_kwargs,
+    ownership_mismatch,
+    standard_name,
+)
+from gce_vm_backup.instant_precheck import (
+    INSTANT_DISK_TYPES,
+    choose_mode,
+    disk_types,
+    instant_capable,
+    precheck_instant,
+)
 
 _log = logging.getLogger(__name__)
 # Documented: "A disk can't have more than 32 instant snapshots" (Troubleshooting instant snapshots).
 MAX_INSTANT_PER_DISK = 32
-# The disk types that can have instant snapshots, as in the emulator (gce_emulator.instant, which says
-# where the list comes from and that it is unconfirmed): Persistent Disk and Hyperdisk Balanced (HA) and
-# Extreme. A type outside it is refused at precheck, or backed up the standard way (instant_fallback).
-INSTANT_DISK_TYPES = frozenset(
-    {
-        "pd-standard",
-        "pd-balanced",
-        "pd-ssd",
-        "pd-extreme",
-        "hyperdisk-balanced",
-        "hyperdisk-balanced-high-availability",
-        "hyperdisk-extreme",
-    }
-)
-# The standard snapshot an instant snapshot is meant to become: lets a later run tell a converted leftover
-# (its standard snapshot exists) from one whose conversion is still running.
-TARGET_LABEL = "gce-vm-backup-snapshot"
 POLL = 1.0  # seconds between reads of an adopted instant snapshot still CREATING
-FALLBACKS = ("refuse", "standard")
 
 
 class CaptureSettingsLike(Protocol):
@@ -58,138 +58,6 @@ class CaptureSettingsLike(Protocol):
     group: str
     labels: dict[str, str]
     description: str | None
-
-
-# ---- precheck ---------------------------------------------------------------------------------------
-def instant_capable(disk_type: str) -> bool:
-    """Whether a disk of ``disk_type`` (a name such as ``pd-balanced`` or a diskTypes URL) can have
-    instant snapshots."""
-    return disk_type.rstrip("/").rsplit("/", 1)[-1] in INSTANT_DISK_TYPES
-
-
-def disk_types(hook: Any, record: dict[str, Any]) -> dict[str, str]:
-    """The type name of every disk of ``record`` this VM's backup carries (disk path -> type): a disk entry's
-    ``type`` when the precheck put one there, else read with disks.get / regionDisks.get (a VM's
-    attached-disk entries do not carry the type)."""
-    types = {}
-    for disk in record["disks"]:
-        if disk.get("carried_by"):
-            continue
-        kind = disk.get("type")
-        if not kind:
-            project, where, location, name = _disk_parts(disk["source"])
-            scope = {"zone": location} if where == "zones" else {"region": location}
-            kind = hook.get_disk(project_id=project, name=name, **scope).type_
-        types[disk["source"]] = str(kind).rstrip("/").rsplit("/", 1)[-1]
-    return types
-
-
-def choose_mode(types: dict[str, str], *, vm: str, snapshot_mode: str, instant_fallback: str) -> str:
-    """The snapshot mode this VM is backed up with: ``snapshot_mode`` unless it is ``instant`` and a disk's
-    type cannot have instant snapshots; then ``standard`` for the whole VM (``instant_fallback:
-    standard``), or VmStateError naming the disks and types (``refuse``, the default). ``types`` is
-    ``disk_types(...)``."""
-    if instant_fallback not in FALLBACKS:
-        raise BackupError(f"instant_fallback must be one of {', '.join(FALLBACKS)}, not {instant_fallback!r}")
-    if snapshot_mode != "instant":
-        return snapshot_mode
-    unable = {disk: kind for disk, kind in types.items() if not instant_capable(kind)}
-    if not unable:
-        return "instant"
-    listed = ", ".join(f"{disk} ({kind})" for disk, kind in sorted(unable.items()))
-    if instant_fallback == "standard":
-        _log.warning("VM %s: no instant snapshots for %s; backing it up the standard way", vm, listed)
-        return "standard"
-    raise VmStateError(
-        f"VM {vm}: snapshot_mode is instant but these disks cannot have instant snapshots: {listed} "
-        f"(supported types: {', '.join(sorted(INSTANT_DISK_TYPES))}). Set 'instant_fallback: standard' to "
-        "back such VMs up the standard way, or use 'snapshot_mode: standard' for the group."
-    )
-
-
-def precheck_instant(
-    hook: Any,
-    record: dict[str, Any],
-    run: Any,
-    *,
-    snapshot_mode: str,
-    instant_fallback: str,
-    deployment: str,
-    group: str,
-    deadline: float,
-) -> str:
-    """The precheck's whole instant-mode step, before any downtime: the VM's snapshot mode
-    (``choose_mode`` over ``disk_types``) and, when it is ``instant``, ``prepare_instant``. Returns
-    "standard" or "instant"; raises what those raise (VmStateError for a refused disk type, BackupError
-    for a disk without room). Makes no call in standard mode."""
-    if snapshot_mode != "instant":
-        return choose_mode({}, vm="", snapshot_mode=snapshot_mode, instant_fallback=instant_fallback)
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
-    mode = choose_mode(
-        disk_types(hook, record), vm=vm, snapshot_mode=snapshot_mode, instant_fallback=instant_fallback
-    )
-    if mode == "instant":
-        prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
-    return mode
-
-
-# ---- names and scope --------------------------------------------------------------------------------
-def _disk_parts(disk_source: str) -> tuple[str, str, str, str]:
-    """(project, "zones"|"regions", zone or region, name) of a disk path or URL."""
-    parts = disk_source[disk_source.find("projects/") :].split("/")
-    return parts[1], parts[2], parts[3], parts[5]
-
-
-def instant_scope(disk_source: str) -> str:
-    """Where the disk's instant snapshots live: ``projects/P/zones/Z`` or ``projects/P/regions/R``."""
-    project, where, location, _ = _disk_parts(disk_source)
-    return f"projects/{project}/{where}/{location}"
-
-
-def _where(scope: str) -> dict[str, str]:
-    parts = scope.split("/")
-    return {"project_id": parts[1], ("zone" if parts[2] == "zones" else "region"): parts[3]}
-
-
-def standard_name(*, instance: str, disk: str, location: str, run: Any, deployment: str, group: str) -> str:
-    """This run's standard snapshot name of the disk, exactly as standard mode names it."""
-    from gce_vm_backup.naming import snapshot_name
-
-    return snapshot_name(
-        instance=instance,
-        disk=disk,
-        zone_or_region=location,
-        run_time=run.run_time,
-        run_id=run.run_id,
-        scope=f"{deployment}/{group}",
-    )
-
-
-def instant_name(*, instance: str, disk: str, location: str, run: Any, deployment: str, group: str) -> str:
-    """This run's instant snapshot name of the disk: ``...-ips-...`` and hashed over another scope, so it
-    never equals a standard snapshot's name of this or any run; the same for every try of the run."""
-    from gce_vm_backup.naming import snapshot_name
-
-    return snapshot_name(
-        instance=instance,
-        disk=f"{disk}-ips",
-        zone_or_region=location,
-        run_time=run.run_time,
-        run_id=run.run_id,
-        scope=f"{deployment}/{group}#instant",
-    )
-
-
-def _mismatch(item: Any, disk: dict[str, Any], *, deployment: str, group: str) -> str | None:
-    """Why an instant snapshot is not this scope's of ``disk`` (labels, sourceDisk, sourceDiskId)."""
-    from gce_vm_backup.labels import scope_mismatch
-
-    why = scope_mismatch(
-        dict(item.labels), item.source_disk, disk["source"], deployment=deployment, group=group
-    )
-    if why is None and disk.get("id") and str(item.source_disk_id) != str(disk["id"]):
-        why = f"it was made from disk id {item.source_disk_id or '(none)'}, not from id {disk['id']}"
-    return why
 
 
 # ---- before the stop ---------------------------------------------------------------------------------
@@ -218,8 +86,11 @@ def prepare_instant(
         )
         ours = managed_disk_filter(disk["source"], deployment=deployment, group=group)
         deletions = []
-        for item in hook.list_instant_snapshots(**_where(scope), filter=ours):
-            if item.name == own or _mismatch(item, disk, deployment=deployment, group=group) is not None:
+        for item in hook.list_instant_snapshots(**location_kwargs(scope), filter=ours):
+            if (
+                item.name == own
+                or ownership_mismatch(item, disk, deployment=deployment, group=group) is not None
+            ):
                 continue
             if item.status in ("CREATING", "DELETING") or _converting(hook, item, scope):
                 _log.info(
@@ -235,7 +106,7 @@ def prepare_instant(
             )
             deletions.append(
                 hook.delete_instant_snapshot(
-                    **_where(scope),
+                    **location_kwargs(scope),
                     name=item.name,
                     request_id=run.request_id(f"{scope}/{item.name}", "cleanup"),
                 )
@@ -260,7 +131,7 @@ def _check_room(hook: Any, disk: dict[str, Any], scope: str, own: str) -> None:
     # reference documents no filter on sourceDisk): fine for the handful a disk may have.
     held = [
         item.name
-        for item in hook.list_instant_snapshots(**_where(scope), filter="")
+        for item in hook.list_instant_snapshots(**location_kwargs(scope), filter="")
         if item.source_disk and disk_path(item.source_disk) == path
     ]
     if own in held or len(held) < MAX_INSTANT_PER_DISK:
@@ -322,9 +193,9 @@ def capture_instant(
         name = instant_name(**names, deployment=deployment, group=group)
         scope = instant_scope(disk["source"])
         wanted.append((disk, name, scope))
-        existing = hook.get_instant_snapshot(**_where(scope), name=name)
+        existing = hook.get_instant_snapshot(**location_kwargs(scope), name=name)
         if existing is not None:
-            why = _mismatch(existing, disk, deployment=deployment, group=group)
+            why = ownership_mismatch(existing, disk, deployment=deployment, group=group)
             if why is not None:
                 raise BackupError(
                     f"Instant snapshot {scope}/instantSnapshots/{name} exists with this run's name but is "
@@ -345,7 +216,7 @@ def capture_instant(
         )
         labels[TARGET_LABEL] = standard_name(**names, deployment=deployment, group=group)
         operations[name] = hook.insert_instant_snapshot(
-            **_where(scope),
+            **location_kwargs(scope),
             name=name,
             source_disk=disk["source"],
             labels=labels,
@@ -393,18 +264,20 @@ def settle_instant(
         scope = instant_scope(disk["source"])
         try:
             while True:
-                item = hook.get_instant_snapshot(**_where(scope), name=name)
+                item = hook.get_instant_snapshot(**location_kwargs(scope), name=name)
                 if item is None or item.status in ("READY", "DELETING"):
                     break
                 if item.status != "CREATING" or time.monotonic() >= deadline:
-                    why = _mismatch(item, disk, deployment=settings.deployment, group=settings.group)
+                    why = ownership_mismatch(item, disk, deployment=settings.deployment, group=settings.group)
                     if why is not None:  # never delete a stranger's
                         raise BackupError(f"instant snapshot {scope}/{name} is not ours: {why}")
                     _log.warning(
                         "Instant snapshot %s is %s: deleting it before the VM runs again", name, item.status
                     )
                     operation = hook.delete_instant_snapshot(
-                        **_where(scope), name=name, request_id=run.request_id(f"{scope}/{name}", "unsettled")
+                        **location_kwargs(scope),
+                        name=name,
+                        request_id=run.request_id(f"{scope}/{name}", "unsettled"),
                     )
                     hook.wait_operation(operation, timeout=60)
                     break
@@ -417,7 +290,7 @@ def settle_instant(
 def _await_ready(hook: Any, scope: str, name: str, disk: dict[str, Any], deadline: float) -> str:
     path = f"{scope}/instantSnapshots/{name}"
     while True:
-        item = hook.get_instant_snapshot(**_where(scope), name=name)
+        item = hook.get_instant_snapshot(**location_kwargs(scope), name=name)
         status = "GONE" if item is None else str(item.status)
         if status == "READY":
             return status
@@ -434,15 +307,19 @@ def _await_ready(hook: Any, scope: str, name: str, disk: dict[str, Any], deadlin
         time.sleep(min(POLL, max(deadline - time.monotonic(), 0.01)))
 
 
-from gce_vm_backup.instant_convert import ConvertInstantSnapshotsOperator  # noqa: E402  (the public import)
-
 __all__: Sequence[str] = (
+    "INSTANT_DISK_TYPES",
+    "MAX_INSTANT_PER_DISK",
+    "TARGET_LABEL",
     "ConvertInstantSnapshotsOperator",
     "capture_instant",
     "choose_mode",
     "disk_types",
     "instant_capable",
+    "instant_name",
+    "instant_scope",
     "precheck_instant",
     "prepare_instant",
     "settle_instant",
+    "standard_name",
 )
