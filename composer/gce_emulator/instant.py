@@ -156,7 +156,12 @@ def insert(
     if body.get("description") is not None:
         instant["description"] = body["description"]
 
+    failing = world.take_fault(method, ("fail_snapshot",), project=project, name_prefix=name)
+
     def ready() -> dict[str, str] | None:
+        if failing is not None:  # Faults.fail_instant_snapshot: FAILED ("creation failed"), kept
+            instant["status"] = "FAILED"
+            return {"code": "INSTANT_SNAPSHOT_FAILED", "message": f"Instant snapshot '{name}' failed"}
         if path in world.instant_snapshots and instant["status"] == "CREATING":
             instant["status"] = "READY"
         return None

@@ -123,6 +123,14 @@ class Faults:
             )
         )
 
+    def fail_instant_snapshot(
+        self, project: str, name_prefix: str = "", times: int = 1, *, regional: bool = False
+    ) -> None:
+        """The next ``times`` instant snapshots (of that project and name prefix) end FAILED, their insert
+        operation DONE with an error (gce_emulator.instant)."""
+        method = "compute.regionInstantSnapshots.insert" if regional else "compute.instantSnapshots.insert"
+        self._add(Fault(method, "fail_snapshot", times, project=project, name_prefix=name_prefix))
+
     def on_call(self, method: str, action: Callable[[], None], *, after: int = 0, times: int = 1) -> None:
         """Run ``action()`` just before the emulator handles a call of ``method``: the calls numbered
         ``after + 1`` to ``after + times`` (from now). For changes "between tasks", e.g.

@@ -316,3 +316,15 @@ def test_injected_faults_reach_instant_snapshot_calls_and_operations(gce_emulato
     gce_emulator.faults.http_error("compute.regionInstantSnapshots.get", 503)
     with pytest.raises(api_exceptions.ServiceUnavailable):
         clients.region_instant.get(project=P, region=R, instant_snapshot="x", retry=None)
+
+
+def test_a_failed_instant_snapshot_is_kept_failed_and_its_operation_carries_the_error(gce_emulator, clients):
+    gce_emulator.faults.fail_instant_snapshot(P, name_prefix="ips")
+    op = insert(clients, "ips-1")
+    gce_emulator.clock.advance(3)
+    done = zone_op(clients, op)
+    assert done.error.errors[0].code == "INSTANT_SNAPSHOT_FAILED"
+    assert clients.instant.get(project=P, zone=ZA, instant_snapshot="ips-1").status == "FAILED"
+    insert(clients, "other", disk=DATA_DISK)  # the fault was for one insert only
+    gce_emulator.clock.advance(3)
+    assert clients.instant.get(project=P, zone=ZA, instant_snapshot="other").status == "READY"

@@ -565,3 +565,15 @@ def test_capture_trusts_the_mode_the_precheck_chose_and_reads_no_disk(emulator, 
     capture(hook, {**WEB, "snapshot_mode": "instant"}, run_key(context))
     assert not emulator.calls_for("compute.disks.get")
     assert len(package_calls(emulator, "compute.instantSnapshots.insert")) == 2
+
+
+def test_a_failed_instant_snapshot_fails_the_capture_and_the_retry_remakes_it(emulator, hook, context):
+    emulator.faults.fail_instant_snapshot(PROJECT, name_prefix="web-1-data-ips")
+    with pytest.raises(OperationFailedError, match="INSTANT_SNAPSHOT_FAILED"):
+        capture(hook, WEB, run_key(context))
+    with pytest.raises(OperationFailedError, match="was FAILED; it was deleted so that the task's retry"):
+        capture(hook, WEB, run_key(context, try_number=2))
+    emulator.clock.advance(31)
+    records = capture(hook, WEB, run_key(context, try_number=3))
+    assert [r["status"] for r in records] == ["READY", "READY"]
+    assert len(emulator.instant_snapshots(PROJECT)) == 2

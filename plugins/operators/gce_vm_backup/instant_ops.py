@@ -202,6 +202,22 @@ def capture_instant(
                     f"not gce-vm-backup's (deployment {deployment}, group {group}) of disk "
                     f"{disk['source']}: {why}; refusing to adopt or replace it"
                 )
+            if existing.status in (
+                "FAILED",
+                "UNAVAILABLE",
+            ):  # ours but unusable: gone, so the retry remakes it
+                path = f"{scope}/instantSnapshots/{name}"
+                operation = hook.delete_instant_snapshot(
+                    **location_kwargs(scope), name=name, request_id=run.request_id(path, "delete-failed")
+                )
+                hook.wait_operation(operation, timeout=_remaining(deadline, f"deletion of {path}"))
+                raise OperationFailedError(
+                    f"Instant snapshot {path} of disk {disk['source']} was {existing.status}; it was deleted "
+                    "so that the task's retry makes it again",
+                    operation=operation.name,
+                    resource=path,
+                    codes=[f"INSTANT_SNAPSHOT_{existing.status}"],
+                )
             _log.info(
                 "Instant snapshot %s of %s exists (%s): adopting it", name, disk["source"], existing.status
             )
