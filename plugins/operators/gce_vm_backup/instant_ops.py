@@ -92,7 +92,7 @@ def prepare_instant(
                 or ownership_mismatch(item, disk, deployment=deployment, group=group) is not None
             ):
                 continue
-            if item.status in ("CREATING", "DELETING") or _converting(hook, item, scope):
+            if item.status in ("CREATING", "DELETING") or _converting(hook, item, record["project_id"]):
                 _log.info(
                     "Instant snapshot %s/%s of %s is in use (%s); kept",
                     scope,
@@ -116,10 +116,11 @@ def prepare_instant(
         _check_room(hook, disk, scope, own)  # after the clean-up: other owners' instant snapshots count too
 
 
-def _converting(hook: Any, item: Any, scope: str) -> bool:
-    """True when the standard snapshot this instant snapshot is meant to become is being made right now."""
+def _converting(hook: Any, item: Any, project: str) -> bool:
+    """True when the standard snapshot this instant snapshot is meant to become (made in the VM's
+    ``project``, as every snapshot of the package) is being made right now."""
     target = dict(item.labels).get(TARGET_LABEL)
-    snapshot = hook.get_snapshot(project_id=scope.split("/")[1], name=target) if target else None
+    snapshot = hook.get_snapshot(project_id=project, name=target) if target else None
     return snapshot is not None and snapshot.status in ("CREATING", "UPLOADING")
 
 
