@@ -10,8 +10,9 @@ running again, a standard (or archive) snapshot made from each, after which the 
   ``sourceInstantSnapshot``, named and labelled exactly as this run's standard snapshot of the disk, so
   retention treats it like any other; READY, then the instant snapshot is deleted. A failed conversion
   keeps the instant snapshot (the retry converts it; the next run cleans it up).
-- ``instant_capable`` / ``choose_mode`` / ``precheck_instant`` (instant_precheck.py): which disk types
-  can have instant snapshots, and the ``instant_fallback`` rule the precheck applies.
+- ``precheck_instant``: the precheck's one call (the VM's mode, then ``prepare_instant``), over
+  ``instant_capable`` / ``disk_types`` / ``choose_mode`` (instant_precheck.py): which disk types can have
+  instant snapshots, and the ``instant_fallback`` rule.
 Names and the ownership check live in instant_names.py, the operator in instant_convert.py; this module
 is the public import of all of them.
 
@@ -37,13 +38,7 @@ from gce_vm_backup.instant_names import (
     ownership_mismatch,
     standard_name,
 )
-from gce_vm_backup.instant_precheck import (
-    INSTANT_DISK_TYPES,
-    choose_mode,
-    disk_types,
-    instant_capable,
-    precheck_instant,
-)
+from gce_vm_backup.instant_precheck import INSTANT_DISK_TYPES, choose_mode, disk_types, instant_capable
 
 _log = logging.getLogger(__name__)
 # Documented: "A disk can't have more than 32 instant snapshots" (Troubleshooting instant snapshots).
@@ -149,6 +144,32 @@ def _remaining(deadline: float, what: str) -> float:
     if remaining <= 0:
         raise OperationTimeoutError(f"The capture's deadline passed during the {what}")
     return remaining
+
+
+def precheck_instant(
+    hook: Any,
+    record: dict[str, Any],
+    run: Any,
+    *,
+    snapshot_mode: str,
+    instant_fallback: str,
+    deployment: str,
+    group: str,
+    deadline: float,
+) -> str:
+    """The precheck's whole instant-mode step, before any downtime: the VM's snapshot mode
+    (``choose_mode`` over ``disk_types``) and, when it is ``instant``, ``prepare_instant``. Returns
+    "standard" or "instant"; raises what those raise (VmStateError for a refused disk type, BackupError
+    for a disk without room). Makes no call in standard mode."""
+    if snapshot_mode != "instant":
+        return choose_mode({}, vm="", snapshot_mode=snapshot_mode, instant_fallback=instant_fallback)
+    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    mode = choose_mode(
+        disk_types(hook, record), vm=vm, snapshot_mode=snapshot_mode, instant_fallback=instant_fallback
+    )
+    if mode == "instant":
+        prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
+    return mode
 
 
 # ---- capture (the VM is down) -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Which VMs can be backed up with instant snapshots: the disk types, and the ``instant_fallback`` rule
-the precheck applies (``precheck_instant`` is its one call)."""
+the precheck applies (``instant_ops.precheck_instant`` is the precheck's one call)."""
 
 from __future__ import annotations
 
@@ -71,31 +71,3 @@ def choose_mode(types: dict[str, str], *, vm: str, snapshot_mode: str, instant_f
         f"(supported types: {', '.join(sorted(INSTANT_DISK_TYPES))}). Set 'instant_fallback: standard' to "
         "back such VMs up the standard way, or use 'snapshot_mode: standard' for the group."
     )
-
-
-def precheck_instant(
-    hook: Any,
-    record: dict[str, Any],
-    run: Any,
-    *,
-    snapshot_mode: str,
-    instant_fallback: str,
-    deployment: str,
-    group: str,
-    deadline: float,
-) -> str:
-    """The precheck's whole instant-mode step, before any downtime: the VM's snapshot mode
-    (``choose_mode`` over ``disk_types``) and, when it is ``instant``, ``prepare_instant``. Returns
-    "standard" or "instant"; raises what those raise (VmStateError for a refused disk type, BackupError
-    for a disk without room). Makes no call in standard mode."""
-    if snapshot_mode != "instant":
-        return choose_mode({}, vm="", snapshot_mode=snapshot_mode, instant_fallback=instant_fallback)
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
-    mode = choose_mode(
-        disk_types(hook, record), vm=vm, snapshot_mode=snapshot_mode, instant_fallback=instant_fallback
-    )
-    if mode == "instant":
-        from gce_vm_backup.instant_ops import prepare_instant
-
-        prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
-    return mode
