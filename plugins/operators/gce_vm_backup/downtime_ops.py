@@ -22,7 +22,7 @@ from gce_vm_backup._base import HookMixin, RunKey, check_choice
 from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
 from gce_vm_backup.instance_ops import instance_args, start_vm, stop_vm
 from gce_vm_backup.plan import NO_VM_STATUS, RESTARTABLE, SUSPENDED_STATES, now_iso, vm_path
-from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard
+from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard, settle_standard
 from gce_vm_backup.stages import DOWN_XCOM_KEY
 
 SNAPSHOT_MODES = ("standard", "instant")
@@ -65,6 +65,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
 
     template_fields: Sequence[str] = ("instance_record", "labels", "description")
     restart = False
+    _capture_deadline = 0.0
 
     def __init__(
         self,
@@ -194,13 +195,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     def _capture(self, record: dict[str, Any], run: RunKey) -> list[dict[str, Any]]:
         self.failure_subject = "snapshot"
         capture = capture_function(self.snapshot_mode)
-        records = capture(
-            self.hook,
-            record,
-            run,
-            deadline=time.monotonic() + self.snapshot_timeout,
-            settings=self.settings(),
-        )
+        self._capture_deadline = time.monotonic() + self.snapshot_timeout
+        records = capture(self.hook, record, run, deadline=self._capture_deadline, settings=self.settings())
         self.failure_subject = None
         return list(records)
 
@@ -209,10 +205,18 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
 
     def _bring_back_after(self, exc: BaseException, record: dict[str, Any], run: RunKey, ti: Any) -> None:
         """Start the VM after a failure past the stop request (bounded by the stop and start timeouts: a
-        stop still shutting down is waited out). Never raises: the original error is what the task fails
-        with; a VM this could not bring back keeps its ``down`` marker and its ensure_running tries again."""
+        stop still shutting down is waited out). A failed capture is settled first (settle_standard: no
+        snapshot of this run goes on being made while the disks are written again). Never raises: the
+        original error is what the task fails with; a VM this could not bring back keeps its ``down``
+        marker, and its retry or ensure_running brings it back."""
         vm = vm_path(record)
         self.log.error("VM %s: %s; starting it again before failing", vm, exc)
+        if self.failure_subject == "snapshot" and self.snapshot_mode == "standard":
+            problems = settle_standard(
+                self.hook, record, run, deadline=self._capture_deadline, settings=self.settings()
+            )
+            for problem in problems:
+                self.log.error("VM %s: could not settle %s", vm, problem)
         try:
             self._start(record, run, self.stop_timeout + self.start_timeout, caller="restart-")
             ti.xcom_push(key=DOWN_XCOM_KEY, value={"vm": vm, "down": False, "at": now_iso()})

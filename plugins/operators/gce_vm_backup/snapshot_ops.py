@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from gce_vm_backup.errors import (
     OperationTimeoutError,
     ResourceNotFoundError,
 )
-from gce_vm_backup.plan import planned_snapshot_name, snapshot_record
+from gce_vm_backup.plan import planned_snapshot_name, snapshot_record, vm_path
 
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
 PAST_CREATING = frozenset({"UPLOADING", "READY"})
@@ -75,6 +77,7 @@ def capture_standard(
     that name exists but is not this deployment's and group's snapshot of this disk;
     ResourceNotFoundError if a snapshot vanished; OperationTimeoutError when the deadline passes first.
     """
+    bound = deadline - time.monotonic()  # the step's timeout, for the message
     disks = [disk for disk in record["disks"] if not disk.get("carried_by")]
     for disk in record["disks"]:
         if disk.get("carried_by"):
@@ -92,11 +95,73 @@ def capture_standard(
     operations: dict[str, Any] = {}
     for disk in disks:  # every insert first: the snapshots are taken in parallel
         name = names[disk["source"]]
-        operation = _insert_or_adopt(hook, record, disk, name, run, settings)
+        with for_disk(disk):
+            operation = _insert_or_adopt(hook, record, disk, name, run, settings)
         if operation is not None:
             operations[name] = operation
     wanted = PAST_CREATING if as_bool(settings.early_restart, name="early_restart") else frozenset({"READY"})
-    return _await_snapshots(hook, record, disks, names, operations, run, wanted=wanted, deadline=deadline)
+    return _await_snapshots(
+        hook, record, disks, names, operations, run, wanted=wanted, deadline=deadline, bound=bound
+    )
+
+
+@contextmanager
+def for_disk(disk: dict[str, Any]) -> Iterator[None]:
+    """Mark an error raised inside as the failure of this disk's snapshot (the run report's cause line
+    reads ``snapshot of disk <name> failed: ...``; see _base.RecordsFailures)."""
+    try:
+        yield
+    except BackupError as exc:
+        if not getattr(exc, "failure_subject", None):
+            exc.failure_subject = f"snapshot of disk {disk['name']}"  # type: ignore[attr-defined]
+        raise
+
+
+def settle_standard(
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettings
+) -> list[str]:
+    """After a failed capture, before the VM starts again: no snapshot of this run may go on being made
+    while its disk is written again, or a retry would adopt it (the name is the same for every try).
+
+    Waits (reading every POLL seconds, until ``deadline``) for each of this run's snapshots that exists to
+    reach what the capture waits for (READY, or UPLOADING with early restart); one that does not in time,
+    or turned FAILED, is deleted when it is ours (labels and ``sourceDisk``), so the retry makes it again.
+    Never raises: returns the problems it could not resolve (the caller logs them; the VM is started
+    anyway, since keeping it down for a snapshot is worse).
+    """
+    wanted = PAST_CREATING if as_bool(settings.early_restart, name="early_restart") else frozenset({"READY"})
+    problems: list[str] = []
+    for disk in record["disks"]:
+        if disk.get("carried_by"):
+            continue
+        name = planned_snapshot_name(
+            instance=record["instance"],
+            disk=disk,
+            run=run,
+            deployment=settings.deployment,
+            group=settings.group,
+        )
+        try:
+            while True:
+                snapshot = hook.get_snapshot(project_id=record["project_id"], name=name)
+                if snapshot is None or snapshot.status in wanted:
+                    break
+                if snapshot.status == "FAILED" or time.monotonic() >= deadline:
+                    _check_adoptable(snapshot, record, disk, name, settings)  # never delete a stranger's
+                    _log.warning(
+                        "Snapshot %s is %s: deleting it before the VM runs again", name, snapshot.status
+                    )
+                    operation = hook.delete_snapshot(
+                        project_id=record["project_id"],
+                        name=name,
+                        request_id=run.request_id(name, "unsettled"),
+                    )
+                    hook.wait_operation(operation, timeout=DELETE_FAILED_TIMEOUT)
+                    break
+                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+        except BackupError as exc:
+            problems.append(f"snapshot {name} of disk {disk['source']}: {exc}")
+    return problems
 
 
 def _insert_or_adopt(
@@ -185,6 +250,7 @@ def _await_snapshots(
     *,
     wanted: frozenset[str],
     deadline: float,
+    bound: float,
 ) -> list[dict[str, Any]]:
     from gce_vm_backup.operations import is_done, raise_if_failed
 
@@ -193,15 +259,16 @@ def _await_snapshots(
         results, pending = [], []
         for disk in disks:
             name = names[disk["source"]]
-            snapshot = hook.get_snapshot(project_id=project, name=name)
-            if snapshot is None:
-                _raise_if_insert_failed(hook, operations.get(name), deadline)
-                raise ResourceNotFoundError(
-                    f"Snapshot projects/{project}/global/snapshots/{name} of disk {disk['source']} "
-                    "disappeared while it was being created"
-                )
-            if snapshot.status == "FAILED":
-                _delete_failed(hook, project, name, disk, run)
+            with for_disk(disk):
+                snapshot = hook.get_snapshot(project_id=project, name=name)
+                if snapshot is None:
+                    _raise_if_insert_failed(hook, operations.get(name), deadline)
+                    raise ResourceNotFoundError(
+                        f"Snapshot projects/{project}/global/snapshots/{name} of disk {disk['source']} "
+                        "disappeared while it was being created"
+                    )
+                if snapshot.status == "FAILED":
+                    _delete_failed(hook, project, name, disk, run)
             results.append(
                 snapshot_record(record, disk, name, snapshot.status, int(snapshot.storage_bytes or 0))
             )
@@ -211,9 +278,8 @@ def _await_snapshots(
             return results
         if time.monotonic() >= deadline:
             raise OperationTimeoutError(
-                "Snapshot(s) of VM "
-                f"{results[0]['vm'] if results else record['instance']} not {' or '.join(sorted(wanted))} in "
-                "time: "
+                f"Snapshot(s) of VM {vm_path(record)} not {' or '.join(sorted(wanted, reverse=True))} "
+                f"within {bound:.0f} seconds: "
                 + "; ".join(f"{name} of disk {disk['source']} ({status})" for name, disk, status in pending)
             )
         name = pending[0][0]
@@ -229,7 +295,8 @@ def _await_snapshots(
                 _log.warning("Waiting on operation %s failed (%s); reading the snapshot", operation.name, exc)
                 time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
             if is_done(operation):
-                raise_if_failed(operation)
+                with for_disk(pending[0][1]):
+                    raise_if_failed(operation)
         else:
             time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
 
