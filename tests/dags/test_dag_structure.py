@@ -56,7 +56,8 @@ def test_each_vm_chain_is_precheck_then_one_downtime_task_with_ensure_running_as
     assert downtime.upstream_task_ids == {precheck.task_id}
     assert ensure.upstream_task_ids == {downtime.task_id, precheck.task_id}
     assert precheck.is_setup
-    assert ensure.is_teardown and not downtime.is_teardown
+    assert ensure.is_teardown
+    assert not downtime.is_teardown
     assert ensure.trigger_rule == "all_done_setup_success"  # runs whatever the downtime task did
     assert ensure.downtime_task == downtime.task_id  # reads that task's down marker and result
     for gone in ("stop", "snapshot", "start"):  # no task hop while a one-tier VM is down
@@ -114,7 +115,8 @@ def test_tiers_stop_in_order_and_start_in_reverse(dags):
         tier_task(1, STOP_SNAPSHOT),
         tier_task(1, PRECHECK),
     }
-    assert outer_start.is_teardown and outer_start.downtime_task == tier_task(1, STOP_SNAPSHOT)
+    assert outer_start.is_teardown
+    assert outer_start.downtime_task == tier_task(1, STOP_SNAPSHOT)
     assert dag.get_task(tier_task(1, ENSURE_RUNNING)).upstream_task_ids >= {outer_start.task_id}
     assert tier_task(2, START) not in dag.task_dict  # the innermost tier starts inside its downtime task
     assert tier_task(1, STOP_SNAPSHOT_START) not in dag.task_dict

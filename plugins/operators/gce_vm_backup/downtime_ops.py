@@ -180,9 +180,16 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 )
                 self.failure_subject = None
         except BaseException as exc:
-            if self.restart and not result.get("started"):
-                self._bring_back_after(exc, record, run, ti)
-            raise
+            if not self.restart or result.get("started"):
+                raise
+            back = self._bring_back_after(exc, record, run, ti)
+            if not (back and result["captured_at"] and isinstance(exc, BackupError)):
+                raise
+            # Only the start step failed (a lost response, a failed start operation) and the VM is RUNNING
+            # now: the downtime is done. Failing would make the retry stop the VM a second time.
+            self.log.warning("VM %s: the start failed (%s) but the VM is RUNNING again", result["vm"], exc)
+            result.update(started=True, running_at=now_iso())
+            self.failure_subject = None
         self.log.info(
             "VM %s: stop requested %s, captured %s%s",
             result["vm"],
@@ -203,12 +210,12 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     def _start(self, record: dict[str, Any], run: RunKey, timeout: float, caller: str = "") -> None:
         start_vm(self.hook, record, run, deadline=time.monotonic() + timeout, timeout=timeout, caller=caller)
 
-    def _bring_back_after(self, exc: BaseException, record: dict[str, Any], run: RunKey, ti: Any) -> None:
+    def _bring_back_after(self, exc: BaseException, record: dict[str, Any], run: RunKey, ti: Any) -> bool:
         """Start the VM after a failure past the stop request (bounded by the stop and start timeouts: a
         stop still shutting down is waited out). A failed capture is settled first (settle_standard: no
         snapshot of this run goes on being made while the disks are written again). Never raises: the
         original error is what the task fails with; a VM this could not bring back keeps its ``down``
-        marker, and its retry or ensure_running brings it back."""
+        marker, and its retry or ensure_running brings it back. Returns whether the VM is RUNNING."""
         vm = vm_path(record)
         self.log.error("VM %s: %s; starting it again before failing", vm, exc)
         if self.failure_subject == "snapshot" and self.snapshot_mode == "standard":
@@ -221,8 +228,10 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             self._start(record, run, self.stop_timeout + self.start_timeout, caller="restart-")
             ti.xcom_push(key=DOWN_XCOM_KEY, value={"vm": vm, "down": False, "at": now_iso()})
             self.log.info("VM %s is RUNNING again", vm)
+            return True
         except BaseException as start_error:  # the task's own error must win
             self.log.error("VM %s could not be started again (ensure_running will try): %s", vm, start_error)
+            return False
 
     def _wait_for_room(self, context: Any) -> None:
         """Return when stopping this VM keeps the tier's VMs down at once within ``max_concurrent_vms``;
@@ -267,7 +276,9 @@ class StopSnapshotStartOperator(StopSnapshotOperator):
 
     As StopSnapshotOperator, then the start; whatever fails after the stop request, the VM is started
     again (bounded) before the error propagates, and the marker says ``{"down": false}`` once it is
-    RUNNING. Returns StopSnapshotOperator's dict plus ``"started"`` and ``"running_at"``.
+    RUNNING. When only the start step failed and that restart brings the VM back, the task succeeds (its
+    retry would stop the VM again for nothing). Returns StopSnapshotOperator's dict plus ``"started"``
+    and ``"running_at"``.
     """
 
     restart = True

@@ -269,6 +269,8 @@ def _await_snapshots(
                     )
                 if snapshot.status == "FAILED":
                     _delete_failed(hook, project, name, disk, run)
+                if operations.get(name) is not None and is_done(operations[name]):
+                    raise_if_failed(operations[name])  # DONE with an error, the snapshot not FAILED (yet)
             results.append(
                 snapshot_record(record, disk, name, snapshot.status, int(snapshot.storage_bytes or 0))
             )
@@ -279,7 +281,7 @@ def _await_snapshots(
         if time.monotonic() >= deadline:
             raise OperationTimeoutError(
                 f"Snapshot(s) of VM {vm_path(record)} not {' or '.join(sorted(wanted, reverse=True))} "
-                f"within {bound:.0f} seconds: "
+                f"within {max(bound, 0):.0f} seconds: "
                 + "; ".join(f"{name} of disk {disk['source']} ({status})" for name, disk, status in pending)
             )
         name = pending[0][0]
@@ -294,9 +296,7 @@ def _await_snapshots(
             except BackupError as exc:  # the wait failed, not the snapshot: read the snapshots again
                 _log.warning("Waiting on operation %s failed (%s); reading the snapshot", operation.name, exc)
                 time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
-            if is_done(operation):
-                with for_disk(pending[0][1]):
-                    raise_if_failed(operation)
+            # DONE (READY, or an error): the next read of the snapshots says which, and acts on it
         else:
             time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
 
