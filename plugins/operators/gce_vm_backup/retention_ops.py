@@ -79,17 +79,17 @@ class VerifySnapshotsOperator(SlotFreeWait):
         self.snapshot_records = snapshot_records
         self._pending: list[str] = []
 
-    def describe(self) -> str:
-        return "this run's snapshots"
-
-    def pending(self) -> str:
-        return "; ".join(self._pending)
+    def timeout_message(self) -> str:
+        pending = "; ".join(self._pending) or "unknown"
+        return f"Snapshot(s) not READY within {self.timeout:.0f} seconds: {pending}"
 
     def poke(self, context: Any) -> Any:
         from airflow.sdk.bases.sensor import PokeReturnValue
 
         value = self.snapshot_records
-        records = snapshot_records(value.get("snapshots") if isinstance(value, dict) else value)
+        records = snapshot_records(
+            value["snapshots"] if isinstance(value, dict) and "snapshots" in value else value
+        )
         verified, pending = [], []
         for record in records:
             project, name = _snapshot_project(record), record["snapshot"]

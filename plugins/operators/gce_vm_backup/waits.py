@@ -30,7 +30,8 @@ class SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
     Subclasses implement ``poke(context)``: look (and act idempotently if needed); return
     ``PokeReturnValue(True, xcom_value)`` when done, ``False`` to look again after ``poke_interval``; raise
     a BackupError subclass for a failure. They may override ``describe()`` (what is waited on, for the
-    timeout message) and ``pending()`` (what is still not there, appended to the timeout message), and
+    timeout message) and ``pending()`` (what is still not there, appended to the timeout message), or
+    ``timeout_message()`` (the whole message but Airflow's suffix), and
     set ``retry_on_timeout = True`` for a bound that Airflow must retry (an OperationTimeoutError instead
     of AirflowSensorTimeout, which Airflow never retries).
     Raises AirflowSensorTimeout (or OperationTimeoutError) when ``timeout`` passes first; ConfigError for
@@ -83,12 +84,16 @@ class SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
     def wait_timed_out(self, context: Any) -> Exception:
         return self._timeout_error("")
 
-    def _timeout_error(self, suffix: str) -> Exception:
+    def timeout_message(self) -> str:
+        """The first part of the timeout's message (override to name the resource in your words)."""
         pending = self.pending()
-        message = (
+        return (
             f"{type(self).__name__} for {self.describe()} did not finish within {self.timeout:.0f} seconds"
-            f"{': still waiting for ' + pending if pending else ''}{suffix}"
+            f"{': still waiting for ' + pending if pending else ''}"
         )
+
+    def _timeout_error(self, suffix: str) -> Exception:
+        message = f"{self.timeout_message()}{suffix}"
         if self.retry_on_timeout:
             return OperationTimeoutError(f"{message}; the task's retry waits again")
         return AirflowSensorTimeout(message)
