@@ -181,10 +181,8 @@ def test_six_vms_with_a_cap_of_two_are_never_more_than_two_down(
     peak, intervals = _down_at_once(e2e_emulator, vms)
     assert peak == 2, f"{peak} VMs down at once (cap 2); {intervals}"
     assert all(e2e_emulator.instance(PROJECT, ZONE, vm)["status"] == "RUNNING" for vm in vms)
-    # VMs in path order: the first two go first, the next only when one is back.
-    first = {interval.split()[0]: float(interval.split()[1].split("-")[0]) for interval in intervals}
-    assert sorted(vms, key=first.__getitem__)[:2] == ["c6-1", "c6-2"], intervals
-    print(f"down (simulated s): {intervals}")
+    reschedules = airflow_env.reschedule_counts(dag_id, run_id)
+    print(f"down (simulated s): {intervals}; downtime tries that gave their slot back: {reschedules}")
 
 
 DOWNTIME = tier_task(1, STOP_SNAPSHOT_START)
@@ -278,7 +276,8 @@ def test_a_vm_left_down_by_a_killed_try_counts_against_the_cap(
             vm: ["READY"],
             f"{vm}-data": ["READY"],
         }
-    print(f"down (simulated s): {intervals}")
+    reschedules = airflow_env.reschedule_counts(dag_id, run_id)
+    print(f"down (simulated s): {intervals}; downtime tries that gave their slot back: {reschedules}")
 
 
 def _operations(emulator: Emulator, operation_type: str, instance: str) -> list[Any]:
