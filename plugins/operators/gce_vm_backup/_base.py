@@ -199,8 +199,8 @@ class DeferringWait:
 
     Slot-free like ``reschedule``, and unlike it, a waiting task counts against
     ``max_active_tis_per_dagrun`` (Airflow counts deferred task instances, not ones waiting to be
-    rescheduled), so a group's ``max_concurrent_vms`` caps the operations in flight. The trigger is a
-    built-in one, so it runs on Composer 3's triggerer, which does not get plugins/.
+    rescheduled). The trigger is a built-in one, so it runs on Composer 3's triggerer, which does not get
+    plugins/. Used through waits.SlotFreeWait.
 
     The overall deadline (now + ``timeout`` at the first poke) is kept in this task instance's XCom, which
     both a real resume and ``dag.test()`` keep (``dag.test`` drops ``defer`` kwargs). A retry starts a
