@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
 from unittest.mock import create_autospec
 
 import pytest
@@ -37,6 +36,7 @@ from gce_vm_backup.instant_ops import (
 )
 from gce_vm_backup.labels import managed_snapshot_labels, run_label
 from gce_vm_backup.naming import snapshot_name
+from gce_vm_backup.snapshot_ops import CaptureSettings
 
 from .conftest import PROJECT, ZONE_A, ZONE_B, converge
 
@@ -48,12 +48,9 @@ DATA_DISK = f"projects/{PROJECT}/zones/{ZONE_A}/disks/web-1-data"
 SHARED = f"projects/{PROJECT}/regions/{REGION}/disks/shared-data"
 
 
-@dataclass(frozen=True)
-class Settings:
-    deployment: str = "test"
-    group: str = "web"
-    labels: dict[str, str] = field(default_factory=lambda: {"team": "shop"})
-    description: str | None = None
+def group_settings(**overrides):
+    """The group's capture settings, as the downtime task builds them (snapshot_ops.CaptureSettings)."""
+    return CaptureSettings(**{"deployment": "test", "group": "web", "labels": {"team": "shop"}, **overrides})
 
 
 def disk(name, zone=ZONE_A, region=None):
@@ -121,7 +118,9 @@ def package_calls(emulator, method):
 
 
 def capture(hook, record, run, settings=None):
-    return capture_instant(hook, record, run, deadline=time.monotonic() + 60, settings=settings or Settings())
+    return capture_instant(
+        hook, record, run, deadline=time.monotonic() + 60, settings=settings or group_settings()
+    )
 
 
 def test_capture_makes_one_instant_snapshot_per_disk_labelled_like_the_standard_one(emulator, hook, context):
@@ -529,11 +528,11 @@ def test_settle_deletes_this_runs_instant_snapshot_still_creating_and_keeps_read
     run = run_key(context)
     emulator.faults.hang_operation("compute.instantSnapshots.insert")  # web-1's stays CREATING
     with pytest.raises(OperationTimeoutError):
-        capture_instant(hook, WEB, run, deadline=time.monotonic() + 3, settings=Settings())
+        capture_instant(hook, WEB, run, deadline=time.monotonic() + 3, settings=group_settings())
     ready = instant_name(
         instance="web-1", disk="web-1-data", location=ZONE_A, run=run, deployment="test", group="web"
     )
-    problems = settle_instant(hook, WEB, run, deadline=time.monotonic() + 1, settings=Settings())
+    problems = settle_instant(hook, WEB, run, deadline=time.monotonic() + 1, settings=group_settings())
     assert problems == []
     emulator.clock.advance(31)  # the deletion done, and past the 30 s rule for the next one of web-1
     assert [i["name"] for i in emulator.instant_snapshots(PROJECT)] == [ready]
@@ -545,7 +544,7 @@ def test_settle_deletes_this_runs_instant_snapshot_still_creating_and_keeps_read
         emulator.world.instant_snapshots[f"projects/{PROJECT}/zones/{ZONE_A}/instantSnapshots/{stranger}"][
             "status"
         ] = "FAILED"
-    problems = settle_instant(hook, WEB, run, deadline=time.monotonic() + 1, settings=Settings())
+    problems = settle_instant(hook, WEB, run, deadline=time.monotonic() + 1, settings=group_settings())
     assert len(problems) == 1
     assert "is not ours" in problems[0]
     assert stranger in {i["name"] for i in emulator.instant_snapshots(PROJECT)}

@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk.bases.sensor import BaseSensorOperator
-
-from gce_vm_backup._base import WAIT_MODES, DeferringWait, HookMixin, RunKey, check_choice, sensor_mode
-from gce_vm_backup._compat import AirflowSensorTimeout
+from gce_vm_backup._base import RunKey, check_choice
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.instant_names import (
     disk_parts,
@@ -18,51 +15,10 @@ from gce_vm_backup.instant_names import (
     ownership_mismatch,
     standard_name,
 )
+from gce_vm_backup.waits import SlotFreeWait
 
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
 DELETE_TIMEOUT = 300.0  # seconds to wait for the deletion of a FAILED snapshot of ours
-
-
-class _SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
-    """The contract of gce_vm_backup.waits.SlotFreeWait (a-downtime's one wait base), until that is merged:
-    ``wait_mode`` defer | reschedule | worker, ``timeout`` bounding the whole wait, ``describe()`` and
-    ``pending()`` for the timeout message. Replace by ``from gce_vm_backup.waits import SlotFreeWait``."""
-
-    def __init__(
-        self,
-        *,
-        wait_mode: str = "defer",
-        timeout: float = 3600,
-        poke_interval: float = 30,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
-        self.wait_mode = wait_mode
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
-
-    def describe(self) -> str:
-        return self.task_id
-
-    def pending(self) -> str:
-        return ""
-
-    def execute(self, context: Any) -> Any:
-        if self.wait_mode == "defer":
-            return self.execute_deferring(context)
-        try:
-            return super().execute(context)
-        except AirflowSensorTimeout as exc:
-            raise self.wait_timed_out(context) from exc
-
-    def wait_timed_out(self, context: Any) -> Exception:
-        pending = self.pending()
-        return AirflowSensorTimeout(
-            f"{type(self).__name__} for {self.describe()} did not finish within {self.timeout:.0f} seconds"
-            f"{': still waiting for ' + pending if pending else ''}"
-        )
 
 
 def instant_records(value: Any) -> list[dict[str, Any]]:
@@ -85,9 +41,10 @@ def instant_records(value: Any) -> list[dict[str, Any]]:
     return value
 
 
-class ConvertInstantSnapshotsOperator(_SlotFreeWait):
+class ConvertInstantSnapshotsOperator(SlotFreeWait):
     """Convert each instant snapshot of this run into a standard (or archive) snapshot, wait until READY,
-    then delete the instant snapshot; slot-free between looks (see the wait base).
+    then delete the instant snapshot; slot-free between looks (waits.SlotFreeWait: ``wait_mode``,
+    ``timeout``, ``poke_interval``).
 
     The standard snapshot is ``snapshots.insert`` with ``sourceInstantSnapshot``, in the VM's project,
     named as this run's standard snapshot of the disk (naming.snapshot_name: what standard mode would have

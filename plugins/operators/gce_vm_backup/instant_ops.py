@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gce_vm_backup.errors import BackupError, OperationFailedError, OperationTimeoutError
 from gce_vm_backup.instant_convert import ConvertInstantSnapshotsOperator
@@ -40,19 +40,13 @@ from gce_vm_backup.instant_names import (
 )
 from gce_vm_backup.instant_precheck import INSTANT_DISK_TYPES, choose_mode, disk_types, instant_capable
 
+if TYPE_CHECKING:
+    from gce_vm_backup.snapshot_ops import CaptureSettings
+
 _log = logging.getLogger(__name__)
 # Documented: "A disk can't have more than 32 instant snapshots" (Troubleshooting instant snapshots).
 MAX_INSTANT_PER_DISK = 32
 POLL = 1.0  # seconds between reads of an adopted instant snapshot still CREATING
-
-
-class CaptureSettingsLike(Protocol):
-    """What capture reads of the group's settings (snapshot_ops.CaptureSettings has these)."""
-
-    deployment: str
-    group: str
-    labels: dict[str, str]
-    description: str | None
 
 
 # ---- before the stop ---------------------------------------------------------------------------------
@@ -174,7 +168,7 @@ def precheck_instant(
 
 # ---- capture (the VM is down) -------------------------------------------------------------------------
 def capture_instant(
-    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettingsLike
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettings
 ) -> list[dict[str, Any]]:
     """An instant snapshot of every disk of ``record`` this VM's backup carries (zonal disk: zonal; regional:
     regional), named by ``instant_name`` and labelled like this run's standard snapshot (plus the name of
@@ -204,7 +198,7 @@ def capture_instant(
     if mode == "standard":  # instant_fallback: standard for a disk type without instant snapshots
         from gce_vm_backup import snapshot_ops
 
-        return list(snapshot_ops.capture_standard(hook, record, run, deadline=deadline, settings=settings))  # type: ignore[attr-defined,unused-ignore]
+        return list(snapshot_ops.capture_standard(hook, record, run, deadline=deadline, settings=settings))
     prepare_instant(hook, record, run, deadline=deadline, deployment=deployment, group=group)
     wanted, operations = [], {}
     for disk in record["disks"]:
@@ -285,7 +279,7 @@ def capture_instant(
 
 
 def settle_instant(
-    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettingsLike
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettings
 ) -> list[str]:
     """After a failed capture, before the VM starts again (the twin of ``settle_standard``): no instant
     snapshot of this run may still be in the making while its disk is written again, or a retry would
