@@ -541,6 +541,39 @@ def _slow_shutdown_cases() -> list[FaultCase]:
     ]
 
 
+# ---- issue 13: the downtime in one task --------------------------------------------------------------
+def _fail_second_insert(emu: Emulator) -> None:
+    """web-1's second disk's insert (the third insert: batch-1's, then web-1's two) ends with QUOTA_EXCEEDED,
+    once: its first disk's snapshot is already being made when the capture fails."""
+    emu.faults.on_call(
+        "compute.snapshots.insert",
+        lambda: emu.faults.fail_operation("compute.snapshots.insert", "QUOTA_EXCEEDED", "Injected", times=1),
+        after=2,
+    )
+
+
+def _downtime_cases() -> list[FaultCase]:
+    return [
+        FaultCase(
+            id="capture-fails-after-the-first-disk",
+            fault="the second disk's snapshot fails (QUOTA_EXCEEDED) while the first is being made",
+            inject=_fail_second_insert,
+            expect_state="success",
+            expect_message=rf"The insert operation \S+ on {SNAP}/\S+ finished with an error: QUOTA_EXCEEDED",
+            note="the try settles the first snapshot (READY) and starts the VM again; the retry adopts it",
+        ),
+        FaultCase(
+            id="stopped-vm-capture-fails-never-started",
+            fault="batch-1 (TERMINATED before the backup) fails its capture every time",
+            inject=_fail_snapshots("batch-1-", REPEATEDLY),
+            expect_state="failed",
+            expect_message=rf"Snapshot batch-1-\S+ of disk {DISK}/batch-1 FAILED",
+            deletions=(DISKS[0], DISKS[1]),  # web-1's old ones go; batch-1 has no new READY snapshot
+            note="ensure_running never starts a VM that was stopped before the backup",
+        ),
+    ]
+
+
 CASES: list[FaultCase] = [
     FaultCase(id="baseline", fault="none", inject=lambda emu: None, expect_state="success"),
     *_http_cases(),
@@ -553,6 +586,7 @@ CASES: list[FaultCase] = [
     *_report_cases(),
     *_retention_cases(),
     *_slow_shutdown_cases(),
+    *_downtime_cases(),
 ]
 CASES += _reschedule_twins(CASES)
 assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"
