@@ -24,9 +24,22 @@ locals {
     "compute.snapshots.get",
     "compute.snapshots.list",
     "compute.snapshots.delete",
-    # Wait on every long-running operation (operations.wait needs .get): instance operations are zonal,
-    # snapshot operations global (for regional disks too); nothing waits on a regional operation.
+    # snapshot_mode: instant. Instant snapshots (zonal and regional alike use these permissions): make
+    # one of each disk while the VM is down, find it again on retry, list a disk's leftovers, delete it
+    # once converted; the conversion (snapshots.insert with sourceInstantSnapshot) reads it.
+    "compute.instantSnapshots.create",
+    "compute.instantSnapshots.setLabels",
+    "compute.instantSnapshots.get",
+    "compute.instantSnapshots.list",
+    "compute.instantSnapshots.delete",
+    "compute.instantSnapshots.useReadOnly",
+    # The instant-mode precheck reads each disk's type (zonal and regional disks).
+    "compute.disks.get",
+    # Wait on every long-running operation (operations.wait needs .get): instance operations and instant
+    # snapshots of zonal disks are zonal, instant snapshots of regional disks regional, snapshot
+    # operations global (for regional disks too).
     "compute.zoneOperations.get",
+    "compute.regionOperations.get",
     "compute.globalOperations.get",
   ]
 }

@@ -31,8 +31,10 @@ CREATING -> UPLOADING -> READY, its insert operation DONE when READY. A stop of 
 of a RUNNING one returns an operation that is already DONE (the real API's behaviour here is
 unconfirmed). A repeated ``requestId`` returns the original operation and does nothing. More than one
 snapshot of a disk within 10 simulated minutes ends the operation DONE with RATE_LIMIT_EXCEEDED.
-Snapshots have ``sourceDisk`` (a URL) and ``sourceDiskId``. List ``filter``: the documented grammar only
-(see ``gce_emulator.filters``), anything else is a 400.
+Snapshots have ``sourceDisk`` (a URL) and ``sourceDiskId``. Instant snapshots (zonal and regional, and
+``snapshots.insert`` with ``sourceInstantSnapshot``): see ``gce_emulator.instant`` for what is documented
+and what is modelled; ``emu.delete_disk(path)`` deletes a disk with its instant snapshots.
+List ``filter``: the documented grammar only (see ``gce_emulator.filters``), anything else is a 400.
 Faults: ``emu.faults``; call log: ``emu.calls`` (each call names the products of the calling client, so
 the package's own calls, marked ``gce-vm-backup/<version>``, are told from a test's setup calls). With
 ``GCE_EMULATOR_CALL_LOG`` set to a folder, every process also appends the distinct methods it served there

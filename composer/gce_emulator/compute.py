@@ -297,10 +297,18 @@ def insert_snapshot(
     world.check_location(project, "global")
     name = body.get("name") or ""
     validate_name(name)
-    source = body.get("sourceDisk")
-    if not source:
+    from_instant: Json = {}
+    if body.get("sourceInstantSnapshot"):  # a conversion: see gce_emulator.instant.snapshot_source
+        from gce_emulator.instant import snapshot_source
+
+        repeated = world.request_ids.get((project, query.get("requestId") or ""))
+        if repeated is not None:  # the instant snapshot may be gone since (deleted once converted)
+            return repeated
+        disk_path, from_instant = snapshot_source(world, project, body)
+    elif body.get("sourceDisk"):
+        disk_path = resource_path(body["sourceDisk"])
+    else:
         raise ApiError(400, "required", "Required field 'resource.sourceDisk' not specified")
-    disk_path = resource_path(source)
     path = f"projects/{project}/global/snapshots/{name}"
     existing_op = world.request_ids.get((project, query.get("requestId") or ""))
     if existing_op is not None:
@@ -355,6 +363,7 @@ def insert_snapshot(
     for key in ("description", "guestFlush", "chainName"):
         if body.get(key) is not None:
             snapshot[key] = body[key]
+    snapshot.update(from_instant)
 
     def register() -> None:
         world.snapshots[path] = snapshot

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from gce_emulator import compute, restore, restore_guest
+from gce_emulator import compute, instant, restore, restore_guest
 from gce_emulator.model import DEFAULT_TIMINGS, ApiError, Fault, Operation, SimClock, World
 
 P = r"(?P<project>[^/]+)"
@@ -122,6 +122,14 @@ class Faults:
                 "compute.snapshots.insert", "fail_snapshot", times, project=project, name_prefix=name_prefix
             )
         )
+
+    def fail_instant_snapshot(
+        self, project: str, name_prefix: str = "", times: int = 1, *, regional: bool = False
+    ) -> None:
+        """The next ``times`` instant snapshots (of that project and name prefix) end FAILED, their insert
+        operation DONE with an error (gce_emulator.instant)."""
+        method = "compute.regionInstantSnapshots.insert" if regional else "compute.instantSnapshots.insert"
+        self._add(Fault(method, "fail_snapshot", times, project=project, name_prefix=name_prefix))
 
     def on_call(self, method: str, action: Callable[[], None], *, after: int = 0, times: int = 1) -> None:
         """Run ``action()`` just before the emulator handles a call of ``method``: the calls numbered
@@ -273,6 +281,21 @@ class Emulator:
             path = f"projects/{project}/zones/{zone}/instances/{name}"
             world.find(world.instances, path)
             del world.instances[path]
+
+    def delete_disk(self, disk_path: str) -> list[str]:
+        """Delete a disk (detached first) and its instant snapshots; the paths of those deleted."""
+        with self._state() as world:
+            return instant.delete_disk(world, disk_path)
+
+    def instant_snapshots(self, project: str) -> list[dict[str, Any]]:
+        """Every instant snapshot of the project (zonal and regional), in path order."""
+        with self._state() as world:
+            prefix = f"projects/{project}/"
+            return [
+                json.loads(json.dumps(s))
+                for path, s in sorted(world.instant_snapshots.items())
+                if path.startswith(prefix)
+            ]
 
     def seed_snapshot(self, project: str, snapshot: Mapping[str, Any]) -> dict[str, Any]:
         with self._state() as world:
@@ -512,6 +535,7 @@ def _operation_routes(scope_re: str, api: str) -> None:
         raise AssertionError("handled by Emulator._wait")
 
 
+instant.register_routes(_route)
 _operation_routes(Z, "zoneOperations")
 _operation_routes(R, "regionOperations")
 _operation_routes("global", "globalOperations")

@@ -11,6 +11,7 @@ import pytest
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
 from gce_vm_backup.labels import managed_snapshot_labels
+from gce_vm_backup.stages import START, STOP_SNAPSHOT, STOP_SNAPSHOT_START, tier_task
 
 from ..conftest import generated_dagbag
 
@@ -161,8 +162,8 @@ def test_failed_snapshot_still_restarts_the_vm_and_fails_the_run(dagbag, emulato
 
     assert run.state == "failed"
     result = states(run)
-    assert result[("tier_1.snapshot", 0)] == "failed"
-    assert result[("tier_1.start", 0)] == "success"
+    assert result[(tier_task(1, STOP_SNAPSHOT), 0)] == "failed"
+    assert result[(tier_task(1, START), 0)] == "success"  # the outer tier's teardown brought it back
     assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
     assert vm_status(emulator, "us-central1-b", "db-1") == "RUNNING"
 
@@ -193,7 +194,7 @@ def test_choosing_only_a_later_tier_skips_the_empty_first_tier_and_backs_up_the_
     assert run.state == "success"
     stopped = {c.resource.rsplit("/", 1)[-1] for c in emulator.calls_for("compute.instances.stop")}
     assert stopped == {"db-1"}
-    assert states(run)[("tier_1.stop", 0)] == "success"  # the empty tier's placeholder passes through
+    assert states(run)[(tier_task(1, STOP_SNAPSHOT), 0)] == "success"  # the empty tier's placeholder passes
     assert states(run)[("tier_1_stopped", -1)] == "success"
     assert vm_status(emulator, "us-central1-b", "db-1") == "RUNNING"
     assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
@@ -294,18 +295,17 @@ def test_reschedule_mode_backs_up_every_vm_too(dagbag, emulator):
 def test_deferred_wait_is_bounded_and_still_restarts_the_vm(dagbag, emulator, monkeypatch, capfd):
     emulator.faults.hang_operation("compute.snapshots.insert", times=20)
     dag = dagbag.get_dag("gce_vm_backup__shop")
-    for tier in (1, 2):
-        monkeypatch.setattr(dag.get_task(f"tier_{tier}.snapshot"), "timeout", 3)
+    for task_id in (tier_task(1, STOP_SNAPSHOT), tier_task(2, STOP_SNAPSHOT_START)):
+        monkeypatch.setattr(dag.get_task(task_id), "snapshot_timeout", 3)
 
     run = run_dag(dagbag, "gce_vm_backup__shop")
 
     assert run.state == "failed"
-    assert states(run)[("tier_1.snapshot", 0)] == "failed"
+    assert states(run)[(tier_task(1, STOP_SNAPSHOT), 0)] == "failed"
     assert vm_status(emulator, "us-central1-a", "web-1") == "RUNNING"
     out, err = capfd.readouterr()
     assert (
-        "SnapshotDisksOperator for the snapshots of VM "
-        f"projects/{P}/zones/us-central1-a/instances/web-1 did not finish within 3 seconds"
+        f"Snapshot(s) of VM projects/{P}/zones/us-central1-a/instances/web-1 not READY within 3 seconds"
     ) in out + err
 
 

@@ -7,6 +7,22 @@ import pytest
 from gce_vm_backup.config import load_config
 from gce_vm_backup.dag_factory import build_dags, register_dags
 from gce_vm_backup.errors import ConfigError
+from gce_vm_backup.stages import (
+    CONVERT,
+    ENSURE_RUNNING,
+    PRECHECK,
+    REPORT,
+    RETENTION,
+    START,
+    STOP_SNAPSHOT,
+    STOP_SNAPSHOT_START,
+    VERIFY,
+    resolve_task,
+    tier_group,
+    tier_started_task,
+    tier_stopped_task,
+    tier_task,
+)
 
 from ..conftest import REPO
 
@@ -31,30 +47,37 @@ def test_one_dag_per_group(dags):
     }
 
 
-def test_each_vm_chain_is_precheck_stop_snapshot_start_with_start_as_teardown(dags):
+def test_each_vm_chain_is_precheck_then_one_downtime_task_with_ensure_running_as_teardown(dags):
     dag = dags["gce_vm_backup__labelled-weekly"]
     task = dag.get_task
-    assert task("tier_1.precheck").upstream_task_ids == {"resolve_tier_1"}
-    assert task("tier_1.stop").upstream_task_ids == {"tier_1.precheck"}
-    assert task("tier_1.snapshot").upstream_task_ids == {"tier_1.stop", "tier_1.precheck"}
-    assert task("tier_1.start").upstream_task_ids == {"tier_1.snapshot", "tier_1.precheck"}
-    assert task("tier_1.precheck").is_setup
-    assert task("tier_1.start").is_teardown
-    assert task("tier_1.start").trigger_rule == "all_done_setup_success"
+    precheck, downtime = task(tier_task(1, PRECHECK)), task(tier_task(1, STOP_SNAPSHOT_START))
+    ensure = task(tier_task(1, ENSURE_RUNNING))
+    assert precheck.upstream_task_ids == {resolve_task(1)}
+    assert downtime.upstream_task_ids == {precheck.task_id}
+    assert ensure.upstream_task_ids == {downtime.task_id, precheck.task_id}
+    assert precheck.is_setup
+    assert ensure.is_teardown
+    assert not downtime.is_teardown
+    assert ensure.trigger_rule == "all_done_setup_success"  # runs whatever the downtime task did
+    assert ensure.downtime_task == downtime.task_id  # reads that task's down marker and result
+    for gone in ("stop", "snapshot", "start"):  # no task hop while a one-tier VM is down
+        assert tier_task(1, gone) not in dag.task_dict
 
 
-def test_after_the_start_snapshots_are_verified_then_pruned_and_the_report_runs_last(dags):
+def test_after_the_downtime_snapshots_are_verified_then_pruned_and_the_report_runs_last(dags):
     dag = dags["gce_vm_backup__shop-nightly"]
     task = dag.get_task
-    assert task("tier_1.verify").upstream_task_ids == {"tier_1.start", "tier_1.snapshot"}
-    assert task("tier_1.retention").upstream_task_ids == {"tier_1.verify", "tier_1.precheck"}
-    assert task("tier_1.retention").policy.keep_last == 7
-    assert task("tier_1.retention").plan_only == "{{ params.dry_run }}"
-    report = task("run_report")
+    assert task(tier_task(2, VERIFY)).upstream_task_ids == {tier_task(2, STOP_SNAPSHOT_START)}
+    assert task(tier_task(1, VERIFY)).upstream_task_ids == {tier_task(1, STOP_SNAPSHOT)}
+    assert task(tier_task(1, RETENTION)).upstream_task_ids == {tier_task(1, VERIFY), tier_task(1, PRECHECK)}
+    assert task(tier_task(1, RETENTION)).policy.keep_last == 7
+    # the dry run never reaches retention (the resolve task returns the placeholder): no dry-run wiring
+    assert not task(tier_task(1, RETENTION)).plan_only
+    report = task(REPORT)
     assert report.trigger_rule == "all_done"
-    assert report.vm_groups == ["tier_1", "tier_2"]
-    assert [t.task_id for t in dag.tasks if not t.downstream_list] == ["run_report"]
-    assert report.upstream_task_ids == {t.task_id for t in dag.tasks if not t.is_setup} - {"run_report"}
+    assert report.vm_groups == [tier_group(1), tier_group(2)]
+    assert [t.task_id for t in dag.tasks if not t.downstream_list] == [REPORT]
+    assert report.upstream_task_ids == {t.task_id for t in dag.tasks if not t.is_setup} - {REPORT}
     dag.validate()  # Airflow's own checks (e.g. what may follow a setup task)
 
 
@@ -63,9 +86,9 @@ def test_a_group_without_retention_verifies_and_deletes_nothing(tmp_path):
     path = tmp_path / "gce_vm_backup.yaml"
     path.write_text(text)
     dag = build_dags(load_config(path))["gce_vm_backup__batch-manual"]
-    assert "tier_1.verify" in dag.task_dict
-    assert "tier_1.retention" not in dag.task_dict
-    assert "tier_1.verify" in dag.get_task("run_report").upstream_task_ids
+    assert tier_task(1, VERIFY) in dag.task_dict
+    assert tier_task(1, RETENTION) not in dag.task_dict
+    assert tier_task(1, VERIFY) in dag.get_task(REPORT).upstream_task_ids
 
 
 def test_failure_notification_only_where_a_group_configures_it(dags):
@@ -79,13 +102,31 @@ def test_failure_notification_only_where_a_group_configures_it(dags):
 
 def test_tiers_stop_in_order_and_start_in_reverse(dags):
     dag = dags["gce_vm_backup__shop-nightly"]
-    assert dag.get_task("tier_1_stopped").upstream_task_ids == {"tier_1.stop"}
-    assert dag.get_task("tier_1_stopped").trigger_rule == "none_failed"  # an empty tier 1 is no failure
-    assert dag.get_task("resolve_tier_2").upstream_task_ids == {"tier_1_stopped"}
-    assert dag.get_task("tier_2_started").upstream_task_ids == {"tier_2.start"}
-    assert dag.get_task("tier_2_started").trigger_rule == "all_done"
-    assert "tier_2_started" in dag.get_task("tier_1.start").upstream_task_ids
-    assert "tier_1.start" not in dag.get_task("tier_2.start").upstream_task_ids
+    stopped, started = dag.get_task(tier_stopped_task(1)), dag.get_task(tier_started_task(2))
+    assert stopped.upstream_task_ids == {tier_task(1, STOP_SNAPSHOT)}
+    assert stopped.trigger_rule == "none_failed"  # an empty tier 1 is no failure
+    assert dag.get_task(resolve_task(2)).upstream_task_ids == {stopped.task_id}
+    # the inner tier is back (its ensure_running, whatever happened) before the outer tier starts
+    assert started.upstream_task_ids == {tier_task(2, ENSURE_RUNNING)}
+    assert started.trigger_rule == "all_done"
+    outer_start = dag.get_task(tier_task(1, START))
+    assert outer_start.upstream_task_ids == {
+        started.task_id,
+        tier_task(1, STOP_SNAPSHOT),
+        tier_task(1, PRECHECK),
+    }
+    assert outer_start.is_teardown
+    assert outer_start.downtime_task == tier_task(1, STOP_SNAPSHOT)
+    assert dag.get_task(tier_task(1, ENSURE_RUNNING)).upstream_task_ids >= {outer_start.task_id}
+    assert tier_task(2, START) not in dag.task_dict  # the innermost tier starts inside its downtime task
+    assert tier_task(1, STOP_SNAPSHOT_START) not in dag.task_dict
+
+
+def test_a_tiered_group_refuses_runs_with_more_vms_than_the_cap_in_its_first_resolve(dags):
+    dag = dags["gce_vm_backup__shop-nightly"]
+    assert dag.get_task(resolve_task(1)).max_concurrent_vms == 10
+    assert dag.get_task(resolve_task(2)).max_concurrent_vms is None  # tier 1 already refused
+    assert dags["gce_vm_backup__labelled-weekly"].get_task(resolve_task(1)).max_concurrent_vms is None
 
 
 def test_schedule_start_date_and_run_limits(dags):
@@ -97,25 +138,44 @@ def test_schedule_start_date_and_run_limits(dags):
     assert dags["gce_vm_backup__batch-manual"].schedule is None
 
 
-def test_concurrency_cap_and_wait_mode_reach_every_waiting_task(dags, tmp_path):
-    stop = dags["gce_vm_backup__shop-nightly"].get_task("tier_1.stop")
-    assert stop.max_active_tis_per_dagrun == 10
-    assert stop.wait_mode == "defer"
-    assert stop.timeout == 900
+def test_the_cap_bounds_the_downtime_tasks_and_the_wait_mode_the_slot_free_waits(dags, tmp_path):
+    downtime = dags["gce_vm_backup__labelled-weekly"].get_task(tier_task(1, STOP_SNAPSHOT_START))
+    assert downtime.max_active_tis_per_dagrun == downtime.max_concurrent_vms == 10
+    assert (downtime.stop_timeout, downtime.snapshot_timeout, downtime.start_timeout) == (900, 7200, 900)
+    assert downtime.cap_wait == 900 + 7200 + 900 + 600  # its bounds plus the retry delay of a killed try
+    assert not hasattr(downtime, "wait_mode")  # the downtime never waits slot-free: it long-polls
+    verify = dags["gce_vm_backup__labelled-weekly"].get_task(tier_task(1, VERIFY))
+    assert verify.wait_mode == "defer"
     text = EXAMPLE.read_text().replace("max_concurrent_vms: 10", "max_concurrent_vms: 3")
     text = text.replace("wait_mode: defer ", "wait_mode: worker ")
     path = tmp_path / "gce_vm_backup.yaml"
     path.write_text(text)
     dag = build_dags(load_config(path))["gce_vm_backup__shop-nightly"]
-    for name in ("stop", "snapshot", "start", "verify"):
-        for tier in (1, 2):
-            task = dag.get_task(f"tier_{tier}.{name}")
-            assert (task.max_active_tis_per_dagrun, task.mode) == (3, "poke"), task.task_id
+    for task_id in (tier_task(1, STOP_SNAPSHOT), tier_task(2, STOP_SNAPSHOT_START)):
+        assert dag.get_task(task_id).max_active_tis_per_dagrun == 3, task_id
+    for tier in (1, 2):
+        task = dag.get_task(tier_task(tier, VERIFY))
+        assert (task.max_active_tis_per_dagrun, task.mode) == (3, "poke"), task.task_id
+        # bringing a VM back never waits for room under the cap
+        assert dag.get_task(tier_task(tier, ENSURE_RUNNING)).max_active_tis_per_dagrun is None
+    assert dag.get_task(tier_task(1, START)).max_active_tis_per_dagrun is None
 
 
 def test_early_restart_waits_for_uploading_only(dags):
-    assert dags["gce_vm_backup__batch-manual"].get_task("tier_1.snapshot").ready_when == "UPLOADING"
-    assert dags["gce_vm_backup__shop-nightly"].get_task("tier_1.snapshot").ready_when == "READY"
+    assert (
+        dags["gce_vm_backup__batch-manual"].get_task(tier_task(1, STOP_SNAPSHOT_START)).early_restart is True
+    )
+    assert (
+        dags["gce_vm_backup__shop-nightly"].get_task(tier_task(2, STOP_SNAPSHOT_START)).early_restart is False
+    )
+
+
+def test_snapshot_mode_defaults_to_standard_before_the_config_key_exists(dags):
+    for dag in dags.values():
+        for task in dag.tasks:
+            if task.task_id.endswith((STOP_SNAPSHOT_START, STOP_SNAPSHOT)):
+                assert task.snapshot_mode == "standard"
+        assert not any(task.task_id.endswith(CONVERT) for task in dag.tasks)
 
 
 def test_trigger_form_offers_a_vm_multi_select_and_a_dry_run_toggle(dags):
@@ -178,35 +238,35 @@ def test_register_dags_raises_when_no_group_is_valid(tmp_path):
 
 
 def test_the_form_fields_are_exactly_the_conf_keys_the_resolve_task_accepts(dags):
-    from gce_vm_backup.instance_ops import TRIGGER_CONF_KEYS
+    from gce_vm_backup.resolve_ops import TRIGGER_CONF_KEYS
 
     for dag in dags.values():
         assert set(dag.params) == set(TRIGGER_CONF_KEYS)
         assert dag.get_task("resolve_tier_1").conf == "{{ dag_run.conf }}"
 
 
-def test_room_for_every_capped_stage_and_vms_already_down_go_first(dags):
+def test_room_for_every_capped_stage_and_later_stages_go_first(dags):
     dag = dags["gce_vm_backup__shop-nightly"]
-    assert dag.max_active_tasks == 4 * 10 + 16
-    # "upstream": a task's priority is the sum over its upstream tasks, so start > snapshot > stop
+    assert dag.max_active_tasks == 2 * 10 + 16
+    # "upstream": a task's priority is the sum over its upstream tasks: a verify before another downtime
     from airflow.providers.standard.operators.empty import EmptyOperator
 
     upstream = EmptyOperator(task_id="probe", weight_rule="upstream").weight_rule  # not a str on Airflow 3.1
     assert all(task.weight_rule == upstream for task in dag.tasks)
 
 
-def test_the_start_waits_out_a_stop_that_timed_out_and_is_retried_on_its_own_timeout(dags):
-    """Issue 12 item 4: a sensor timeout is never retried, so the start's is not one, and its bound covers
-    the stop's (a VM still shutting down when the stop task timed out) as well as its own."""
+def test_bringing_a_vm_back_waits_out_a_stop_that_timed_out_and_is_retried(dags):
+    """Issue 12 item 4: the bound covers the stop's (a VM still shutting down when the stop timed out) as
+    well as the start's; its timeout is an OperationTimeoutError, which Airflow retries."""
     dag = dags["gce_vm_backup__shop-nightly"]
-    start, stop = dag.get_task("tier_1.start"), dag.get_task("tier_1.stop")
-    assert start.retry_on_timeout is True
-    assert start.timeout == stop.timeout + 900 == 1800
-    assert start.retries >= 3
+    for task_id in (tier_task(2, ENSURE_RUNNING), tier_task(1, START), tier_task(1, ENSURE_RUNNING)):
+        task = dag.get_task(task_id)
+        assert (task.timeout, task.stop_timeout) == (900, 900)
+        assert task.retries >= 3
 
 
 def test_the_resolve_tasks_hand_each_vm_the_shared_disks_another_vms_backup_carries(dags):
     dag = dags["gce_vm_backup__shop-nightly"]
-    precheck = dag.get_task("tier_1.precheck")
+    precheck = dag.get_task(tier_task(1, PRECHECK))
     assert "carried_by" in precheck.template_fields
-    assert dag.get_task("run_report").gcp_conn_id == dag.get_task("tier_1.stop").gcp_conn_id
+    assert dag.get_task(REPORT).gcp_conn_id == dag.get_task(tier_task(1, STOP_SNAPSHOT)).gcp_conn_id

@@ -65,6 +65,29 @@ E2E_SEED: dict[str, Any] = {
                         {"name": "capd-1"},
                         {"name": "capd-2"},
                         {"name": "capd-3"},
+                        # e2e-cap6: six VMs, at most two down at once (one run)
+                        *({"name": f"c6-{n}"} for n in range(1, 7)),
+                        # e2e-cap-kill: four VMs, cap 2; the first one's downtime task is killed
+                        # mid-capture (its big disk: about 20 s real); the others' downtimes (about
+                        # 12 s each) outlast the scheduler's detection of the kill, so a VM left down
+                        # by the killed try must be counted against the cap
+                        {
+                            "name": "ck-1",
+                            "disks": [
+                                {"name": "ck-1", "size_gb": 10, "boot": True},
+                                {"name": "ck-1-data", "size_gb": 400},
+                            ],
+                        },
+                        *(
+                            {
+                                "name": f"ck-{n}",
+                                "disks": [
+                                    {"name": f"ck-{n}", "size_gb": 10, "boot": True},
+                                    {"name": f"ck-{n}-data", "size_gb": 200},
+                                ],
+                            }
+                            for n in range(2, 5)
+                        ),
                         # e2e-kill: a snapshot long enough (about 20 s real) to kill its task mid-wait
                         {
                             "name": "kill-1",
@@ -91,6 +114,11 @@ def _vm(name: str) -> str:
     return f"{{project: {PROJECT}, zone: {ZONE}, instance: {name}}}"
 
 
+def _targets(prefix: str, count: int) -> str:
+    """``count`` explicit targets ``<prefix>-1`` ... as YAML list items of a group's ``targets``."""
+    return "\n".join(f"      - {_vm(f'{prefix}-{n}')}" for n in range(1, count + 1))
+
+
 E2E_CONFIG = f"""\
 version: 1
 deployment: test
@@ -109,7 +137,7 @@ groups:
         - {_vm("full-off")}
       - - {_vm("full-db")}
   e2e-capped:
-    description: Reschedule mode does not count waiting sensors against the cap (strict xfail).
+    description: At most one VM down at once; the slot-free waits reschedule.
     schedule: null
     wait_mode: reschedule
     max_concurrent_vms: 1
@@ -118,7 +146,7 @@ groups:
       - {_vm("cap-2")}
       - {_vm("cap-3")}
   e2e-capped-worker:
-    description: At most one VM per stage at once, waiting on the worker.
+    description: At most one VM down at once; the slot-free waits poke on the worker.
     schedule: null
     wait_mode: worker
     max_concurrent_vms: 1
@@ -127,7 +155,7 @@ groups:
       - {_vm("capw-2")}
       - {_vm("capw-3")}
   e2e-capped-defer:
-    description: At most one VM per stage at once, waiting on the built-in trigger (deferred).
+    description: At most one VM down at once; the slot-free waits defer on the built-in trigger.
     schedule: null
     wait_mode: defer
     max_concurrent_vms: 1
@@ -135,14 +163,26 @@ groups:
       - {_vm("capd-1")}
       - {_vm("capd-2")}
       - {_vm("capd-3")}
+  e2e-cap6:
+    description: Six VMs, at most two down at once, in one run.
+    schedule: null
+    max_concurrent_vms: 2
+    targets:
+{_targets("c6", 6)}
+  e2e-cap-kill:
+    description: Four VMs, cap 2; the test kills the first VM's downtime task mid-capture.
+    schedule: null
+    max_concurrent_vms: 2
+    targets:
+{_targets("ck", 4)}
   e2e-kill:
-    description: Worker mode; the snapshot task is killed mid-wait by the test.
+    description: Worker mode; the downtime task is killed mid-capture by the test.
     schedule: null
     wait_mode: worker
     targets:
       - {_vm("kill-1")}
   e2e-kill-worker:
-    description: Worker mode; the Celery worker running the stop is killed by the test.
+    description: Worker mode; the Celery worker running the downtime task is killed by the test.
     schedule: null
     wait_mode: worker
     targets:
@@ -170,7 +210,16 @@ E2E_AIRFLOW_ENV = {
 }
 
 
-GROUPS = ("e2e-full", "e2e-capped", "e2e-capped-worker", "e2e-kill", "e2e-kill-worker", "e2e-form")
+GROUPS = (
+    "e2e-full",
+    "e2e-capped",
+    "e2e-capped-worker",
+    "e2e-cap6",
+    "e2e-cap-kill",
+    "e2e-kill",
+    "e2e-kill-worker",
+    "e2e-form",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

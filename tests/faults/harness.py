@@ -29,6 +29,7 @@ from typing import Any
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
 from gce_vm_backup.labels import managed_snapshot_labels
+from gce_vm_backup.stages import ENSURE_RUNNING, REPORT, STOP_SNAPSHOT_START, VERIFY, tier_task
 
 REPO = Path(__file__).resolve().parents[2]
 P, ZONE = "demo-project", "us-central1-a"
@@ -283,7 +284,14 @@ def quiet_output() -> Iterator[None]:
             os.close(saved[1])
 
 
-SENSORS = ("stop", "snapshot", "start", "verify")
+# Where each bound of the config lives on the in-memory DAG: config key -> [(task stage, attribute)].
+BOUNDS = {
+    "stop": [(STOP_SNAPSHOT_START, "stop_timeout"), (ENSURE_RUNNING, "stop_timeout")],
+    "snapshot": [(STOP_SNAPSHOT_START, "snapshot_timeout")],
+    "start": [(STOP_SNAPSHOT_START, "start_timeout"), (ENSURE_RUNNING, "timeout")],
+    "verify": [(VERIFY, "timeout")],
+}
+FAST_POLL = 0.02  # seconds between reads of a VM or snapshot with no operation to long-poll (1 s)
 POKE_INTERVAL = 0.2  # seconds; the config's minimum is 1
 LOOP_SLEEP = 0.1  # dag.test sleeps 1 s whenever every unfinished task waits for its reschedule
 TRIGGER_STEP = 0.05  # the deferral's DateTimeTrigger sleeps 1 s at a time until its moment
@@ -322,19 +330,29 @@ def fine_trigger_sleeps() -> Iterator[None]:
 
 @contextmanager
 def _patched_dag(dag: Any, timeouts: dict[str, float]) -> Iterator[None]:
-    """Test speed on the in-memory DAG that dag.test runs: sensors poke every POKE_INTERVAL seconds (the
-    config allows >= 1), ``timeouts`` (task -> seconds) shorten sensor timeouts (the config allows
-    >= 30), and dag.test's idle loop sleeps LOOP_SLEEP instead of 1 s. The operators' logic is unchanged.
+    """Test speed on the in-memory DAG that dag.test runs: verify pokes every POKE_INTERVAL seconds (the
+    config allows >= 1), ``timeouts`` (config key of ``timeouts`` -> seconds, see BOUNDS) shorten the
+    bounds (the config allows >= 30), reads with no operation to long-poll come every FAST_POLL seconds,
+    and dag.test's idle loop sleeps LOOP_SLEEP instead of 1 s. The operators' logic is unchanged.
     """
     import airflow.sdk.definitions.dag as dag_module
 
-    saved = {}
-    for task_id in SENSORS:
-        task = dag.task_dict[f"tier_1.{task_id}"]
-        saved[task_id] = task.timeout, task.poke_interval
-        task.poke_interval = POKE_INTERVAL
-        if task_id in timeouts:
-            task.timeout = timeouts[task_id]
+    from gce_vm_backup import instance_ops, snapshot_ops
+
+    saved: dict[tuple[str, str], Any] = {}
+
+    def patch(stage: str, attribute: str, value: Any) -> None:
+        task = dag.task_dict[tier_task(1, stage)]
+        saved.setdefault((stage, attribute), getattr(task, attribute))
+        setattr(task, attribute, value)
+
+    patch(VERIFY, "poke_interval", POKE_INTERVAL)
+    patch(STOP_SNAPSHOT_START, "cap_poll", POKE_INTERVAL)
+    for key, seconds in timeouts.items():
+        for stage, attribute in BOUNDS[key]:
+            patch(stage, attribute, seconds)
+    polls = instance_ops.POLL, snapshot_ops.POLL
+    instance_ops.POLL = snapshot_ops.POLL = FAST_POLL
     real_sleep = time.sleep  # dag.test does `import time` inside the function: patch the module
 
     def sleep(seconds: float) -> None:
@@ -348,9 +366,9 @@ def _patched_dag(dag: Any, timeouts: dict[str, float]) -> Iterator[None]:
         yield
     finally:
         time.sleep = real_sleep  # type: ignore[assignment]
-        for task_id, (timeout, poke_interval) in saved.items():
-            task = dag.task_dict[f"tier_1.{task_id}"]
-            task.timeout, task.poke_interval = timeout, poke_interval
+        instance_ops.POLL, snapshot_ops.POLL = polls
+        for (stage, attribute), value in saved.items():
+            setattr(dag.task_dict[tier_task(1, stage)], attribute, value)
 
 
 def run_case(dagbag: Any, case: FaultCase) -> Outcome:
@@ -410,7 +428,7 @@ def run_case(dagbag: Any, case: FaultCase) -> Outcome:
             insert_operations={disk: len(ops) for disk, ops in inserts.items()},
             stop_operations=stop_ops,
             messages=messages,
-            report=_xcom(run, "run_report", key="run_report"),
+            report=_xcom(run, REPORT, key="run_report"),
             seconds=seconds,
             calls=calls,
         )

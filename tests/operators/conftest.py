@@ -63,3 +63,21 @@ def converge(
             return getattr(result, "xcom_value", result)
         emulator.clock.advance(step)
     raise AssertionError(f"{sensor.task_id} did not converge in {max_pokes} pokes")
+
+
+FAST = 600.0  # simulated seconds per real second: a 30 s stop takes 50 ms
+
+
+@pytest.fixture
+def fast_emulator(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The demo emulator at 600x (the downtime task waits in real time, on operations.wait), with the
+    Airflow connection pointing the operators at it, and reads with nothing to long-poll every 20 ms."""
+    from gce_emulator.__main__ import DEMO_SEED
+    from gce_vm_backup import instance_ops, snapshot_ops
+
+    monkeypatch.setattr(instance_ops, "POLL", 0.02)
+    monkeypatch.setattr(snapshot_ops, "POLL", 0.02)
+    with Emulator(DEMO_SEED, time_scale=FAST, timings={"snapshot_rate_limit": 0.0}) as emulator:
+        connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+        yield emulator

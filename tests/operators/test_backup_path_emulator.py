@@ -1,4 +1,4 @@
-"""The operators through the real client against the emulator: the whole stop -> snapshot -> start path."""
+"""The operators through the real client against the emulator (600x): the whole stop -> capture -> start path."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from gce_vm_backup.errors import (
     ResourceNotFoundError,
     VmStateError,
 )
-from gce_vm_backup.instance_ops import NO_VM
 from gce_vm_backup.labels import (
     DEPLOYMENT_KEY,
     MANAGED_BY_KEY,
@@ -24,13 +23,13 @@ from gce_vm_backup.naming import snapshot_name
 from gce_vm_backup.operators import (
     PrecheckInstanceOperator,
     ResolveTargetsOperator,
-    SnapshotDisksOperator,
-    StartInstanceOperator,
-    StopInstanceOperator,
+    StopSnapshotStartOperator,
 )
 from gce_vm_backup.permissions import API_METHOD_PERMISSIONS, CLIENT_PRODUCT
+from gce_vm_backup.plan import NO_VM
+from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard
 
-from .conftest import PROJECT, RUN_TIME, ZONE_A, ZONE_B, converge
+from .conftest import FAST, PROJECT, RUN_TIME, ZONE_A, ZONE_B
 
 pytestmark = pytest.mark.emulator
 SCOPE = {"deployment": "test", "group": "web"}
@@ -45,31 +44,62 @@ def precheck(context, instance="web-1", zone=ZONE_A, **kwargs):
     return operator.execute(context.as_dict())
 
 
-def sensors(record, **kwargs):
-    common = {"instance_record": record, "poke_interval": 1, "timeout": 600, **kwargs}
-    return (
-        StopInstanceOperator(task_id="stop", **common),
-        SnapshotDisksOperator(task_id="snapshot", **SCOPE, labels={"team": "shop"}, **common),
-        StartInstanceOperator(task_id="start", **common),
+@pytest.fixture
+def emulator(monkeypatch):
+    """The demo emulator at 600x with its per-disk snapshot rate limit (10 simulated minutes = 1 s)."""
+    import json
+
+    from gce_emulator import Emulator
+    from gce_emulator.__main__ import DEMO_SEED
+    from gce_vm_backup import instance_ops, snapshot_ops
+
+    monkeypatch.setattr(instance_ops, "POLL", 0.02)
+    monkeypatch.setattr(snapshot_ops, "POLL", 0.02)
+    with Emulator(DEMO_SEED, time_scale=FAST) as emulator:
+        connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+        yield emulator
+
+
+def downtime(record, **kwargs):
+    args = {
+        "stop_timeout": 60,
+        "snapshot_timeout": 60,
+        "start_timeout": 60,
+        "labels": {"team": "shop"},
+        **kwargs,
+    }
+    return StopSnapshotStartOperator(
+        task_id="tier_1.stop_snapshot_start", instance_record=record, **SCOPE, **args
+    )
+
+
+def capture(record, context, *, timeout=60.0, **settings):
+    """The capture step alone (what the downtime task does between stop and start)."""
+    import time
+
+    from gce_vm_backup._base import RunKey
+
+    hook = PrecheckInstanceOperator(task_id="p", project_id=PROJECT, zone=ZONE_A, instance="x").hook
+    run = RunKey.from_context(context.as_dict())
+    return capture_standard(
+        hook, record, run, deadline=time.monotonic() + timeout, settings=CaptureSettings(**SCOPE, **settings)
     )
 
 
 def backup(emulator, context, instance="web-1", zone=ZONE_A, **kwargs):
     record = precheck(context, instance, zone)
-    stop, snapshot, start = sensors(record, **kwargs)
-    stopped = converge(stop, context, emulator)
-    snapshots = converge(snapshot, context, emulator)
-    started = converge(start, context, emulator)
-    return record, stopped, snapshots, started
+    return record, downtime(record, **kwargs).execute(context.as_dict())
 
 
 def test_happy_path_stops_snapshots_every_disk_and_starts_again(emulator, context):
-    record, stopped, snapshots, started = backup(emulator, context)
+    record, result = backup(emulator, context)
+    snapshots = result["snapshots"]
 
     assert record["prior_status"] == "RUNNING"
     assert [d["name"] for d in record["disks"]] == ["web-1", "web-1-data"]
-    assert stopped["stopped"] is True
-    assert started["started"] is True
+    assert result["stopped"] is True
+    assert result["started"] is True
     assert emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
     made = emulator.snapshots(PROJECT)
     assert sorted(s["name"] for s in made) == sorted(s["snapshot"] for s in snapshots)
@@ -94,10 +124,11 @@ def test_every_call_of_the_path_names_the_package_and_has_its_iam_permissions_li
 
 
 def test_vm_already_stopped_is_snapshotted_but_neither_stopped_nor_started(emulator, context):
-    record, stopped, snapshots, started = backup(emulator, context, instance="batch-1")
+    record, result = backup(emulator, context, instance="batch-1")
+    snapshots = result["snapshots"]
     assert record["prior_status"] == "TERMINATED"
-    assert stopped == {"stopped": False, "at": None}
-    assert started == {"started": False, "at": None}
+    assert (result["stopped"], result["stop_requested_at"]) == (False, None)
+    assert (result["started"], result["running_at"]) == (False, None)
     assert emulator.calls_for("compute.instances.stop") == []
     assert emulator.calls_for("compute.instances.start") == []
     assert emulator.instance(PROJECT, ZONE_A, "batch-1")["status"] == "TERMINATED"
@@ -105,7 +136,8 @@ def test_vm_already_stopped_is_snapshotted_but_neither_stopped_nor_started(emula
 
 
 def test_zonal_and_regional_disks_are_both_snapshotted(emulator, context):
-    record, _, snapshots, _ = backup(emulator, context, instance="db-1", zone=ZONE_B)
+    record, result = backup(emulator, context, instance="db-1", zone=ZONE_B)
+    snapshots = result["snapshots"]
     assert [(d["name"], d["regional"]) for d in record["disks"]] == [("db-1", False), ("shared-data", True)]
     assert {s["disk_source"] for s in snapshots} == {
         f"projects/{PROJECT}/zones/{ZONE_B}/disks/db-1",
@@ -124,13 +156,11 @@ def test_a_503_on_stop_is_retried_with_the_same_request_id(emulator, context):
 
 def test_snapshot_operation_done_with_quota_exceeded_fails_and_the_vm_is_still_restarted(emulator, context):
     record = precheck(context)
-    stop, snapshot, start = sensors(record)
-    converge(stop, context, emulator)
     emulator.faults.fail_operation("compute.snapshots.insert", "QUOTA_EXCEEDED", "Quota 'SNAPSHOTS' exceeded")
     with pytest.raises(OperationFailedError, match="QUOTA_EXCEEDED: Quota 'SNAPSHOTS' exceeded"):
-        converge(snapshot, context, emulator, step=5)
-    converge(start, context, emulator)
+        downtime(record).execute(context.as_dict())
     assert emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+    assert len(emulator.calls_for("compute.instances.start")) == 1
 
 
 def test_operation_that_never_finishes_hits_the_deadline_in_worker_mode(emulator, context):
@@ -149,13 +179,13 @@ def test_operation_that_never_finishes_hits_the_deadline_in_worker_mode(emulator
 
 def test_retry_after_a_crash_between_request_and_ready_adopts_the_snapshot(emulator, context):
     record = precheck(context)
-    stop, snapshot, start = sensors(record)
-    converge(stop, context, emulator)
-    assert not snapshot.poke(context.as_dict())  # snapshot requested, then the worker "dies"
+    emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")  # stopped by the killed try ...
+    with pytest.raises(OperationTimeoutError):  # ... which sent both inserts, then died
+        capture(record, context, timeout=0)
     context.ti.try_number = 2  # Airflow retries the task
-    _, retried, _ = sensors(record)
-    records = converge(retried, context, emulator)
-    converge(start, context, emulator)
+    with pytest.raises(OperationTimeoutError):
+        capture(record, context, timeout=0)
+    records = downtime(record).execute(context.as_dict())["snapshots"]
 
     inserts = [c for c in emulator.calls_for("compute.snapshots.insert") if c.status == 200]
     assert len(inserts) == 2  # one per disk, none from the retry
@@ -167,41 +197,36 @@ def test_second_run_within_ten_minutes_is_rate_limited_with_a_plain_message(emul
     backup(emulator, context)
     context.run_id = "manual__second"
     record = precheck(context)
-    _, snapshot, _ = sensors(record)
     with pytest.raises(RateLimitedError, match="one snapshot per disk every 10 minutes"):
-        snapshot.poke(context.as_dict())
+        capture(record, context)
 
 
 def test_failed_snapshot_is_deleted_and_reported_then_the_retry_makes_a_good_one(emulator, context):
     emulator.faults.fail_snapshot(PROJECT, name_prefix="web-1-us-central1-a")
     record = precheck(context, disks=["web-1"])
-    stop, snapshot, start = sensors(record)
-    converge(stop, context, emulator)
     with pytest.raises(OperationFailedError, match="FAILED; it was deleted"):
-        converge(snapshot, context, emulator, step=30)
+        downtime(record).execute(context.as_dict())
     assert emulator.snapshots(PROJECT) == []
+    assert emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"  # started again at once
     emulator.clock.advance(601)  # the rate limit
     context.ti.try_number = 2
-    _, retried, _ = sensors(record)
-    assert [r["status"] for r in converge(retried, context, emulator)] == ["READY"]
-    converge(start, context, emulator)
+    assert [r["status"] for r in downtime(record).execute(context.as_dict())["snapshots"]] == ["READY"]
     assert emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
 
 
 def test_snapshot_name_taken_by_a_foreign_snapshot_is_refused(emulator, context):
     record = precheck(context, disks=["web-1"])
-    _, snapshot, _ = sensors(record)
-    assert not snapshot.poke(context.as_dict())
+    capture(record, context)
     name = emulator.snapshots(PROJECT)[0]["name"]
     emulator.world.snapshots[f"projects/{PROJECT}/global/snapshots/{name}"]["labels"].pop(MANAGED_BY_KEY)
     with pytest.raises(BackupError, match=r"exists with this run's name but is not gce-vm-backup's snapshot"):
-        snapshot.poke(context.as_dict())
+        capture(record, context)
 
 
 def test_early_restart_is_done_when_snapshots_leave_creating(emulator, context):
     record = precheck(context, disks=["web-1"])
-    snapshot = SnapshotDisksOperator(task_id="s", **SCOPE, instance_record=record, ready_when="UPLOADING")
-    records = converge(snapshot, context, emulator, step=16)
+    emulator.world.timings["snapshot_uploading"] = 6000.0  # 10 s of real time: a wait for READY times out
+    records = capture(record, context, timeout=5, early_restart=True)
     assert [r["status"] for r in records] == ["UPLOADING"]
 
 
@@ -211,22 +236,23 @@ def test_vm_suspended_before_the_backup_is_refused(emulator, context):
         precheck(context)
 
 
-def test_vm_suspended_mid_run_is_resumed_by_start(emulator, context):
+def test_vm_suspended_after_this_run_stopped_it_is_resumed(emulator, context):
+    from gce_vm_backup._base import RunKey
+    from gce_vm_backup.instance_ops import start_vm
+
     record = precheck(context)
-    stop, _, start = sensors(record)
-    converge(stop, context, emulator)
-    emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "SUSPENDED")
-    converge(start, context, emulator)
+    emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "SUSPENDED")  # e.g. by hand while it was down
+    hook = downtime(record).hook
+    start_vm(hook, record, RunKey.from_context(context.as_dict()), deadline=float("inf"), timeout=60)
     assert emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
     assert len(emulator.calls_for("compute.instances.resume")) == 1
 
 
 def test_vm_deleted_mid_run_fails_stop_with_its_name(emulator, context):
     record = precheck(context)
-    stop, _, _ = sensors(record)
     emulator.delete_instance(PROJECT, ZONE_A, "web-1")
     with pytest.raises(ResourceNotFoundError, match="web-1"):
-        stop.poke(context.as_dict())
+        downtime(record).execute(context.as_dict())
 
 
 def test_unknown_disk_in_subset_is_a_clear_error(emulator, context):
@@ -278,10 +304,8 @@ def test_selector_matching_nothing_resolves_to_an_empty_list(emulator, context):
     )
     assert operator.execute(context.as_dict()) == [NO_VM]
     record = PrecheckInstanceOperator(task_id="p", **NO_VM).execute(context.as_dict())
-    stop, snapshot, start = sensors(record)
-    assert stop.poke(context.as_dict()).xcom_value == {"stopped": False, "at": None}
-    assert snapshot.poke(context.as_dict()).xcom_value == []
-    assert start.poke(context.as_dict()).xcom_value == {"started": False, "at": None}
+    result = downtime(record).execute(context.as_dict())
+    assert (result["stopped"], result["started"], result["snapshots"]) == (False, False, [])
     assert emulator.calls == [c for c in emulator.calls if c.method == "compute.instances.list"]
 
 
@@ -301,16 +325,20 @@ def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
 
 
 def test_stop_is_sent_once_and_not_again_while_the_vm_is_stopping(emulator, context):
-    record = precheck(context)
-    stop, _, _ = sensors(record)
+    from gce_vm_backup._base import RunKey
+    from gce_vm_backup.instance_ops import stop_vm
 
-    assert stop.poke(context.as_dict()) is False  # sent; the VM is STOPPING now
-    for _ in range(3):
-        assert stop.poke(context.as_dict()) is False
-    emulator.clock.advance(600)
-    assert stop.poke(context.as_dict()).xcom_value["stopped"] is True
+    record = precheck(context)
+    hook = downtime(record).hook
+    run = RunKey.from_context(context.as_dict())
+    emulator.world.timings["stop"] = 600.0  # 1 s of real time
+    with pytest.raises(OperationTimeoutError):
+        stop_vm(hook, record, run, deadline=0.0, timeout=0)  # sent; the VM is STOPPING now
+    context.ti.try_number = 2  # a retry finds it STOPPING: it waits, and sends nothing
+    stop_vm(hook, record, RunKey.from_context(context.as_dict()), deadline=float("inf"), timeout=60)
 
     assert len(emulator.calls_for("compute.instances.stop")) == 1
+    assert emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "TERMINATED"
 
 
 # ---- adoption: a snapshot with this run's name is this run's only if it is ours, of this disk -----------
@@ -335,9 +363,8 @@ def seed_named(emulator, context, *, source_disk, labels_for=WEB_DISK, **scope):
 def test_a_snapshot_with_this_runs_name_and_our_labels_but_of_another_disk_is_not_adopted(emulator, context):
     record = precheck(context, disks=["web-1"])
     seed_named(emulator, context, source_disk=DATA_DISK)  # our exact labels for web-1, made from web-1-data
-    _, snapshot, _ = sensors(record)
     with pytest.raises(BackupError) as raised:
-        snapshot.poke(context.as_dict())
+        capture(record, context)
     message = str(raised.value)
     assert f"of disk {WEB_DISK}" in message
     assert f"made from disk {DATA_DISK}" in message
@@ -355,9 +382,8 @@ def test_a_snapshot_with_this_runs_name_from_another_group_or_deployment_is_not_
 ):
     record = precheck(context, disks=["web-1"])
     seed_named(emulator, context, source_disk=WEB_DISK, **scope)
-    _, snapshot, _ = sensors(record)
     with pytest.raises(BackupError, match=rf"its labels are not ours \(.*{why}"):
-        snapshot.poke(context.as_dict())
+        capture(record, context)
 
 
 def test_our_snapshot_of_this_disk_is_adopted_and_its_disk_id_is_checked_when_the_record_has_one(
@@ -365,28 +391,27 @@ def test_our_snapshot_of_this_disk_is_adopted_and_its_disk_id_is_checked_when_th
 ):
     seed_named(emulator, context, source_disk=WEB_DISK)
     record = precheck(context, disks=["web-1"])
-    _, snapshot, _ = sensors(record)
-    assert [r["status"] for r in snapshot.poke(context.as_dict()).xcom_value] == ["READY"]
+    assert [r["status"] for r in capture(record, context)] == ["READY"]
     assert emulator.calls_for("compute.snapshots.insert") == []
 
     disk_id = emulator.world.disks[WEB_DISK]["id"]
     with_id = {**record, "disks": [{**record["disks"][0], "id": disk_id}]}
-    _, adopting, _ = sensors(with_id)
-    assert adopting.poke(context.as_dict())
+    assert capture(with_id, context)
     recreated = {**record, "disks": [{**record["disks"][0], "id": "123"}]}  # same name, another disk
-    _, refusing, _ = sensors(recreated)
     with pytest.raises(BackupError, match=rf"made from disk id {disk_id}, not from id 123"):
-        refusing.poke(context.as_dict())
+        capture(recreated, context)
 
 
-def test_the_snapshot_operator_requires_a_valid_deployment_naming_the_parameter(emulator, context):
+def test_the_downtime_operator_requires_a_valid_deployment_naming_the_parameter(emulator, context):
     record = precheck(context, disks=["web-1"])
     with pytest.raises(TypeError, match="deployment"):
-        SnapshotDisksOperator(task_id="s", group="web", instance_record=record)
+        StopSnapshotStartOperator(task_id="s", group="web", instance_record=record)
     with pytest.raises(ConfigError, match=r"parameter 'deployment'.*'Prod'"):
-        SnapshotDisksOperator(task_id="s", group="web", deployment="Prod", instance_record=record)
+        StopSnapshotStartOperator(task_id="s", group="web", deployment="Prod", instance_record=record)
     with pytest.raises(ConfigError, match="parameter 'group'"):
-        SnapshotDisksOperator(task_id="s", group="", deployment="test", instance_record=record)
+        StopSnapshotStartOperator(task_id="s", group="", deployment="test", instance_record=record)
+    with pytest.raises(ConfigError, match="parameter 'snapshot_mode'"):
+        StopSnapshotStartOperator(task_id="s", **SCOPE, instance_record=record, snapshot_mode="fast")
 
 
 # ---- selectors and the dry run's retention preview ------------------------------------------------------

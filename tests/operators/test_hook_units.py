@@ -140,17 +140,20 @@ def test_a_long_poll_outlasts_the_servers_two_minute_hold(hook):
     assert hook.zone_operations.wait.call_args.kwargs["timeout"] >= 150
 
 
-def test_a_regional_operation_is_refused_since_the_package_never_waits_on_one(hook):
+def test_a_regional_operation_is_waited_on_with_the_region_operations_client(hook):
+    """Instant snapshots of regional disks return region operations (instant_ops)."""
+    hook.__dict__["region_operations"] = create_autospec(compute_v1.RegionOperationsClient, instance=True)
     regional = op(zone="")
     regional.region = "https://x/compute/v1/projects/p/regions/r"
-    with pytest.raises(ApiError, match="a region operation; the package waits only on zonal and global ones"):
-        hook.wait_operation(regional, timeout=10)
-
-
-def test_the_hook_has_no_client_for_calls_the_package_does_not_make(hook):
-    """IAM grants exactly what is called: no disks.get / regionDisks.get / regionOperations clients."""
-    for name in ("get_disk", "disks", "region_disks", "region_operations"):
-        assert not hasattr(ComputeBackupHook, name), name
+    regional.self_link = "https://x/compute/v1/projects/p/regions/r/operations/operation-1"
+    hook.region_operations.wait.return_value = op(status="DONE", zone="")
+    hook.wait_operation(regional, timeout=10)
+    assert hook.region_operations.wait.call_args.kwargs["request"] == {
+        "project": "p",
+        "region": "r",
+        "operation": "operation-1",
+    }
+    hook.zone_operations.wait.assert_not_called()
 
 
 def test_every_client_names_the_package_on_the_wire(gce_emulator, monkeypatch):

@@ -7,21 +7,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from gce_emulator import Emulator
 from gce_vm_backup._base import ERROR_XCOM_KEY, failure_cause
 from gce_vm_backup.errors import ApiError, ConfigError, OperationFailedError, OperationTimeoutError
-from gce_vm_backup.instance_ops import disk_carriers
 from gce_vm_backup.operators import (
+    EnsureRunningOperator,
     PrecheckInstanceOperator,
     ResolveTargetsOperator,
-    SnapshotDisksOperator,
-    StartInstanceOperator,
-    StopInstanceOperator,
+    StopSnapshotStartOperator,
 )
+from gce_vm_backup.resolve_ops import disk_carriers
+from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard
+from gce_vm_backup.stages import DOWN_XCOM_KEY
 
-from .conftest import PROJECT, ZONE_A, ZONE_B, converge
+from .conftest import PROJECT, ZONE_A, ZONE_B
 
 pytestmark = pytest.mark.emulator
 
@@ -37,49 +37,36 @@ def precheck(context, instance="web-1", zone=ZONE_A, **kwargs):
     return operator.execute(context.as_dict())
 
 
+def downtime(record, **kwargs):
+    args = {"stop_timeout": 30, "snapshot_timeout": 30, "start_timeout": 30, **kwargs}
+    return StopSnapshotStartOperator(
+        task_id="tier_1.stop_snapshot_start", instance_record=record, deployment="test", group="web", **args
+    )
+
+
 # ---- item 12: every failed try records its cause ------------------------------------------------------
-def test_a_failed_snapshot_records_the_disk_and_the_operations_error_before_raising(emulator, context):
-    emulator.faults.fail_operation(
+def test_a_failed_snapshot_records_the_disk_and_the_operations_error_before_raising(fast_emulator, context):
+    fast_emulator.faults.fail_operation(
         "compute.snapshots.insert", "QUOTA_EXCEEDED", "Quota 'SNAPSHOTS' exceeded", times=10
     )
-    record = precheck(context)
-    emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")
-    snapshot = SnapshotDisksOperator(
-        deployment="test",
-        task_id="tier_1.snapshot",
-        instance_record=record,
-        group="web",
-        wait_mode="worker",
-        poke_interval=0.5,
-        timeout=30,
-    )
+    record = precheck(context, "batch-1")  # TERMINATED: captured, not stopped
     with pytest.raises(OperationFailedError):
-        snapshot.execute(context.as_dict())
+        downtime(record).execute(context.as_dict())
     error = context.ti.pushed[ERROR_XCOM_KEY]
-    assert error["task"] == "tier_1.snapshot"
+    assert error["task"] == "tier_1.stop_snapshot_start"
     assert error["error"] == "OperationFailedError"
     assert error["cause"].startswith(
-        "snapshot of disk web-1 failed: QUOTA_EXCEEDED: Quota 'SNAPSHOTS' exceeded (operation operation-"
+        "snapshot of disk batch-1 failed: QUOTA_EXCEEDED: Quota 'SNAPSHOTS' exceeded (operation operation-"
     )
 
 
-def test_a_sensor_timeout_is_recorded_too(emulator, context):
-    emulator.faults.hang_operation("compute.instances.stop", times=10)
-    stop = StopInstanceOperator(task_id="tier_1.stop", instance_record=precheck(context), timeout=0)
-    with pytest.raises(AirflowSensorTimeout):
-        stop.execute(context.as_dict())
+def test_a_stop_timeout_is_recorded_too(fast_emulator, context):
+    fast_emulator.faults.hang_operation("compute.instances.stop", times=10)
+    with pytest.raises(OperationTimeoutError):
+        downtime(precheck(context), stop_timeout=0, start_timeout=0).execute(context.as_dict())
     assert context.ti.pushed[ERROR_XCOM_KEY]["cause"] == (
-        f"stop failed: StopInstanceOperator for VM {VM}/web-1 did not finish within 0 seconds"
+        f"stop failed: The stop of VM {VM}/web-1 did not finish within 0 seconds (the VM is STOPPING)"
     )
-
-
-def test_a_deferral_is_control_flow_and_records_nothing(emulator, context):
-    from airflow.sdk.exceptions import TaskDeferred
-
-    stop = StopInstanceOperator(task_id="tier_1.stop", instance_record=precheck(context), timeout=600)
-    with pytest.raises(TaskDeferred):
-        stop.execute(context.as_dict())
-    assert ERROR_XCOM_KEY not in context.ti.pushed
 
 
 def test_an_error_of_the_hook_in_the_first_task_is_recorded(emulator, context):
@@ -113,42 +100,54 @@ def test_the_cause_line_is_the_first_line_and_names_a_foreign_exceptions_type():
     assert failure_cause("precheck", KeyError("disks")) == "precheck failed: KeyError: 'disks'"
 
 
-# ---- item 4: the start outlasts a slow shutdown, and its timeout is retried --------------------------------
-def test_the_starts_bound_covers_the_stops_and_its_timeout_is_retryable(emulator, context):
-    record = precheck(context)
-    stop = StopInstanceOperator(task_id="stop", instance_record=record, timeout=600)
-    assert stop.poke(context.as_dict()) is False  # STOPPING now, for 30 simulated seconds
-    start = StartInstanceOperator(task_id="tier_1.start", instance_record=record, timeout=0, stop_timeout=0)
-    with pytest.raises(
-        OperationTimeoutError, match="did not finish within 0 seconds; the task's retry waits"
-    ):
-        start.execute(context.as_dict())
-    assert context.ti.pushed[ERROR_XCOM_KEY]["error"] == "OperationTimeoutError"
-    assert (
-        StartInstanceOperator(task_id="s", instance_record=record, timeout=900, stop_timeout=300).timeout
-        == 1200
+# ---- item 4: bringing a VM back outlasts a slow shutdown, and its timeout is retried ------------------------
+def ensure_running(record, **kwargs):
+    return EnsureRunningOperator(
+        task_id="tier_1.ensure_running",
+        instance_record=record,
+        downtime_task="tier_1.stop_snapshot_start",
+        **kwargs,
     )
 
 
-def test_a_start_whose_deferral_timed_out_is_retryable_too(emulator, context):
-    from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
-
-    start = StartInstanceOperator(task_id="tier_1.start", instance_record=precheck(context), timeout=60)
-    with pytest.raises(OperationTimeoutError, match="the deferral timed out"):
-        start.resume_execution(
-            TRIGGER_FAIL_REPR, {"error": TriggerFailureReason.TRIGGER_TIMEOUT}, context.as_dict()
-        )
+def test_ensure_runnings_bound_covers_the_stops_and_its_timeout_is_retryable(emulator, context):
+    record = precheck(context)  # the default emulator runs in real time: the stop takes 30 s
+    hook = ensure_running(record).hook
+    hook.stop_instance(
+        project_id=PROJECT, zone=ZONE_A, name="web-1", request_id="00000000-0000-4000-8000-000000000001"
+    )
+    context.ti.pushed[DOWN_XCOM_KEY] = {"down": True}  # the downtime task stopped it, then died
+    context.ti.xcom_pull = lambda task_ids, key="return_value", map_indexes=None: context.ti.pushed.get(key)
+    with pytest.raises(
+        OperationTimeoutError, match=rf"The start of VM {VM}/web-1 did not finish within 0 seconds"
+    ):
+        ensure_running(record, timeout=0, stop_timeout=0).execute(context.as_dict())
     assert context.ti.pushed[ERROR_XCOM_KEY]["error"] == "OperationTimeoutError"
+    assert fast_start_calls(emulator) == []  # STOPPING: no start was sent
+    bounded = ensure_running(record, timeout=900, stop_timeout=300)
+    assert (bounded.timeout, bounded.stop_timeout) == (900, 300)
 
 
-def test_the_start_waits_out_stopping_then_starts(emulator, context):
+def fast_start_calls(emulator):
+    return emulator.calls_for("compute.instances.start")
+
+
+def test_ensure_running_waits_out_stopping_then_starts(fast_emulator, context):
     record = precheck(context)
-    StopInstanceOperator(task_id="stop", instance_record=record).poke(context.as_dict())
-    start = StartInstanceOperator(task_id="start", instance_record=record, timeout=60, stop_timeout=60)
-    assert start.poke(context.as_dict()) is False  # STOPPING: no start call yet
-    assert emulator.calls_for("compute.instances.start") == []
-    assert converge(start, context, emulator)["started"] is True
-    assert emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+    hook = ensure_running(record).hook
+    hook.stop_instance(
+        project_id=PROJECT, zone=ZONE_A, name="web-1", request_id="00000000-0000-4000-8000-000000000002"
+    )
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "STOPPING"
+    context.ti.pushed[DOWN_XCOM_KEY] = {"down": True}
+    context.ti.xcom_pull = lambda task_ids, key="return_value", map_indexes=None: context.ti.pushed.get(key)
+    result = ensure_running(record, timeout=60, stop_timeout=60).execute(context.as_dict())
+    assert result["started"] is True
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+    start = fast_start_calls(fast_emulator)
+    stop = next(op for op in fast_emulator.world.operations.values() if op.operation_type == "stop")
+    assert start
+    assert min(c.time for c in start) >= stop.end_time  # the start came after the VM was TERMINATED
 
 
 # ---- item 6: the run's conf decides, not Airflow's params handling ------------------------------------
@@ -256,7 +255,7 @@ TIERS = [
 
 @pytest.fixture
 def shared_emulator(monkeypatch):
-    with Emulator(SHARED_SEED) as emulator:
+    with Emulator(SHARED_SEED, time_scale=600.0) as emulator:
         connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
         monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
         yield emulator
@@ -290,13 +289,17 @@ def test_a_vm_whose_disk_subset_leaves_the_shared_disk_out_does_not_carry_it(sha
 
 
 def test_each_shared_disk_is_snapshotted_once_by_the_backup_of_its_carrier(shared_emulator, context):
+    import time
+
+    from gce_vm_backup._base import RunKey
+
     snapshotted: dict[str, list[str]] = {}
+    settings = CaptureSettings(deployment="test", group="web")
     for vm in resolve_all(context):
         record = precheck(context, vm["instance"], vm["zone"], carried_by=vm["carried_by"])
-        snapshot = SnapshotDisksOperator(
-            deployment="test", task_id="snapshot", group="web", instance_record=record, poke_interval=1
-        )
-        for item in converge(snapshot, context, shared_emulator, step=600):
+        hook = PrecheckInstanceOperator(task_id="p", project_id=PROJECT, zone=ZONE_A, instance="x").hook
+        run = RunKey.from_context(context.as_dict())
+        for item in capture_standard(hook, record, run, deadline=time.monotonic() + 30, settings=settings):
             snapshotted.setdefault(item["disk_source"], []).append(vm["instance"])
         if vm["instance"] == "web-1":
             assert {d["source"]: d.get("carried_by") for d in record["disks"]}[

@@ -9,7 +9,7 @@ import pytest
 from gce_vm_backup.errors import BackupError, OperationFailedError
 from gce_vm_backup.labels import DEPLOYMENT_KEY, GROUP_KEY, managed_disk_filter, managed_snapshot_labels
 from gce_vm_backup.naming import snapshot_name
-from gce_vm_backup.operators import PrecheckInstanceOperator, SnapshotDisksOperator
+from gce_vm_backup.operators import PrecheckInstanceOperator
 from gce_vm_backup.retention_ops import ApplyRetentionOperator, VerifySnapshotsOperator
 
 from .conftest import PROJECT, RUN_TIME, ZONE, converge
@@ -54,15 +54,40 @@ def seed_old(
     )
 
 
+class CaptureLooks:
+    """The downtime task's capture step (snapshot_ops.capture_standard), one look per poke: the emulator's
+    clock is advanced between looks (issue 13 replaced the snapshot sensor with that step)."""
+
+    task_id = "capture"
+
+    def __init__(self, *, instance_record, deployment, group, ready_when="READY"):
+        from gce_vm_backup.snapshot_ops import CaptureSettings
+
+        self.record = instance_record
+        self.settings = CaptureSettings(deployment, group, early_restart=ready_when == "UPLOADING")
+
+    def poke(self, context):
+        from gce_vm_backup._base import RunKey
+        from gce_vm_backup.errors import OperationTimeoutError
+        from gce_vm_backup.hook import ComputeBackupHook
+        from gce_vm_backup.snapshot_ops import capture_standard
+
+        run = RunKey.from_context(context)
+        try:
+            return capture_standard(
+                ComputeBackupHook(), self.record, run, deadline=0.0, settings=self.settings
+            )
+        except OperationTimeoutError:  # not there yet: look again after the clock moved
+            return False
+
+
 def backup_disks(
     emulator, context, disks=("web-1",), step=60, group="web", deployment="test", **snapshot_kwargs
 ):
     record = PrecheckInstanceOperator(
         task_id="precheck", project_id=PROJECT, zone=ZONE, instance="web-1", disks=list(disks)
     ).execute(context.as_dict())
-    sensor = SnapshotDisksOperator(
-        task_id="snapshot", deployment=deployment, group=group, instance_record=record, **snapshot_kwargs
-    )
+    sensor = CaptureLooks(deployment=deployment, group=group, instance_record=record, **snapshot_kwargs)
     return record, converge(sensor, context, emulator, step=step)
 
 
@@ -106,7 +131,7 @@ def test_after_a_failed_snapshot_retention_deletes_nothing_for_that_disk(fast_em
     record = PrecheckInstanceOperator(
         task_id="precheck", project_id=PROJECT, zone=ZONE, instance="web-1", disks=["web-1"]
     ).execute(context.as_dict())
-    sensor = SnapshotDisksOperator(task_id="snapshot", deployment="test", group="web", instance_record=record)
+    sensor = CaptureLooks(deployment="test", group="web", instance_record=record)
     with pytest.raises(OperationFailedError):
         converge(sensor, context, fast_emulator, step=30)
     failed_name = snapshot_name(

@@ -119,8 +119,9 @@ class RecordsFailures:
     Every path is covered: an error of the hook, an operation's error, our sensor timeouts (raised from
     ``execute`` or from ``resume_execution`` after a deferral), a trigger timeout, Airflow's own
     ``execution_timeout``. Airflow clears a task's XComs when a new try starts, so the XCom holds the last
-    try's error. A subclass's ``execute`` is wrapped when the class is defined; ``failure_subject`` (set
-    while a step runs, e.g. per disk) names what failed, else the task's name.
+    try's error. A subclass's ``execute`` is wrapped when the class is defined; the exception's own
+    ``failure_subject`` attribute (set by the capture step per disk), else ``self.failure_subject`` (set
+    while a step runs), names what failed, else the task's name.
     """
 
     failure_subject: str | None = None
@@ -148,7 +149,10 @@ class RecordsFailures:
             or getattr(exc, "_gce_vm_backup_recorded", False)
         ):
             return
-        subject = self.failure_subject or self.task_id.rsplit(".", 1)[-1]
+        # The exception may name what failed (a capture step marks its per-disk errors), else the task.
+        subject = (
+            getattr(exc, "failure_subject", None) or self.failure_subject or self.task_id.rsplit(".", 1)[-1]
+        )
         message = str(exc).strip()
         record = {
             "task": self.task_id,
@@ -195,8 +199,8 @@ class DeferringWait:
 
     Slot-free like ``reschedule``, and unlike it, a waiting task counts against
     ``max_active_tis_per_dagrun`` (Airflow counts deferred task instances, not ones waiting to be
-    rescheduled), so a group's ``max_concurrent_vms`` caps the operations in flight. The trigger is a
-    built-in one, so it runs on Composer 3's triggerer, which does not get plugins/.
+    rescheduled). The trigger is a built-in one, so it runs on Composer 3's triggerer, which does not get
+    plugins/. Used through waits.SlotFreeWait.
 
     The overall deadline (now + ``timeout`` at the first poke) is kept in this task instance's XCom, which
     both a real resume and ``dag.test()`` keep (``dag.test`` drops ``defer`` kwargs). A retry starts a

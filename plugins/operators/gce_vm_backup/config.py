@@ -200,6 +200,10 @@ class Group(_Model):
     )
     max_concurrent_vms: int = Field(default=10, ge=1, le=500)
     early_restart: bool = False
+    # instant: capture instant snapshots while the VM is down, convert them to standard ones once it runs
+    # again (instant_ops); instant_fallback says what a disk whose type has no instant snapshots gets.
+    snapshot_mode: Literal["standard", "instant"] = "standard"
+    instant_fallback: Literal["refuse", "standard"] = "refuse"
     gcp_conn_id: str = "google_cloud_default"
     retention: RetentionPolicy | None = None
     notify: NotifySettings | None = None
@@ -232,6 +236,17 @@ class Group(_Model):
                 "group's VMs; if that is intended, set 'allow_frequent_schedule: true' in the group"
             )
         return schedule
+
+    @field_validator("snapshot_mode")
+    @classmethod
+    def _instant_has_no_guest_flush(cls, mode: str, info: ValidationInfo) -> str:
+        snapshot = info.data.get("snapshot")
+        if mode == "instant" and snapshot is not None and snapshot.guest_flush:
+            raise ValueError(
+                "'instant' cannot honour snapshot.guest_flush: an instant snapshot has no guest flush, and "
+                "its standard snapshot is made from it, not from the disk; drop one of the two"
+            )
+        return mode
 
     @field_validator("start_date", mode="before")
     @classmethod

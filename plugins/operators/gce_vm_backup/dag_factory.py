@@ -4,14 +4,16 @@
 file's namespace. Nothing here imports a Google library or calls an API: the DAG processor runs it at
 every parse.
 
-Each DAG, per tier: ``resolve_tier_N`` (run time: label selectors, the trigger form's subset, the dry
-run) -> a mapped task group ``tier_N`` with one instance per VM: ``precheck`` (setup, records the prior
-state) -> ``stop`` -> ``snapshot`` -> ``start`` (teardown of the precheck: it runs even when stop or
-snapshot failed, and the run still ends failed) -> ``verify`` (this run's snapshots READY) ->
-``retention`` (only when the group has a policy). Tier N+1's VMs stop only after every stop of tier N
-finished; tier N's VMs start again only after every start of tier N+1 (reverse order). ``run_report``
-runs last, whatever happened, and fails the run when any VM had a problem; the group's ``notify``
-block becomes the DAG's ``on_failure_callback``.
+Each DAG, per tier (task ids from stages.py): ``resolve_tier_N`` (run time: label selectors, the trigger
+form's subset, the dry run) -> a mapped task group ``tier_N`` with one instance per VM: ``precheck``
+(setup, records the prior state) -> ``stop_snapshot_start`` (the whole downtime in one task, at most
+``max_concurrent_vms`` at once) -> ``verify`` (``convert`` in instant mode) -> ``retention`` (only with
+a policy); ``ensure_running`` (teardown of the precheck) brings the VM back if it is still down,
+whatever failed. In a tiered group the outer tiers run ``stop_snapshot`` and ``start`` instead: tier
+N+1's VMs stop only after every VM of tier N is down and captured; tier N's VMs start again only after
+every VM of tier N+1 is back (reverse order). ``run_report`` runs last, whatever happened, and fails
+the run when any VM had a problem; the group's ``notify`` block becomes the DAG's
+``on_failure_callback``.
 """
 
 from __future__ import annotations
@@ -25,19 +27,20 @@ from typing import Any
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TriggerRule, task_group
 
+from gce_vm_backup import stages
 from gce_vm_backup.config import BackupConfig, Group, read_config
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.operators import (
     ApplyRetentionOperator,
+    EnsureRunningOperator,
     PrecheckInstanceOperator,
     ResolveTargetsOperator,
     RunReportOperator,
-    SnapshotDisksOperator,
-    StartInstanceOperator,
-    StopInstanceOperator,
+    StopSnapshotOperator,
+    StopSnapshotStartOperator,
     VerifySnapshotsOperator,
 )
-from gce_vm_backup.report import REPORT_TASK_ID, notifiers_from_config
+from gce_vm_backup.report import notifiers_from_config
 
 log = logging.getLogger(__name__)
 DAG_ID_PREFIX = "gce_vm_backup__"
@@ -91,18 +94,20 @@ def _doc(group_id: str, group: Group, source: str, deployment: str) -> str:
     return (
         f"### Backup group `{group_id}`\n\n{group.description}\n\n"
         f"Generated from `{source}` by gce-vm-backup (deployment `{deployment}`).\n\n{tiers}\n\n"
-        f"Waiting: `{group.wait_mode}`; at most {group.max_concurrent_vms} VMs in each stage at once."
+        f"At most {group.max_concurrent_vms} VMs down at once; slot-free waits: `{group.wait_mode}`."
     )
 
 
 def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> DAG:
     """The DAG of one group of the deployment ``deployment``. Raises nothing for a validated group."""
+    cap = group.max_concurrent_vms
     common: dict[str, Any] = {"gcp_conn_id": group.gcp_conn_id}
-    sensor: dict[str, Any] = {
+    # The slot-free waits (verify, convert): the group's wait mode; the cap bounds their polling too.
+    slot_free: dict[str, Any] = {
         **common,
         "wait_mode": group.wait_mode,
         "poke_interval": group.poke_interval,
-        "max_active_tis_per_dagrun": group.max_concurrent_vms,
+        "max_active_tis_per_dagrun": cap,
     }
     # BaseNotifier instances are the callbacks (called with the context); none without a notify block
     callbacks: list[Any] = list(notifiers_from_config(group.notify))
@@ -113,9 +118,9 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
         start_date=group.start_date,
         catchup=False,
         max_active_runs=1,
-        # Room for every capped stage (stop, snapshot, start, verify) at its cap, plus the uncapped tasks;
-        # Airflow's default of 16 would bind before a cap of 4 or more (fleet benchmark).
-        max_active_tasks=4 * group.max_concurrent_vms + 16,
+        # Room for the downtime tasks and the verifies at their cap, plus the uncapped tasks (prechecks,
+        # ensure_running, retention); Airflow's default of 16 would bind before a cap of 8 or more.
+        max_active_tasks=2 * cap + 16,
         params=trigger_params(group),
         render_template_as_native_obj=True,
         tags=["gce-vm-backup", *group.tags],
@@ -123,18 +128,18 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
         default_args={
             "retries": group.retries,
             "retry_delay": group.retry_timedelta,
-            # Later stages first: a VM that is already down is snapshotted and started before another VM
-            # is stopped (Airflow's default, downstream, does the opposite and stretches downtime).
+            # Later stages first: a VM's verify and retention, and a retry bringing a VM back, go before
+            # another VM's downtime (Airflow's default, downstream, does the opposite).
             "weight_rule": "upstream",
         },
         on_failure_callback=callbacks or None,
     ) as dag:
         tiers = [[target.as_operator_target() for target in tier] for tier in group.tier_list]
         retention = group.retention.model_dump() if group.retention is not None else None
-        previous: dict[str, Any] | None = None
+        previous: int | None = None
         for number in range(1, len(tiers) + 1):
             resolve = ResolveTargetsOperator(
-                task_id=f"resolve_tier_{number}",
+                task_id=stages.resolve_task(number),
                 tiers=tiers,
                 tier=number,
                 only="{{ params.vms }}",
@@ -143,44 +148,85 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
                 conf="{{ dag_run.conf }}",
                 deployment=deployment,
                 group=group_id,
+                # A tiered group keeps its whole stack down at once: more VMs than the cap is refused.
+                max_concurrent_vms=cap if len(tiers) > 1 and number == 1 else None,
                 **common,
             )
-            _tier_group(number, group_id, group, common, sensor, deployment).expand_kwargs(resolve.output)
-            tasks = {name: dag.get_task(f"tier_{number}.{name}") for name in ("stop", "start")}
+            innermost = number == len(tiers)
+            _tier_group(number, innermost, group_id, group, common, slot_free, deployment).expand_kwargs(
+                resolve.output
+            )
             if previous is not None:
                 # Tier order goes through plain (unmapped) barrier tasks: a tier that maps to no VM this
                 # run is skipped, and must not hold the next tier back. A failed stop still does.
                 stopped = EmptyOperator(
-                    task_id=f"tier_{number - 1}_stopped", trigger_rule=TriggerRule.NONE_FAILED
+                    task_id=stages.tier_stopped_task(previous), trigger_rule=TriggerRule.NONE_FAILED
                 )
-                started = EmptyOperator(task_id=f"tier_{number}_started", trigger_rule=TriggerRule.ALL_DONE)
-                previous["stop"] >> stopped >> resolve  # tier N stops before tier N+1 stops
-                tasks["start"] >> started >> previous["start"]  # tier N+1 starts before tier N starts
-            previous = tasks
-        vm_groups = [f"tier_{number}" for number in range(1, len(tiers) + 1)]
-        report = RunReportOperator(task_id=REPORT_TASK_ID, vm_groups=vm_groups, **common)
-        # After every task, not only the leaves: a VM's start (a teardown) can still be bringing it back
-        # after its retention went upstream_failed, and the report must see how that ended. Setup tasks
-        # (precheck) are left out: Airflow allows only all_success after a setup, and they are upstream
-        # of everything in their VM's group anyway.
+                started = EmptyOperator(
+                    task_id=stages.tier_started_task(number), trigger_rule=TriggerRule.ALL_DONE
+                )
+                # tier N is down and captured before tier N+1 stops
+                dag.get_task(stages.tier_task(previous, stages.STOP_SNAPSHOT)) >> stopped >> resolve
+                # tier N+1 is back (its ensure_running, whatever happened) before tier N starts
+                ensure = dag.get_task(stages.tier_task(number, stages.ENSURE_RUNNING))
+                ensure >> started >> dag.get_task(stages.tier_task(previous, stages.START))
+            previous = number
+        vm_groups = [stages.tier_group(number) for number in range(1, len(tiers) + 1)]
+        report = RunReportOperator(task_id=stages.REPORT, vm_groups=vm_groups, **common)
+        # After every task, not only the leaves: a VM's ensure_running (a teardown) can still be bringing
+        # it back after its retention went upstream_failed, and the report must see how that ended. Setup
+        # tasks (precheck) are left out: Airflow allows only all_success after a setup, and they are
+        # upstream of everything in their VM's group anyway.
         [task for task in dag.tasks if task is not report and not task.is_setup] >> report
     return dag
 
 
+def _capture_kwargs(group_id: str, group: Group, deployment: str) -> dict[str, Any]:
+    """The downtime task's arguments from the group's config (the same for both kinds)."""
+    timeouts = group.timeouts
+    return {
+        "deployment": deployment,
+        "group": group_id,
+        "labels": dict(group.snapshot.labels),
+        "storage_locations": group.snapshot.storage_locations,
+        "snapshot_type": group.snapshot.snapshot_type,
+        "guest_flush": group.snapshot.guest_flush,
+        "description": group.snapshot.description,
+        "early_restart": group.early_restart,
+        "snapshot_mode": snapshot_mode(group),
+        "stop_timeout": timeouts.stop,
+        "snapshot_timeout": timeouts.snapshot,
+        "start_timeout": timeouts.start,
+        # The cap: the scheduler runs at most `cap` tries at once; each try also counts the VMs left down
+        # by killed or failed tries before it stops one (cap.py), and waits slot-free for room at most the
+        # longest one try of another VM can keep it down plus the retry delay of a killed one.
+        "max_concurrent_vms": group.max_concurrent_vms,
+        "max_active_tis_per_dagrun": group.max_concurrent_vms,
+        "cap_wait": timeouts.stop + timeouts.snapshot + timeouts.start + group.retry_delay,
+        "cap_poll": group.poke_interval,
+    }
+
+
+def snapshot_mode(group: Group) -> str:
+    """``standard`` or ``instant`` (config key ``snapshot_mode``; ``standard`` before that key exists)."""
+    return str(getattr(group, "snapshot_mode", "standard"))
+
+
 def _tier_group(
     number: int,
+    innermost: bool,
     group_id: str,
     group: Group,
     common: dict[str, Any],
-    sensor: dict[str, Any],
+    slot_free: dict[str, Any],
     deployment: str,
 ) -> Any:
-    @task_group(group_id=f"tier_{number}")
+    @task_group(group_id=stages.tier_group(number))
     def backup_vm(
         project_id: str, zone: str, instance: str, disks: list[str] | None, carried_by: dict[str, str]
     ) -> None:
         precheck = PrecheckInstanceOperator(
-            task_id="precheck",
+            task_id=stages.PRECHECK,
             project_id=project_id,
             zone=zone,
             instance=instance,
@@ -189,54 +235,73 @@ def _tier_group(
             carried_by=carried_by,
             **common,
         )
-        stop = StopInstanceOperator(
-            task_id="stop", instance_record=precheck.output, timeout=group.timeouts.stop, **sensor
-        )
-        snapshot = SnapshotDisksOperator(
-            task_id="snapshot",
-            instance_record=precheck.output,
-            deployment=deployment,
-            group=group_id,
-            labels=dict(group.snapshot.labels),
-            storage_locations=group.snapshot.storage_locations,
-            snapshot_type=group.snapshot.snapshot_type,
-            guest_flush=group.snapshot.guest_flush,
-            description=group.snapshot.description,
-            ready_when="UPLOADING" if group.early_restart else "READY",
-            timeout=group.timeouts.snapshot,
-            **sensor,
-        )
-        start = StartInstanceOperator(
-            task_id="start",
-            instance_record=precheck.output,
-            timeout=group.timeouts.start,
+        bring_back: dict[str, Any] = {
+            **common,
+            "instance_record": precheck.output,
+            "timeout": group.timeouts.start,
             # A stop that timed out may still be shutting down: the start waits that out too, then starts.
-            stop_timeout=group.timeouts.stop,
-            retries=max(group.retries, 3),  # bringing a VM back is worth more tries than the rest
-            retry_delay=timedelta(seconds=min(group.retry_delay, 60)),
-            **sensor,
+            "stop_timeout": group.timeouts.stop,
+            "retries": max(group.retries, 3),  # bringing a VM back is worth more tries than the rest
+            "retry_delay": timedelta(seconds=min(group.retry_delay, 60)),
+        }
+        downtime_cls = StopSnapshotStartOperator if innermost else StopSnapshotOperator
+        downtime_id = stages.STOP_SNAPSHOT_START if innermost else stages.STOP_SNAPSHOT
+        downtime = downtime_cls(
+            task_id=downtime_id,
+            instance_record=precheck.output,
+            **_capture_kwargs(group_id, group, deployment),
+            **common,
         )
-        precheck >> stop >> snapshot >> start
-        start.as_teardown(setups=precheck)
-        # After the VM is back: this run's snapshots READY (with early restart the snapshot task stopped
-        # waiting at UPLOADING), then the old ones the policy lets go. A failed snapshot or verify leaves
-        # retention upstream_failed: nothing is deleted for a VM without a new READY snapshot.
-        verify = VerifySnapshotsOperator(
-            task_id="verify",
-            snapshot_records=snapshot.output,
-            timeout=group.timeouts.verify,
-            **sensor,
+        ensure = EnsureRunningOperator(
+            task_id=stages.ENSURE_RUNNING, downtime_task=stages.tier_task(number, downtime_id), **bring_back
         )
-        start >> verify
+        precheck >> downtime
+        if innermost:
+            downtime >> ensure
+        else:  # the VM stays down until the inner tiers are back: the tier barrier feeds `start`
+            start = EnsureRunningOperator(
+                task_id=stages.START, downtime_task=stages.tier_task(number, downtime_id), **bring_back
+            )
+            downtime >> start >> ensure
+            start.as_teardown(setups=precheck)
+        ensure.as_teardown(setups=precheck)
+        # With the VM back (or on its way): this run's snapshots READY (with early restart the capture
+        # stopped waiting at UPLOADING), then the old ones the policy lets go. A failed capture or verify
+        # leaves retention upstream_failed: nothing is deleted for a VM without a new READY snapshot.
+        if snapshot_mode(group) == "instant":
+            # Hook point (c-instant, issue 13 item 3): instant snapshots are converted into standard ones.
+            from gce_vm_backup.instant_ops import (  # type: ignore[import-not-found,unused-ignore]
+                ConvertInstantSnapshotsOperator,
+            )
+
+            verify = ConvertInstantSnapshotsOperator(
+                task_id=stages.CONVERT,
+                instance_record=precheck.output,
+                instant_records=downtime.output,
+                labels=dict(group.snapshot.labels),
+                storage_locations=group.snapshot.storage_locations,
+                snapshot_type=group.snapshot.snapshot_type,
+                deployment=deployment,
+                group=group_id,
+                timeout=group.timeouts.verify,
+                **slot_free,
+            )
+        else:
+            verify = VerifySnapshotsOperator(
+                task_id=stages.VERIFY,
+                snapshot_records=downtime.output,
+                timeout=group.timeouts.verify,
+                **slot_free,
+            )
+        downtime >> verify
         if group.retention is not None:
             retention = ApplyRetentionOperator(
-                task_id="retention",
+                task_id=stages.RETENTION,
                 instance_record=precheck.output,
                 snapshot_records=verify.output,
                 policy=group.retention.model_dump(),
                 deployment=deployment,
                 group=group_id,
-                plan_only="{{ params.dry_run }}",
                 **common,
             )
             verify >> retention

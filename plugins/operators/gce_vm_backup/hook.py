@@ -116,8 +116,28 @@ class ComputeBackupHook(GoogleBaseHook):
         return self._client(compute_v1.SnapshotsClient)
 
     @cached_property
+    def instant_snapshots(self) -> compute_v1.InstantSnapshotsClient:
+        return self._client(compute_v1.InstantSnapshotsClient)
+
+    @cached_property
+    def region_instant_snapshots(self) -> compute_v1.RegionInstantSnapshotsClient:
+        return self._client(compute_v1.RegionInstantSnapshotsClient)
+
+    @cached_property
+    def disks(self) -> compute_v1.DisksClient:
+        return self._client(compute_v1.DisksClient)
+
+    @cached_property
+    def region_disks(self) -> compute_v1.RegionDisksClient:
+        return self._client(compute_v1.RegionDisksClient)
+
+    @cached_property
     def zone_operations(self) -> compute_v1.ZoneOperationsClient:
         return self._client(compute_v1.ZoneOperationsClient)
+
+    @cached_property
+    def region_operations(self) -> compute_v1.RegionOperationsClient:
+        return self._client(compute_v1.RegionOperationsClient)
 
     @cached_property
     def global_operations(self) -> compute_v1.GlobalOperationsClient:
@@ -199,12 +219,26 @@ class ComputeBackupHook(GoogleBaseHook):
 
     # ---- disks and snapshots -------------------------------------------------------------------
     def insert_snapshot(
-        self, *, project_id: str, snapshot: compute_v1.Snapshot, request_id: str
+        self,
+        *,
+        project_id: str,
+        snapshot: compute_v1.Snapshot,
+        request_id: str,
+        source_instant_snapshot: str | None = None,
     ) -> compute_v1.Operation:
-        """snapshots.insert with ``source_disk`` set: works for zonal and regional disks alike."""
+        """snapshots.insert with ``source_disk`` set (zonal and regional disks alike), or, with
+        ``source_instant_snapshot`` (a ``projects/...`` path), the conversion of that instant snapshot.
+        The two sources exclude each other: ValueError when both are given."""
+        if source_instant_snapshot:
+            if snapshot.source_disk:
+                raise ValueError(
+                    f"snapshot {snapshot.name}: source_disk and source_instant_snapshot exclude each other"
+                )
+            snapshot.source_instant_snapshot = source_instant_snapshot
         request = {"project": project_id, "snapshot_resource": snapshot, "request_id": request_id}
+        source = source_instant_snapshot or snapshot.source_disk
         return self._call(
-            f"create snapshot {snapshot.name} of {snapshot.source_disk}",
+            f"create snapshot {snapshot.name} of {source}",
             lambda: self.snapshots.insert_unary(request=request, retry=NO_RETRY),
         )
 
@@ -239,13 +273,108 @@ class ComputeBackupHook(GoogleBaseHook):
             lambda: self.snapshots.delete_unary(request=request, retry=NO_RETRY),
         )
 
+    # ---- instant snapshots (zonal: zone=..., regional: region=...) -------------------------------
+    def _instant(self, zone: str | None, region: str | None) -> tuple[Any, dict[str, str], str]:
+        """The client, the request's location and its path for one of ``zone`` / ``region``."""
+        if (zone is None) == (region is None):
+            raise ValueError("give exactly one of zone (a zonal disk) or region (a regional disk)")
+        if zone is not None:
+            return self.instant_snapshots, {"zone": zone}, f"zones/{zone}"
+        return self.region_instant_snapshots, {"region": str(region)}, f"regions/{region}"
+
+    def insert_instant_snapshot(
+        self,
+        *,
+        project_id: str,
+        zone: str | None = None,
+        region: str | None = None,
+        name: str,
+        source_disk: str,
+        labels: dict[str, str],
+        request_id: str,
+        description: str | None = None,
+    ) -> compute_v1.Operation:
+        """instantSnapshots.insert (``zone``) or regionInstantSnapshots.insert (``region``): a zone or
+        region operation. The disk must be in that zone or region."""
+        client, where, scope = self._instant(zone, region)
+        resource = compute_v1.InstantSnapshot(name=name, source_disk=source_disk, labels=labels)
+        if description:
+            resource.description = description
+        request = {
+            "project": project_id,
+            **where,
+            "instant_snapshot_resource": resource,
+            "request_id": request_id,
+        }
+        return self._call(
+            f"create instant snapshot projects/{project_id}/{scope}/instantSnapshots/{name} of {source_disk}",
+            lambda: client.insert_unary(request=request, retry=NO_RETRY),
+        )
+
+    def get_instant_snapshot(
+        self, *, project_id: str, zone: str | None = None, region: str | None = None, name: str
+    ) -> compute_v1.InstantSnapshot | None:
+        """The instant snapshot, or None if it does not exist."""
+        client, where, scope = self._instant(zone, region)
+        request = {"project": project_id, **where, "instant_snapshot": name}
+        try:
+            return self._call(
+                f"get instant snapshot projects/{project_id}/{scope}/instantSnapshots/{name}",
+                lambda: client.get(request=request, retry=NO_RETRY),
+            )
+        except ResourceNotFoundError:
+            return None
+
+    def list_instant_snapshots(
+        self, *, project_id: str, zone: str | None = None, region: str | None = None, filter: str
+    ) -> Iterator[compute_v1.InstantSnapshot]:
+        """Every instant snapshot of that zone or region matching ``filter``, all pages."""
+        client, where, scope = self._instant(zone, region)
+        request = {"project": project_id, **where, **({"filter": filter} if filter else {})}
+        yield from self._call(
+            f"list instant snapshots in projects/{project_id}/{scope}",
+            lambda: list(client.list(request=request, retry=NO_RETRY)),
+        )
+
+    def delete_instant_snapshot(
+        self,
+        *,
+        project_id: str,
+        zone: str | None = None,
+        region: str | None = None,
+        name: str,
+        request_id: str,
+    ) -> compute_v1.Operation:
+        client, where, scope = self._instant(zone, region)
+        request = {"project": project_id, **where, "instant_snapshot": name, "request_id": request_id}
+        return self._call(
+            f"delete instant snapshot projects/{project_id}/{scope}/instantSnapshots/{name}",
+            lambda: client.delete_unary(request=request, retry=NO_RETRY),
+        )
+
+    def get_disk(
+        self, *, project_id: str, zone: str | None = None, region: str | None = None, name: str
+    ) -> compute_v1.Disk:
+        """disks.get / regionDisks.get: the attached-disk entries of a VM do not carry the disk's type."""
+        if (zone is None) == (region is None):
+            raise ValueError("give exactly one of zone (a zonal disk) or region (a regional disk)")
+        if zone is not None:
+            return self._call(
+                f"get disk projects/{project_id}/zones/{zone}/disks/{name}",
+                lambda: self.disks.get(project=project_id, zone=zone, disk=name, retry=NO_RETRY),
+            )
+        return self._call(
+            f"get disk projects/{project_id}/regions/{region}/disks/{name}",
+            lambda: self.region_disks.get(project=project_id, region=region, disk=name, retry=NO_RETRY),
+        )
+
     # ---- operations ----------------------------------------------------------------------------
     def get_operation(self, operation: compute_v1.Operation, *, wait_seconds: float) -> compute_v1.Operation:
         """Long-poll (``operations.wait``) the operation for up to ``wait_seconds``; its state then.
 
-        Every operation the package waits on is zonal (stop, start, resume) or global (snapshots insert
-        and delete, zonal and regional disks alike), so only those two clients exist: IAM grants exactly
-        what is called (permissions.py). Raises ApiError for anything else."""
+        Zonal (stop, start, resume, instant snapshots of zonal disks), regional (instant snapshots of
+        regional disks) or global (snapshots insert and delete, zonal and regional disks alike): IAM grants
+        exactly what is called (permissions.py)."""
         kind, location = scope_of(operation)
         project = project_of(operation)
         what = f"wait operation {operation.name} on {target_of(operation)}"
@@ -255,11 +384,12 @@ class ComputeBackupHook(GoogleBaseHook):
         if kind == "zone":
             client: Any = self.zone_operations
             request = {"project": project, "zone": location, "operation": operation.name}
-        elif kind == "global":
+        elif kind == "region":
+            client = self.region_operations
+            request = {"project": project, "region": location, "operation": operation.name}
+        else:
             client = self.global_operations
             request = {"project": project, "operation": operation.name}
-        else:
-            raise ApiError(f"{what}: a {kind} operation; the package waits only on zonal and global ones")
         return self._call(what, lambda: client.wait(request=request, retry=NO_RETRY, timeout=timeout))
 
     def wait_operation(self, operation: compute_v1.Operation, *, timeout: float) -> compute_v1.Operation:

@@ -4,25 +4,21 @@ Importing this module imports Airflow's SDK and nothing Google: the hook and the
 imported inside execute()/poke(), so DAG parsing stays fast and makes no API call.
 """
 
-from gce_vm_backup.instance_ops import (
-    ConvergeSensor,
-    PrecheckInstanceOperator,
-    ResolveTargetsOperator,
-    StartInstanceOperator,
-    StopInstanceOperator,
-)
+from gce_vm_backup.downtime_ops import StopSnapshotOperator, StopSnapshotStartOperator
+from gce_vm_backup.precheck_ops import EnsureRunningOperator, PrecheckInstanceOperator
 from gce_vm_backup.report import RunReportOperator
+from gce_vm_backup.resolve_ops import ResolveTargetsOperator
 from gce_vm_backup.retention_ops import ApplyRetentionOperator, VerifySnapshotsOperator
-from gce_vm_backup.snapshot_ops import SnapshotDisksOperator
+from gce_vm_backup.waits import SlotFreeWait
 
 __all__ = [
     "ApplyRetentionOperator",
-    "ConvergeSensor",
+    "EnsureRunningOperator",
     "PrecheckInstanceOperator",
     "ResolveTargetsOperator",
     "RunReportOperator",
-    "SnapshotDisksOperator",
-    "StartInstanceOperator",
-    "StopInstanceOperator",
+    "SlotFreeWait",
+    "StopSnapshotOperator",
+    "StopSnapshotStartOperator",
     "VerifySnapshotsOperator",
 ]

@@ -42,7 +42,8 @@ from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.config import EmailSettings, NotifySettings, SlackSettings
 from gce_vm_backup.errors import BackupError, ConfigError
-from gce_vm_backup.instance_ops import DRY_RUN_PLAN_KEY, NO_VM_STATUS
+from gce_vm_backup.plan import NO_VM_STATUS
+from gce_vm_backup.resolve_ops import DRY_RUN_PLAN_KEY
 
 VM_TASKS = ("precheck", "stop", "snapshot", "start", "verify", "retention")
 REPORT_XCOM_KEY = "run_report"

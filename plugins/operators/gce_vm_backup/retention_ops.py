@@ -1,13 +1,15 @@
 """After the backup: wait until this run's snapshots are READY, then delete the old ones the policy lets go.
 
 ``VerifySnapshotsOperator`` matters with the early-restart opt-in, where the snapshot task finishes at
-UPLOADING; otherwise it confirms READY with one read per snapshot. ``ApplyRetentionOperator`` lists only
-this deployment's and group's snapshots of each disk (server-side label filter, every page), plans with
-``retention.plan_deletions`` and deletes with deterministic request ids, waiting on each delete.
+UPLOADING; otherwise it confirms READY with one read per snapshot (in ``snapshot_mode: instant`` the
+convert task, instant_ops.py, takes its place and returns the same records). ``ApplyRetentionOperator``
+lists only this deployment's and group's snapshots of each disk (server-side label filter, every
+page), plans with ``retention.plan_deletions`` and deletes with deterministic request ids, waiting on
+each delete.
 
-Both run per VM, inside the VM's mapped task group, after ``start``: their inputs are the precheck's
-InstanceRecord and the snapshot task's SnapshotRecords (XComArgs). Nothing Google is imported here at
-module level; the hook is built inside execute()/poke().
+Both run per VM, inside the VM's mapped task group, after the downtime task: their inputs are the
+precheck's InstanceRecord and the downtime task's SnapshotRecords (XComArgs). Nothing Google is
+imported here at module level; the hook is built inside execute()/poke().
 """
 
 from __future__ import annotations
@@ -17,22 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.bases.sensor import BaseSensorOperator
 from pydantic import ValidationError
 
-from gce_vm_backup._base import (
-    WAIT_MODES,
-    DeferringWait,
-    HookMixin,
-    RunKey,
-    as_bool,
-    check_choice,
-    sensor_mode,
-)
-from gce_vm_backup._compat import AirflowSensorTimeout
+from gce_vm_backup._base import HookMixin, RunKey, as_bool
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
-from gce_vm_backup.instance_ops import NO_VM_STATUS
+from gce_vm_backup.plan import NO_VM_STATUS
 from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
+from gce_vm_backup.waits import SlotFreeWait
 
 DELETING = "DELETING"
 DELETE_TIMEOUT = 600.0  # seconds to wait for one snapshot deletion
@@ -68,9 +61,10 @@ def _snapshot_path(project: str, name: str) -> str:
     return f"projects/{project}/global/snapshots/{name}"
 
 
-class VerifySnapshotsOperator(HookMixin, DeferringWait, BaseSensorOperator):
-    """Wait until every snapshot of this run is READY (a sensor; ``reschedule`` frees the worker slot).
+class VerifySnapshotsOperator(SlotFreeWait):
+    """Wait until every snapshot of this run is READY (slot-free between looks: waits.SlotFreeWait).
 
+    ``snapshot_records`` is the downtime task's result (its ``snapshots``) or a list of SnapshotRecords.
     Returns the records with their current status (READY) and size. Raises OperationFailedError when a
     snapshot turned FAILED, ResourceNotFoundError when it no longer exists, and AirflowSensorTimeout,
     naming each disk and snapshot still not READY, when ``timeout`` seconds pass first.
@@ -79,26 +73,23 @@ class VerifySnapshotsOperator(HookMixin, DeferringWait, BaseSensorOperator):
     template_fields: Sequence[str] = ("snapshot_records",)
 
     def __init__(
-        self,
-        *,
-        snapshot_records: Any,
-        wait_mode: str = "defer",
-        timeout: float = 7200,
-        poke_interval: float = 60,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
-        self.snapshot_records, self.wait_mode = snapshot_records, wait_mode
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+        self, *, snapshot_records: Any, timeout: float = 7200, poke_interval: float = 60, **kwargs: Any
+    ):
+        super().__init__(timeout=timeout, poke_interval=poke_interval, **kwargs)
+        self.snapshot_records = snapshot_records
         self._pending: list[str] = []
+
+    def timeout_message(self) -> str:
+        pending = "; ".join(self._pending) or "unknown"
+        return f"Snapshot(s) not READY within {self.timeout:.0f} seconds: {pending}"
 
     def poke(self, context: Any) -> Any:
         from airflow.sdk.bases.sensor import PokeReturnValue
 
-        records = snapshot_records(self.snapshot_records)
+        value = self.snapshot_records
+        records = snapshot_records(
+            value["snapshots"] if isinstance(value, dict) and "snapshots" in value else value
+        )
         verified, pending = [], []
         for record in records:
             project, name = _snapshot_project(record), record["snapshot"]
@@ -127,23 +118,6 @@ class VerifySnapshotsOperator(HookMixin, DeferringWait, BaseSensorOperator):
             return False
         self.log.info("All %d snapshot(s) READY", len(verified))
         return PokeReturnValue(True, verified)
-
-    def execute(self, context: Any) -> Any:
-        if self.wait_mode == "defer":
-            return self.execute_deferring(context)
-        try:
-            return super().execute(context)
-        except AirflowSensorTimeout as exc:
-            raise AirflowSensorTimeout(
-                f"Snapshot(s) not READY within {self.timeout:.0f} seconds: "
-                f"{'; '.join(self._pending) or 'unknown'} ({exc})"
-            ) from exc
-
-    def wait_timed_out(self, context: Any) -> Exception:
-        return AirflowSensorTimeout(
-            f"Snapshot(s) not READY within {self.timeout:.0f} seconds: "
-            f"{'; '.join(self._pending) or 'unknown'}"
-        )
 
 
 def load_policy(policy: Any) -> RetentionPolicy | None:

@@ -1,189 +1,329 @@
-"""Snapshot every disk of a VM: one deterministic name per disk and DAG run, adopted on retry."""
+"""Capture every disk of a stopped VM as standard snapshots: one deterministic name per disk and DAG
+run, adopted on retry, all inserted at once, their ends seen within seconds.
+
+``capture_standard`` is the capture step of the downtime task (downtime_ops.py) in ``snapshot_mode:
+standard``; ``instant_ops.capture_instant`` has the same signature for ``snapshot_mode: instant``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from gce_vm_backup._base import RunKey, as_bool, check_choice
-from gce_vm_backup.errors import BackupError, OperationFailedError
-from gce_vm_backup.instance_ops import ConvergeSensor, _vm_path
+from gce_vm_backup._base import as_bool, check_choice
+from gce_vm_backup.errors import (
+    BackupError,
+    OperationFailedError,
+    OperationTimeoutError,
+    ResourceNotFoundError,
+)
+from gce_vm_backup.plan import planned_snapshot_name, snapshot_record, vm_path
 
-READY_WHEN = ("READY", "UPLOADING")
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
 PAST_CREATING = frozenset({"UPLOADING", "READY"})
+LONG_POLL = 30.0  # seconds of one globalOperations.wait call
+POLL = 1.0  # seconds between reads of a snapshot when waiting for UPLOADING (no operation marks it)
+DELETE_FAILED_TIMEOUT = 300.0
+_log = logging.getLogger(__name__)
 
 
-class SnapshotDisksOperator(ConvergeSensor):
-    """Snapshot every disk in the precheck's record, and wait until each is usable.
+@dataclass(frozen=True)
+class CaptureSettings:
+    """What the group's config says about its snapshots (the same for every VM of the group).
 
-    Each snapshot's name is derived from the DAG run (naming.snapshot_name), so a retried, rescheduled or
-    crashed task finds its own snapshot and adopts it instead of making a second one. Snapshots carry the
-    project's labels (labels.managed_snapshot_labels: managed-by, ``deployment``, ``group``, instance, disk,
-    location, disk key) plus the group's ``labels``. A snapshot of that name is adopted only when it
-    carries this deployment's, group's and disk's labels AND its ``sourceDisk`` is the disk being backed
-    up (and its ``sourceDiskId`` is the disk entry's ``id``, when the record has one).
-
-    Done when every snapshot is READY, or, with ``ready_when="UPLOADING"`` (the early-restart opt-in), as
-    soon as each has left CREATING: the disk may be written again, but the snapshot is not yet usable,
-    so a verification task must still wait for READY.
-
-    Returns a list of SnapshotRecord dicts. Raises OperationFailedError if the create operation ended
-    with an error (RateLimitedError for the per-disk rate limit) or a snapshot turned FAILED (a FAILED
-    snapshot of ours is deleted first, so the task's retry makes a fresh one), BackupError naming both
-    disks if a snapshot of that name exists but is not this deployment's and group's snapshot of this
-    disk, and ConfigError (at construction) for a bad ``deployment`` or ``group``.
+    ``early_restart``: the capture is done when every snapshot has left CREATING (UPLOADING: the disk may
+    be written again, the snapshot is not yet usable, so verify still waits for READY); otherwise READY.
+    ``subject`` is set by the capture while it works on a disk, so the run report names the disk.
     """
 
-    template_fields: Sequence[str] = ("instance_record", "labels", "description")
+    deployment: str
+    group: str
+    labels: dict[str, str] = field(default_factory=dict)
+    storage_locations: list[str] | None = None
+    snapshot_type: str | None = None
+    guest_flush: bool | str = False
+    description: str | None = None
+    early_restart: bool = False
 
-    def __init__(
-        self,
-        *,
-        deployment: str,
-        group: str,
-        labels: dict[str, str] | None = None,
-        storage_locations: list[str] | None = None,
-        snapshot_type: str | None = None,
-        guest_flush: bool | str = False,
-        description: str | None = None,
-        ready_when: str = "READY",
-        **kwargs: Any,
-    ) -> None:
+    def __post_init__(self) -> None:
         from gce_vm_backup.labels import check_deployment, check_group
 
-        super().__init__(**kwargs)
-        self.deployment = check_deployment(deployment)
-        check_group(group)
-        check_choice(ready_when, READY_WHEN, name="ready_when")
-        if snapshot_type is not None:
-            check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")
-        self.group, self.labels, self.storage_locations = group, labels or {}, storage_locations
-        self.snapshot_type, self.guest_flush, self.description = snapshot_type, guest_flush, description
-        self.ready_when = ready_when
+        check_deployment(self.deployment)
+        check_group(self.group)
+        if self.snapshot_type is not None:
+            check_choice(self.snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")
 
-    def poke(self, context: Any) -> Any:
-        from airflow.sdk.bases.sensor import PokeReturnValue
 
-        from gce_vm_backup.naming import snapshot_name
+def capture_standard(
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettings
+) -> list[dict[str, Any]]:
+    """Snapshot every disk of ``record`` (the precheck's InstanceRecord) that this VM's backup carries.
 
-        record = self.record
-        run = RunKey.from_context(context)
-        results = []
-        for disk in record["disks"]:
-            if disk.get("carried_by"):  # shared with another VM of this run, whose backup snapshots it
-                self.log.info(
-                    "Disk %s: snapshotted by %s's backup in this run", disk["source"], disk["carried_by"]
-                )
-                continue
-            self.failure_subject = f"snapshot of disk {disk['name']}"  # names the disk in the run report
-            name = snapshot_name(
-                instance=record["instance"],
-                disk=disk["name"],
-                zone_or_region=disk["location"],
-                run_time=run.run_time,
-                run_id=run.run_id,
-                scope=f"{self.deployment}/{self.group}",
-            )
-            results.append(self._converge_disk(record, disk, name, run))
-        self.failure_subject = None
-        if all(
-            item["status"] == "READY" or (self.ready_when == "UPLOADING" and item["status"] in PAST_CREATING)
-            for item in results
-        ):
-            return PokeReturnValue(True, results)
-        return False
+    Each snapshot's name comes from the DAG run (plan.planned_snapshot_name), so a retried or crashed try
+    finds its own snapshot and adopts it instead of making a second one. A snapshot of that name is
+    adopted only when it carries this deployment's, group's and disk's labels AND its ``sourceDisk`` is
+    the disk being backed up (and its ``sourceDiskId`` the entry's ``id``, when the record has one).
+    Every missing snapshot is inserted first (``snapshots.insert``, request id of ``run``), then the
+    capture waits (long-polling each insert operation, or reading the snapshots every POLL seconds for
+    early restart) until ``deadline`` (``time.monotonic()``).
 
-    def _converge_disk(
-        self, record: dict[str, Any], disk: dict[str, Any], name: str, run: RunKey
-    ) -> dict[str, Any]:
-        from gce_vm_backup.labels import disk_path, scope_mismatch
-
-        hook, project = self.hook, record["project_id"]
-        snapshot = hook.get_snapshot(project_id=project, name=name)
-        if snapshot is None:
-            self._create(record, disk, name, run)
-            return self._result(disk, name, "CREATING", 0)
-        mismatch = scope_mismatch(
-            dict(snapshot.labels),
-            snapshot.source_disk,
-            disk["source"],
-            deployment=self.deployment,
-            group=self.group,
-        )
-        if mismatch is None and disk.get("id") and str(snapshot.source_disk_id) != str(disk["id"]):
-            mismatch = (
-                f"it was made from disk id {snapshot.source_disk_id or '(none)'}, not from id {disk['id']} "
-                "(a disk of the same name, deleted and made again)"
-            )
-        if mismatch is not None:
-            made_from = disk_path(snapshot.source_disk) if "projects/" in snapshot.source_disk else "(none)"
-            if "made from disk" not in mismatch:
-                mismatch += f"; it was made from disk {made_from}"
-            raise BackupError(
-                f"Snapshot projects/{project}/global/snapshots/{name} exists with this run's name but is not "
-                f"gce-vm-backup's snapshot (deployment {self.deployment}, group {self.group}) of disk "
-                f"{disk_path(disk['source'])}: {mismatch}; refusing to adopt or replace it"
-            )
-        status = snapshot.status
-        if status == "FAILED":
-            self._delete_failed(project, name, disk, run)
-        self.log.info("Snapshot %s of %s is %s", name, disk["source"], status)
-        return self._result(disk, name, status, int(snapshot.storage_bytes or 0))
-
-    def _create(self, record: dict[str, Any], disk: dict[str, Any], name: str, run: RunKey) -> None:
-        from google.cloud import compute_v1
-
-        from gce_vm_backup.labels import managed_snapshot_labels
-        from gce_vm_backup.operations import is_done, raise_if_failed
-
-        labels = managed_snapshot_labels(
-            deployment=self.deployment,
-            group=self.group,
+    Returns SnapshotRecords in disk order. Raises OperationFailedError if an insert ended with an error
+    (RateLimitedError for the per-disk rate limit) or a snapshot turned FAILED (a FAILED snapshot of ours
+    is deleted first, so the retry makes a fresh one); BackupError naming both disks if a snapshot of
+    that name exists but is not this deployment's and group's snapshot of this disk;
+    ResourceNotFoundError if a snapshot vanished; OperationTimeoutError when the deadline passes first.
+    """
+    bound = deadline - time.monotonic()  # the step's timeout, for the message
+    disks = [disk for disk in record["disks"] if not disk.get("carried_by")]
+    for disk in record["disks"]:
+        if disk.get("carried_by"):
+            _log.info("Disk %s: snapshotted by %s's backup in this run", disk["source"], disk["carried_by"])
+    names = {
+        disk["source"]: planned_snapshot_name(
             instance=record["instance"],
-            disk_source=disk["source"],
-            extra=self.labels,
+            disk=disk,
+            run=run,
+            deployment=settings.deployment,
+            group=settings.group,
         )
-        snapshot = compute_v1.Snapshot(
-            name=name,
-            source_disk=disk["source"],
-            labels=labels,
-            description=self.description or f"gce-vm-backup of {disk['source']} (VM {record['instance']})",
-            guest_flush=as_bool(self.guest_flush, name="guest_flush"),
-        )
-        if self.storage_locations:
-            snapshot.storage_locations = list(self.storage_locations)
-        if self.snapshot_type:
-            snapshot.snapshot_type = self.snapshot_type
-        operation = self.hook.insert_snapshot(
-            project_id=record["project_id"], snapshot=snapshot, request_id=run.request_id(name, "snapshot")
-        )
-        self.log.info("Creating snapshot %s of %s (operation %s)", name, disk["source"], operation.name)
-        if is_done(operation):  # rate limits and quota errors arrive inside the operation
-            raise_if_failed(operation)
+        for disk in disks
+    }
+    operations: dict[str, Any] = {}
+    for disk in disks:  # every insert first: the snapshots are taken in parallel
+        name = names[disk["source"]]
+        with for_disk(disk):
+            operation = _insert_or_adopt(hook, record, disk, name, run, settings)
+        if operation is not None:
+            operations[name] = operation
+    wanted = PAST_CREATING if as_bool(settings.early_restart, name="early_restart") else frozenset({"READY"})
+    return _await_snapshots(
+        hook, record, disks, names, operations, run, wanted=wanted, deadline=deadline, bound=bound
+    )
 
-    def _delete_failed(self, project: str, name: str, disk: dict[str, Any], run: RunKey) -> None:
-        operation = self.hook.delete_snapshot(
-            project_id=project, name=name, request_id=run.request_id(name, "delete-failed")
-        )
-        self.hook.wait_operation(operation, timeout=300)
-        raise OperationFailedError(
-            f"Snapshot {name} of disk {disk['source']} FAILED; it was deleted so that the task's retry can "
-            "create it again",
-            operation=operation.name,
-            resource=f"projects/{project}/global/snapshots/{name}",
-            codes=["SNAPSHOT_FAILED"],
-        )
 
-    def _result(self, disk: dict[str, Any], name: str, status: str, storage_bytes: int) -> dict[str, Any]:
-        return {
-            "vm": _vm_path(self.record),
-            "disk": disk["name"],
-            "disk_source": disk["source"],
-            "snapshot": name,
-            "status": status,
-            "storage_bytes": storage_bytes,
-        }
+@contextmanager
+def for_disk(disk: dict[str, Any]) -> Iterator[None]:
+    """Mark an error raised inside as the failure of this disk's snapshot (the run report's cause line
+    reads ``snapshot of disk <name> failed: ...``; see _base.RecordsFailures)."""
+    try:
+        yield
+    except BackupError as exc:
+        if not getattr(exc, "failure_subject", None):
+            exc.failure_subject = f"snapshot of disk {disk['name']}"  # type: ignore[attr-defined]
+        raise
 
-    def describe(self) -> str:
-        return f"the snapshots of VM {_vm_path(self.record)}"
+
+def settle_standard(
+    hook: Any, record: dict[str, Any], run: Any, *, deadline: float, settings: CaptureSettings
+) -> list[str]:
+    """After a failed capture, before the VM starts again: no snapshot of this run may go on being made
+    while its disk is written again, or a retry would adopt it (the name is the same for every try).
+
+    Waits (reading every POLL seconds, until ``deadline``) for each of this run's snapshots that exists to
+    reach what the capture waits for (READY, or UPLOADING with early restart); one that does not in time,
+    or turned FAILED, is deleted when it is ours (labels and ``sourceDisk``), so the retry makes it again.
+    Never raises: returns the problems it could not resolve (the caller logs them; the VM is started
+    anyway, since keeping it down for a snapshot is worse).
+    """
+    wanted = PAST_CREATING if as_bool(settings.early_restart, name="early_restart") else frozenset({"READY"})
+    problems: list[str] = []
+    for disk in record["disks"]:
+        if disk.get("carried_by"):
+            continue
+        name = planned_snapshot_name(
+            instance=record["instance"],
+            disk=disk,
+            run=run,
+            deployment=settings.deployment,
+            group=settings.group,
+        )
+        try:
+            while True:
+                snapshot = hook.get_snapshot(project_id=record["project_id"], name=name)
+                if snapshot is None or snapshot.status in wanted:
+                    break
+                if snapshot.status == "FAILED" or time.monotonic() >= deadline:
+                    _check_adoptable(snapshot, record, disk, name, settings)  # never delete a stranger's
+                    _log.warning(
+                        "Snapshot %s is %s: deleting it before the VM runs again", name, snapshot.status
+                    )
+                    operation = hook.delete_snapshot(
+                        project_id=record["project_id"],
+                        name=name,
+                        request_id=run.request_id(name, "unsettled"),
+                    )
+                    hook.wait_operation(operation, timeout=DELETE_FAILED_TIMEOUT)
+                    break
+                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+        except BackupError as exc:
+            problems.append(f"snapshot {name} of disk {disk['source']}: {exc}")
+    return problems
+
+
+def _insert_or_adopt(
+    hook: Any, record: dict[str, Any], disk: dict[str, Any], name: str, run: Any, settings: CaptureSettings
+) -> Any:
+    """Insert this run's snapshot of ``disk``, or check and adopt the one that exists; the insert operation
+    (None when adopted)."""
+    from gce_vm_backup.operations import is_done, raise_if_failed
+
+    snapshot = hook.get_snapshot(project_id=record["project_id"], name=name)
+    if snapshot is not None:
+        _check_adoptable(snapshot, record, disk, name, settings)
+        if snapshot.status == "FAILED":
+            _delete_failed(hook, record["project_id"], name, disk, run)
+        _log.info("Snapshot %s of %s exists (%s): adopting it", name, disk["source"], snapshot.status)
+        return None
+    from google.cloud import compute_v1
+
+    from gce_vm_backup.labels import managed_snapshot_labels
+
+    labels = managed_snapshot_labels(
+        deployment=settings.deployment,
+        group=settings.group,
+        instance=record["instance"],
+        disk_source=disk["source"],
+        extra=settings.labels,
+    )
+    body = compute_v1.Snapshot(
+        name=name,
+        source_disk=disk["source"],
+        labels=labels,
+        description=settings.description or f"gce-vm-backup of {disk['source']} (VM {record['instance']})",
+        guest_flush=as_bool(settings.guest_flush, name="guest_flush"),
+    )
+    if settings.storage_locations:
+        body.storage_locations = list(settings.storage_locations)
+    if settings.snapshot_type:
+        body.snapshot_type = settings.snapshot_type
+    operation = hook.insert_snapshot(
+        project_id=record["project_id"], snapshot=body, request_id=run.request_id(name, "snapshot")
+    )
+    _log.info("Creating snapshot %s of %s (operation %s)", name, disk["source"], operation.name)
+    if is_done(operation):  # rate limits and quota errors arrive inside the operation
+        raise_if_failed(operation)
+    return operation
+
+
+def _check_adoptable(
+    snapshot: Any, record: dict[str, Any], disk: dict[str, Any], name: str, settings: CaptureSettings
+) -> None:
+    """Raise BackupError unless ``snapshot`` is this deployment's and group's snapshot of ``disk``."""
+    from gce_vm_backup.labels import disk_path, scope_mismatch
+
+    project = record["project_id"]
+    mismatch = scope_mismatch(
+        dict(snapshot.labels),
+        snapshot.source_disk,
+        disk["source"],
+        deployment=settings.deployment,
+        group=settings.group,
+    )
+    if mismatch is None and disk.get("id") and str(snapshot.source_disk_id) != str(disk["id"]):
+        mismatch = (
+            f"it was made from disk id {snapshot.source_disk_id or '(none)'}, not from id {disk['id']} "
+            "(a disk of the same name, deleted and made again)"
+        )
+    if mismatch is None:
+        return
+    made_from = disk_path(snapshot.source_disk) if "projects/" in snapshot.source_disk else "(none)"
+    if "made from disk" not in mismatch:
+        mismatch += f"; it was made from disk {made_from}"
+    raise BackupError(
+        f"Snapshot projects/{project}/global/snapshots/{name} exists with this run's name but is not "
+        f"gce-vm-backup's snapshot (deployment {settings.deployment}, group {settings.group}) of disk "
+        f"{disk_path(disk['source'])}: {mismatch}; refusing to adopt or replace it"
+    )
+
+
+def _await_snapshots(
+    hook: Any,
+    record: dict[str, Any],
+    disks: list[dict[str, Any]],
+    names: dict[str, str],
+    operations: dict[str, Any],
+    run: Any,
+    *,
+    wanted: frozenset[str],
+    deadline: float,
+    bound: float,
+) -> list[dict[str, Any]]:
+    from gce_vm_backup.operations import is_done, raise_if_failed
+
+    project = record["project_id"]
+    while True:
+        results, pending = [], []
+        for disk in disks:
+            name = names[disk["source"]]
+            with for_disk(disk):
+                snapshot = hook.get_snapshot(project_id=project, name=name)
+                if snapshot is None:
+                    _raise_if_insert_failed(hook, operations.get(name), deadline)
+                    raise ResourceNotFoundError(
+                        f"Snapshot projects/{project}/global/snapshots/{name} of disk {disk['source']} "
+                        "disappeared while it was being created"
+                    )
+                if snapshot.status == "FAILED":
+                    _delete_failed(hook, project, name, disk, run)
+                if operations.get(name) is not None and is_done(operations[name]):
+                    raise_if_failed(operations[name])  # DONE with an error, the snapshot not FAILED (yet)
+            results.append(
+                snapshot_record(record, disk, name, snapshot.status, int(snapshot.storage_bytes or 0))
+            )
+            if snapshot.status not in wanted:
+                pending.append((name, disk, snapshot.status))
+        if not pending:
+            return results
+        if time.monotonic() >= deadline:
+            raise OperationTimeoutError(
+                f"Snapshot(s) of VM {vm_path(record)} not {' or '.join(sorted(wanted, reverse=True))} "
+                f"within {max(bound, 0):.0f} seconds: "
+                + "; ".join(f"{name} of disk {disk['source']} ({status})" for name, disk, status in pending)
+            )
+        name = pending[0][0]
+        operation = operations.get(name)
+        if "READY" in wanted and len(wanted) == 1 and operation is not None and not is_done(operation):
+            # The insert operation is DONE when its snapshot is READY: long-poll it.
+            try:
+                wait = max(min(deadline - time.monotonic(), LONG_POLL), 0.1)
+                operations[name] = operation = hook.get_operation(operation, wait_seconds=wait)
+            except ResourceNotFoundError:
+                raise
+            except BackupError as exc:  # the wait failed, not the snapshot: read the snapshots again
+                _log.warning("Waiting on operation %s failed (%s); reading the snapshot", operation.name, exc)
+                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+            # DONE (READY, or an error): the next read of the snapshots says which, and acts on it
+        else:
+            time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+
+
+def _raise_if_insert_failed(hook: Any, operation: Any, deadline: float) -> None:
+    """A snapshot whose insert failed is removed: the operation says why (quota, rate limit...)."""
+    from gce_vm_backup.operations import is_done, raise_if_failed
+
+    if operation is None:
+        return
+    if not is_done(operation):
+        operation = hook.get_operation(
+            operation, wait_seconds=max(min(deadline - time.monotonic(), LONG_POLL), 0.1)
+        )
+    if is_done(operation):
+        raise_if_failed(operation)
+
+
+def _delete_failed(hook: Any, project: str, name: str, disk: dict[str, Any], run: Any) -> None:
+    operation = hook.delete_snapshot(
+        project_id=project, name=name, request_id=run.request_id(name, "delete-failed")
+    )
+    hook.wait_operation(operation, timeout=DELETE_FAILED_TIMEOUT)
+    raise OperationFailedError(
+        f"Snapshot {name} of disk {disk['source']} FAILED; it was deleted so that the task's retry can "
+        "create it again",
+        operation=operation.name,
+        resource=f"projects/{project}/global/snapshots/{name}",
+        codes=["SNAPSHOT_FAILED"],
+    )

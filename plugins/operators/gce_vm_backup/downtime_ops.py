@@ -1,0 +1,284 @@
+"""The downtime of one VM in one task: stop, capture every disk, start, on the worker, no poke between.
+
+Every second between the stop request and RUNNING again is downtime, so this task holds its worker
+slot on purpose (that slot is the cap: ``max_active_tis_per_dagrun = max_concurrent_vms``) and waits
+with ``operations.wait`` long-polls (instance_ops.py, snapshot_ops.py), each step bounded by the group's
+timeout for it. Whatever fails after the stop request, the VM is started again before the task fails
+(``StopSnapshotStartOperator``). Outer tiers of a tiered group use ``StopSnapshotOperator`` (no start:
+their VMs stay down until every inner tier is back) and ``EnsureRunningOperator`` as ``start``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from gce_vm_backup._base import HookMixin, RunKey, check_choice
+from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
+from gce_vm_backup.instance_ops import instance_args, start_vm, stop_vm
+from gce_vm_backup.plan import NO_VM_STATUS, RESTARTABLE, SUSPENDED_STATES, now_iso, vm_path
+from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard, settle_standard
+from gce_vm_backup.stages import DOWN_XCOM_KEY
+
+SNAPSHOT_MODES = ("standard", "instant")
+
+
+def checked_record(record: Any) -> dict[str, Any]:
+    """The precheck's InstanceRecord, checked. Raises ConfigError when it is not one."""
+    if not isinstance(record, dict) or "instance" not in record:
+        raise ConfigError(
+            f"The parameter 'instance_record' must be the precheck's result, got {record!r} "
+            "(did the precheck task run?)"
+        )
+    return record
+
+
+def capture_function(snapshot_mode: str) -> Any:
+    """The capture step of ``snapshot_mode``: ``capture(hook, record, run, *, deadline, settings)``."""
+    if snapshot_mode == "instant":
+        from gce_vm_backup.instant_ops import capture_instant  # type: ignore[import-not-found,unused-ignore]
+
+        return capture_instant
+    return capture_standard
+
+
+class StopSnapshotOperator(HookMixin, BaseOperator):
+    """Stop the VM (if it was RUNNING before the backup) and capture every disk; leave it stopped.
+
+    A VM that was not RUNNING is captured and left as it was. Before its stop request a try pushes the
+    XCom marker ``stages.DOWN_XCOM_KEY`` = ``{"vm", "down": true, "at"}``. With ``max_concurrent_vms``
+    set, a try about to stop a VM that is not already down (from an earlier try) first counts the VMs of
+    the tier down at once (cap.py); over the cap it gives its slot back (reschedules every
+    ``cap_poll`` seconds, up to ``cap_wait`` seconds in all) instead of stopping.
+
+    Returns ``{"vm", "prior_status", "stopped", "stop_requested_at", "captured_at", "mode", "snapshots"}``
+    (SnapshotRecords, or instant records in ``snapshot_mode="instant"``). Raises VmStateError if the VM
+    became SUSPENDED, ResourceNotFoundError if it was deleted, OperationFailedError if an operation
+    failed, OperationTimeoutError when a step (or the wait for room under the cap) outlasts its bound,
+    ConfigError for bad arguments.
+    """
+
+    template_fields: Sequence[str] = ("instance_record", "labels", "description")
+    restart = False
+    _capture_deadline = 0.0
+
+    def __init__(
+        self,
+        *,
+        instance_record: Any,
+        deployment: str,
+        group: str,
+        labels: dict[str, str] | None = None,
+        storage_locations: list[str] | None = None,
+        snapshot_type: str | None = None,
+        guest_flush: bool | str = False,
+        description: str | None = None,
+        early_restart: bool = False,
+        snapshot_mode: str = "standard",
+        stop_timeout: float = 600,
+        snapshot_timeout: float = 3600,
+        start_timeout: float = 600,
+        max_concurrent_vms: int | None = None,
+        cap_wait: float | None = None,
+        cap_poll: float = 30,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        from gce_vm_backup.labels import check_deployment, check_group
+
+        self.deployment, self.group = check_deployment(deployment), check_group(group)
+        self.snapshot_mode = check_choice(snapshot_mode, SNAPSHOT_MODES, name="snapshot_mode")
+        self.instance_record, self.labels, self.description = instance_record, labels or {}, description
+        self.storage_locations, self.snapshot_type = storage_locations, snapshot_type
+        self.guest_flush, self.early_restart = guest_flush, early_restart
+        CaptureSettings(deployment, group, snapshot_type=snapshot_type)  # checks them at parse time
+        self.stop_timeout, self.snapshot_timeout = float(stop_timeout), float(snapshot_timeout)
+        self.start_timeout = float(start_timeout)
+        self.max_concurrent_vms = max_concurrent_vms
+        # Default wait budget: one full downtime of another VM (its bounds), twice over.
+        self.cap_wait = (
+            float(cap_wait)
+            if cap_wait is not None
+            else 2 * (self.stop_timeout + self.snapshot_timeout + self.start_timeout)
+        )
+        self.cap_poll = float(cap_poll)
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+
+    def settings(self) -> CaptureSettings:
+        return CaptureSettings(
+            deployment=self.deployment,
+            group=self.group,
+            labels=dict(self.labels or {}),
+            storage_locations=self.storage_locations,
+            snapshot_type=self.snapshot_type,
+            guest_flush=self.guest_flush,
+            description=self.description,
+            early_restart=self.early_restart,
+        )
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        record = checked_record(self.instance_record)
+        result: dict[str, Any] = {
+            "vm": vm_path(record) if record.get("instance") else "",
+            "prior_status": record.get("prior_status"),
+            "stopped": False,
+            "stop_requested_at": None,
+            "captured_at": None,
+            "mode": self.snapshot_mode,
+            "snapshots": [],
+        }
+        if self.restart:
+            result.update(started=False, running_at=None)
+        if record["prior_status"] == NO_VM_STATUS:
+            return result
+        run = RunKey.from_context(context)
+        if record["prior_status"] != RESTARTABLE:
+            self.log.info(
+                "VM %s was %s before the backup: capturing it, not stopping it",
+                result["vm"],
+                record["prior_status"],
+            )
+            result["snapshots"] = self._capture(record, run)
+            result["captured_at"] = now_iso()
+            return result
+        status = self.hook.get_instance(**instance_args(record)).status
+        if status in SUSPENDED_STATES:  # someone suspended it: not ours to stop, nor to resume later
+            raise VmStateError(f"VM {result['vm']} became {status} during the backup; refusing to stop it")
+        if status == RESTARTABLE:
+            self._wait_for_room(context)  # may give the slot back (reschedule) before anything is stopped
+        else:  # down from an earlier try of this run (a killed worker, a start that failed): go on
+            self.log.info("VM %s is %s already (an earlier try stopped it): going on", result["vm"], status)
+        ti = context["ti"]
+        ti.xcom_push(key=DOWN_XCOM_KEY, value={"vm": result["vm"], "down": True, "at": now_iso()})
+        result["stop_requested_at"] = now_iso()
+        try:
+            self.failure_subject = "stop"
+            stop_vm(
+                self.hook,
+                record,
+                run,
+                deadline=time.monotonic() + self.stop_timeout,
+                timeout=self.stop_timeout,
+            )
+            result["stopped"] = True
+            self.failure_subject = None
+            result["snapshots"] = self._capture(record, run)
+            result["captured_at"] = now_iso()
+            if self.restart:
+                self.failure_subject = "start"
+                self._start(record, run, self.start_timeout)
+                result.update(started=True, running_at=now_iso())
+                ti.xcom_push(
+                    key=DOWN_XCOM_KEY, value={"vm": result["vm"], "down": False, "at": result["running_at"]}
+                )
+                self.failure_subject = None
+        except BaseException as exc:
+            if not self.restart or result.get("started"):
+                raise
+            back = self._bring_back_after(exc, record, run, ti)
+            if not (back and result["captured_at"] and isinstance(exc, BackupError)):
+                raise
+            # Only the start step failed (a lost response, a failed start operation) and the VM is RUNNING
+            # now: the downtime is done. Failing would make the retry stop the VM a second time.
+            self.log.warning("VM %s: the start failed (%s) but the VM is RUNNING again", result["vm"], exc)
+            result.update(started=True, running_at=now_iso())
+            self.failure_subject = None
+        self.log.info(
+            "VM %s: stop requested %s, captured %s%s",
+            result["vm"],
+            result["stop_requested_at"],
+            result["captured_at"],
+            f", RUNNING {result['running_at']}" if self.restart else " (left stopped)",
+        )
+        return result
+
+    def _capture(self, record: dict[str, Any], run: RunKey) -> list[dict[str, Any]]:
+        self.failure_subject = "snapshot"
+        capture = capture_function(self.snapshot_mode)
+        self._capture_deadline = time.monotonic() + self.snapshot_timeout
+        records = capture(self.hook, record, run, deadline=self._capture_deadline, settings=self.settings())
+        self.failure_subject = None
+        return list(records)
+
+    def _start(self, record: dict[str, Any], run: RunKey, timeout: float, caller: str = "") -> None:
+        start_vm(self.hook, record, run, deadline=time.monotonic() + timeout, timeout=timeout, caller=caller)
+
+    def _bring_back_after(self, exc: BaseException, record: dict[str, Any], run: RunKey, ti: Any) -> bool:
+        """Start the VM after a failure past the stop request (bounded by the stop and start timeouts: a
+        stop still shutting down is waited out). A failed capture is settled first (settle_standard: no
+        snapshot of this run goes on being made while the disks are written again). Never raises: the
+        original error is what the task fails with; a VM this could not bring back keeps its ``down``
+        marker, and its retry or ensure_running brings it back. Returns whether the VM is RUNNING."""
+        vm = vm_path(record)
+        self.log.error("VM %s: %s; starting it again before failing", vm, exc)
+        if self.failure_subject == "snapshot" and self.snapshot_mode == "standard":
+            problems = settle_standard(
+                self.hook, record, run, deadline=self._capture_deadline, settings=self.settings()
+            )
+            for problem in problems:
+                self.log.error("VM %s: could not settle %s", vm, problem)
+        try:
+            self._start(record, run, self.stop_timeout + self.start_timeout, caller="restart-")
+            ti.xcom_push(key=DOWN_XCOM_KEY, value={"vm": vm, "down": False, "at": now_iso()})
+            self.log.info("VM %s is RUNNING again", vm)
+            return True
+        except BaseException as start_error:  # the task's own error must win
+            self.log.error("VM %s could not be started again (ensure_running will try): %s", vm, start_error)
+            return False
+
+    def _wait_for_room(self, context: Any) -> None:
+        """Return when stopping this VM keeps the tier's VMs down at once within ``max_concurrent_vms``;
+        otherwise give the slot back (AirflowRescheduleException) until there is room, up to ``cap_wait``
+        seconds from this try's first attempt. Raises OperationTimeoutError past that (retried)."""
+        if not self.max_concurrent_vms:
+            return
+        from airflow.exceptions import AirflowRescheduleException
+
+        from gce_vm_backup.cap import vms_down
+
+        ti = context["ti"]
+        try:
+            count, detail = vms_down(ti, task_id=self.task_id, cap=int(self.max_concurrent_vms))
+        except BackupError:
+            raise
+        except Exception as exc:  # an Airflow without GetTaskStates: the scheduler's bound is all there is
+            self.log.warning("Could not count the VMs down at once (%s); relying on the scheduler's cap", exc)
+            return
+        if count <= self.max_concurrent_vms:
+            self.log.info("Room to stop %s: %s", vm_path(self.instance_record), detail)
+            return
+        first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
+        waited = (datetime.now(UTC) - first).total_seconds() if first else 0.0
+        if waited >= self.cap_wait:
+            raise OperationTimeoutError(
+                f"VM {vm_path(self.instance_record)} waited {waited:.0f} seconds for room under "
+                f"max_concurrent_vms={self.max_concurrent_vms} ({detail}); the task's retry waits again"
+            )
+        delay = self.cap_poll * (1 + random.random())  # jitter: two waiting tries must not wake together
+        self.log.info(
+            "No room to stop %s (%s): giving the slot back for %.0f s",
+            vm_path(self.instance_record),
+            detail,
+            delay,
+        )
+        raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + timedelta(seconds=delay))
+
+
+class StopSnapshotStartOperator(StopSnapshotOperator):
+    """The whole downtime of one VM: stop, capture every disk, start (resume a SUSPENDED one), RUNNING.
+
+    As StopSnapshotOperator, then the start; whatever fails after the stop request, the VM is started
+    again (bounded) before the error propagates, and the marker says ``{"down": false}`` once it is
+    RUNNING. When only the start step failed and that restart brings the VM back, the task succeeds (its
+    retry would stop the VM again for nothing). Returns StopSnapshotOperator's dict plus ``"started"``
+    and ``"running_at"``.
+    """
+
+    restart = True

@@ -1,0 +1,181 @@
+"""Before and after the downtime: record a VM's state (setup), and make sure it is back (teardown)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from gce_vm_backup._base import LOCAL_SSD_CHOICES, HookMixin, check_choice
+from gce_vm_backup.errors import ConfigError, VmStateError
+from gce_vm_backup.plan import (
+    NO_VM_RECORD,
+    STARTING_STATES,
+    SUSPENDED_STATES,
+    backed_up_disks,
+    now_iso,
+)
+
+
+class PrecheckInstanceOperator(HookMixin, BaseOperator):
+    """Read a VM and record what the backup needs (read-only). The setup of the per-VM chain.
+
+    Returns the InstanceRecord: project_id, zone, instance, prior_status, has_local_ssd, local_ssd and
+    every attached persistent disk (or the chosen subset) with source path, boot flag, size and
+    location; a disk that another VM's backup of this run snapshots (``carried_by``, from the resolve
+    task: disk path -> that VM's path) carries ``"carried_by": <VM path>``, and snapshot, verify and
+    retention of this VM leave it out. Raises VmStateError for a SUSPENDED VM (resuming and stopping it
+    would lose its memory state, so we refuse), a VM in transition, or local SSDs without an explicit
+    choice; ConfigError for a disk subset naming a disk that is not attached.
+    """
+
+    template_fields: Sequence[str] = ("project_id", "zone", "instance", "disks", "local_ssd", "carried_by")
+
+    def __init__(
+        self,
+        *,
+        project_id: str,
+        zone: str,
+        instance: str,
+        disks: list[str] | None = None,
+        local_ssd: str = "refuse",
+        carried_by: dict[str, str] | None = None,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.project_id, self.zone, self.instance = project_id, zone, instance
+        self.disks, self.local_ssd, self.carried_by = disks, local_ssd, carried_by
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        if not (self.project_id or self.zone or self.instance):
+            # Succeed rather than skip: Airflow skips everything in the scope of a skipped setup, which
+            # would include the barrier that lets the next tier go.
+            self.log.info("No VM in this tier for this run (a selector matched none, or a dry run)")
+            return NO_VM_RECORD
+        for name in ("project_id", "zone", "instance"):
+            if not getattr(self, name):
+                raise ConfigError(f"The required parameter {name!r} is missing")
+        check_choice(self.local_ssd, LOCAL_SSD_CHOICES, name="local_ssd")
+        vm = f"projects/{self.project_id}/zones/{self.zone}/instances/{self.instance}"
+        instance = self.hook.get_instance(project_id=self.project_id, zone=self.zone, name=self.instance)
+        status = instance.status
+        if status in SUSPENDED_STATES:
+            raise VmStateError(
+                f"VM {vm} is {status}. Backups refuse suspended VMs: stopping one discards its memory state. "
+                "Resume it, or exclude it from the group."
+            )
+        if status not in STARTING_STATES:
+            raise VmStateError(
+                f"VM {vm} is {status} (in transition); try again when it is RUNNING or TERMINATED"
+            )
+        has_local_ssd = any(disk.type_ == "SCRATCH" for disk in instance.disks)
+        if has_local_ssd and self.local_ssd == "refuse":
+            raise VmStateError(
+                f"VM {vm} has local SSDs, whose data is lost on stop unless preserved. "
+                "Set local_ssd to 'discard' or 'preserve' in the config to back it up."
+            )
+        attached = backed_up_disks(instance, vm=vm, wanted=self.disks, carried_by=self.carried_by)
+        record = {
+            "project_id": self.project_id,
+            "zone": self.zone,
+            "instance": self.instance,
+            "prior_status": status,
+            "has_local_ssd": has_local_ssd,
+            "local_ssd": self.local_ssd,
+            "disks": attached,
+            "checked_at": now_iso(),
+        }
+        self.log.info(
+            "VM %s is %s; disks to snapshot: %s%s",
+            vm,
+            status,
+            ", ".join(d["source"] for d in attached if "carried_by" not in d) or "none",
+            "".join(
+                f"; {d['source']} is snapshotted by {d['carried_by']}'s backup"
+                for d in attached
+                if "carried_by" in d
+            ),
+        )
+        return record
+
+
+class EnsureRunningOperator(HookMixin, BaseOperator):
+    """Bring the VM back if this run stopped it and it is still down (a teardown: it runs whatever failed).
+
+    One instances.get. Starts (or resumes) the VM only when its ``prior_status`` was RUNNING, this run
+    stopped it (the ``downtime_task``'s ``stages.DOWN_XCOM_KEY`` marker says down, or its result says
+    stopped and not started again) and it is not RUNNING now; a VM that was stopped before the backup,
+    or that this run never stopped, is left as it is. The start waits out a stop still shutting down, on
+    the worker (long-polls), for at most ``timeout`` + ``stop_timeout`` seconds. Used as ``ensure_running``
+    in every tier and as ``start`` in the outer tiers of a tiered group.
+
+    Returns ``{"vm", "status", "started", "running_at"}`` (``status``: what the VM is at the end).
+    Raises OperationTimeoutError (retried: Airflow never retries a sensor timeout, and a VM must not be
+    left down by a shutdown slower than the bounds), OperationFailedError when the start failed,
+    ResourceNotFoundError when the VM is gone.
+    """
+
+    template_fields: Sequence[str] = ("instance_record",)
+
+    def __init__(
+        self,
+        *,
+        instance_record: Any,
+        downtime_task: str,
+        timeout: float = 600,
+        stop_timeout: float = 0,
+        gcp_conn_id: str = "google_cloud_default",
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.instance_record, self.downtime_task = instance_record, downtime_task
+        self.timeout, self.stop_timeout = float(timeout), float(stop_timeout)
+        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        import time
+
+        from gce_vm_backup._base import RunKey
+        from gce_vm_backup.downtime_ops import checked_record
+        from gce_vm_backup.instance_ops import instance_args, start_vm
+        from gce_vm_backup.plan import NO_VM_STATUS, RESTARTABLE, vm_path
+        from gce_vm_backup.stages import DOWN_XCOM_KEY
+
+        record = checked_record(self.instance_record)
+        if record["prior_status"] == NO_VM_STATUS:
+            return {"vm": "", "status": NO_VM_STATUS, "started": False, "running_at": None}
+        vm = vm_path(record)
+        result: dict[str, Any] = {"vm": vm, "status": None, "started": False, "running_at": None}
+        if record["prior_status"] != RESTARTABLE:
+            self.log.info("VM %s was %s before the backup: leaving it as it is", vm, record["prior_status"])
+            result["status"] = record["prior_status"]
+            return result
+        ti = context["ti"]
+        marker = ti.xcom_pull(task_ids=self.downtime_task, key=DOWN_XCOM_KEY, map_indexes=ti.map_index)
+        outcome = ti.xcom_pull(task_ids=self.downtime_task, map_indexes=ti.map_index)
+        stopped_here = (isinstance(marker, dict) and bool(marker.get("down"))) or (
+            isinstance(outcome, dict) and bool(outcome.get("stopped")) and not outcome.get("started")
+        )
+        result["status"] = status = self.hook.get_instance(**instance_args(record)).status
+        if status == RESTARTABLE:
+            self.log.info("VM %s is RUNNING", vm)
+            return result
+        if not stopped_here:
+            self.log.warning("VM %s is %s, but this run did not stop it: leaving it as it is", vm, status)
+            return result
+        timeout = self.timeout + self.stop_timeout  # a stop that timed out may still be shutting down
+        start_vm(
+            self.hook,
+            record,
+            RunKey.from_context(context),
+            deadline=time.monotonic() + timeout,
+            timeout=timeout,
+            caller=f"{self.task_id.rsplit('.', 1)[-1]}-",
+        )
+        result.update(status=RESTARTABLE, started=True, running_at=now_iso())
+        return result

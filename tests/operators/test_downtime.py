@@ -1,0 +1,393 @@
+"""Issue 13 items 1 and 2 at the operator level: one task per VM's downtime, against the emulator (600x).
+
+The downtime task stops, captures and starts with no poke between; whatever fails after its stop request
+it starts the VM again; a retry never makes a second snapshot of a disk; a VM that was stopped before is
+never started; and before it stops a VM a try counts the VMs of its tier down at once (markers first,
+then task states) and gives its slot back when the cap is reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from gce_vm_backup._base import ERROR_XCOM_KEY
+from gce_vm_backup.errors import ConfigError, OperationFailedError, OperationTimeoutError, VmStateError
+from gce_vm_backup.operators import (
+    EnsureRunningOperator,
+    PrecheckInstanceOperator,
+    ResolveTargetsOperator,
+    StopSnapshotOperator,
+    StopSnapshotStartOperator,
+)
+from gce_vm_backup.stages import DOWN_XCOM_KEY, ENSURE_RUNNING, STOP_SNAPSHOT_START, tier_task
+
+from .conftest import PROJECT, RUN_TIME, ZONE_A
+
+pytestmark = pytest.mark.emulator
+
+VM = f"projects/{PROJECT}/zones/{ZONE_A}/instances"
+DOWNTIME = tier_task(1, STOP_SNAPSHOT_START)
+ENSURE = tier_task(1, ENSURE_RUNNING)
+
+
+@dataclass
+class RunTI:
+    """A task instance of one DAG run: its own XComs, and the run's XComs and states (as the Task SDK's
+    RuntimeTaskInstance serves them: get_task_states keys are ``<task_id>_<map_index>``)."""
+
+    task_id: str = DOWNTIME
+    map_index: int = 0
+    try_number: int = 1
+    dag_id: str = "gce_vm_backup__test"
+    run_id: str = "scheduled__2026-11-24T03:00:00+00:00"
+    xcoms: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+    states: dict[tuple[str, int], str | None] = field(default_factory=dict)
+    reads: list[str] = field(default_factory=list)  # "xcom" / "states", in order
+    first_reschedule: datetime | None = None
+
+    @property
+    def pushed(self) -> dict[str, Any]:
+        return {k: v for (t, m, k), v in self.xcoms.items() if (t, m) == (self.task_id, self.map_index)}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[(self.task_id, self.map_index, key)] = value
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value", map_indexes: Any = None) -> Any:
+        self.reads.append("xcom")
+        if isinstance(map_indexes, list):
+            return [self.xcoms.get((task_ids, index, key)) for index in map_indexes]
+        return self.xcoms.get((task_ids, map_indexes, key))
+
+    def get_task_states(self, *, dag_id: str, task_ids: list[str], run_ids: list[str]) -> dict[str, Any]:
+        self.reads.append("states")
+        return {
+            self.run_id: {f"{t}_{m}": s for (t, m), s in self.states.items() if t in task_ids},
+        }
+
+    def get_first_reschedule_date(self, context: Any) -> datetime | None:
+        return self.first_reschedule
+
+
+def context_of(ti: RunTI) -> dict[str, Any]:
+    @dataclass
+    class DagRun:
+        run_after: datetime = RUN_TIME
+
+    return {"ti": ti, "dag_run": DagRun(), "run_id": ti.run_id, "logical_date": RUN_TIME}
+
+
+def precheck(instance: str = "web-1") -> dict[str, Any]:
+    operator = PrecheckInstanceOperator(
+        task_id="precheck", project_id=PROJECT, zone=ZONE_A, instance=instance
+    )
+    return operator.execute(context_of(RunTI(task_id="tier_1.precheck")))
+
+
+def downtime(record: dict[str, Any], cls: type = StopSnapshotStartOperator, **kwargs: Any) -> Any:
+    args: dict[str, Any] = {
+        "task_id": DOWNTIME if cls is StopSnapshotStartOperator else "tier_1.stop_snapshot",
+        "instance_record": record,
+        "deployment": "test",
+        "group": "web",
+        "stop_timeout": 30,
+        "snapshot_timeout": 30,
+        "start_timeout": 30,
+        **kwargs,
+    }
+    return cls(**args)
+
+
+def operations(emulator: Any, kind: str, target_end: str) -> list[Any]:
+    with emulator.world.lock:
+        return [
+            op
+            for op in emulator.world.operations.values()
+            if op.operation_type == kind and op.target.endswith(target_end)
+        ]
+
+
+# ---- the downtime in one task --------------------------------------------------------------------------
+def test_one_task_stops_captures_every_disk_and_starts_and_returns_the_contract(fast_emulator):
+    ti = RunTI()
+    result = downtime(precheck()).execute(context_of(ti))
+
+    assert set(result) == {
+        "vm",
+        "prior_status",
+        "stopped",
+        "stop_requested_at",
+        "captured_at",
+        "started",
+        "running_at",
+        "mode",
+        "snapshots",
+    }
+    assert (result["vm"], result["prior_status"], result["mode"]) == (f"{VM}/web-1", "RUNNING", "standard")
+    assert (result["stopped"], result["started"]) == (True, True)
+    assert result["stop_requested_at"] <= result["captured_at"] <= result["running_at"]
+    assert [(s["disk"], s["status"]) for s in result["snapshots"]] == [
+        ("web-1", "READY"),
+        ("web-1-data", "READY"),
+    ]
+    assert set(result["snapshots"][0]) == {"vm", "disk", "disk_source", "snapshot", "status", "storage_bytes"}
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+    assert ti.pushed[DOWN_XCOM_KEY]["down"] is False  # back up: the cap no longer counts it
+    # The two snapshots were taken together: both inserts were sent before the capture waited on any.
+    stop, start = operations(fast_emulator, "stop", "/web-1"), operations(fast_emulator, "start", "/web-1")
+    inserts = operations(fast_emulator, "insert", "")
+    assert (len(stop), len(start), len(inserts)) == (1, 1, 2)
+    methods = [c.method for c in fast_emulator.calls]
+    last_insert = len(methods) - 1 - methods[::-1].index("compute.snapshots.insert")
+    assert "compute.globalOperations.wait" not in methods[:last_insert]
+    assert "compute.globalOperations.wait" in methods[last_insert:]  # long-polled, not poked
+    assert stop[0].end_time <= min(op.insert_time for op in inserts)
+    assert max(op.end_time for op in inserts) <= start[0].insert_time
+
+
+def test_the_marker_says_down_before_the_stop_request_is_sent(fast_emulator):
+    ti = RunTI()
+    seen: list[Any] = []
+    fast_emulator.faults.on_call(
+        "compute.instances.stop", lambda: seen.append(dict(ti.pushed.get(DOWN_XCOM_KEY) or {}))
+    )
+    downtime(precheck()).execute(context_of(ti))
+    assert seen
+    assert seen[0] == {"vm": f"{VM}/web-1", "down": True, "at": seen[0]["at"]}
+
+
+def test_a_vm_that_was_stopped_before_is_captured_and_never_stopped_nor_started(fast_emulator):
+    ti = RunTI()
+    record = precheck("batch-1")
+    result = downtime(record).execute(context_of(ti))
+    assert (result["stopped"], result["started"], result["stop_requested_at"]) == (False, False, None)
+    assert [s["status"] for s in result["snapshots"]] == ["READY"]
+    assert DOWN_XCOM_KEY not in ti.pushed
+    # ... and its teardown leaves it stopped too, whatever the downtime task's XComs say
+    ensure = EnsureRunningOperator(task_id=ENSURE, instance_record=record, downtime_task=DOWNTIME)
+    ensure_ti = RunTI(task_id=ENSURE, xcoms={(DOWNTIME, 0, DOWN_XCOM_KEY): {"down": True}})
+    assert ensure.execute(context_of(ensure_ti))["started"] is False
+    assert fast_emulator.instance(PROJECT, ZONE_A, "batch-1")["status"] == "TERMINATED"
+    methods = {c.method for c in fast_emulator.calls if c.resource.endswith("/batch-1")}
+    assert not methods & {"compute.instances.stop", "compute.instances.start"}
+
+
+def test_ensure_running_never_starts_a_vm_this_run_did_not_stop(fast_emulator):
+    record = precheck()  # RUNNING before the backup ...
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")  # ... stopped by someone else
+    ensure = EnsureRunningOperator(task_id=ENSURE, instance_record=record, downtime_task=DOWNTIME)
+    result = ensure.execute(
+        context_of(RunTI(task_id=ENSURE))
+    )  # no marker, no result: this run never stopped it
+    assert (result["started"], result["status"]) == (False, "TERMINATED")
+    assert fast_emulator.calls_for("compute.instances.start") == []
+
+
+def test_ensure_running_starts_a_vm_the_downtime_task_left_down(fast_emulator):
+    record = precheck()
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")
+    ensure = EnsureRunningOperator(task_id=ENSURE, instance_record=record, downtime_task=DOWNTIME, timeout=30)
+    ti = RunTI(task_id=ENSURE, xcoms={(DOWNTIME, 0, DOWN_XCOM_KEY): {"vm": f"{VM}/web-1", "down": True}})
+    result = ensure.execute(context_of(ti))
+    assert (result["started"], result["status"]) == (True, "RUNNING")
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+
+
+# ---- failures after the stop request: the VM is started again ---------------------------------------------
+def test_a_failed_capture_starts_the_vm_again_and_its_retry_makes_no_second_snapshot(fast_emulator):
+    record = precheck()
+    # The second disk's insert fails (quota) on the first try only.
+    fast_emulator.faults.on_call(
+        "compute.snapshots.insert",
+        lambda: fast_emulator.faults.fail_operation(
+            "compute.snapshots.insert", "QUOTA_EXCEEDED", "Quota", times=1
+        ),
+        after=1,
+    )
+    first = RunTI()
+    with pytest.raises(OperationFailedError, match="QUOTA_EXCEEDED"):
+        downtime(record).execute(context_of(first))
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"  # started again
+    assert first.pushed[DOWN_XCOM_KEY]["down"] is False
+    assert first.pushed[ERROR_XCOM_KEY]["cause"].startswith(
+        "snapshot of disk web-1-data failed: QUOTA_EXCEEDED"
+    )
+    # The first disk's snapshot was settled (READY) before the VM ran again, and the retry adopts it.
+    retry = RunTI(try_number=2)
+    result = downtime(record).execute(context_of(retry))
+    assert [s["status"] for s in result["snapshots"]] == ["READY", "READY"]
+    names = {s["name"] for s in fast_emulator.snapshots(PROJECT)}
+    assert {s["snapshot"] for s in result["snapshots"]} <= names
+    boot_inserts = [c for c in fast_emulator.calls_for("compute.snapshots.insert") if c.status == 200]
+    assert len({c.request_id for c in boot_inserts}) == 3  # boot once, data twice (the failed one, the retry)
+    assert len([s for s in fast_emulator.snapshots(PROJECT) if s["sourceDisk"].endswith("/disks/web-1")]) == 1
+
+
+def test_a_lost_insert_response_is_adopted_by_the_retry(fast_emulator):
+    record = precheck()
+    fast_emulator.faults.http_error_after_apply("compute.snapshots.insert", 503, times=5)
+    with pytest.raises(Exception, match="Injected HTTP 503 after the call took effect"):
+        downtime(record).execute(context_of(RunTI()))
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+    result = downtime(record).execute(context_of(RunTI(try_number=2)))
+    assert [s["status"] for s in result["snapshots"]] == ["READY", "READY"]
+    per_disk: dict[str, int] = {}
+    for snapshot in fast_emulator.snapshots(PROJECT):
+        per_disk[snapshot["sourceDisk"]] = per_disk.get(snapshot["sourceDisk"], 0) + 1
+    assert sorted(per_disk.values()) == [1, 1]
+
+
+def test_a_stop_that_times_out_names_the_vm_and_tries_to_start_it(fast_emulator):
+    record = precheck()
+    fast_emulator.faults.hang_operation("compute.instances.stop", times=10)
+    ti = RunTI()
+    with pytest.raises(
+        OperationTimeoutError, match=rf"The stop of VM {VM}/web-1 did not finish within 0 seconds"
+    ):
+        downtime(record, stop_timeout=0, start_timeout=0).execute(context_of(ti))
+    assert ti.pushed[ERROR_XCOM_KEY]["cause"].startswith(f"stop failed: The stop of VM {VM}/web-1")
+    # The hung stop keeps it STOPPING: no start is possible, so the marker still says down.
+    assert ti.pushed[DOWN_XCOM_KEY]["down"] is True
+
+
+def test_a_failed_start_is_retried_in_the_finally_with_a_new_request(fast_emulator):
+    record = precheck()
+    fast_emulator.faults.fail_operation("compute.instances.start", "INTERNAL_ERROR", "boom", times=1)
+    ti = RunTI()
+    with pytest.raises(OperationFailedError, match="The start operation"):
+        downtime(record).execute(context_of(ti))
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+    assert ti.pushed[DOWN_XCOM_KEY]["down"] is False
+    starts = fast_emulator.calls_for("compute.instances.start")
+    assert len({c.request_id for c in starts}) == 2  # the replay of the failed request would fail again
+
+
+def test_a_vm_suspended_after_the_precheck_is_neither_stopped_nor_resumed(fast_emulator):
+    record = precheck()
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "SUSPENDED")
+    ti = RunTI()
+    with pytest.raises(VmStateError, match="became SUSPENDED during the backup; refusing to stop it"):
+        downtime(record).execute(context_of(ti))
+    assert DOWN_XCOM_KEY not in ti.pushed
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "SUSPENDED"
+
+
+def test_the_outer_tiers_task_leaves_the_vm_stopped_for_its_start_task(fast_emulator):
+    record = precheck()
+    ti = RunTI(task_id="tier_1.stop_snapshot")
+    result = downtime(record, cls=StopSnapshotOperator).execute(context_of(ti))
+    assert "started" not in result
+    assert result["stopped"] is True
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "TERMINATED"
+    start = EnsureRunningOperator(
+        task_id="tier_1.start", instance_record=record, downtime_task="tier_1.stop_snapshot", timeout=30
+    )
+    start_ti = RunTI(task_id="tier_1.start", xcoms={("tier_1.stop_snapshot", 0, "return_value"): result})
+    assert start.execute(context_of(start_ti))["started"] is True
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+
+
+# ---- the cap: VMs down at once ------------------------------------------------------------------------
+def cap_ti(
+    states: dict[int, str | None], markers: dict[int, bool], *, me: int = 0, back: tuple[int, ...] = ()
+):
+    ti = RunTI(map_index=me)
+    ti.states = {(DOWNTIME, index): state for index, state in states.items()}
+    for index, down in markers.items():
+        ti.xcoms[(DOWNTIME, index, DOWN_XCOM_KEY)] = {"down": down}
+    for index in back:
+        ti.xcoms[(ENSURE, index, "return_value")] = {"started": True}
+    return ti
+
+
+def test_the_count_is_running_tries_plus_vms_left_down_by_tries_that_are_not_running():
+    from gce_vm_backup.cap import vms_down
+
+    # 0 is me; 1 runs; 2 was killed mid-downtime (marker down, up for retry); 3 failed but its
+    # ensure_running brought it back; 4 is back up (marker false); 5 has not started.
+    ti = cap_ti(
+        {0: "running", 1: "running", 2: "up_for_retry", 3: "failed", 4: "success", 5: None},
+        {1: True, 2: True, 3: True, 4: False},
+        back=(3,),
+    )
+    count, detail = vms_down(ti, task_id=DOWNTIME, cap=2)
+    assert count == 3, detail  # me, 1 and 2
+    assert ti.reads.index("xcom") < len(ti.reads) - 1 - ti.reads[::-1].index("states") - 0
+    # markers (and ensure_running's results) are read before the states the count trusts
+    assert ti.reads[-3:] == ["xcom", "xcom", "states"]
+
+
+def test_a_tier_no_bigger_than_the_cap_is_not_counted():
+    from gce_vm_backup.cap import vms_down
+
+    ti = cap_ti({0: "running", 1: "up_for_retry"}, {1: True})
+    assert vms_down(ti, task_id=DOWNTIME, cap=2)[0] == 0
+    assert ti.reads == ["states"]
+
+
+def test_reading_states_before_markers_would_miss_a_retry_that_started_in_between():
+    """The race the order prevents: VM 1 is down (killed try, marker down, up_for_retry); its retry starts
+    (clearing the marker) between two reads. Markers first: the marker is seen, or the retry is running."""
+    from gce_vm_backup.cap import vms_down
+
+    ti = cap_ti({0: "running", 1: "up_for_retry", 2: None}, {1: True})
+    real_states = ti.get_task_states
+    calls = {"n": 0}
+
+    def states_then_retry_starts(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # between the marker read and the state read: the retry starts
+            ti.xcoms.pop((DOWNTIME, 1, DOWN_XCOM_KEY))
+            ti.states[(DOWNTIME, 1)] = "running"
+        return real_states(**kwargs)
+
+    ti.get_task_states = states_then_retry_starts  # type: ignore[method-assign]
+    assert vms_down(ti, task_id=DOWNTIME, cap=1)[0] == 2  # VM 1 is counted either way
+
+
+def test_over_the_cap_a_try_gives_its_slot_back_before_stopping_anything(fast_emulator):
+    from airflow.exceptions import AirflowRescheduleException
+
+    record = precheck()
+    ti = cap_ti({0: "running", 1: "up_for_retry", 2: None}, {1: True})
+    operator = downtime(record, max_concurrent_vms=1, cap_poll=5)
+    with pytest.raises(AirflowRescheduleException):
+        operator.execute(context_of(ti))
+    assert fast_emulator.calls_for("compute.instances.stop") == []
+    assert DOWN_XCOM_KEY not in ti.pushed
+    assert ERROR_XCOM_KEY not in ti.pushed  # control flow, not a failure
+    # Past its wait budget the try fails (retryably), still without stopping anything.
+    ti.first_reschedule = datetime(2000, 1, 1, tzinfo=UTC)
+    with pytest.raises(
+        OperationTimeoutError, match=r"waited \d+ seconds for room under max_concurrent_vms=1"
+    ):
+        downtime(record, max_concurrent_vms=1, cap_wait=60).execute(context_of(ti))
+    assert fast_emulator.calls_for("compute.instances.stop") == []
+
+
+def test_a_vm_already_down_from_an_earlier_try_goes_on_without_waiting_for_room(fast_emulator):
+    record = precheck()
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")  # the killed try's stop
+    ti = cap_ti({0: "running", 1: "running", 2: None}, {1: True})
+    result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))
+    assert (result["stopped"], result["started"]) == (True, True)
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+
+
+# ---- tiered groups -----------------------------------------------------------------------------------
+def test_a_tiered_run_with_more_vms_than_the_cap_is_refused_before_anything_is_stopped(fast_emulator):
+    tiers = [
+        [{"project_id": PROJECT, "zone": ZONE_A, "instance": "web-1", "disks": None}],
+        [{"project_id": PROJECT, "zones": None, "labels": {"app": "shop"}}],
+    ]
+    resolve = ResolveTargetsOperator(
+        task_id="resolve_tier_1", deployment="test", group="shop", tiers=tiers, max_concurrent_vms=2
+    )
+    with pytest.raises(
+        ConfigError, match="Group shop: this run has 3 VMs in 2 tiers, more than its max_concurrent_vms of 2"
+    ):
+        resolve.execute(context_of(RunTI(task_id="resolve_tier_1", map_index=-1)))
+    assert not [c for c in fast_emulator.calls if c.method.endswith(("stop", "insert"))]
