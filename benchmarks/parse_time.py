@@ -64,10 +64,14 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, task_group
 
 
-def group_body(tasks):
+def group_body(dag, tasks, upstream):
     def body():
         for task in tasks:
             EmptyOperator(task_id=task["id"], trigger_rule=task["rule"])
+        # in-group edges before the group closes, as the real group function sets them: Airflow makes the
+        # mapped input upstream of the group's tasks that have no upstream task inside it
+        for task_id, ids in upstream:
+            dag.get_task(task_id).set_upstream([dag.get_task(u) for u in ids])
 
     return body
 
@@ -80,8 +84,13 @@ def build(shape, dag_id):
                 task = item["tasks"][0]
                 EmptyOperator(task_id=task["id"], trigger_rule=task["rule"])
                 continue
-
-            task_group(group_id=item["group"])(group_body(item["tasks"])).expand_kwargs(
+            prefix = item["group"] + "."
+            inside = [
+                (task_id, [u for u in ids if u.startswith(prefix)])
+                for task_id, ids in shape["upstream"]
+                if task_id.startswith(prefix)
+            ]
+            task_group(group_id=item["group"])(group_body(dag, item["tasks"], inside)).expand_kwargs(
                 dag.get_task(item["source"]).output
             )
         for teardown, setups in shape["teardowns"]:
@@ -214,6 +223,11 @@ def main() -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "GCE_VM_BACKUP_STRICT": "1",
+        # this checkout's package first, whatever the environment has installed (an editable install of
+        # another worktree, say)
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO / "plugins" / "operators"), str(REPO / "composer"), os.environ.get("PYTHONPATH", "")]
+        ),
     }
     # A DAG processor that has parsed the file once runs from bytecode (the package in site-packages is
     # compiled at install): so are the timed parses, after an untimed one, unless --cold.
