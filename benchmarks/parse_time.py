@@ -1,9 +1,23 @@
-"""Parse time of the backup DAG file with a large config, against a trivial DAG file.
+"""Parse time of the backup DAG file with a large config, against Airflow's floor for the same graph.
 
     uv run python benchmarks/parse_time.py [--vms 1000] [--groups 50] [--repeat 5]
 
-Each measurement is a fresh process that imports Airflow first (not timed), then times a DagBag load of
-a folder holding only the file under test, the way the DAG processor parses it. Prints median and min.
+Three DAG files are parsed, each alone in its folder:
+- the trivial DAG file (one empty DAG): Airflow's fixed cost;
+- the floor: the very graph the backup DAG file builds from the config, rebuilt with nothing but Airflow.
+  Its shape (DAG ids, schedules and start dates; every task id; each VM task group as a mapped task group
+  expanded with ``expand_kwargs`` over its resolve task's output; every dependency, setup/teardown pair and
+  trigger rule) is read from the DAGs ``build_dags`` makes and written into a generated DAG file as a
+  literal, every task an ``EmptyOperator``. It has no params, default_args, doc, tags, callbacks or
+  operator arguments, reads no config and imports nothing of ours: what any DAG file of that graph costs;
+- the backup DAG file itself (``dags/gce_vm_backup_dags.py``) with the generated config.
+Each measurement is a fresh process that imports Airflow first (not timed) and freezes the garbage
+collector's objects as the DAG processor's manager does before it forks a parser (``gc.freeze()`` in
+airflow/dag_processing/manager.py), then times a DagBag load of
+the folder, the way the DAG processor parses it; DAG files and plugins run from bytecode written by an
+untimed first parse, as in a DAG processor that has parsed them once (``--cold``: no bytecode, every
+parse compiles them). Prints wall-clock median and min and the CPU time's median (steadier on a shared
+machine), and backup / floor for each.
 """
 
 from __future__ import annotations
@@ -17,18 +31,123 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TRIVIAL = "from airflow.sdk import DAG\n\nwith DAG('trivial', schedule=None):\n    pass\n"
 MEASURE = """
-import json, sys, time
+import gc, json, sys, time
 from airflow.dag_processing.dagbag import DagBag
-start = time.perf_counter()
+gc.freeze()  # as the DAG processor does once Airflow is imported, before it forks a parsing process
+start, cpu = time.perf_counter(), time.process_time()
 bag = DagBag(sys.argv[1])
-elapsed = time.perf_counter() - start
+elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
 assert not bag.import_errors, bag.import_errors
-print(json.dumps({"seconds": elapsed, "dags": len(bag.dags)}))
+tasks = sum(len(d.tasks) for d in bag.dags.values())
+print(json.dumps({"seconds": elapsed, "cpu": cpu, "dags": len(bag.dags), "tasks": tasks}))
 """
+# Prints the shape of every DAG build_dags makes from the config argv[1] (run in its own process).
+SHAPE = """
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from gce_vm_backup.config import load_config
+from gce_vm_backup.dag_factory import build_dags
+sys.path.insert(0, sys.argv[3])
+from parse_time import dag_shape
+print(json.dumps([dag_shape(dag) for dag in build_dags(load_config(sys.argv[1])).values()]))
+"""
+# The floor DAG file: SHAPES (inserted above this) rebuilt from EmptyOperators.
+FLOOR = """
+from datetime import datetime
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, task_group
+
+
+def group_body(dag, tasks, upstream):
+    def body():
+        for task in tasks:
+            EmptyOperator(task_id=task["id"], trigger_rule=task["rule"])
+        # in-group edges before the group closes, as the real group function sets them: Airflow makes the
+        # mapped input upstream of the group's tasks that have no upstream task inside it
+        for task_id, ids in upstream:
+            dag.get_task(task_id).set_upstream([dag.get_task(u) for u in ids])
+
+    return body
+
+
+def build(shape, dag_id):
+    start = datetime.fromisoformat(shape["start_date"])
+    with DAG(dag_id=dag_id, schedule=shape["schedule"], start_date=start) as dag:
+        for item in shape["items"]:
+            if item["group"] is None:
+                task = item["tasks"][0]
+                EmptyOperator(task_id=task["id"], trigger_rule=task["rule"])
+                continue
+            prefix = item["group"] + "."
+            inside = [
+                (task_id, [u for u in ids if u.startswith(prefix)])
+                for task_id, ids in shape["upstream"]
+                if task_id.startswith(prefix)
+            ]
+            task_group(group_id=item["group"])(group_body(dag, item["tasks"], inside)).expand_kwargs(
+                dag.get_task(item["source"]).output
+            )
+        for teardown, setups in shape["teardowns"]:
+            dag.get_task(teardown).as_teardown(setups=[dag.get_task(setup) for setup in setups])
+        for task_id, upstream in shape["upstream"]:
+            dag.get_task(task_id).set_upstream([dag.get_task(u) for u in upstream])
+    return dag
+
+
+for shape in SHAPES:
+    for dag_id in shape["dag_ids"]:
+        globals()[dag_id] = build(shape, dag_id)
+"""
+
+
+def dag_shape(dag: Any) -> dict[str, Any]:
+    """The graph of ``dag`` as plain data (see the module docstring); the inverse of the floor's build()."""
+    from airflow.sdk.definitions.taskgroup import MappedTaskGroup
+
+    items: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for task in dag.tasks:
+        name = task.task_id.rsplit(".", 1)[-1]
+        entry = {"id": name, "rule": str(getattr(task.trigger_rule, "value", task.trigger_rule))}
+        group: Any = task.task_group
+        if group is None or group.group_id is None:
+            items.append({"group": None, "tasks": [entry]})
+            continue
+        if not isinstance(group, MappedTaskGroup) or group.parent_group.group_id is not None:
+            raise ValueError(f"{task.task_id}: the floor models root tasks and top-level mapped groups only")
+        if group.group_id not in groups:
+            source = group._expand_input.value.operator.task_id
+            groups[group.group_id] = {"group": group.group_id, "source": source, "tasks": []}
+            items.append(groups[group.group_id])
+        groups[group.group_id]["tasks"].append(entry)
+    teardowns = [
+        [t.task_id, sorted(u for u in t.upstream_task_ids if dag.get_task(u).is_setup)]
+        for t in dag.tasks
+        if t.is_teardown
+    ]
+    return {
+        "dag_ids": [dag.dag_id],
+        "schedule": dag.schedule if isinstance(dag.schedule, str) else None,
+        "start_date": dag.start_date.isoformat() if dag.start_date else None,
+        "items": items,
+        "teardowns": teardowns,
+        "upstream": [[t.task_id, sorted(t.upstream_task_ids)] for t in dag.tasks if t.upstream_task_ids],
+    }
+
+
+def floor_file(shapes: list[dict[str, Any]]) -> str:
+    """The floor DAG file's text for these DAG shapes (DAGs of one shape share its literal)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for shape in shapes:
+        key = json.dumps({k: v for k, v in shape.items() if k != "dag_ids"}, sort_keys=True)
+        merged.setdefault(key, {**shape, "dag_ids": []})["dag_ids"] += shape["dag_ids"]
+    return f"SHAPES = {list(merged.values())!r}\n{FLOOR}"
 
 
 def big_config(vms: int, groups: int) -> str:
@@ -52,10 +171,31 @@ def big_config(vms: int, groups: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def shapes_of(config: Path, env: dict[str, str]) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SHAPE,
+            str(config),
+            str(REPO / "plugins" / "operators"),
+            str(Path(__file__).parent),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        raise SystemExit(f"building the DAGs' shape failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def measure(folder: Path, env: dict[str, str]) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(folder)], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", MEASURE, str(folder)], env=env, capture_output=True, text=True
     )
+    if out.returncode:
+        raise SystemExit(f"parsing {folder} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -64,11 +204,16 @@ def main() -> None:
     parser.add_argument("--vms", type=int, default=1000)
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="no bytecode cache for the DAG files and the plugins (each parse compiles them again)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="parse-bench-"))
-    backup, trivial = work / "backup", work / "trivial"
-    backup.mkdir()
-    trivial.mkdir()
+    backup, floor, trivial = work / "backup", work / "floor", work / "trivial"
+    for folder in (backup, floor, trivial):
+        folder.mkdir()
     shutil.copy(REPO / "dags" / "gce_vm_backup_dags.py", backup)
     (backup / "gce_vm_backup.yaml").write_text(big_config(args.vms, args.groups))
     (trivial / "trivial_dag.py").write_text(TRIVIAL)
@@ -78,22 +223,47 @@ def main() -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "GCE_VM_BACKUP_STRICT": "1",
+        # this checkout's package first, whatever the environment has installed (an editable install of
+        # another worktree, say)
+        "PYTHONPATH": os.pathsep.join(
+            [str(REPO / "plugins" / "operators"), str(REPO / "composer"), os.environ.get("PYTHONPATH", "")]
+        ),
     }
-    results = {}
-    for name, folder in (
-        ("trivial DAG file", trivial),
-        (f"backup DAG file ({args.vms} VMs, {args.groups} groups)", backup),
-    ):
-        runs = [measure(folder, env) for _ in range(args.repeat)]
-        seconds = [r["seconds"] for r in runs]
-        results[name] = (statistics.median(seconds), min(seconds), runs[0]["dags"])
-    print(f"{'file':<48} {'DAGs':>5} {'median s':>9} {'min s':>7}")
-    for name, (median, minimum, dags) in results.items():
-        print(f"{name:<48} {dags:>5} {median:>9.3f} {minimum:>7.3f}")
-    (trivial_median, _, _), (backup_median, _, dags) = results.values()
+    # A DAG processor that has parsed the file once runs from bytecode (the package in site-packages is
+    # compiled at install): so are the timed parses, after an untimed one, unless --cold.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    if args.cold:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    (floor / "floor_dags.py").write_text(floor_file(shapes_of(backup / "gce_vm_backup.yaml", env)))
+    names = {
+        "trivial": ("trivial DAG file", trivial),
+        "floor": ("floor: same graph, EmptyOperators only", floor),
+        "backup": (f"backup DAG file ({args.vms} VMs, {args.groups} groups)", backup),
+    }
+    for _, folder in names.values():
+        measure(folder, env)  # writes the bytecode (unless --cold), not timed
+    runs = {key: [measure(folder, env) for _ in range(args.repeat)] for key, (_, folder) in names.items()}
+    print(f"{'file':<48} {'DAGs':>5} {'tasks':>6} {'median s':>9} {'min s':>7} {'CPU median s':>13}")
+    for key, (name, _) in names.items():
+        first = runs[key][0]
+        wall, cpu = [r["seconds"] for r in runs[key]], [r["cpu"] for r in runs[key]]
+        print(
+            f"{name:<48} {first['dags']:>5} {first['tasks']:>6} {statistics.median(wall):>9.3f} "
+            f"{min(wall):>7.3f} {statistics.median(cpu):>13.3f}"
+        )
+    shape = {key: (runs[key][0]["dags"], runs[key][0]["tasks"]) for key in ("floor", "backup")}
+    if shape["floor"] != shape["backup"]:
+        raise SystemExit(
+            f"the floor's (DAGs, tasks) {shape['floor']} differ from the backup file's {shape['backup']}"
+        )
+
+    def ratio(field: str, pick: Any) -> float:
+        return float(pick([r[field] for r in runs["backup"]]) / pick([r[field] for r in runs["floor"]]))
+
     print(
-        f"ratio backup/trivial (median): {backup_median / trivial_median:.1f}x; "
-        f"per DAG: {1000 * (backup_median - trivial_median) / dags:.1f} ms"
+        f"backup / floor: {ratio('seconds', statistics.median):.2f}x (median), {ratio('seconds', min):.2f}x "
+        f"(min), {ratio('cpu', statistics.median):.2f}x (CPU, median)"
     )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -8,7 +8,8 @@ from unittest.mock import create_autospec
 
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-from gce_vm_backup.report import finished_tasks
+from gce_vm_backup import stages
+from gce_vm_backup.report_task import finished_tasks
 
 
 def _airflow_3_1_ti(states: dict) -> RuntimeTaskInstance:
@@ -21,30 +22,39 @@ def _airflow_3_1_ti(states: dict) -> RuntimeTaskInstance:
 def test_airflow_3_1_states_give_the_breadcrumbs_triples():
     ti = _airflow_3_1_ti(
         {
-            "resolve_tier_1": "success",  # unmapped, though its name ends in _<digit>
-            "tier_1.stop_0": "success",
-            "tier_1.stop_1": "failed",
-            "tier_1.start_1": "upstream_failed",
-            "tier_1.verify_0": None,  # not finished: left out, as the breadcrumbs leave it out
-            "tier_2.snapshot": "skipped",  # a mapped task that expanded to nothing
-            "run_report": "running",
+            stages.resolve_task(1): "success",  # unmapped, though its name ends in _<digit>
+            f"{stages.tier_task(1, stages.STOP_SNAPSHOT_START)}_0": "success",
+            f"{stages.tier_task(1, stages.STOP_SNAPSHOT_START)}_1": "failed",
+            f"{stages.tier_task(1, stages.ENSURE_RUNNING)}_1": "upstream_failed",
+            f"{stages.tier_task(1, stages.VERIFY)}_0": None,  # not finished: left out, as the breadcrumbs do
+            f"{stages.tier_task(2, stages.STOP_SNAPSHOT)}_12": "success",  # two digits, an outer tier's task
+            stages.tier_task(2, stages.CONVERT): "skipped",  # a mapped task that expanded to nothing
+            stages.tier_stopped_task(1): "success",  # a barrier: unmapped, its name has no map index
+            stages.REPORT: "running",
         }
     )
-    crumbs = list(finished_tasks(ti, dag_id="d", run_id="r1", vm_groups=["tier_1", "tier_2"]))
+    crumbs = list(
+        finished_tasks(ti, dag_id="d", run_id="r1", vm_groups=[stages.tier_group(1), stages.tier_group(2)])
+    )
     ti.get_task_states.assert_called_once_with(dag_id="d", run_ids=["r1"])
-    assert crumbs == [
-        ("resolve_tier_1", -1, "success"),
-        ("tier_1.start", 1, "upstream_failed"),
-        ("tier_1.stop", 0, "success"),
-        ("tier_1.stop", 1, "failed"),
-        ("tier_2.snapshot", -1, "skipped"),
-    ]
+    assert sorted(crumbs) == sorted(
+        [
+            (stages.resolve_task(1), -1, "success"),
+            (stages.tier_task(1, stages.ENSURE_RUNNING), 1, "upstream_failed"),
+            (stages.tier_task(1, stages.STOP_SNAPSHOT_START), 0, "success"),
+            (stages.tier_task(1, stages.STOP_SNAPSHOT_START), 1, "failed"),
+            (stages.tier_task(2, stages.CONVERT), -1, "skipped"),
+            (stages.tier_task(2, stages.STOP_SNAPSHOT), 12, "success"),
+            (stages.tier_stopped_task(1), -1, "success"),
+        ]
+    )
 
 
 def test_breadcrumbs_are_used_when_the_task_sdk_has_them():
     ti = create_autospec(RuntimeTaskInstance, instance=True)
-    ti.get_task_breadcrumbs.return_value = [{"task_id": "tier_1.stop", "map_index": 2, "state": "success"}]
-    assert list(finished_tasks(ti, dag_id="d", run_id="r1", vm_groups=["tier_1"])) == [
-        ("tier_1.stop", 2, "success")
+    downtime = stages.tier_task(1, stages.STOP_SNAPSHOT_START)
+    ti.get_task_breadcrumbs.return_value = [{"task_id": downtime, "map_index": 2, "state": "success"}]
+    assert list(finished_tasks(ti, dag_id="d", run_id="r1", vm_groups=[stages.tier_group(1)])) == [
+        (downtime, 2, "success")
     ]
     ti.get_task_states.assert_not_called()

@@ -49,3 +49,31 @@ def test_parsing_the_dag_file_imports_no_google_library_and_opens_no_socket(tmp_
     google_modules = {m for m in report["modules"] if m.startswith(GOOGLE_PREFIXES)}
     assert google_modules - baseline == set()
     assert "google.cloud.compute_v1" not in report["modules"]
+
+
+def test_the_parse_benchmarks_floor_rebuilds_the_same_graph_from_empty_operators(tmp_path):
+    """benchmarks/parse_time.py's floor must be the backup DAGs' own graph (every task id, mapped group,
+    dependency, setup/teardown and trigger rule), or backup / floor measures nothing."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from parse_time import big_config, dag_shape, floor_file
+
+    from gce_vm_backup.config import load_config
+    from gce_vm_backup.dag_factory import build_dags
+
+    config = tmp_path / "gce_vm_backup.yaml"
+    config.write_text(big_config(12, 2))
+    dags = build_dags(load_config(config))
+    shapes = [dag_shape(dag) for dag in dags.values()]
+    namespace: dict = {}
+    exec(compile(floor_file(shapes), "floor_dags.py", "exec"), namespace)
+
+    floors = {key: value for key, value in namespace.items() if key in dags}
+    assert set(floors) == set(dags)
+    for dag_id, dag in dags.items():
+        floor = floors[dag_id]
+        assert dag_shape(floor) == dag_shape(dag)
+        assert {type(task).__name__ for task in floor.tasks} == {"EmptyOperator"}
+        assert not floor.params
+        assert [(t.task_id, t.is_setup, t.is_teardown) for t in floor.tasks] == [
+            (t.task_id, t.is_setup, t.is_teardown) for t in dag.tasks
+        ]

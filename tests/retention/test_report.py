@@ -1,8 +1,16 @@
-"""The run report (pure builder, XCom collection, operator) and the failure notifiers."""
+"""The run report on the one-task-per-downtime DAG shape: the pure builder, the XCom collection, the operator.
+
+Records are built by hand in the documented XCom shape (COMMON contract, docs/architecture.md): the
+downtime task's dict (stop_requested_at, running_at, snapshots), verify's and convert's SnapshotRecords,
+ensure_running's {"started", "at", "status"}. The failure notifiers' tests are in tests/notify/.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from unittest.mock import create_autospec
 
 import pytest
@@ -10,73 +18,124 @@ from airflow.sdk import TriggerRule
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
+from gce_vm_backup import stages
 from gce_vm_backup._base import ERROR_XCOM_KEY
 from gce_vm_backup.errors import ApiError, ConfigError, ResourceNotFoundError
 from gce_vm_backup.hook import ComputeBackupHook
-from gce_vm_backup.report import (
-    REPORT_XCOM_KEY,
-    EmailFailureNotifier,
-    RunReportOperator,
-    SlackFailureNotifier,
-    VmTaskResults,
-    build_run_report,
-    collect_vm_results,
-    format_report,
-    notifiers_from_config,
-)
+from gce_vm_backup.report import REPORT_XCOM_KEY, VmTaskResults, build_run_report, peak_down
+from gce_vm_backup.report_format import format_report
+from gce_vm_backup.report_task import RunReportOperator, collect_vm_results
 
 from .conftest import PROJECT, ZONE
 
-OK = {task: "success" for task in ("precheck", "stop", "snapshot", "start", "retention")}
+T0 = "2026-11-24T03:01:00+00:00"
+BACK = "2026-11-24T03:04:30+00:00"  # 210 s after T0
+OK = {
+    task: "success"
+    for task in (
+        stages.PRECHECK,
+        stages.STOP_SNAPSHOT_START,
+        stages.ENSURE_RUNNING,
+        stages.VERIFY,
+        stages.RETENTION,
+    )
+}
+
+
+def path(instance):
+    return f"projects/{PROJECT}/zones/{ZONE}/instances/{instance}"
 
 
 def precheck(instance, prior="RUNNING"):
     return {"project_id": PROJECT, "zone": ZONE, "instance": instance, "prior_status": prior, "disks": []}
 
 
-def snap(instance, status="READY", size=3 << 30):
+def snap(instance, status="READY", size=3 << 30, disk=None):
+    disk = disk or instance
     return {
-        "vm": f"projects/{PROJECT}/zones/{ZONE}/instances/{instance}",
-        "disk": instance,
-        "disk_source": f"projects/{PROJECT}/zones/{ZONE}/disks/{instance}",
-        "snapshot": f"{instance}-snap",
+        "vm": path(instance),
+        "disk": disk,
+        "disk_source": f"projects/{PROJECT}/zones/{ZONE}/disks/{disk}",
+        "snapshot": f"{disk}-snap",
         "status": status,
         "storage_bytes": size,
     }
 
 
-def good_vm(instance="web-1", map_index=0):
+def instant(instance, disk=None):
+    disk = disk or instance
+    return {
+        "vm": path(instance),
+        "disk": disk,
+        "disk_source": f"projects/{PROJECT}/zones/{ZONE}/disks/{disk}",
+        "instant_snapshot": f"{disk}-instant",
+        "instant_scope": f"projects/{PROJECT}/zones/{ZONE}",
+        "status": "READY",
+    }
+
+
+def downtime(instance, stop=T0, back=BACK, snapshots=None, mode="standard", stopped=True):
+    return {
+        "vm": path(instance),
+        "prior_status": "RUNNING" if stopped else "TERMINATED",
+        "stopped": stopped,
+        "stop_requested_at": stop if stopped else None,
+        "captured_at": stop if stopped else None,
+        "started": stopped,
+        "running_at": back if stopped else None,
+        "mode": mode,
+        "snapshots": [snap(instance, status="UPLOADING", size=0)] if snapshots is None else snapshots,
+    }
+
+
+def good_vm(instance="web-1", map_index=0, stop=T0, back=BACK):
     return VmTaskResults(
-        "tier_1",
+        stages.tier_group(1),
         map_index,
         states=dict(OK),
         values={
-            "precheck": precheck(instance),
-            "stop": {"stopped": True, "at": "2026-11-24T03:01:00+00:00"},
-            "snapshot": [snap(instance)],
-            "start": {"started": True, "at": "2026-11-24T03:04:30+00:00"},
-            "retention": {"dry_run": False, "deleted": [{"snapshot": "old-1"}], "not_pruned": []},
+            stages.PRECHECK: precheck(instance),
+            stages.STOP_SNAPSHOT_START: downtime(instance, stop, back),
+            stages.ENSURE_RUNNING: {"started": False, "at": back, "status": "RUNNING"},
+            stages.VERIFY: [snap(instance)],
+            stages.RETENTION: {"dry_run": False, "deleted": [{"snapshot": "old-1"}], "not_pruned": []},
         },
     )
 
 
-def test_report_has_prior_state_downtime_snapshots_sizes_and_deletions_per_vm():
-    report = build_run_report(dag_id="d", run_id="r", vms=[good_vm()])
-    (row,) = report["vms"]
-    assert row["vm"] == f"projects/{PROJECT}/zones/{ZONE}/instances/web-1"
+def failed_downtime(vm, ensure_state="failed", ensure=None):
+    """The downtime task failed (no return value); ensure_running ended ``ensure_state``."""
+    vm.states.update({stages.STOP_SNAPSHOT_START: "failed", stages.ENSURE_RUNNING: ensure_state})
+    vm.states.update({stages.VERIFY: "upstream_failed", stages.RETENTION: "upstream_failed"})
+    vm.values.update({stages.STOP_SNAPSHOT_START: None, stages.ENSURE_RUNNING: ensure, stages.VERIFY: None})
+    vm.values[stages.RETENTION] = None
+    return vm
+
+
+def report(*vms, **kwargs):
+    return build_run_report(dag_id="d", run_id="r", vms=list(vms), **kwargs)
+
+
+def test_each_vm_row_has_prior_state_downtime_from_stop_request_to_running_snapshots_and_deletions():
+    result = report(good_vm())
+    (row,) = result["vms"]
+    assert row["vm"] == path("web-1")
     assert (row["prior_status"], row["downtime_seconds"], row["ok"]) == ("RUNNING", 210, True)
+    assert (row["stop_requested_at"], row["running_at"]) == (T0, BACK)
+    assert row["brought_back_by"] == stages.STOP_SNAPSHOT_START
     assert row["snapshots"] == [
         {
             "disk": "web-1",
             "disk_source": f"projects/{PROJECT}/zones/{ZONE}/disks/web-1",
             "snapshot": "web-1-snap",
-            "status": "READY",
+            "kind": "standard",
+            "status": "READY",  # verify's status, not the downtime task's UPLOADING
             "storage_bytes": 3 << 30,
         }
     ]
     assert row["retention"]["deleted"] == ["old-1"]
-    assert report["status"] == "success"
-    assert report["summary"] | {"failed_tasks": None} == {
+    assert result["status"] == "success"
+    assert result["summary"] | {"failed_tasks": None} == {
         "vms": 1,
         "vms_ok": 1,
         "vms_with_problems": 0,
@@ -86,52 +145,57 @@ def test_report_has_prior_state_downtime_snapshots_sizes_and_deletions_per_vm():
         "snapshots_deleted": 1,
         "failed_tasks": None,
     }
-    json.dumps(report)  # machine-readable: plain JSON
+    json.dumps(result)  # machine-readable: plain JSON
 
 
-def test_a_running_vm_whose_start_failed_is_the_first_problem_named():
+def test_outer_tier_downtime_runs_from_stop_snapshots_request_to_starts_running():
     vm = good_vm()
-    vm.states["start"] = "failed"
-    vm.values["start"] = None
-    row = build_run_report(dag_id="d", run_id="r", vms=[vm])["vms"][0]
+    record = vm.values.pop(stages.STOP_SNAPSHOT_START)
+    del vm.states[stages.STOP_SNAPSHOT_START]
+    for key in ("started", "running_at"):
+        record.pop(key)  # stop_snapshot returns the same without them
+    vm.values[stages.STOP_SNAPSHOT] = record
+    vm.values[stages.START] = {"started": True, "running_at": "2026-11-24T03:11:00+00:00"}
+    vm.states.update({stages.STOP_SNAPSHOT: "success", stages.START: "success"})
+    (row,) = report(vm)["vms"]
+    assert (row["downtime_seconds"], row["brought_back_by"], row["ok"]) == (600, stages.START, True)
+
+
+def test_a_vm_no_task_saw_running_again_is_the_first_problem_with_how_each_restart_task_ended():
+    row = report(failed_downtime(good_vm()))["vms"][0]
     assert row["problems"][0] == (
-        "VM web-1 MAY BE DOWN: it was RUNNING before the backup and its start failed. Check it; to start it "
-        f"by hand: gcloud compute instances start web-1 --project={PROJECT} --zone={ZONE}"
+        "VM web-1 MAY BE DOWN: it was RUNNING before the backup and no task saw it RUNNING again "
+        "(stop_snapshot_start failed, ensure_running failed). Check it; to start it by hand: "
+        f"gcloud compute instances start web-1 --project={PROJECT} --zone={ZONE}"
     )
     assert row["downtime_seconds"] is None
 
 
-def test_a_vm_read_down_after_its_start_failed_leads_the_report_with_the_command_that_starts_it():
-    vm = good_vm()
-    vm.states["start"] = "failed"
-    vm.values["start"] = None
+def test_a_vm_read_down_leads_the_report_with_the_command_that_starts_it():
+    vm = failed_downtime(good_vm())
     vm.status_now = "TERMINATED"
-    vm.errors["start"] = {
-        "cause": "start failed: StartInstanceOperator for VM x did not finish within 60 seconds"
-    }
-    report = build_run_report(dag_id="d", run_id="r", vms=[vm, good_vm("web-2", 1)])
+    vm.errors[stages.STOP_SNAPSHOT_START] = {"cause": "snapshot of disk web-1 failed: QUOTA_EXCEEDED: quota"}
+    vm.errors[stages.ENSURE_RUNNING] = {"cause": "start of VM web-1 failed: ZONE_RESOURCE_POOL_EXHAUSTED"}
+    result = report(vm, good_vm("web-2", 1))
     command = f"gcloud compute instances start web-1 --project={PROJECT} --zone={ZONE}"
-    assert report["vms_down"] == [
-        {"vm": f"projects/{PROJECT}/zones/{ZONE}/instances/web-1", "status": "TERMINATED", "command": command}
+    assert result["vms_down"] == [{"vm": path("web-1"), "status": "TERMINATED", "command": command}]
+    row = result["vms"][0]
+    assert row["problems"] == [
+        "VM web-1 IS DOWN (TERMINATED): it was RUNNING before the backup and was not brought back "
+        f"(stop_snapshot_start failed, ensure_running failed). Start it by hand: {command}",
+        "snapshot of disk web-1 failed: QUOTA_EXCEEDED: quota",
+        "start of VM web-1 failed: ZONE_RESOURCE_POOL_EXHAUSTED",
+        "not run because of the failure above: verify, retention",
     ]
-    row = report["vms"][0]
-    assert row["problems"][0].startswith("VM web-1 IS DOWN (TERMINATED): it was RUNNING before the backup")
-    assert row["problems"][0].endswith(f"Start it by hand: {command}")
-    assert (
-        row["problems"][1] == "start failed: StartInstanceOperator for VM x did not finish within 60 seconds"
-    )
-    first = format_report(report).splitlines()[0]
-    assert first == (
-        f"VM DOWN: projects/{PROJECT}/zones/{ZONE}/instances/web-1 is TERMINATED (it was RUNNING before the "
-        f"backup); start it by hand: {command}"
+    assert format_report(result).splitlines()[0] == (
+        f"VM DOWN: {path('web-1')} is TERMINATED (it was RUNNING before the backup); start it by hand: {command}"
     )
 
 
 def test_a_vm_still_stopping_is_down_and_a_suspended_one_needs_resume():
-    stopping, suspended = good_vm(), good_vm("web-2", 1)
-    for vm, status in ((stopping, "STOPPING"), (suspended, "SUSPENDED")):
-        vm.states["start"], vm.values["start"], vm.status_now = "failed", None, status
-    rows = build_run_report(dag_id="d", run_id="r", vms=[stopping, suspended])["vms"]
+    stopping, suspended = failed_downtime(good_vm()), failed_downtime(good_vm("web-2", 1))
+    stopping.status_now, suspended.status_now = "STOPPING", "SUSPENDED"
+    rows = report(stopping, suspended)["vms"]
     assert (
         "Start it by hand once it is TERMINATED: gcloud compute instances start web-1"
         in rows[0]["problems"][0]
@@ -139,156 +203,319 @@ def test_a_vm_still_stopping_is_down_and_a_suspended_one_needs_resume():
     assert "gcloud compute instances resume web-2" in rows[1]["problems"][0]
 
 
-def test_a_vm_running_again_although_its_start_task_failed_is_not_called_down():
-    vm = good_vm()
-    vm.states["start"] = "failed"
+def test_a_vm_running_again_although_its_tasks_failed_is_not_called_down():
+    vm = failed_downtime(good_vm())
     vm.status_now = "RUNNING"
-    vm.errors["start"] = {"cause": "start failed: get VM x failed: HTTP 503: unavailable"}
-    report = build_run_report(dag_id="d", run_id="r", vms=[vm])
-    assert report["vms_down"] == []
-    assert report["vms"][0]["problems"] == ["start failed: get VM x failed: HTTP 503: unavailable"]
-    assert report["status"] == "failed"
+    result = report(vm)
+    assert result["vms_down"] == []
+    assert "DOWN" not in " ".join(result["vms"][0]["problems"])
+    assert result["status"] == "failed"
 
 
 def test_a_deleted_vm_is_reported_gone_without_a_start_command():
-    vm = good_vm()
-    vm.states["start"], vm.status_now = "failed", "NOT_FOUND"
-    report = build_run_report(dag_id="d", run_id="r", vms=[vm])
-    assert report["vms_down"][0]["command"] is None
-    assert report["vms"][0]["problems"][0] == (
-        "VM web-1 was RUNNING before the backup and no longer exists (start failed)"
+    vm = failed_downtime(good_vm())
+    vm.status_now = "NOT_FOUND"
+    result = report(vm)
+    assert result["vms_down"][0]["command"] is None
+    assert result["vms"][0]["problems"][0] == (
+        "VM web-1 was RUNNING before the backup and no longer exists "
+        "(stop_snapshot_start failed, ensure_running failed)"
     )
     assert (
-        format_report(report)
+        format_report(result)
         .splitlines()[0]
         .endswith("web-1 no longer exists (it was RUNNING before the backup)")
     )
 
 
-def test_each_problem_is_the_cause_and_tasks_that_did_not_run_come_after_it():
-    vm = good_vm()
-    vm.states.update(snapshot="failed", verify="upstream_failed", retention="upstream_failed")
-    vm.errors["snapshot"] = {
-        "cause": "snapshot of disk web-1-data failed: QUOTA_EXCEEDED: Quota 'SNAPSHOTS' exceeded (operation op-1)"
-    }
-    row = build_run_report(dag_id="d", run_id="r", vms=[vm])["vms"][0]
+def test_a_vm_ensure_running_had_to_start_is_a_problem_and_its_downtime_lasts_until_then():
+    vm = failed_downtime(
+        good_vm(), "success", {"started": True, "at": "2026-11-24T03:20:00+00:00", "status": "RUNNING"}
+    )
+    vm.errors[stages.STOP_SNAPSHOT_START] = {"cause": "stop of VM web-1 failed: timed out after 600 s"}
+    result = report(vm)
+    row = result["vms"][0]
+    assert (row["brought_back_by"], row["stopped"], row["down"]) == (stages.ENSURE_RUNNING, True, None)
+    assert result["vms_down"] == []  # seen RUNNING again by ensure_running: no status read needed
     assert row["problems"] == [
-        "snapshot of disk web-1-data failed: QUOTA_EXCEEDED: Quota 'SNAPSHOTS' exceeded (operation op-1)",
+        "stop of VM web-1 failed: timed out after 600 s",
         "not run because of the failure above: verify, retention",
+        "VM web-1 was started by ensure_running at 2026-11-24T03:20:00+00:00: the backup's own start did "
+        "not bring it back",
+    ]
+
+
+def test_ensure_running_starting_a_vm_after_a_successful_downtime_task_is_still_a_problem():
+    vm = good_vm()
+    vm.values[stages.ENSURE_RUNNING] = {
+        "started": True,
+        "at": "2026-11-24T03:06:00+00:00",
+        "status": "RUNNING",
+    }
+    row = report(vm)["vms"][0]
+    assert row["ok"] is False
+    assert row["downtime_seconds"] == 210  # the backup's own downtime; the VM went down again later
+    assert row["problems"] == [
+        "VM web-1 was started by ensure_running at 2026-11-24T03:06:00+00:00 after 210s down: the backup's "
+        "own start did not bring it back"
     ]
 
 
 def test_a_failed_task_without_a_recorded_error_says_where_to_look():
     vm = good_vm()
-    vm.states["stop"] = "failed"
-    row = build_run_report(dag_id="d", run_id="r", vms=[vm])["vms"][0]
-    assert row["problems"] == ["stop failed (no error was recorded: see the task's log)"]
+    vm.states[stages.VERIFY] = "failed"
+    vm.values[stages.VERIFY] = None
+    row = report(vm)["vms"][0]
+    assert row["problems"] == ["verify failed (no error was recorded: see the task's log)"]
+    # verify's records are missing: the downtime task's own (UPLOADING) are shown, and not counted READY
+    assert [s["status"] for s in row["snapshots"]] == ["UPLOADING"]
+
+
+def test_instant_mode_reports_convert_s_standard_snapshots_and_the_instant_ones_only_when_convert_failed():
+    converted = good_vm()
+    converted.values[stages.STOP_SNAPSHOT_START] = downtime(
+        "web-1", mode="instant", snapshots=[instant("web-1")]
+    )
+    converted.values[stages.CONVERT] = converted.values.pop(stages.VERIFY)
+    converted.states[stages.CONVERT] = converted.states.pop(stages.VERIFY)
+    failed = good_vm("web-2", 1)
+    failed.values[stages.STOP_SNAPSHOT_START] = downtime(
+        "web-2", mode="instant", snapshots=[instant("web-2")]
+    )
+    failed.values.update({stages.CONVERT: None, stages.RETENTION: None})
+    failed.states.update({stages.CONVERT: "failed", stages.RETENTION: "upstream_failed"})
+    del failed.states[stages.VERIFY], failed.values[stages.VERIFY]
+    failed.errors[stages.CONVERT] = {"cause": "conversion of web-2-instant failed: disk deleted"}
+
+    result = report(converted, failed)
+    ok_row, bad_row = result["vms"]
+    assert (ok_row["mode"], ok_row["snapshots"][0]["kind"], ok_row["ok"]) == ("instant", "standard", True)
+    assert bad_row["snapshots"][0] | {"disk_source": None} == {
+        "disk": "web-2",
+        "disk_source": None,
+        "snapshot": "web-2-instant",
+        "kind": "instant",
+        "status": "READY",
+        "storage_bytes": 0,
+    }
+    assert bad_row["problems"] == [
+        "conversion of web-2-instant failed: disk deleted",
+        "not run because of the failure above: retention",
+        "instant snapshot(s) not converted to standard snapshots in this run: web-2-instant",
+    ]
+    assert (result["summary"]["snapshots"], result["summary"]["snapshots_ready"]) == (2, 1)
+    text = format_report(result)
+    assert "web-2-instant" in text
+    assert "READY*" in text
+    assert "* an instant snapshot" in text
 
 
 def shared(instance, carrier, map_index):
     """A VM whose disk 'shared' is snapshotted by ``carrier``'s backup."""
     vm = good_vm(instance, map_index)
     source = f"projects/{PROJECT}/zones/{ZONE}/disks/shared"
-    vm.values["precheck"]["disks"] = [{"name": "shared", "source": source, "carried_by": carrier}]
+    vm.values[stages.PRECHECK]["disks"] = [{"name": "shared", "source": source, "carried_by": carrier}]
     return vm
 
 
 def test_a_shared_disk_is_counted_once_and_the_report_names_the_vm_whose_backup_carried_it():
     carrier = good_vm("web-1", 0)
-    carrier.values["snapshot"].append({**snap("shared"), "vm": "x", "snapshot": "web-1-shared-snap"})
-    path = f"projects/{PROJECT}/zones/{ZONE}/instances/web-1"
-    report = build_run_report(dag_id="d", run_id="r", vms=[carrier, shared("web-2", path, 1)])
-    row = report["vms"][1]
+    carrier.values[stages.VERIFY].append(snap("web-1", disk="shared"))
+    result = report(carrier, shared("web-2", path("web-1"), 1))
+    row = result["vms"][1]
     assert row["ok"] is True
     carried = row["snapshots"][-1]
     assert (carried["snapshot"], carried["status"], carried["carried_by"]) == (
-        "web-1-shared-snap",
+        "shared-snap",
         "READY",
-        path,
+        path("web-1"),
     )
-    assert report["summary"]["snapshots"] == 3  # web-1, shared (once), web-2
-    assert "carried by web-1" in format_report(report)
+    assert result["summary"]["snapshots"] == 3  # web-1, shared (once), web-2
+    assert "carried by web-1" in format_report(result)
 
 
 def test_a_shared_disk_whose_carrier_made_no_ready_snapshot_is_a_problem_of_both_vms():
-    carrier = good_vm("web-1", 0)
-    carrier.states.update(snapshot="failed")
-    carrier.values["snapshot"] = None
-    path = f"projects/{PROJECT}/zones/{ZONE}/instances/web-1"
-    report = build_run_report(dag_id="d", run_id="r", vms=[carrier, shared("web-2", path, 1)])
-    assert report["vms"][1]["ok"] is False
-    assert report["vms"][1]["problems"] == [
-        f"disk shared is snapshotted by web-1's backup ({path}), which has no READY snapshot of it in this run"
+    carrier = failed_downtime(
+        good_vm("web-1", 0), "success", {"started": False, "at": T0, "status": "RUNNING"}
+    )
+    result = report(carrier, shared("web-2", path("web-1"), 1))
+    assert result["vms"][1]["ok"] is False
+    assert result["vms"][1]["problems"] == [
+        f"disk shared is snapshotted by web-1's backup ({path('web-1')}), which has no READY snapshot of it in "
+        "this run"
     ]
 
 
-def test_a_vm_that_was_stopped_before_has_no_downtime_and_no_restart_problem():
+def test_a_vm_that_was_stopped_before_has_no_downtime_no_restart_problem_and_is_not_counted_down():
     vm = good_vm()
-    vm.values.update(
-        precheck=precheck("batch-1", "TERMINATED"),
-        stop={"stopped": False, "at": None},
-        start={"started": False, "at": None},
-    )
-    row = build_run_report(dag_id="d", run_id="r", vms=[vm])["vms"][0]
-    assert (row["downtime_seconds"], row["problems"]) == (0, [])
+    vm.values[stages.PRECHECK] = precheck("batch-1", "TERMINATED")
+    vm.values[stages.STOP_SNAPSHOT_START] = downtime("batch-1", stopped=False)
+    vm.values[stages.ENSURE_RUNNING] = {"started": False, "at": BACK, "status": "TERMINATED"}
+    result = report(vm)
+    row = result["vms"][0]
+    assert (row["downtime_seconds"], row["problems"], row["down"]) == (0, [], None)
+    assert result["downtime"]["peak_vms_down"] == 0
 
 
-def test_the_verified_status_replaces_the_snapshot_tasks_and_no_vm_placeholders_are_left_out():
-    uploading = good_vm()
-    uploading.values["snapshot"] = [snap("web-1", status="UPLOADING", size=0)]
-    uploading.values["verify"] = [snap("web-1", status="READY", size=5)]
+def test_no_vm_placeholders_are_left_out():
     placeholder = VmTaskResults(
-        "tier_2", 0, states={"precheck": "success"}, values={"precheck": precheck("", "NO_VM")}
+        stages.tier_group(2),
+        0,
+        states={stages.PRECHECK: "success"},
+        values={stages.PRECHECK: precheck("", "NO_VM")},
     )
-    report = build_run_report(dag_id="d", run_id="r", vms=[uploading, placeholder])
-    assert [row["snapshots"][0]["status"] for row in report["vms"]] == ["READY"]
-    assert report["summary"]["storage_bytes"] == 5
+    result = report(good_vm(), placeholder)
+    assert [row["vm"] for row in result["vms"]] == [path("web-1")]
 
 
 def test_a_failed_resolve_fails_the_report_even_with_no_vm():
-    report = build_run_report(dag_id="d", run_id="r", vms=[], other_tasks={"resolve_tier_1": "failed"})
-    assert report["status"] == "failed"
-    assert report["summary"]["failed_tasks"] == ["resolve_tier_1"]
+    result = report(other_tasks={stages.resolve_task(1): "failed"})
+    assert result["status"] == "failed"
+    assert result["summary"]["failed_tasks"] == [stages.resolve_task(1)]
+
+
+def at(minute, second=0):
+    return datetime(2026, 11, 24, 3, minute, second, tzinfo=UTC).isoformat()
+
+
+def test_peak_vms_down_counts_overlapping_downtimes_and_a_vm_back_as_another_stops_does_not_overlap_it():
+    vms = [
+        good_vm("a", 0, at(0), at(10)),
+        good_vm("b", 1, at(5), at(15)),
+        good_vm("c", 2, at(10), at(20)),  # stopped the very moment a is back
+        good_vm("d", 3, at(30), at(31)),
+    ]
+    result = report(*vms, max_concurrent_vms=2)
+    assert result["downtime"] == {
+        "peak_vms_down": 2,
+        "peak_at": at(5),
+        "max_concurrent_vms": 2,
+        "within_cap": True,
+        "slowest": {"vm": path("a"), "seconds": 600},
+        "vms_stopped": 4,
+    }
+    assert "VMs down at once: at most 2 (max_concurrent_vms 2); slowest downtime 600s (a)" in format_report(
+        result
+    )
+
+
+def test_a_peak_above_the_cap_is_called_out_beside_it():
+    vms = [good_vm(name, i, at(0), at(10)) for i, name in enumerate("abc")]
+    result = report(*vms, max_concurrent_vms=2)
+    assert (result["downtime"]["peak_vms_down"], result["downtime"]["within_cap"]) == (3, False)
+    assert (
+        format_report(result)
+        .splitlines()[1]
+        .startswith("VMs down at once: at most 3, ABOVE max_concurrent_vms 2")
+    )
+
+
+def test_a_vm_still_down_counts_until_the_report_is_made():
+    down = failed_downtime(good_vm("a", 0))
+    down.values[stages.STOP_SNAPSHOT_START] = None
+    rows = [
+        {"stopped": True, "stop_requested_at": at(0), "running_at": None},  # not seen back
+        {"stopped": True, "stop_requested_at": at(50), "running_at": at(51)},
+    ]
+    assert peak_down(rows, now=datetime(2026, 11, 24, 3, 55, tzinfo=UTC)) == (2, at(50))
+    assert peak_down(rows, now=datetime(2026, 11, 24, 3, 40, tzinfo=UTC)) == (1, at(0))
+
+
+def test_hostile_or_missing_times_count_no_downtime_instead_of_failing_the_report():
+    vm = good_vm()
+    vm.values[stages.STOP_SNAPSHOT_START].update(stop_requested_at="yesterday", running_at=17)
+    vm.values[stages.ENSURE_RUNNING] = "not a mapping"
+    result = report(vm)
+    assert (result["vms"][0]["downtime_seconds"], result["downtime"]["peak_vms_down"]) == (None, 0)
 
 
 def test_the_table_names_each_vm_snapshot_and_problem():
     vm = good_vm()
-    vm.states["snapshot"] = "failed"
-    text = format_report(build_run_report(dag_id="d", run_id="r", vms=[vm]))
+    vm.states[stages.VERIFY] = "failed"
+    text = format_report(report(vm, max_concurrent_vms=4))
     assert "FAILED - 0/1 VM(s) ok" in text
     assert "us-central1-a/instances/web-1" in text
+    assert "     210s  web-1" in text
     assert "web-1-snap" in text
     assert "3.0 GiB" in text
     assert "retention deleted: old-1" in text
-    assert "PROBLEM: snapshot failed (no error was recorded" in text
+    assert "PROBLEM: verify failed (no error was recorded" in text
+
+
+REPORT_MODULES = ("report.py", "report_format.py", "report_task.py", "notify.py")
+TASK_MAPS = {"states", "values", "errors"}  # VmTaskResults' maps, keyed by task name
+
+
+def _task_ids_spelled_out(tree: ast.AST) -> list[str]:
+    """Task ids written as strings: a task map's key, or xcom_pull's task_ids (literal or f-string)."""
+    found = []
+    for node in ast.walk(tree):
+        key = None
+        if isinstance(node, ast.Subscript) and getattr(node.value, "attr", None) in TASK_MAPS:
+            key = node.slice
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if (
+                node.func.attr in ("get", "pop", "setdefault")
+                and getattr(node.func.value, "attr", None) in TASK_MAPS
+            ):
+                key = node.args[0] if node.args else None
+            elif node.func.attr == "xcom_pull":
+                key = next((k.value for k in node.keywords if k.arg == "task_ids"), None)
+        if isinstance(key, ast.Constant | ast.JoinedStr):
+            found.append(ast.unparse(node))
+    return found
+
+
+@pytest.mark.parametrize("module", REPORT_MODULES)
+def test_the_report_code_spells_out_no_task_id(module):
+    """Task ids come from stages only: a renamed stage cannot leave the report reading a task that is gone."""
+    source = (Path(stages.__file__).parent / module).read_text()
+    assert _task_ids_spelled_out(ast.parse(source)) == []
+
+
+def test_the_task_id_check_finds_spelled_out_ids():
+    tree = ast.parse(
+        "vm.states.get('start')\nvm.values['verify']\nti.xcom_pull(task_ids=f'resolve_{g}')\n"
+        "vm.values[stages.VERIFY]\nti.xcom_pull(task_ids=resolve[g])\n"
+    )
+    assert len(_task_ids_spelled_out(tree)) == 3
+
+
+# ---- the operator: collection by map index and the status read -----------------------------------
+TIER = stages.tier_group(1)
+
+
+def task(stage):
+    return stages.tier_task(1, stage)
 
 
 @pytest.fixture
 def ti():
     ti = create_autospec(RuntimeTaskInstance, instance=True)
-    ti.dag_id, ti.task_id = "gce_vm_backup__web", "run_report"
+    ti.dag_id, ti.task_id = "gce_vm_backup__web", stages.REPORT
     crumbs = [
-        {"task_id": "resolve_tier_1", "map_index": -1, "state": "success"},
-        {"task_id": "tier_1.precheck", "map_index": 0, "state": "success"},
-        {"task_id": "tier_1.precheck", "map_index": 1, "state": "failed"},
-        {"task_id": "tier_1.stop", "map_index": 0, "state": "success"},
-        {"task_id": "tier_1.start", "map_index": 0, "state": "success"},
-        {"task_id": "tier_1.start", "map_index": 1, "state": "upstream_failed"},
-        {"task_id": "run_report", "map_index": -1, "state": "running"},
+        {"task_id": stages.resolve_task(1), "map_index": -1, "state": "success"},
+        {"task_id": task(stages.PRECHECK), "map_index": 0, "state": "success"},
+        {"task_id": task(stages.PRECHECK), "map_index": 1, "state": "failed"},
+        {"task_id": task(stages.STOP_SNAPSHOT_START), "map_index": 0, "state": "success"},
+        {"task_id": task(stages.STOP_SNAPSHOT_START), "map_index": 1, "state": "upstream_failed"},
+        {"task_id": task(stages.ENSURE_RUNNING), "map_index": 0, "state": "success"},
+        {"task_id": task(stages.ENSURE_RUNNING), "map_index": 1, "state": "upstream_failed"},
+        {"task_id": stages.REPORT, "map_index": -1, "state": "running"},
     ]
     ti.get_task_breadcrumbs.return_value = crumbs
     xcoms = {
-        ("resolve_tier_1", -1): [
+        (stages.resolve_task(1), -1): [
             {"project_id": PROJECT, "zone": ZONE, "instance": i} for i in ("web-1", "web-2")
         ],
-        ("tier_1.precheck", 0): precheck("web-1"),
-        ("tier_1.stop", 0): {"stopped": True, "at": "2026-11-24T03:01:00+00:00"},
-        ("tier_1.start", 0): {"started": True, "at": "2026-11-24T03:02:00+00:00"},
+        (task(stages.PRECHECK), 0): precheck("web-1"),
+        (task(stages.STOP_SNAPSHOT_START), 0): downtime("web-1", T0, "2026-11-24T03:02:00+00:00"),
+        (task(stages.ENSURE_RUNNING), 0): {"started": False, "at": BACK, "status": "RUNNING"},
     }
     errors = {
-        ("tier_1.precheck", 1): {
-            "task": "tier_1.precheck",
-            "cause": f"precheck failed: VM projects/{PROJECT}/zones/{ZONE}/instances/web-2 is STOPPING (in transition)",
+        (task(stages.PRECHECK), 1): {
+            "task": task(stages.PRECHECK),
+            "cause": f"precheck failed: VM {path('web-2')} is STOPPING (in transition)",
         }
     }
     # a real run's XComs by (task id, map index, key); the dry-run plan is absent in a real run
@@ -303,86 +530,100 @@ def ti():
 
 
 def test_results_are_collected_per_map_index_so_a_failed_vm_keeps_its_own_row(ti):
-    vms, other = collect_vm_results(ti, dag_id="gce_vm_backup__web", run_id="r1", vm_groups=["tier_1"])
+    vms, other = collect_vm_results(ti, dag_id="gce_vm_backup__web", run_id="r1", vm_groups=[TIER])
     ti.get_task_breadcrumbs.assert_called_once_with(dag_id="gce_vm_backup__web", run_id="r1")
-    assert other == {"resolve_tier_1": "success"}
+    assert other == {stages.resolve_task(1): "success"}
     assert [(vm.map_index, vm.target["instance"]) for vm in vms] == [(0, "web-1"), (1, "web-2")]
-    assert vms[0].values["stop"]["stopped"] is True
-    assert vms[1].states == {"precheck": "failed", "start": "upstream_failed"}
-    assert vms[1].values == {"precheck": None, "start": None}
-    assert vms[1].errors["precheck"]["cause"].startswith("precheck failed: VM")
+    assert vms[0].values[stages.STOP_SNAPSHOT_START]["stopped"] is True
+    assert vms[1].states == {
+        stages.PRECHECK: "failed",
+        stages.STOP_SNAPSHOT_START: "upstream_failed",
+        stages.ENSURE_RUNNING: "upstream_failed",
+    }
+    assert set(vms[1].values.values()) == {None}
+    assert vms[1].errors[stages.PRECHECK]["cause"].startswith("precheck failed: VM")
     assert vms[0].errors == {}  # only failed tasks' errors are read
 
 
-def test_report_operator_pushes_the_report_then_fails_the_run_naming_the_problem(ti):
-    operator = RunReportOperator(task_id="run_report", vm_groups=["tier_1"])
-    assert operator.trigger_rule == TriggerRule.ALL_DONE
-    with pytest.raises(
-        AirflowFailException,
-        match=r"web-2: precheck failed: VM \S+/web-2 is STOPPING \(in transition\) \| "
-        r"web-2: not run because of the failure above: start",
-    ):
-        operator.execute({"ti": ti, "run_id": "r1"})
-    pushed = ti.xcom_push.call_args.kwargs
-    assert pushed["key"] == REPORT_XCOM_KEY
-    assert [row["vm"].rsplit("/", 1)[-1] for row in pushed["value"]["vms"]] == ["web-1", "web-2"]
-
-
-def test_report_operator_returns_the_report_when_every_vm_is_fine(ti):
-    ti.get_task_breadcrumbs.return_value = [
-        c
-        for c in ti.get_task_breadcrumbs.return_value
-        if c["map_index"] != 1 or c["task_id"].startswith("resolve")
-    ]
-    report = RunReportOperator(task_id="run_report", vm_groups=["tier_1"]).execute({"ti": ti, "run_id": "r1"})
-    assert report["status"] == "success"
-    assert report["vms"][0]["downtime_seconds"] == 60
-
-
-def _start_failed(ti):
-    """web-1's start failed (web-2 left out of the run)."""
-    crumbs = [c for c in ti.get_task_breadcrumbs.return_value if c["map_index"] != 1]
-    ti.get_task_breadcrumbs.return_value = [
-        {**c, "state": "failed"} if c["task_id"] == "tier_1.start" else c for c in crumbs
-    ]
-
-
-def report_operator(status=None, error=None):
+def report_operator(status=None, error=None, **kwargs):
     hook = create_autospec(ComputeBackupHook, instance=True)
     if error is not None:
         hook.get_instance.side_effect = error
     else:
         hook.get_instance.return_value.status = status
-    operator = RunReportOperator(task_id="run_report", vm_groups=["tier_1"])
+    operator = RunReportOperator(task_id=stages.REPORT, vm_groups=[TIER], **kwargs)
     operator._hook = hook
     return operator, hook
 
 
-def test_report_operator_reads_a_vm_whose_start_failed_and_fails_the_run_naming_it_down_first(ti):
-    _start_failed(ti)
+def test_report_operator_pushes_the_report_then_fails_the_run_naming_the_problem(ti):
+    operator, hook = report_operator("RUNNING")
+    assert operator.trigger_rule == TriggerRule.ALL_DONE
+    with pytest.raises(
+        AirflowFailException,
+        match=r"web-2: precheck failed: VM \S+/web-2 is STOPPING \(in transition\) \| "
+        r"web-2: not run because of the failure above: stop_snapshot_start, ensure_running",
+    ):
+        operator.execute({"ti": ti, "run_id": "r1"})
+    pushed = ti.xcom_push.call_args.kwargs
+    assert pushed["key"] == REPORT_XCOM_KEY
+    assert [row["vm"].rsplit("/", 1)[-1] for row in pushed["value"]["vms"]] == ["web-1", "web-2"]
+    hook.get_instance.assert_not_called()  # web-1 was seen back; web-2 was never stopped (no precheck)
+
+
+def _web_1_only(ti):
+    ti.get_task_breadcrumbs.return_value = [
+        c for c in ti.get_task_breadcrumbs.return_value if c["map_index"] != 1
+    ]
+
+
+def test_report_operator_returns_the_report_with_the_peak_beside_the_cap_when_every_vm_is_fine(ti):
+    _web_1_only(ti)
+    operator, _ = report_operator(max_concurrent_vms=4)
+    result = operator.execute({"ti": ti, "run_id": "r1"})
+    assert result["status"] == "success"
+    assert result["vms"][0]["downtime_seconds"] == 60
+    assert (result["downtime"]["peak_vms_down"], result["downtime"]["max_concurrent_vms"]) == (1, 4)
+
+
+def _nothing_brought_web_1_back(ti):
+    _web_1_only(ti)
+    ti.get_task_breadcrumbs.return_value = [
+        {**c, "state": "failed"}
+        if c["task_id"] in (task(stages.STOP_SNAPSHOT_START), task(stages.ENSURE_RUNNING))
+        else c
+        for c in ti.get_task_breadcrumbs.return_value
+    ]
+    pull = ti.xcom_pull.side_effect
+    ti.xcom_pull.side_effect = lambda *, task_ids, default, map_indexes=-1, key="return_value": (
+        default
+        if key == "return_value"
+        and task_ids in (task(stages.STOP_SNAPSHOT_START), task(stages.ENSURE_RUNNING))
+        else pull(task_ids=task_ids, default=default, map_indexes=map_indexes, key=key)
+    )
+
+
+def test_report_operator_reads_a_vm_no_task_saw_back_and_fails_the_run_naming_it_down_first(ti):
+    _nothing_brought_web_1_back(ti)
     operator, hook = report_operator("TERMINATED")
     with pytest.raises(AirflowFailException) as failure:
         operator.execute({"ti": ti, "run_id": "r1"})
     hook.get_instance.assert_called_once_with(project_id=PROJECT, zone=ZONE, name="web-1")
     assert str(failure.value).startswith(
-        "The backup run had problems (full report in XCom 'run_report'): VM DOWN: "
-        f"projects/{PROJECT}/zones/{ZONE}/instances/web-1 is TERMINATED"
+        f"The backup run had problems (full report in XCom 'run_report'): VM DOWN: {path('web-1')} is TERMINATED"
     )
-    report = ti.xcom_push.call_args.kwargs["value"]
-    assert report["vms_down"][0]["status"] == "TERMINATED"
-    assert report["vms"][0]["status_after"] == "TERMINATED"
+    pushed = ti.xcom_push.call_args.kwargs["value"]
+    assert pushed["vms_down"][0]["status"] == "TERMINATED"
+    assert pushed["vms"][0]["status_after"] == "TERMINATED"
 
 
 def test_report_operator_does_not_call_a_vm_down_that_is_running_again(ti):
-    _start_failed(ti)
+    _nothing_brought_web_1_back(ti)
     operator, _ = report_operator("RUNNING")
     with pytest.raises(AirflowFailException) as failure:
         operator.execute({"ti": ti, "run_id": "r1"})
     assert "DOWN" not in str(failure.value)
     assert ti.xcom_push.call_args.kwargs["value"]["vms_down"] == []
-
-
-WEB_1 = f"projects/{PROJECT}/zones/{ZONE}/instances/web-1"
 
 
 @pytest.mark.parametrize(
@@ -391,142 +632,58 @@ WEB_1 = f"projects/{PROJECT}/zones/{ZONE}/instances/web-1"
         (
             ApiError("get VM x failed: HTTP 503: unavailable"),
             "MAY BE DOWN",
-            f"VM MAY BE DOWN: {WEB_1}: its status could not be read (it was RUNNING before the backup); start "
-            f"it by hand: gcloud compute instances start web-1 --project={PROJECT} --zone={ZONE}",
+            f"VM MAY BE DOWN: {path('web-1')}: its status could not be read (it was RUNNING before the backup); "
+            f"start it by hand: gcloud compute instances start web-1 --project={PROJECT} --zone={ZONE}",
         ),
         (
             ResourceNotFoundError("get VM x: not found"),
             "no longer exists",
-            f"VM DOWN: {WEB_1} no longer exists (it was RUNNING before the backup)",
+            f"VM DOWN: {path('web-1')} no longer exists (it was RUNNING before the backup)",
         ),
     ],
 )
 def test_report_operator_still_reports_when_the_vm_cannot_be_read(ti, error, expected, first_line):
-    _start_failed(ti)
+    _nothing_brought_web_1_back(ti)
     operator, _ = report_operator(error=error)
     with pytest.raises(AirflowFailException):
         operator.execute({"ti": ti, "run_id": "r1"})
-    report = ti.xcom_push.call_args.kwargs["value"]
-    (row,) = report["vms"]
+    pushed = ti.xcom_push.call_args.kwargs["value"]
+    (row,) = pushed["vms"]
     assert expected in row["problems"][0]
-    assert format_report(report).splitlines()[0] == first_line
-
-
-def test_report_operator_reads_no_vm_whose_start_succeeded(ti):
-    operator, hook = report_operator("RUNNING")
-    with pytest.raises(AirflowFailException):  # web-2's precheck failed: not a start problem
-        operator.execute({"ti": ti, "run_id": "r1"})
-    hook.get_instance.assert_not_called()
+    assert format_report(pushed).splitlines()[0] == first_line
 
 
 def test_a_failed_task_outside_the_vm_groups_is_reported_with_its_cause(ti):
+    resolve = stages.resolve_task(1)
     ti.get_task_breadcrumbs.return_value = [
-        {"task_id": "resolve_tier_1", "map_index": -1, "state": "failed"},
-        {"task_id": "run_report", "map_index": -1, "state": "running"},
+        {"task_id": resolve, "map_index": -1, "state": "failed"},
+        {"task_id": stages.REPORT, "map_index": -1, "state": "running"},
     ]
-    cause = "resolve_tier_1 failed: Refusing to run: what this run would act on differs from its conf"
+    cause = f"{resolve} failed: Refusing to run: what this run would act on differs from its conf"
     ti.xcom_pull.side_effect = lambda *, task_ids, default, map_indexes=-1, key="return_value": (
-        {"cause": cause} if key == ERROR_XCOM_KEY and task_ids == "resolve_tier_1" else default
+        {"cause": cause} if key == ERROR_XCOM_KEY and task_ids == resolve else default
     )
     operator, _ = report_operator()
-    with pytest.raises(AirflowFailException, match=f"resolve_tier_1: {cause}"):
+    with pytest.raises(AirflowFailException, match=f"{resolve}: {cause}"):
         operator.execute({"ti": ti, "run_id": "r1"})
-    report = ti.xcom_push.call_args.kwargs["value"]
-    assert report["task_errors"] == {"resolve_tier_1": cause}
-    assert f"    resolve_tier_1: {cause}" in format_report(report)
+    pushed = ti.xcom_push.call_args.kwargs["value"]
+    assert pushed["task_errors"] == {resolve: cause}
+    assert f"    {resolve}: {cause}" in format_report(pushed)
 
 
-def test_report_operator_needs_at_least_one_vm_group():
-    with pytest.raises(ConfigError, match="'vm_groups' must name at least one"):
-        RunReportOperator(task_id="run_report", vm_groups=[])
+@pytest.mark.parametrize("groups", [[], ["backup_vm"], [TIER, "resolve_tier_1"]])
+def test_report_operator_needs_tier_groups_of_the_stages(groups):
+    with pytest.raises(ConfigError, match="'vm_groups' must name at least one per-VM task group"):
+        RunReportOperator(task_id=stages.REPORT, vm_groups=groups)
 
 
-# ---- notifiers ---------------------------------------------------------------------------------
-def test_no_notify_block_means_no_notifier():
-    assert notifiers_from_config(None) == []
-    assert notifiers_from_config({}) == []
+def test_the_old_import_names_still_resolve_for_callers_not_yet_moved():
+    import gce_vm_backup.report as old
+    from gce_vm_backup import notify, report_format, report_task
 
-
-def test_notify_block_gives_one_notifier_per_channel():
-    notifiers = notifiers_from_config(
-        {"email": {"to": "ops@example.com"}, "slack": {"webhook_conn_id": "slack"}}
-    )
-    assert [type(n) for n in notifiers] == [EmailFailureNotifier, SlackFailureNotifier]
-    assert notifiers[0].settings.to == ["ops@example.com"]
-
-
-def test_a_bad_notify_block_names_the_key():
-    with pytest.raises(ConfigError, match=r"notify\.email\.to: List should have at least 1 item"):
-        notifiers_from_config({"email": {"to": []}})
-    with pytest.raises(ConfigError, match=r"notify\.pager: Extra inputs are not permitted"):
-        notifiers_from_config({"pager": {}})
-
-
-class FakeDag:
-    dag_id = "gce_vm_backup__web"
-
-
-def test_email_notifier_sends_through_the_smtp_provider(monkeypatch):
-    from airflow.providers.smtp.notifications import smtp
-
-    sent = []
-    monkeypatch.setattr(smtp.SmtpNotifier, "notify", lambda self, context: sent.append(self))
-    (notifier,) = notifiers_from_config({"email": {"to": ["ops@example.com"], "smtp_conn_id": "mail"}})
-    notifier.notify({"dag": FakeDag(), "run_id": "r1", "reason": "task_failure"})
-    (email,) = sent
-    assert (email.to, email.smtp_conn_id) == (["ops@example.com"], "mail")
-    assert email.subject == "[gce-vm-backup] Backup run failed: gce_vm_backup__web (r1)"
-    assert "task_failure" in email.html_content
-    assert "run_report" in email.html_content
-
-
-def test_the_failure_message_carries_the_reports_summary_and_problems():
-    from gce_vm_backup.report import failure_message
-
-    bad = good_vm("web-2", 1)
-    bad.states["start"] = "failed"
-    report = build_run_report(dag_id="gce_vm_backup__web", run_id="r1", vms=[good_vm(), bad])
-    ti = create_autospec(RuntimeTaskInstance, instance=True)
-    ti.xcom_pull.return_value = report
-
-    _subject, body = failure_message({"dag": FakeDag(), "run_id": "r1", "reason": "task_failure", "ti": ti})
-
-    ti.xcom_pull.assert_called_once_with(task_ids="run_report", key=REPORT_XCOM_KEY, default=None)
-    assert "1/2 VM(s) ok, 2/2 snapshot(s) READY, 2 old snapshot(s) deleted." in body
-    assert "- web-2: VM web-2 MAY BE DOWN: it was RUNNING before the backup and its start failed." in body
-    assert "- web-2: start failed (no error was recorded: see the task's log)" in body
-
-
-def test_the_failure_message_leads_with_the_vms_that_are_down():
-    from gce_vm_backup.report import failure_message
-
-    down = good_vm("web-2", 1)
-    down.states["snapshot"], down.states["start"], down.status_now = "failed", "failed", "TERMINATED"
-    down.errors["snapshot"] = {"cause": "snapshot of disk web-2 failed: QUOTA_EXCEEDED: Quota exceeded"}
-    report = build_run_report(dag_id="gce_vm_backup__web", run_id="r1", vms=[good_vm(), down])
-    ti = create_autospec(RuntimeTaskInstance, instance=True)
-    ti.xcom_pull.return_value = report
-
-    subject, body = failure_message({"dag": FakeDag(), "run_id": "r1", "reason": "task_failure", "ti": ti})
-
-    assert subject == "[gce-vm-backup] VM(s) DOWN: web-2 - backup run failed: gce_vm_backup__web (r1)"
-    assert body.splitlines()[0] == (
-        f"VM DOWN: projects/{PROJECT}/zones/{ZONE}/instances/web-2 is TERMINATED (it was RUNNING before the "
-        f"backup); start it by hand: gcloud compute instances start web-2 --project={PROJECT} --zone={ZONE}"
-    )
-    assert "- web-2: snapshot of disk web-2 failed: QUOTA_EXCEEDED: Quota exceeded" in body
-
-
-def test_the_failure_message_still_goes_out_when_the_report_cannot_be_read():
-    from gce_vm_backup.report import failure_message
-
-    ti = create_autospec(RuntimeTaskInstance, instance=True)
-    ti.xcom_pull.side_effect = RuntimeError("API server unreachable")
-
-    subject, body = failure_message({"dag": FakeDag(), "run_id": "r1", "reason": "task_failure", "ti": ti})
-
-    assert subject == "[gce-vm-backup] Backup run failed: gce_vm_backup__web (r1)"
-    assert "task_failure" in body
-
-
-# The Slack notifier's tests (a loopback webhook through the Slack provider) are in tests/notify/.
+    assert old.RunReportOperator is report_task.RunReportOperator
+    assert old.format_report is report_format.format_report
+    assert old.notifiers_from_config is notify.notifiers_from_config
+    assert old.REPORT_TASK_ID == stages.REPORT
+    with pytest.raises(AttributeError):
+        old.no_such_name  # noqa: B018

@@ -8,17 +8,30 @@ non-blocking in case the path is swapped in between) and anything but UTF-8 text
 ``MAX_NODES`` values once aliases are expanded (an alias bomb is refused in microseconds, before any
 Python object is built), nesting deeper than ``MAX_DEPTH`` and recursive aliases, and supports YAML
 merge keys (``<<: *defaults``, ``<<: [*a, *b]``). Both raise ConfigFileError, whose message is one line.
+
+Speed: the DAG processor parses the file at every parse, and PyYAML's pure-Python scanner and parser are
+most of that (about 0.15 s of a 1,000-VM config). When PyYAML has libyaml (``yaml.__with_libyaml__``, true
+of the PyPI wheels), the events come from libyaml's C parser and our composer and constructor, with every
+limit above, run on them in Python (``_FastLoader``). libyaml's own composer is not used: it recurses in C
+with no depth check, and counts nothing. libyaml words its errors differently and marks some of them
+elsewhere, so a document it refuses as a syntax error is read again by the pure-Python loader
+(``_Loader``), whose message (or, if it reads the document after all, whose result) is the one given. A
+limit, a duplicate key or a bad merge is refused by our own code in both loaders, in the same words at the
+same line and column, so it is refused at once: a hostile document is never read twice.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.resolver import Resolver
 
 MAX_BYTES = 1 << 20  # 1 MiB: a config of a thousand VMs is about 100 KiB
 MAX_ALIASES = 1000
@@ -90,14 +103,16 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with limits on aliases, values and depth, unique keys, and merge keys."""
+class _Limits(Composer):
+    """The composer with limits on aliases, values and depth, before (and after) aliases are expanded;
+    mixed into a loader ahead of its parser. The counts start at 0 per loader (one per document)."""
 
-    def __init__(self, stream: str):
-        super().__init__(stream)
-        self._depth = 0
-        self._aliases = 0
-        self._nodes = 0
+    _depth = _aliases = _nodes = 0
+    if TYPE_CHECKING:  # from the parser and the constructor the loader mixes in
+
+        def check_event(self, *choices: Any) -> bool: ...
+        def peek_event(self) -> Any: ...
+        def construct_document(self, node: Node) -> Any: ...
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -123,8 +138,29 @@ class _Loader(yaml.SafeLoader):
         node = self.get_single_node()
         if node is None:
             return None
-        _check_expansion(node, {}, set())
+        if self._aliases:  # without aliases the tree is as composed: counted and depth-checked above
+            _check_expansion(node, {}, set())
         return self.construct_document(node)
+
+
+class _Loader(_Limits, yaml.SafeLoader):
+    """SafeLoader (pure Python) with the limits, unique keys, and merge keys."""
+
+
+# libyaml's parser, when PyYAML was built with it (yaml.cyaml imports it from the C extension).
+CParser: Any = import_module("yaml.cyaml").CParser if yaml.__with_libyaml__ else None
+
+
+if CParser is not None:
+
+    class _FastLoader(_Limits, CParser, SafeConstructor, Resolver):
+        """The same as ``_Loader`` on libyaml's parser events (see the module docstring)."""
+
+        def __init__(self, stream: str):
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
 
 
 def _check_expansion(node: Node, memo: dict[int, tuple[int, int]], active: set[int]) -> tuple[int, int]:
@@ -183,20 +219,39 @@ def _construct_mapping(loader: _Loader, node: MappingNode, deep: bool = False) -
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# The loaders load_yaml tries in turn (tests compare them): the fast one only where libyaml is there.
+LOADERS: tuple[type, ...] = (_Loader,)
+if CParser is not None:
+    _FastLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    LOADERS = (_FastLoader, _Loader)
 
 
 def load_yaml(text: str) -> Any:
     """The document, as ``yaml.safe_load`` builds it. Raises ConfigFileError ("invalid YAML (line L,
     column C): ...") on a syntax error, a duplicate or unhashable key, or a limit."""
+    *fast, pure = LOADERS
+    for loader in fast:
+        try:
+            return yaml.load(text, Loader=loader)  # noqa: S506 - SafeConstructor, limits of _Limits
+        except (_LimitError, ConstructorError) as exc:
+            # Our composer's and constructor's own words, at libyaml's marks (the same line and column):
+            # a hostile document is not read a second time.
+            raise _one_line(exc, text) from None
+        except yaml.YAMLError:
+            pass  # libyaml's syntax error: the pure-Python loader says why, in its words
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.reader.ReaderError as exc:  # a control character: no mark, a multi-line str()
-        line = text.count("\n", 0, exc.position) + 1
-        raise ConfigFileError(
-            f"invalid YAML (line {line}): character #x{exc.character:04x} is not allowed in YAML"
-        ) from None
+        return yaml.load(text, Loader=pure)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        detail = getattr(exc, "problem", None) or str(exc)
-        raise ConfigFileError(f"invalid YAML{where}: {' '.join(str(detail).split())}") from None
+        raise _one_line(exc, text) from None
+
+
+def _one_line(exc: yaml.YAMLError, text: str) -> ConfigFileError:
+    if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark, a multi-line str()
+        line = text.count("\n", 0, exc.position) + 1
+        return ConfigFileError(
+            f"invalid YAML (line {line}): character #x{exc.character:04x} is not allowed in YAML"
+        )
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+    detail = getattr(exc, "problem", None) or str(exc)
+    return ConfigFileError(f"invalid YAML{where}: {' '.join(str(detail).split())}")
