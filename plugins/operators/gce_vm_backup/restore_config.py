@@ -10,9 +10,9 @@ This module imports nothing from ``gce_vm_backup.config`` at module level: confi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ZONE = r"^[a-z]+-[a-z]+[0-9]+-[a-z]$"
 PROJECT_ID = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"
@@ -35,45 +35,27 @@ class GuestAttribute(_Model):
     value: str = Field(min_length=1, max_length=1024, description="the value that says the OS came up")
 
 
-class GuestAttributeCheck(_Model):
-    """The OS came up when the guest attribute ``key`` holds ``value`` (written by a startup script with
-    ``curl -X PUT --data VALUE -H 'Metadata-Flavor: Google'
-    http://metadata.google.internal/computeMetadata/v1/instance/guest-attributes/NAMESPACE/KEY``).
-    The drill VM is created with the metadata ``enable-guest-attributes=TRUE``."""
+class BootCheck(_Model):
+    """How the drill knows the OS came up; exactly one of:
 
-    guest_attribute: GuestAttribute
+    - ``guest_attribute``: the guest attribute ``key`` holds ``value`` (written by a startup script with
+      ``curl -X PUT --data VALUE -H 'Metadata-Flavor: Google'
+      http://metadata.google.internal/computeMetadata/v1/instance/guest-attributes/NAMESPACE/KEY``); the
+      drill VM gets the metadata ``enable-guest-attributes=TRUE``;
+    - ``serial_port``: the serial port 1 output holds this text (a line of the boot log).
+    """
 
+    guest_attribute: GuestAttribute | None = None
+    serial_port: str | None = Field(default=None, min_length=1, max_length=256)
 
-class SerialPortCheck(_Model):
-    """The OS came up when the serial port 1 output holds this text (a line of the boot log)."""
-
-    serial_port: str = Field(min_length=1, max_length=256)
-
-
-def _check_kind(value: Any) -> str | None:
-    if value == "none":
-        return "none"
-    if isinstance(value, Mapping):
-        if "guest_attribute" in value:
-            return "guest_attribute"
-        if "serial_port" in value:
-            return "serial_port"
-    return None
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BootCheck:
+        if (self.guest_attribute is None) == (self.serial_port is None):
+            raise ValueError(BOOT_CHECK_HELP)
+        return self
 
 
-BootCheck = Annotated[
-    Annotated[Literal["none"], Tag("none")]
-    | Annotated[GuestAttributeCheck, Tag("guest_attribute")]
-    | Annotated[SerialPortCheck, Tag("serial_port")],
-    Discriminator(
-        _check_kind,
-        custom_error_type="boot_check_kind",
-        custom_error_message=(
-            "write none, {guest_attribute: {key: NAMESPACE/KEY, value: VALUE}} or "
-            "{serial_port: TEXT OF A BOOT LOG LINE}"
-        ),
-    ),
-]
+BOOT_CHECK_HELP = "write none, {guest_attribute: {key: NAMESPACE/KEY, value: VALUE}} or {serial_port: TEXT OF A BOOT LOG LINE}"
 
 
 class DrillTimeouts(_Model):
@@ -93,9 +75,18 @@ class RestoreDrill(_Model):
     machine_type: str = Field(default="e2-small", pattern=MACHINE_TYPE)
     network: str = Field(default="default", pattern=NETWORK)
     subnetwork: str | None = Field(default=None, pattern=NETWORK)
-    boot_check: BootCheck = "none"
+    boot_check: BootCheck | None = None  # ``none`` in the file
     timeouts: DrillTimeouts = DrillTimeouts()
     poll_interval: int = Field(default=10, ge=1, le=300, description="seconds between two looks")
+
+    @field_validator("boot_check", mode="before")
+    @classmethod
+    def _none_or_a_check(cls, value: Any) -> Any:
+        if value is None or value == "none":
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError(BOOT_CHECK_HELP)
+        return value
 
     @field_validator("schedule")
     @classmethod
@@ -120,12 +111,12 @@ class RestoreDrill(_Model):
         """The boot check as the drill task takes it: ``{"kind": "none" | "guest_attribute" |
         "serial_port", ...}``."""
         check = self.boot_check
-        if isinstance(check, GuestAttributeCheck):
+        if check is not None and check.guest_attribute is not None:
             return {
                 "kind": "guest_attribute",
                 "key": check.guest_attribute.key,
                 "value": check.guest_attribute.value,
             }
-        if isinstance(check, SerialPortCheck):
+        if check is not None and check.serial_port is not None:
             return {"kind": "serial_port", "text": check.serial_port}
         return {"kind": "none"}
