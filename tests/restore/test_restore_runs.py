@@ -115,7 +115,11 @@ def xcom(dag_run, task_id, key="return_value", map_index=-1):
     with create_session() as session:
         row = session.scalars(
             XComModel.get_many(
-                run_id=dag_run.run_id, key=key, dag_ids=dag_run.dag_id, task_ids=task_id, map_indexes=map_index
+                run_id=dag_run.run_id,
+                key=key,
+                dag_ids=dag_run.dag_id,
+                task_ids=task_id,
+                map_indexes=map_index,
             )
         ).first()
         return None if row is None else XComModel.deserialize_value(row)
@@ -129,7 +133,9 @@ def resources(emulator, zone, kind):
 
 def attached(emulator, vm=VM):
     instance = emulator.instance(P, ZA, vm.rsplit("/", 1)[-1])
-    return {d["deviceName"]: (d["source"][d["source"].find("projects/") :], d["boot"]) for d in instance["disks"]}
+    return {
+        d["deviceName"]: (d["source"][d["source"].find("projects/") :], d["boot"]) for d in instance["disks"]
+    }
 
 
 def approval_answer(dag_id, option, stop):
@@ -148,7 +154,9 @@ def approval_answer(dag_id, option, stop):
         with create_session() as session:
             ti = session.scalars(
                 select(TaskInstance).where(
-                    TaskInstance.dag_id == dag_id, TaskInstance.task_id == "approve", TaskInstance.state.in_(waiting)
+                    TaskInstance.dag_id == dag_id,
+                    TaskInstance.task_id == "approve",
+                    TaskInstance.state.in_(waiting),
                 )
             ).first()
             detail = session.get(HITLDetail, ti.id) if ti is not None else None
@@ -208,7 +216,7 @@ def test_the_drill_vm_has_no_external_ip_and_is_labelled_as_the_drill_runs(dagba
             if DRILL_KEY in body.get("labels", {}):
                 seen[path] = body
 
-    emulator.on_call("compute.instances.delete", look)
+    emulator.faults.on_call("compute.instances.delete", look)
 
     dag_run = run(dagbag, "gce_vm_backup_drill__web")
 
@@ -241,7 +249,9 @@ def test_a_boot_check_that_never_passes_fails_the_drill_and_still_cleans_up(dagb
     assert "boot check" in row["cause"]
     assert row["rto_seconds"] is not None  # it was RUNNING; only the OS check failed
     assert not [p for p, d in resources(emulator, ZB, "disks").items() if DRILL_KEY in d.get("labels", {})]
-    assert not [p for p, d in resources(emulator, ZB, "instances").items() if DRILL_KEY in d.get("labels", {})]
+    assert not [
+        p for p, d in resources(emulator, ZB, "instances").items() if DRILL_KEY in d.get("labels", {})
+    ]
 
 
 @pytest.mark.parametrize(
@@ -249,7 +259,7 @@ def test_a_boot_check_that_never_passes_fails_the_drill_and_still_cleans_up(dagb
 )
 def test_a_failed_drill_step_fails_the_drill_and_leaves_nothing_behind(dagbag, emulator, method):
     # instances.delete fails once: the cleanup's retry deletes it
-    emulator.fail_operation(method, "QUOTA_EXCEEDED", times=1)
+    emulator.faults.fail_operation(method, "QUOTA_EXCEEDED", times=1)
 
     dag_run = run(dagbag, "gce_vm_backup_drill__web")
 
@@ -265,7 +275,7 @@ def test_a_failed_drill_step_fails_the_drill_and_leaves_nothing_behind(dagbag, e
 
 
 def test_a_lost_response_to_a_disk_insert_makes_one_disk_not_two(dagbag, emulator):
-    emulator.http_error_after_apply("compute.disks.insert", 503, times=1)
+    emulator.faults.http_error_after_apply("compute.disks.insert", 503, times=1)
 
     dag_run = run(dagbag, "gce_vm_backup_drill__web")
 
@@ -298,11 +308,13 @@ def test_a_chosen_older_set_is_restored(dagbag, emulator):
     dag_run = run(dagbag, "gce_vm_backup_restore__web", **restore_conf(snapshot_set="run-old"))
 
     assert dag_run.state == "success", states(dag_run)
-    sources = {c.resource for c in emulator.calls_for("compute.disks.insert")}
-    assert len(sources) == 2
+    assert len(emulator.calls_for("compute.disks.insert")) == 2
     plan = xcom(dag_run, "plan")
     assert plan["set"]["run"] == "run-old"
-    assert {d["source_snapshot"].rsplit("/", 1)[-1] for d in plan["disks"]} == {"web-1-run-old", "web-1-data-run-old"}
+    assert {d["source_snapshot"].rsplit("/", 1)[-1] for d in plan["disks"]} == {
+        "web-1-run-old",
+        "web-1-data-run-old",
+    }
 
 
 def test_a_dry_run_changes_nothing_and_shows_the_plan(dagbag, emulator):
@@ -319,7 +331,10 @@ def test_a_dry_run_changes_nothing_and_shows_the_plan(dagbag, emulator):
     ("conf", "message"),
     [
         ({"snapshot_set": "run-nope"}, "no snapshot set 'run-nope'"),
-        ({"mode": "replace-disks", "new_name": "x"}, "new_name, machine_type and network are for mode new-vm"),
+        (
+            {"mode": "replace-disks", "new_name": "x"},
+            "new_name, machine_type and network are for mode new-vm",
+        ),
     ],
 )
 def test_a_restore_that_cannot_be_done_changes_nothing_and_says_why(dagbag, emulator, conf, message):
@@ -376,7 +391,7 @@ def test_a_rejected_replace_changes_nothing(dagbag, emulator):
 def test_a_failed_replace_step_leaves_the_vm_running_with_a_boot_disk_and_the_report_exact(
     dagbag, emulator, method
 ):
-    emulator.fail_operation(method, "INTERNAL_ERROR", times=1)
+    emulator.faults.fail_operation(method, "INTERNAL_ERROR", times=1)
 
     dag_run = run_approved(dagbag, "gce_vm_backup_restore__web")
 

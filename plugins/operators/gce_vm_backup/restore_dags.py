@@ -183,7 +183,9 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
         [create_vm, start] >> ensure
         ensure.as_teardown(setups=plan)
         report = RestoreReportOperator(task_id="restore_report", trigger_rule=TriggerRule.ALL_DONE, **common)
-        [task for task in dag.tasks if task is not report and not task.is_setup] >> report
+        # Not straight after choose or approve: a branch, and a rejection, skip their direct downstream
+        # tasks; the report must run whatever happened (every path reaches it anyway).
+        [t for t in dag.tasks if t not in (report, choose, approve) and not t.is_setup] >> report
     return dag
 
 

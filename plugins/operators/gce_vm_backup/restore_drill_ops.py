@@ -34,6 +34,7 @@ from gce_vm_backup.restore_steps import (
 )
 
 DRILL_REPORT_KEY = "drill_report"
+PROGRESS_KEY = "drill_progress"
 PLAN_TASK_ID, VM_TASK_ID, CLEANUP_TASK_ID, REPORT_TASK_ID = "plan", "drill_vm", "cleanup", "drill_report"
 
 
@@ -217,6 +218,7 @@ class DrillVmOperator(RestoreTask):
         )
         result["running_at"] = iso(now())
         result["rto_seconds"] = seconds_between(started, result["running_at"])
+        context["ti"].xcom_push(key=PROGRESS_KEY, value=result)  # the report's row if the boot check fails
         self.failure_subject = f"boot check of VM {name}"
         while not boot_check_passed(self.hook, project=project, zone=zone, name=name, check=check):
             remaining = boot_deadline - time.monotonic()
@@ -315,6 +317,7 @@ class DrillReportOperator(RestoreTask):
         for index, entry in enumerate(plans):
             plan = entry["plan"]
             result = ti.xcom_pull(task_ids=VM_TASK_ID, map_indexes=index)
+            progress = result or ti.xcom_pull(task_ids=VM_TASK_ID, map_indexes=index, key=PROGRESS_KEY)
             error = ti.xcom_pull(task_ids=VM_TASK_ID, map_indexes=index, key=ERROR_XCOM_KEY)
             row = {
                 "vm": plan.get("vm"),
