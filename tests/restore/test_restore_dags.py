@@ -83,7 +83,8 @@ def test_ensure_vm_is_the_teardown_of_the_plan_and_the_report_runs_whatever_happ
     dag = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"]
 
     ensure = dag.get_task("ensure_vm")
-    assert ensure.is_teardown and dag.get_task("plan").is_setup
+    assert ensure.is_teardown
+    assert dag.get_task("plan").is_setup
     assert "plan" in ensure.upstream_task_ids
     report = dag.get_task("restore_report")
     assert report.trigger_rule == "all_done"
@@ -96,7 +97,8 @@ def test_the_drill_cleanup_is_a_teardown_and_the_report_runs_last():
     dag = dags_of(config(group(f"{TARGET}\n{DRILL}")))["gce_vm_backup_drill__web"]
 
     cleanup = dag.get_task("cleanup")
-    assert cleanup.is_teardown and dag.get_task("plan").is_setup
+    assert cleanup.is_teardown
+    assert dag.get_task("plan").is_setup
     assert "drill_vm" in cleanup.upstream_task_ids
     assert dag.get_task("drill_report").trigger_rule == "all_done"
     assert {"drill_vm", "cleanup"} <= dag.get_task("drill_report").upstream_task_ids

@@ -197,7 +197,8 @@ def test_drill_restores_the_newest_set_boots_it_and_leaves_nothing_behind(dagbag
     assert row["vm"] == VM
     assert row["snapshot_set"] == "run-new"
     assert row["result"] == "ok"
-    assert row["rpo_seconds"] >= 0 and row["rto_seconds"] >= 0
+    assert row["rpo_seconds"] >= 0
+    assert row["rto_seconds"] >= 0
     assert row["booted_at"] is not None
     inserted = [c for c in emulator.calls if c.method in ("compute.disks.insert", "compute.instances.insert")]
     assert {c.resource.split("/")[3] for c in inserted} == {ZB}  # only in the scratch zone
@@ -419,7 +420,8 @@ def assert_report_matches(dag_run, emulator):
     else:
         assert "a MIX of disks" in state
         for device, (source, _) in now.items():
-            assert f"device {device}" in state and source in state
+            assert f"device {device}" in state
+            assert source in state
 
 
 def test_a_worker_killed_after_the_boot_disk_detach_gets_the_old_boot_disk_back_and_running(

@@ -45,7 +45,8 @@ def test_snapshots_of_one_run_form_one_set_per_vm_newest_first():
     assert list(sets) == [VM]
     assert [s.run for s in sets[VM]] == ["r2", "r1"]
     assert sets[VM][0].disks == sorted([WEB, DATA])
-    assert sets[VM][0].complete and sets[VM][0].ready
+    assert sets[VM][0].complete
+    assert sets[VM][0].ready
     assert sets[VM][0].storage_bytes == 2000
 
 

@@ -39,7 +39,8 @@ def disk(name, labels, status="READY", snapshot="projects/p/global/snapshots/s1"
 def test_resource_names_are_valid_deterministic_and_differ_per_key():
     one = resource_name("drill", "a-very-long-disk-name-" * 5, "run|vm|disk-1")
 
-    assert NAME_RE.match(one) and len(one) <= 63
+    assert NAME_RE.match(one)
+    assert len(one) <= 63
     assert one == resource_name("drill", "a-very-long-disk-name-" * 5, "run|vm|disk-1")
     assert one != resource_name("drill", "a-very-long-disk-name-" * 5, "run|vm|disk-2")
     assert NAME_RE.match(resource_name("", "9-starts-with-a-digit", "k"))

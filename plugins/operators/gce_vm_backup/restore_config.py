@@ -55,7 +55,10 @@ class BootCheck(_Model):
         return self
 
 
-BOOT_CHECK_HELP = "write none, {guest_attribute: {key: NAMESPACE/KEY, value: VALUE}} or {serial_port: TEXT OF A BOOT LOG LINE}"
+BOOT_CHECK_HELP = (
+    "write none, {guest_attribute: {key: NAMESPACE/KEY, value: VALUE}} or "
+    "{serial_port: TEXT OF A BOOT LOG LINE}"
+)
 
 
 class DrillTimeouts(_Model):

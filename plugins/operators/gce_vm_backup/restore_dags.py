@@ -190,12 +190,14 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
 
 
 def drill_spec(group: Group) -> dict[str, Any]:
-    drill = group.restore_drill  # type: ignore[attr-defined]
+    drill = group.restore_drill
+    assert drill is not None  # only groups with a drill get here
     return {**drill.model_dump(exclude={"boot_check"}), "boot_check": drill.boot_check_spec()}
 
 
 def build_drill_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
-    drill = group.restore_drill  # type: ignore[attr-defined]
+    drill = group.restore_drill
+    assert drill is not None  # only groups with a drill get here
     spec = drill_spec(group)
     common = _common(group_id, group, deployment)
     with DAG(

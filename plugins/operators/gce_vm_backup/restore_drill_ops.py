@@ -328,9 +328,9 @@ class DrillReportOperator(RestoreTask):
                 "result": "ok" if result and not error else "failed",
                 "cause": (error or {}).get("cause") or plan.get("error"),
             }
-            if result:
+            if progress:
                 row.update(
-                    {k: result.get(k) for k in ("rpo_seconds", "rto_seconds", "running_at", "booted_at")}
+                    {k: progress.get(k) for k in ("rpo_seconds", "rto_seconds", "running_at", "booted_at")}
                 )
             if row["result"] == "failed" and not row["cause"]:
                 row["cause"] = "drill_vm did not run"
@@ -348,8 +348,9 @@ class DrillReportOperator(RestoreTask):
         }
         ti.xcom_push(key=DRILL_REPORT_KEY, value=report)
         lines = [format_row(r) for r in rows]
+        deleted = len((cleanup or {}).get("deleted", []))
         lines.append(
-            f"cleanup: {report['cleanup_error'] or ('ok, deleted ' + str(len((cleanup or {}).get('deleted', []))))}"
+            f"cleanup: {report['cleanup_error'] or f'ok, deleted {deleted}'}"
             if cleanup is not None or cleanup_error
             else "cleanup: did not run"
         )

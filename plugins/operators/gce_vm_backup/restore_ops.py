@@ -55,6 +55,20 @@ class _PlannedStep(RestoreTask):
     def vm_args(self) -> dict[str, str]:
         return {"project_id": self.plan["project"], "zone": self.plan["zone"]}
 
+    def wait_status(
+        self, *, name: str, wanted: frozenset[str] | set[str], timeout: float, poll: float
+    ) -> Any:
+        """The VM once its status is one of ``wanted``; OperationTimeoutError after ``timeout``."""
+        return wait_for_status(
+            self.hook,
+            project=self.plan["project"],
+            zone=self.plan["zone"],
+            name=name,
+            wanted=wanted,
+            timeout=timeout,
+            poll=poll,
+        )
+
 
 class CreateRestoreDisksOperator(_PlannedStep):
     """Make every disk of the plan from its snapshot (zonal in the VM's zone, regional in its region with
@@ -150,9 +164,7 @@ class StopForRestoreOperator(_PlannedStep):
             )
         else:
             stopped = instance.status != "TERMINATED" or self.plan["prior_status"] == "RUNNING"
-        wait_for_status(
-            self.hook,
-            **self.vm_args(),
+        self.wait_status(
             name=name,
             wanted=STOPPED,
             timeout=self.timeout,
@@ -187,7 +199,8 @@ class SwapDisksOperator(_PlannedStep):
                 if source_path(current.source) != disk["old_source"]:
                     raise BackupError(
                         f"Device {device} of {self.plan['vm']} holds {source_path(current.source)}, not the "
-                        f"planned {disk['old_source']}: the VM changed since the plan; nothing more was swapped"
+                        f"planned {disk['old_source']}: the VM changed since the plan; "
+                        "nothing more was swapped"
                     )
                 self._label_old(disk, run_key)
                 operation = self.hook.detach_disk(
@@ -267,9 +280,7 @@ class StartAfterRestoreOperator(_PlannedStep):
                 request_id=self.run_key(context).request_id(self.plan["vm"], "start"),
             )
             self.hook.wait_operation(operation, timeout=self.timeout)
-        wait_for_status(
-            self.hook,
-            **self.vm_args(),
+        self.wait_status(
             name=name,
             wanted={"RUNNING"},
             timeout=self.timeout,
@@ -312,9 +323,7 @@ class EnsureVmOperator(_PlannedStep):
         if plan["prior_status"] == "RUNNING":
             instance = self.hook.get_instance(**self.vm_args(), name=name)
             if instance.status in STOPPED | {"STOPPING", "PENDING_STOP"}:
-                wait_for_status(
-                    self.hook,
-                    **self.vm_args(),
+                self.wait_status(
                     name=name,
                     wanted=STOPPED,
                     timeout=self.timeout,
@@ -328,9 +337,7 @@ class EnsureVmOperator(_PlannedStep):
                 )
                 self.hook.wait_operation(operation, timeout=self.timeout)
                 actions.append("started the VM")
-            instance = wait_for_status(
-                self.hook,
-                **self.vm_args(),
+            instance = self.wait_status(
                 name=name,
                 wanted={"RUNNING"},
                 timeout=self.timeout,

@@ -52,7 +52,7 @@ class RestorePlanOperator(RestoreTask):
     the set cannot be restored as asked (why, in plain words). In a dry run the plan is all that happens.
     """
 
-    template_fields = ("vm", "snapshot_set", "mode", "new_name", "machine_type", "network", "dry_run", "conf")
+    template_fields = ("vm", "snapshot_set", "mode", "new_name", "machine_type", "network", "preview", "conf")
 
     def __init__(
         self,
@@ -71,7 +71,7 @@ class RestorePlanOperator(RestoreTask):
         super().__init__(**kwargs)
         self.targets, self.vm, self.snapshot_set, self.mode = targets, vm, snapshot_set, mode
         self.new_name, self.machine_type, self.network = new_name, machine_type, network
-        self.dry_run, self.conf = dry_run, conf
+        self.preview, self.conf = dry_run, conf  # not self.dry_run: a BaseOperator method
 
     def _form(self) -> dict[str, Any]:
         form = {
@@ -81,7 +81,7 @@ class RestorePlanOperator(RestoreTask):
             "new_name": self.new_name or None,
             "machine_type": self.machine_type or None,
             "network": self.network or None,
-            "dry_run": as_bool(self.dry_run, name="dry_run"),
+            "dry_run": as_bool(self.preview, name="dry_run"),
         }
         problems = []
         conf = self.conf if isinstance(self.conf, Mapping) else {}
@@ -208,10 +208,10 @@ class RestorePlanOperator(RestoreTask):
             )
         if any(d.type_ == "SCRATCH" for d in instance.disks):
             problems.append("the VM has local SSDs, whose data a stop would lose; use mode new-vm")
-        missing = sorted(p for p in attachments if p not in chosen.disks)
+        missing = sorted(p for p in attachments if p is not None and p not in chosen.disks)
         if missing:
             problems.append(
-                f"set {chosen.run} has no snapshot of attached disk(s) {', '.join(map(str, missing))}; use mode "
+                f"set {chosen.run} has no snapshot of attached disk(s) {', '.join(missing)}; use mode "
                 "new-vm, or detach them first"
             )
         gone = sorted(d for d in chosen.disks if d not in attachments)
@@ -255,12 +255,14 @@ class RestorePlanOperator(RestoreTask):
 def plan_text(plan: Mapping[str, Any]) -> str:
     """The plan in words (the log, the approval's body)."""
     lines = [
-        f"{'DRY RUN - ' if plan['dry_run'] else ''}Restore {plan['vm']} ({plan['mode']}, VM now {plan['prior_status']}) "
+        f"{'DRY RUN - ' if plan['dry_run'] else ''}Restore {plan['vm']} ({plan['mode']}, "
+        f"VM now {plan['prior_status']}) "
         f"from snapshot set {plan['set']['run']} of {plan['set']['created_at']}:"
     ]
     for disk in plan["disks"]:
         lines.append(
-            f"- device {disk['device_name']}{' (boot)' if disk['boot'] else ''}: new disk {disk['new_source']} "
+            f"- device {disk['device_name']}{' (boot)' if disk['boot'] else ''}: "
+            f"new disk {disk['new_source']} "
             f"from {disk['source_snapshot']}"
             + (
                 f", replacing {disk['old_source']} (kept, detached)"
@@ -276,8 +278,9 @@ def plan_text(plan: Mapping[str, Any]) -> str:
         )
     else:
         lines.append(
-            f"- the VM is stopped, its disks swapped (same device names, boot flag and mode), "
-            f"{'then started again' if plan['prior_status'] == 'RUNNING' else 'and left stopped, as it was'}; "
+            "- the VM is stopped, its disks swapped (same device names, boot flag and mode), "
+            + ("then started again" if plan["prior_status"] == "RUNNING" else "and left stopped, as it was")
+            + "; "
             f"the old disks get the label {REPLACED_BY_KEY}={plan['run_hash']} and are never deleted"
         )
     return "\n".join(lines)
@@ -307,6 +310,7 @@ class RestoreReportOperator(RestoreTask):
             )
         }
         causes = [cause for cause in errors.values() if cause]
+        report: dict[str, Any]
         if plan is None:
             report = {
                 "state": f"Nothing was changed: {errors['plan'] or 'the plan did not run'}",
@@ -378,7 +382,8 @@ class RestoreReportOperator(RestoreTask):
             )
             kinds.add(kind)
             rows.append(
-                f"- device {disk['device_name']}{' (boot)' if disk['boot'] else ''}: {kind} ({source or 'nothing attached'})"
+                f"- device {disk['device_name']}{' (boot)' if disk['boot'] else ''}: "
+                f"{kind} ({source or 'nothing attached'})"
             )
         has_boot = any(d.boot for d in vm.disks)
         if "Approve" not in (approval.get("chosen_options") or []) and kinds == {"old"}:
@@ -392,7 +397,8 @@ class RestoreReportOperator(RestoreTask):
             state = (
                 f"VM {plan['vm']} is {vm.status} with NO boot disk attached: attach {boot['old_source']} "
                 f"(gcloud compute instances attach-disk {plan['instance']} --zone {plan['zone']} --disk "
-                f"{boot['old_source'].rsplit('/', 1)[-1]} --device-name {boot['device_name']} --boot), then start it"
+                f"{boot['old_source'].rsplit('/', 1)[-1]} --device-name {boot['device_name']} --boot), "
+                "then start it"
             )
         elif kinds == {"new"}:
             state = (
@@ -403,7 +409,10 @@ class RestoreReportOperator(RestoreTask):
         else:
             state = f"VM {plan['vm']} is {vm.status} with a MIX of disks: " + "; ".join(r[2:] for r in rows)
         if vm.status != "RUNNING" and plan["prior_status"] == "RUNNING":
-            state += f"; it was RUNNING before: gcloud compute instances start {plan['instance']} --zone {plan['zone']}"
+            state += (
+                f"; it was RUNNING before: gcloud compute instances start {plan['instance']} "
+                f"--zone {plan['zone']}"
+            )
         lines = [
             *rows,
             f"- the old disks are kept (label {REPLACED_BY_KEY}={plan['run_hash']} on those detached); "

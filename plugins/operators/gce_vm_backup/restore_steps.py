@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gce_vm_backup.errors import BackupError, OperationTimeoutError, ResourceNotFoundError
@@ -293,7 +293,7 @@ def boot_check_passed(hook: Any, *, project: str, zone: str, name: str, check: M
     raise BackupError(f"Unknown boot check {kind!r}")
 
 
-def resolve_vms(hook: Any, targets: list[Mapping[str, Any]]) -> list[str]:
+def resolve_vms(hook: Any, targets: Sequence[Mapping[str, Any]]) -> list[str]:
     """The VM paths of a group's targets (operator form): explicit VMs as they are, label selectors
     listed (``instances.list`` / ``aggregatedList`` with a label filter, checked client-side). Sorted."""
     paths: set[str] = set()
