@@ -284,7 +284,7 @@ def test_a_lost_response_to_a_disk_insert_makes_one_disk_not_two(dagbag, emulato
     inserts = [c for c in emulator.calls_for("compute.disks.insert")]
     assert len(inserts) == 3  # the lost one repeated once, with the same request id
     assert inserts[0].request_id == inserts[1].request_id
-    assert len({c.resource for c in inserts}) == 2
+    assert len({c.request_id for c in inserts}) == 2  # two disks, each asked for under one id
 
 
 # ---- restore: new-vm ----------------------------------------------------------------------------
@@ -396,7 +396,8 @@ def test_a_failed_replace_step_leaves_the_vm_running_with_a_boot_disk_and_the_re
 
     dag_run = run_approved(dagbag, "gce_vm_backup_restore__web")
 
-    assert dag_run.state == "failed"
+    # bringing the VM back gets retries of its own (at least 3): a failed start is tried again
+    assert dag_run.state == ("success" if method == "compute.instances.start" else "failed")
     instance = emulator.instance(P, ZA, "web-1")
     assert instance["status"] == "RUNNING"
     assert [d["deviceName"] for d in instance["disks"] if d["boot"]] == ["web-1"]
