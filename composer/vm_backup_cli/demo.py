@@ -226,7 +226,7 @@ def print_drill(database: Path, emulator: Any) -> None:
     report = json.loads(row[0]) if row else None
     if isinstance(report, str):  # stored as a JSON string of the JSON value
         report = json.loads(report)
-    print("\nRestore drill (RPO: the set's age when the restore began; RTO: time to a RUNNING VM)")
+    print("\nRestore drill (RPO: the set's age at restore, simulated time; RTO: to a RUNNING VM, real time)")
     for vm in (report or {}).get("vms", []) or [{"vm": None, "result": "no report", "cause": "see the log"}]:
         print(f"  {format_row(vm)}")
     with emulator.world.lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from gce_vm_backup._base import ERROR_XCOM_KEY
@@ -139,6 +140,14 @@ class DrillVmOperator(RestoreTask):
         super().__init__(**kwargs)
         self.plan, self.drill = plan, drill
 
+    def _restored_at(self, plan: Mapping[str, Any]) -> str | None:
+        """When Compute Engine made the first restored disk, by its own clock: the set's creation time is
+        by that clock too, so the RPO does not depend on the worker's clock."""
+        first = self.hook.get_disk(
+            project_id=plan["project"], zone=plan["zone"], name=plan["disks"][0]["name"]
+        )
+        return _iso_utc(getattr(first, "creation_timestamp", None)) if first is not None else None
+
     def execute(self, context: Any) -> dict[str, Any]:
         plan: Mapping[str, Any] = self.plan
         if plan.get("error"):
@@ -169,7 +178,7 @@ class DrillVmOperator(RestoreTask):
             "snapshot_set": plan["set"]["run"],
             "set_created_at": plan["set"]["created_at"],
             "restore_started_at": started,
-            "rpo_seconds": seconds_between(plan["set"]["created_at"], started),
+            "rpo_seconds": seconds_between(plan["set"]["created_at"], self._restored_at(plan) or started),
             "disks": [f"projects/{project}/zones/{zone}/disks/{d['name']}" for d in plan["disks"]],
             "instance": None,
             "running_at": None,
@@ -238,6 +247,15 @@ class DrillVmOperator(RestoreTask):
             result["rpo_seconds"],
         )
         return result
+
+
+def _iso_utc(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).isoformat(timespec="seconds")
+    except ValueError:
+        return None
 
 
 def _describe(check: Mapping[str, Any]) -> str:
