@@ -250,7 +250,7 @@ def build_dags(config: BackupConfig) -> dict[str, DAG]:
     return {
         dag_id_for(gid): build_dag(gid, group, source=config.source, deployment=config.deployment)
         for gid, group in config.groups.items()
-    } | build_restore_dags(config)
+    }
 
 
 def default_config_path(dag_file: str | Path) -> Path:
@@ -276,6 +276,6 @@ def register_dags(
         raise ConfigError(problems)
     for problem in problems:
         log.error("gce-vm-backup config problem (group left out): %s", problem)
-    dags = build_dags(config)
+    dags = build_dags(config) | build_restore_dags(config)
     namespace.update(dags)
     return dags
