@@ -40,7 +40,8 @@ from gce_vm_backup.operators import (
     StopSnapshotStartOperator,
     VerifySnapshotsOperator,
 )
-from gce_vm_backup.report import notifiers_from_config
+from gce_vm_backup.notify import notifiers_from_config
+from gce_vm_backup.restore_dags import build_restore_dags
 
 log = logging.getLogger(__name__)
 DAG_ID_PREFIX = "gce_vm_backup__"
@@ -340,6 +341,6 @@ def register_dags(
         raise ConfigError(problems)
     for problem in problems:
         log.error("gce-vm-backup config problem (group left out): %s", problem)
-    dags = build_dags(config)
+    dags = build_dags(config) | build_restore_dags(config)
     namespace.update(dags)
     return dags

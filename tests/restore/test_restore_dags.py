@@ -1,0 +1,114 @@
+"""The restore and drill DAGs' shape: ids, the trigger form (a contract with the browser test), the
+teardowns that always clean up, the failure callbacks."""
+
+from __future__ import annotations
+
+import pytest
+
+from gce_vm_backup.config import BackupConfig, parse_config
+from gce_vm_backup.report import EmailFailureNotifier
+from gce_vm_backup.restore_dags import build_restore_dags
+
+from ..conftest import TARGET, config, group
+
+SELECTOR = "targets: [{project: demo-project, zones: all, labels: {app: shop}}]"
+DRILL = "restore_drill: {scratch_zone: us-central1-b}"
+
+
+def dags_of(text):
+    groups, problems = parse_config(text, "backup.yaml")
+    assert problems == []
+    return build_restore_dags(BackupConfig("backup.yaml", groups, "test"))
+
+
+def test_every_group_gets_a_restore_dag_and_only_groups_with_a_drill_get_a_drill_dag():
+    dags = dags_of(config(group(f"{TARGET}\n{DRILL}") + group(TARGET, name="db")))
+
+    assert set(dags) == {
+        "gce_vm_backup_restore__web",
+        "gce_vm_backup_drill__web",
+        "gce_vm_backup_restore__db",
+    }
+    assert dags["gce_vm_backup_drill__web"].schedule is None  # manual unless the drill has a schedule
+    scheduled = dags_of(
+        config(group(f"{TARGET}\nrestore_drill: {{scratch_zone: us-central1-b, schedule: '@weekly'}}"))
+    )
+    assert scheduled["gce_vm_backup_drill__web"].schedule == "@weekly"
+    assert scheduled["gce_vm_backup_restore__web"].schedule is None  # a restore is never scheduled
+
+
+def test_the_restore_form_has_the_settled_params_and_defaults():
+    dag = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"]
+    params = dag.params
+
+    assert list(params) == ["vm", "snapshot_set", "mode", "new_name", "machine_type", "network", "dry_run"]
+    assert params.get_param("vm").schema["enum"] == ["us-central1-a/web-1"]
+    assert params["vm"] == "us-central1-a/web-1"
+    assert params["snapshot_set"] == "newest"
+    assert "vm-backup backups --group web" in params.get_param("snapshot_set").description
+    assert params.get_param("mode").schema["enum"] == ["new-vm", "replace-disks"]
+    assert params["mode"] == "new-vm"
+    assert params["dry_run"] is False
+    assert params.get_param("dry_run").schema["type"] == "boolean"
+
+
+def test_a_selector_group_takes_a_vm_name_by_pattern():
+    params = dags_of(config(group(SELECTOR)))["gce_vm_backup_restore__web"].params
+
+    assert "enum" not in params.get_param("vm").schema
+    assert params.get_param("vm").schema["pattern"].startswith("^([a-z]+-[a-z]+[0-9]+-[a-z]/)?")
+
+
+@pytest.mark.parametrize("value", ["replace-everything", ""])
+def test_the_form_refuses_a_mode_that_is_not_one_of_the_two(value):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    mode = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"].params.get_param("mode")
+
+    with pytest.raises(ParamValidationError):
+        mode.resolve(value)
+
+
+def test_replace_disks_waits_for_the_approval_before_touching_the_vm():
+    dag = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"]
+
+    assert type(dag.get_task("approve")).__name__ == "ApprovalOperator"
+    upstream_of_stop = dag.get_task("stop").get_flat_relative_ids(upstream=True)
+    assert {"plan", "choose", "approve", "create_disks"} <= upstream_of_stop
+    assert "approve" in dag.get_task("swap_disks").get_flat_relative_ids(upstream=True)
+    assert "approve" not in dag.get_task("create_vm").get_flat_relative_ids(upstream=True)
+
+
+def test_ensure_vm_is_the_teardown_of_the_plan_and_the_report_runs_whatever_happened():
+    dag = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"]
+
+    ensure = dag.get_task("ensure_vm")
+    assert ensure.is_teardown
+    assert dag.get_task("plan").is_setup
+    assert "plan" in ensure.upstream_task_ids
+    report = dag.get_task("restore_report")
+    assert report.trigger_rule == "all_done"
+    # a branch and a rejection skip their DIRECT downstream tasks: the report must not be one of them
+    assert "restore_report" not in dag.get_task("choose").downstream_task_ids
+    assert "restore_report" not in dag.get_task("approve").downstream_task_ids
+
+
+def test_the_drill_cleanup_is_a_teardown_and_the_report_runs_last():
+    dag = dags_of(config(group(f"{TARGET}\n{DRILL}")))["gce_vm_backup_drill__web"]
+
+    cleanup = dag.get_task("cleanup")
+    assert cleanup.is_teardown
+    assert dag.get_task("plan").is_setup
+    assert "drill_vm" in cleanup.upstream_task_ids
+    assert dag.get_task("drill_report").trigger_rule == "all_done"
+    assert {"drill_vm", "cleanup"} <= dag.get_task("drill_report").upstream_task_ids
+
+
+def test_both_dags_notify_through_the_groups_notify_block():
+    body = f"{TARGET}\n{DRILL}\nnotify: {{email: {{to: ops@example.com}}}}"
+    dags = dags_of(config(group(body)))
+
+    for dag_id in ("gce_vm_backup_restore__web", "gce_vm_backup_drill__web"):
+        callbacks = dags[dag_id].on_failure_callback
+        assert [type(c) for c in callbacks] == [EmailFailureNotifier]
+    assert dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"].on_failure_callback is None
