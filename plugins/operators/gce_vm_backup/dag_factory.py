@@ -246,10 +246,15 @@ def _tier_group(
 
 def build_dags(config: BackupConfig) -> dict[str, DAG]:
     """Every group's DAG, keyed by DAG id."""
-    return {
+    from gce_vm_backup.freshness import build_freshness_dag
+
+    dags = {
         dag_id_for(gid): build_dag(gid, group, source=config.source, deployment=config.deployment)
         for gid, group in config.groups.items()
     }
+    if (freshness := build_freshness_dag(config)) is not None:
+        dags[freshness.dag_id] = freshness
+    return dags
 
 
 def default_config_path(dag_file: str | Path) -> Path:
