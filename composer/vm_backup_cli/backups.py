@@ -118,10 +118,11 @@ def format_table(found: dict[str, list[VmBackups]], schedules: dict[str, str | N
 
     lines: list[str] = []
     for gid, vms in found.items():
-        period = next((vm.period for vm in vms), None)
+        limit = vms[0].stale_before if vms else None
         when = (
-            f"schedule {schedules[gid]}, stale after {format_age(STALE_AFTER_PERIODS * period)}"
-            if period
+            f"schedule {schedules[gid]}, stale without a READY set since {limit:%Y-%m-%d %H:%M} UTC "
+            f"(the last {STALE_AFTER_PERIODS} runs)"
+            if limit
             else f"schedule {schedules[gid] or 'manual only'}, never stale"
         )
         lines.append(f"group {gid} ({when}): {len(vms)} VM(s), {sum(vm.stale for vm in vms)} stale")

@@ -45,7 +45,12 @@ def test_each_vm_lists_its_sets_newest_first_and_the_stale_ones_are_flagged(flee
     code, out, err = run_cli(["backups", "--config", str(config_file)])
 
     assert (code, err) == (0, "")
-    assert "group web (schedule 0 3 * * *, stale after 2d 0h): 3 VM(s), 2 stale" in out
+    assert re.search(
+        r"^group web \(schedule 0 3 \* \* \*, stale without a READY set since 20\d\d-\d\d-\d\d 03:00 UTC \(the "
+        r"last 2 runs\)\): 3 VM\(s\), 2 stale$",
+        out,
+        re.MULTILINE,
+    ), out
     head, *sets = _vm_lines(out, "web-1")
     assert not head.lstrip().startswith("STALE")
     # a day old: not the other deployment's hour-old set
@@ -92,6 +97,7 @@ def test_the_json_has_every_set_and_the_stale_flags(fleet, config_file):
     assert web_1["sets"][1]["complete"] is False
     assert web_1["sets"][0]["storage_bytes"] == 23 << 30
     assert web_1["schedule_period_seconds"] == 86400
+    assert web_1["stale_before"].endswith("T03:00:00+00:00")
     assert 86000 < web_1["age_seconds"] < 86500
     assert vms["web-3"]["sets"] == []
     assert vms["web-3"]["age_seconds"] is None

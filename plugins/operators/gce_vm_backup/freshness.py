@@ -3,8 +3,9 @@
 ``collect_group`` lists a group's snapshots (``snapshots.list`` per project of its targets, filtered on
 ``managed-by``, the deployment and the group with ``labels.label_filter``), groups them into snapshot sets
 (``restore_sets``) and, per VM, compares the age of its newest complete READY set with the group's
-schedule: older than two schedule periods (or no such set two periods after the group's start date) is
-STALE. A group without a schedule (manual runs, or ``@once``) is never stale. The VMs of a group are its
+schedule: older than two schedule periods, counted in runs (older than the schedule's second latest run:
+two runs in a row made no usable set; or none at all by then since the group's start date), is STALE.
+A group without a schedule (manual runs, or ``@once``) is never stale. The VMs of a group are its
 explicit targets, the VMs its label selectors match now (``instances.list``), and any VM that has sets of
 the group; a VM that is no longer a target is shown, never flagged.
 
@@ -49,21 +50,26 @@ PRESET_CRON = {
 }
 
 
-def schedule_period(
-    schedule: str | None, *, now: datetime, timezone: tzinfo | None = None
-) -> timedelta | None:
-    """The time between the schedule's two latest fire times before ``now`` (in the DAG's timezone, as its
-    timetable counts), or None for manual runs (``None``, ``@once``). Raises ValueError for a cron
-    expression croniter cannot read (the config refuses those)."""
+def schedule_runs(
+    schedule: str | None, *, now: datetime, timezone: tzinfo | None = None, count: int = STALE_AFTER_PERIODS
+) -> list[datetime] | None:
+    """The schedule's ``count`` latest fire times at or before ``now`` (newest first, in UTC), counted in the
+    DAG's timezone as its timetable counts them; None for manual runs (``None``, ``@once``). Raises
+    ValueError for a cron expression croniter cannot read (the config refuses those)."""
     if schedule is None or schedule == "@once":
         return None
     from croniter import croniter
 
-    expression = PRESET_CRON.get(schedule, schedule)
-    cron = croniter(expression, now.astimezone(timezone or UTC))
-    latest = cron.get_prev(datetime)
-    before = cron.get_prev(datetime)
-    return latest - before
+    cron = croniter(PRESET_CRON.get(schedule, schedule), now.astimezone(timezone or UTC))
+    return [cron.get_prev(datetime).astimezone(UTC) for _ in range(count)]
+
+
+def schedule_period(
+    schedule: str | None, *, now: datetime, timezone: tzinfo | None = None
+) -> timedelta | None:
+    """The time between the schedule's two latest fire times before ``now``; None for manual runs."""
+    runs = schedule_runs(schedule, now=now, timezone=timezone, count=2)
+    return None if runs is None else runs[0] - runs[1]
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class VmBackups:
     in_config: bool  # an explicit target or matched by a selector now
     sets: tuple[SnapshotSet, ...]
     checked_at: datetime
-    period: timedelta | None  # the group's schedule period; None: manual
+    period: timedelta | None  # between the schedule's two latest runs; None: manual
+    stale_before: datetime | None  # the schedule's second latest run: a newest set older is stale
     since: datetime | None = None  # the group's start date, for a VM with no usable set
     newest: SnapshotSet | None = field(init=False)
 
@@ -89,20 +96,22 @@ class VmBackups:
 
     @property
     def stale(self) -> bool:
-        if self.period is None or not self.in_config:
+        """No complete READY set since the schedule's second latest run (two runs in a row made none),
+        or none at all since the group's start date by then. Never for a manual group or a former
+        target. Two periods of age, counted in runs: right for irregular schedules (weekdays only) and
+        across a daylight-saving change."""
+        if self.stale_before is None or not self.in_config:
             return False
-        limit = STALE_AFTER_PERIODS * self.period
-        if self.newest is not None:
-            return self.checked_at - self.newest.created_at > limit
-        return self.since is None or self.checked_at - self.since > limit
+        reference = self.newest.created_at if self.newest is not None else self.since
+        return reference is None or reference < self.stale_before
 
     @property
     def name(self) -> str:
         return self.vm.rsplit("/", 1)[-1]
 
     def stale_line(self) -> str:
-        """``web-1 (projects/...): newest READY set 3d 2h old (made ...); stale after 2d 0h``."""
-        limit = format_age(STALE_AFTER_PERIODS * self.period) if self.period else "-"
+        """``web-1 (projects/...): newest READY set 3d 2h old (made ...); none from the 2 scheduled runs
+        since 2026-11-29 03:00 UTC (group web)``."""
         if self.newest is None:
             what = "no complete READY snapshot set"
         else:
@@ -110,7 +119,11 @@ class VmBackups:
                 f"newest READY set {format_age(self.age)} old "
                 f"(made {self.newest.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
             )
-        return f"{self.name} ({self.vm}): {what}; stale after {limit} (group {self.group})"
+        since = f"{self.stale_before:%Y-%m-%d %H:%M} UTC" if self.stale_before else "-"
+        return (
+            f"{self.name} ({self.vm}): {what}; none from the {STALE_AFTER_PERIODS} scheduled runs since "
+            f"{since} (group {self.group})"
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +133,7 @@ class VmBackups:
             "stale": self.stale,
             "age_seconds": None if self.age is None else int(self.age.total_seconds()),
             "schedule_period_seconds": None if self.period is None else int(self.period.total_seconds()),
+            "stale_before": None if self.stale_before is None else self.stale_before.isoformat(),
             "newest_ready_set": None if self.newest is None else self.newest.run,
             "sets": [set_json(s) for s in self.sets],
         }
@@ -195,7 +209,7 @@ def collect_group(
         for snapshot in hook.list_snapshots(project_id=project, filter=expression, of=f"group {group_id}")
     ]
     sets = snapshot_sets(snapshots, group=group_id, deployment=deployment)
-    period = schedule_period(group.schedule, now=now, timezone=group.start_date.tzinfo)
+    runs = schedule_runs(group.schedule, now=now, timezone=group.start_date.tzinfo)
     return [
         VmBackups(
             group=group_id,
@@ -203,7 +217,8 @@ def collect_group(
             in_config=vm in targets,
             sets=tuple(sets.get(vm, ())),
             checked_at=now,
-            period=period,
+            period=None if runs is None else runs[0] - runs[1],
+            stale_before=None if runs is None else runs[-1],
             since=group.start_date,
         )
         for vm in sorted(targets | set(sets))
