@@ -13,9 +13,11 @@ Group ``batch`` (no schedule): ``batch-1`` with one READY set 40 days old: never
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -176,5 +178,60 @@ def config_file(tmp_path: Any) -> Any:
     return path
 
 
-def connection_env(emulator: Emulator) -> str:
-    return json.dumps({"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}})
+@pytest.fixture
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """The JSON bodies POSTed to a loopback stand-in for a Slack incoming webhook (answers 200 "ok"), and
+    the connection ``slack_loopback`` pointing at it."""
+    posts: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            posts.append(json.loads(self.rfile.read(length) or b"{}"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/secret"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_LOOPBACK", json.dumps({"conn_type": "slackwebhook", "password": url})
+    )
+    try:
+        yield posts
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def dagbag_of(folder: str, config: str) -> Any:
+    """A DagBag of the thin DAG file with ``config`` beside it, alone in the dags folder (as
+    tests/conftest.generated_dagbag does, without importing the fault harness)."""
+    import shutil
+
+    from ..conftest import AIRFLOW_HOME, REPO, migrate_airflow_db
+
+    dags = AIRFLOW_HOME / "dags" / folder
+    if dags.parent.is_dir():
+        for sibling in dags.parent.iterdir():
+            if sibling != dags and sibling.is_dir():
+                shutil.rmtree(sibling)
+    dags.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dags" / "gce_vm_backup_dags.py", dags)
+    (dags / "gce_vm_backup.yaml").write_text(config)
+    migrate_airflow_db()
+    try:
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.1
+        from airflow.models.dagbag import DagBag
+
+    bag = DagBag(str(dags))
+    assert bag.import_errors == {}
+    return bag

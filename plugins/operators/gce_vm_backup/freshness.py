@@ -304,7 +304,7 @@ def build_freshness_dag(config: BackupConfig) -> DAG | None:
             FreshnessCheckOperator(
                 task_id=f"check_{gid}",
                 group=gid,
-                group_config=group.model_dump(mode="json"),
+                group_config=group.model_dump(mode="json", warnings=False),
                 deployment=config.deployment,
                 on_failure_callback=callbacks or None,
             )
