@@ -50,7 +50,7 @@ SEED: dict[str, Any] = {
                                 {"name": "web-2-data", "size_gb": 50},
                             ],
                         },
-                        {"name": "web-3"},
+                        {"name": "web-3", "labels": {"app": "shop"}},
                         {"name": "batch-1"},
                     ]
                 }
@@ -128,7 +128,7 @@ class Run:
                 disk_source=source,
                 run=self.label() if self.labelled else None,
             )
-            created = NOW - self.age + timedelta(seconds=30)
+            created = NOW - self.age + timedelta(minutes=5)  # 5 min of slack for a slow test
             emulator.seed_snapshot(
                 PROJECT,
                 {
@@ -154,6 +154,8 @@ RUNS = [
     Run("web-2", 6 * HOUR, {"web-2": ("READY", 1), "web-2-data": ("CREATING", 0)}),
     Run("web-2", 5 * DAY, {"web-2": ("READY", 1), "web-2-data": ("READY", 7)}),
     Run("batch-1", 40 * DAY, {"batch-1": ("READY", 4)}, group="batch"),
+    # group shop (a label selector): batch-1 was backed up by it before it lost the label
+    Run("batch-1", DAY, {"batch-1": ("READY", 4)}, group="shop"),
 ]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from vm_backup_cli.__main__ import main
 
-from .conftest import RUNS, vm_path
+from .conftest import PROJECT, RUNS, vm_path
 
 pytestmark = pytest.mark.emulator
 
@@ -102,6 +102,33 @@ def test_the_json_has_every_set_and_the_stale_flags(fleet, config_file):
     assert vms["web-3"]["sets"] == []
     assert vms["web-3"]["age_seconds"] is None
     assert report["groups"]["batch"][0]["stale"] is False
+
+
+def test_a_selector_groups_vms_are_those_it_matches_now_and_former_ones_are_shown_not_flagged(
+    fleet, config_file
+):
+    config_file.write_text(
+        config_file.read_text()
+        + f"""\
+  shop:
+    schedule: "@daily"
+    targets:
+      - {{project: {PROJECT}, zones: all, labels: {{app: shop}}}}
+"""
+    )
+
+    code, out, _ = run_cli(["backups", "--config", str(config_file), "--group", "shop", "--json"])
+
+    assert code == 0
+    vms = {vm["vm"]: vm for vm in json.loads(out)["groups"]["shop"]}
+    assert vms[vm_path("web-3")]["in_config"] is True
+    assert vms[vm_path("web-3")]["stale"] is True  # matched, never backed up by this group
+    assert vms[vm_path("batch-1")]["in_config"] is False
+    assert vms[vm_path("batch-1")]["stale"] is False
+    assert len(vms[vm_path("batch-1")]["sets"]) == 1
+    assert set(vms) == {vm_path("web-3"), vm_path("batch-1")}
+    (listing,) = fleet.calls_for("compute.instances.aggregatedList")
+    assert listing.status == 200
 
 
 def test_one_group_only(fleet, config_file):

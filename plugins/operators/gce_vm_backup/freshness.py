@@ -187,7 +187,8 @@ def _targets(
         if isinstance(target, ExplicitTarget):
             vms.add(f"projects/{target.project}/zones/{target.zone}/instances/{target.instance}")
             continue
-        for zone in target.zones or [None]:
+        zones: list[str | None] = list(target.zones) if target.zones else [None]  # None: every zone
+        for zone in zones:
             for vm_zone, instance in hook.list_instances(
                 project_id=target.project, zone=zone, filter=label_filter(dict(target.labels))
             ):
