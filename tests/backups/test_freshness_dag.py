@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from gce_vm_backup.config import parse_config
-from gce_vm_backup.freshness import FRESHNESS_DAG_ID, StaleBackupNotifier, build_freshness_dag
+from gce_vm_backup.freshness import FRESHNESS_DAG_ID, StaleBackupNotifier, build_freshness_dag, failure_reason
 
 from .conftest import CONFIG, Run, dagbag_of
 
@@ -105,3 +105,17 @@ def test_the_notifier_passes_the_checks_message_as_the_reason():
 
     StaleBackupNotifier(Inner()).notify({"run_id": "r", "exception": ValueError("2 VM(s) of group web ...")})
     assert seen == [{"run_id": "r", "exception": seen[0]["exception"], "reason": "2 VM(s) of group web ..."}]
+
+
+def test_without_the_exception_in_the_context_the_reason_is_the_failure_xcom():
+    """Airflow 3.1's dag.test leaves ``exception`` out of the callback context; the worker sets it."""
+
+    class TI:
+        task_id = "check_web"
+
+        def xcom_pull(self, task_ids, key, default=None):
+            assert (task_ids, key) == ("check_web", "gce_vm_backup_error")
+            return {"message": "1 VM(s) of group web have no fresh backup: web-3 ..."}
+
+    assert failure_reason({"ti": TI()}) == "1 VM(s) of group web have no fresh backup: web-3 ..."
+    assert failure_reason({"ti": None}) == "stale backups (see the task log)"

@@ -54,7 +54,7 @@ def airflow_app(tmp_path_factory):
     from airflow import plugins_manager
     from airflow.api_fastapi.app import create_app, get_auth_manager
 
-    for cached in ("_get_plugins", "get_fastapi_plugins", "_get_ui_plugins"):
+    for cached in ("_get_plugins", "get_fastapi_plugins", "_get_ui_plugins"):  # Airflow 3.2+ caches
         getattr(getattr(plugins_manager, cached, None), "cache_clear", lambda: None)()
     app = create_app(apps="core")
     return app, get_auth_manager()
@@ -87,11 +87,12 @@ def token(airflow_app, role: str | None) -> str:
 
 
 def test_the_plugin_mounts_the_page_and_adds_it_to_the_ui_navigation(airflow_app):
-    from airflow.plugins_manager import get_fastapi_plugins
-
-    apps, _ = get_fastapi_plugins()
-    assert [a["url_prefix"] for a in apps if a["name"].startswith("gce-vm-backup")] == ["/gce-vm-backup"]
     from gce_vm_backup_ui_plugin import GceVmBackupUiPlugin
+
+    app, _ = airflow_app
+    assert [route.path for route in app.routes if getattr(route, "path", "").startswith("/gce-vm")] == [
+        "/gce-vm-backup"
+    ]
 
     (view,) = GceVmBackupUiPlugin.external_views
     assert view["href"] == "gce-vm-backup/backups"  # relative: the UI may be served under a base path

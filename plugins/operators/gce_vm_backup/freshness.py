@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import DAG, BaseOperator
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from gce_vm_backup._base import HookMixin
+from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.config import BackupConfig, ExplicitTarget, Group, SelectorTarget
 from gce_vm_backup.labels import DEPLOYMENT_KEY, GROUP_KEY, MANAGED_BY_KEY, MANAGED_BY_VALUE, label_value
@@ -274,8 +274,23 @@ class StaleBackupNotifier(BaseNotifier):
         self.inner = inner
 
     def notify(self, context: Any) -> None:
-        reason = str(context.get("exception") or "stale backups (see the task log)")
-        self.inner.notify({**context, "reason": reason})
+        self.inner.notify({**context, "reason": failure_reason(context)})
+
+
+def failure_reason(context: Mapping[str, Any]) -> str:
+    """The check's failure message: the callback context's ``exception`` (set on a worker; not by
+    Airflow 3.1's dag.test), else the failure XCom the operator pushed (``_base.RecordsFailures``)."""
+    exception = context.get("exception")
+    if exception:
+        return str(exception)
+    ti = context.get("ti")
+    try:
+        record = ti.xcom_pull(task_ids=ti.task_id, key=ERROR_XCOM_KEY, default=None) if ti else None
+    except Exception:  # the notification must still go out
+        record = None
+    if isinstance(record, Mapping) and record.get("message"):
+        return str(record["message"])
+    return "stale backups (see the task log)"
 
 
 def build_freshness_dag(config: BackupConfig) -> DAG | None:
