@@ -251,6 +251,10 @@ def start_instance(world: World, path: str, query: Mapping[str, str], *, resume:
             )
         if not resume and status in ("STOPPING", "PENDING_STOP", "SUSPENDING"):
             raise ApiError(400, "resourceNotReady", f"The resource '{path}' is not ready ({status})")
+        if not any(d.get("boot") for d in instance["disks"]):  # restore detached it (restore_vm.py)
+            raise ApiError(
+                400, "invalidResourceUsage", f"The instance '{path}' has no boot disk to start from"
+            )
     duration = 0.0 if status == "RUNNING" else world.timings["resume" if resume else "start"]
 
     def done() -> dict[str, str] | None:

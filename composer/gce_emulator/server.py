@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from gce_emulator import compute
+from gce_emulator import compute, restore, restore_guest
 from gce_emulator.model import DEFAULT_TIMINGS, ApiError, Fault, Operation, SimClock, World
 
 P = r"(?P<project>[^/]+)"
@@ -204,6 +204,8 @@ class Emulator:
         data = yaml.safe_load(Path(seed).read_text()) if isinstance(seed, str | Path) else seed
         if data:
             compute.load_seed(self.world, data)
+            restore_guest.load_seed(self.world, data)
+        restore.add_fingerprints(self.world)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Emulator:
@@ -290,7 +292,11 @@ class Emulator:
             return 404, ApiError(404, "notFound", f"Unknown path {http_method} {parts.path}").body()
         params = match.groupdict()
         resource = parts.path.removeprefix("/compute/v1/")
-        resource = re.sub(r"/(stop|start|resume|createSnapshot|wait)$", "", resource)
+        resource = re.sub(
+            r"/(stop|start|resume|createSnapshot|wait|attachDisk|detachDisk|setLabels|getGuestAttributes|serialPort)$",
+            "",
+            resource,
+        )
         products = client_products(headers or {})
         status, payload = self._dispatch(route, params, query, body)
         with self.world.lock:
@@ -509,3 +515,7 @@ def _operation_routes(scope_re: str, api: str) -> None:
 _operation_routes(Z, "zoneOperations")
 _operation_routes(R, "regionOperations")
 _operation_routes("global", "globalOperations")
+
+
+# Restore's methods (disks from snapshots, VMs from disks, attach/detach, guest state) register here.
+from gce_emulator import restore_routes  # noqa: E402,F401

@@ -36,6 +36,7 @@ from pydantic import (
 from gce_vm_backup.config_file import ConfigFileError, load_yaml, read_config_text
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.labels import LABEL_KEY, LABEL_VALUE
+from gce_vm_backup.restore_config import RestoreDrill
 from gce_vm_backup.retention import RetentionPolicy
 
 GCE_NAME = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
@@ -203,6 +204,7 @@ class Group(_Model):
     gcp_conn_id: str = "google_cloud_default"
     retention: RetentionPolicy | None = None
     notify: NotifySettings | None = None
+    restore_drill: RestoreDrill | None = None
 
     @field_validator("schedule")
     @classmethod

@@ -38,6 +38,7 @@ from gce_vm_backup.operators import (
     VerifySnapshotsOperator,
 )
 from gce_vm_backup.report import REPORT_TASK_ID, notifiers_from_config
+from gce_vm_backup.restore_dags import build_restore_dags
 
 log = logging.getLogger(__name__)
 DAG_ID_PREFIX = "gce_vm_backup__"
@@ -251,7 +252,7 @@ def build_dags(config: BackupConfig) -> dict[str, DAG]:
     dags = {
         dag_id_for(gid): build_dag(gid, group, source=config.source, deployment=config.deployment)
         for gid, group in config.groups.items()
-    }
+    } | build_restore_dags(config)
     if (freshness := build_freshness_dag(config)) is not None:
         dags[freshness.dag_id] = freshness
     return dags

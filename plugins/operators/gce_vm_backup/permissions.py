@@ -38,3 +38,63 @@ REQUIRED_PERMISSIONS: frozenset[str] = frozenset().union(*API_METHOD_PERMISSIONS
 # The product the package's clients name in the x-goog-api-client header (hook.client_info), by which the
 # emulator's call log tells the package's calls from a test's own.
 CLIENT_PRODUCT = "gce-vm-backup"
+
+# ---- restore (issue 14): a role and a service account of its own, never the backup's -------------------
+# The API methods the restore hook (restore_hook.RestoreHook, client product RESTORE_CLIENT_PRODUCT) calls,
+# and the permissions each needs (each method's "IAM Permissions" in the v1 API reference). terraform/iam.tf
+# grants exactly RESTORE_REQUIRED_PERMISSIONS in the restore role (tests/deploy/test_terraform.py), and the
+# test session's call log keeps these keys equal to what the restore hook calls (gce_emulator.pytest_plugin).
+RESTORE_API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = {
+    # Read the VM restored or replaced (its disks, machine type, network), stop and start it (replace-disks).
+    "compute.instances.get": frozenset({"compute.instances.get"}),
+    "compute.instances.stop": frozenset({"compute.instances.stop"}),
+    "compute.instances.start": frozenset({"compute.instances.start"}),
+    # Find the snapshot set to restore.
+    "compute.snapshots.get": frozenset({"compute.snapshots.get"}),
+    "compute.snapshots.list": frozenset({"compute.snapshots.list"}),
+    # A disk from a snapshot, labelled at creation: create the disk, read the snapshot, set its labels.
+    # Regional disks use the same compute.disks.* permissions.
+    "compute.disks.insert": frozenset(
+        {"compute.disks.create", "compute.snapshots.useReadOnly", "compute.disks.setLabels"}
+    ),
+    "compute.regionDisks.insert": frozenset(
+        {"compute.disks.create", "compute.snapshots.useReadOnly", "compute.disks.setLabels"}
+    ),
+    "compute.disks.get": frozenset({"compute.disks.get"}),
+    "compute.regionDisks.get": frozenset({"compute.disks.get"}),
+    "compute.disks.list": frozenset({"compute.disks.list"}),
+    "compute.regionDisks.list": frozenset({"compute.disks.list"}),
+    # Drill cleanup (only disks labelled as the drill run's).
+    "compute.disks.delete": frozenset({"compute.disks.delete"}),
+    "compute.regionDisks.delete": frozenset({"compute.disks.delete"}),
+    # Label the old disks replace-disks leaves detached, for a rollback.
+    "compute.disks.setLabels": frozenset({"compute.disks.setLabels"}),
+    "compute.regionDisks.setLabels": frozenset({"compute.disks.setLabels"}),
+    # A VM from existing disks, in a subnetwork, with labels and metadata (enable-guest-attributes), no
+    # external IP and no service account (so neither useExternalIp nor iam.serviceAccounts.actAs).
+    "compute.instances.insert": frozenset(
+        {
+            "compute.instances.create",
+            "compute.disks.use",
+            "compute.subnetworks.use",
+            "compute.instances.setLabels",
+            "compute.instances.setMetadata",
+        }
+    ),
+    # Drill cleanup: the throwaway VM (its autoDelete disks go with it).
+    "compute.instances.delete": frozenset({"compute.instances.delete"}),
+    # replace-disks: swap the disks of the stopped VM.
+    "compute.instances.attachDisk": frozenset({"compute.instances.attachDisk", "compute.disks.use"}),
+    "compute.instances.detachDisk": frozenset({"compute.instances.detachDisk"}),
+    # "The OS came up": a guest attribute or a serial port line.
+    "compute.instances.getGuestAttributes": frozenset({"compute.instances.getGuestAttributes"}),
+    "compute.instances.getSerialPortOutput": frozenset({"compute.instances.getSerialPortOutput"}),
+    # Wait on the operations: VMs and zonal disks are zonal, regional disks regional.
+    "compute.zoneOperations.wait": frozenset({"compute.zoneOperations.get"}),
+    "compute.regionOperations.wait": frozenset({"compute.regionOperations.get"}),
+}
+
+RESTORE_REQUIRED_PERMISSIONS: frozenset[str] = frozenset().union(*RESTORE_API_METHOD_PERMISSIONS.values())
+
+# The product the restore hook's clients name (restore_hook.restore_client_info).
+RESTORE_CLIENT_PRODUCT = "gce-vm-backup-restore"

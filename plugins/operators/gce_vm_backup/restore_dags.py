@@ -1,0 +1,233 @@
+"""The restore DAGs of a config: per group a restore DAG (trigger form) and, with ``restore_drill:``, a
+drill DAG. Pure building, like dag_factory: no API call, no Google import at parse time.
+
+``gce_vm_backup_restore__<group>``: ``plan`` (setup, read-only) -> ``choose`` (branch on the mode; a dry
+run stops here) -> new-vm: ``new_vm_disks`` -> ``create_vm``; replace-disks: ``approve`` (the standard
+provider's human-in-the-loop ApprovalOperator) -> ``create_disks`` -> ``stop`` -> ``swap_disks`` ->
+``start``; ``ensure_vm`` (teardown of the plan: never a VM without a boot disk, nor one left stopped by
+the run) -> ``restore_report`` (all done; its first line is the VM's state).
+
+``gce_vm_backup_drill__<group>``: ``plan`` (setup) -> ``drill_vm`` (mapped per VM) -> ``cleanup``
+(teardown: deletes what this drill run labelled) -> ``drill_report`` (all done; RPO/RTO per VM).
+Both use the group's ``notify`` block as their failure callback.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.python import BranchPythonOperator
+from airflow.sdk import DAG, Param, TriggerRule
+
+from gce_vm_backup.config import BackupConfig, Group
+from gce_vm_backup.report import notifiers_from_config
+from gce_vm_backup.restore_drill_ops import (
+    DrillCleanupOperator,
+    DrillPlanOperator,
+    DrillReportOperator,
+    DrillVmOperator,
+)
+from gce_vm_backup.restore_ops import (
+    CreateRestoreDisksOperator,
+    CreateRestoredVmOperator,
+    EnsureVmOperator,
+    StartAfterRestoreOperator,
+    StopForRestoreOperator,
+    SwapDisksOperator,
+)
+from gce_vm_backup.restore_plan import MODES, RestorePlanOperator, RestoreReportOperator
+from gce_vm_backup.restore_sets import NEWEST
+
+RESTORE_PREFIX = "gce_vm_backup_restore__"
+DRILL_PREFIX = "gce_vm_backup_drill__"
+VM_NAME_PATTERN = r"^([a-z]+-[a-z]+[0-9]+-[a-z]/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+APPROVAL_TIMEOUT = timedelta(hours=12)  # an unanswered approval ends the run; the VM was not touched
+STEP_TIMEOUT = 1800  # seconds per restore step (disks from snapshots of large disks take a while)
+
+
+def restore_params(group_id: str, group: Group) -> dict[str, Param]:
+    """The restore form. Names are a contract (the browser test, RESTORE_FORM.md): keep them stable."""
+    names = group.explicit_vm_names()
+    if names and not group.has_selectors():
+        vm = Param(names[0], type="string", enum=names, title="VM to restore", description="zone/instance")
+    else:
+        vm = Param(
+            names[0] if names else None,
+            type=["null", "string"],
+            pattern=VM_NAME_PATTERN,
+            title="VM to restore",
+            description="zone/instance (or instance) of a VM of the group, label selectors included",
+        )
+    return {
+        "vm": vm,
+        "snapshot_set": Param(
+            NEWEST,
+            type="string",
+            minLength=1,
+            maxLength=63,
+            title="Snapshot set",
+            description="newest (the newest complete READY set) or a set's id; list them with "
+            f"`vm-backup backups --group {group_id}`",
+        ),
+        "mode": Param(
+            "new-vm",
+            type="string",
+            enum=list(MODES),
+            title="Mode",
+            description="new-vm: a new VM beside the original; replace-disks: swap the VM's disks "
+            "(after an approval; the old disks are kept, detached)",
+        ),
+        "new_name": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+            title="New VM name",
+            description="new-vm only; empty: <instance>-restored-<hash>",
+        ),
+        "machine_type": Param(
+            None,
+            type=["null", "string"],
+            title="Machine type",
+            description="new-vm only; empty: the original's",
+        ),
+        "network": Param(
+            None,
+            type=["null", "string"],
+            title="Network",
+            description="new-vm only: a network name or projects/P/global/networks/N; empty: the original's",
+        ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run", description="Show the plan; change nothing."
+        ),
+    }
+
+
+def _choose(plan: dict[str, Any]) -> list[str]:
+    if plan.get("dry_run"):
+        return []
+    return ["new_vm_disks"] if plan["mode"] == "new-vm" else ["approve"]
+
+
+def _common(group_id: str, group: Group, deployment: str) -> dict[str, Any]:
+    return {"deployment": deployment, "group": group_id, "gcp_conn_id": group.gcp_conn_id}
+
+
+def _default_args(group: Group) -> dict[str, Any]:
+    return {"retries": group.retries, "retry_delay": timedelta(seconds=min(group.retry_delay, 60))}
+
+
+def _targets(group: Group) -> list[dict[str, Any]]:
+    return [target.as_operator_target() for target in group.all_targets()]
+
+
+def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+    common = _common(group_id, group, deployment)
+    with DAG(
+        dag_id=f"{RESTORE_PREFIX}{group_id}",
+        description=f"Restore a VM of group {group_id} from one of its snapshot sets",
+        schedule=None,
+        start_date=group.start_date,
+        catchup=False,
+        max_active_runs=1,
+        params=restore_params(group_id, group),
+        render_template_as_native_obj=True,
+        tags=["gce-vm-backup", "restore", *group.tags],
+        doc_md=__doc__.split("\n\n")[1] if __doc__ else None,
+        default_args=_default_args(group),
+        on_failure_callback=list(notifiers_from_config(group.notify)) or None,
+    ) as dag:
+        plan = RestorePlanOperator(
+            task_id="plan",
+            targets=_targets(group),
+            vm="{{ params.vm }}",
+            snapshot_set="{{ params.snapshot_set }}",
+            mode="{{ params.mode }}",
+            new_name="{{ params.new_name }}",
+            machine_type="{{ params.machine_type }}",
+            network="{{ params.network }}",
+            dry_run="{{ params.dry_run }}",
+            conf="{{ dag_run.conf }}",
+            retries=0,  # read-only and deterministic: a retry would say the same
+            **common,
+        )
+        step: dict[str, Any] = {"plan": plan.output, "poll_interval": group.poke_interval, **common}
+        choose = BranchPythonOperator(
+            task_id="choose", python_callable=_choose, op_kwargs={"plan": plan.output}
+        )
+        new_vm_disks = CreateRestoreDisksOperator(task_id="new_vm_disks", timeout=STEP_TIMEOUT, **step)
+        create_vm = CreateRestoredVmOperator(task_id="create_vm", timeout=STEP_TIMEOUT, **step)
+        approve = ApprovalOperator(
+            task_id="approve",
+            subject="Restore: replace the disks of {{ params.vm }} (group " + group_id + ")?",
+            body="{{ ti.xcom_pull(task_ids='plan', key='restore_plan_text') }}",
+            response_timeout=APPROVAL_TIMEOUT,
+            retries=0,
+        )
+        create_disks = CreateRestoreDisksOperator(task_id="create_disks", timeout=STEP_TIMEOUT, **step)
+        stop = StopForRestoreOperator(task_id="stop", timeout=group.timeouts.stop, **step)
+        swap = SwapDisksOperator(task_id="swap_disks", timeout=STEP_TIMEOUT, **step)
+        start = StartAfterRestoreOperator(
+            task_id="start", timeout=group.timeouts.start, retries=max(group.retries, 3), **step
+        )
+        ensure = EnsureVmOperator(
+            task_id="ensure_vm",
+            timeout=group.timeouts.start + group.timeouts.stop,
+            retries=max(group.retries, 3),
+            **step,
+        )
+        plan >> choose >> new_vm_disks >> create_vm
+        choose >> approve >> create_disks >> stop >> swap >> start
+        [create_vm, start] >> ensure
+        ensure.as_teardown(setups=plan)
+        report = RestoreReportOperator(task_id="restore_report", trigger_rule=TriggerRule.ALL_DONE, **common)
+        [task for task in dag.tasks if task is not report and not task.is_setup] >> report
+    return dag
+
+
+def drill_spec(group: Group) -> dict[str, Any]:
+    drill = group.restore_drill  # type: ignore[attr-defined]
+    return {**drill.model_dump(exclude={"boot_check"}), "boot_check": drill.boot_check_spec()}
+
+
+def build_drill_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
+    drill = group.restore_drill  # type: ignore[attr-defined]
+    spec = drill_spec(group)
+    common = _common(group_id, group, deployment)
+    with DAG(
+        dag_id=f"{DRILL_PREFIX}{group_id}",
+        description=f"Restore drill of group {group_id}: every VM's newest backup restored, booted, deleted",
+        schedule=drill.schedule,
+        start_date=group.start_date,
+        catchup=False,
+        max_active_runs=1,
+        render_template_as_native_obj=True,
+        tags=["gce-vm-backup", "restore-drill", *group.tags],
+        doc_md=__doc__.split("\n\n")[2] if __doc__ else None,
+        default_args=_default_args(group),
+        on_failure_callback=list(notifiers_from_config(group.notify)) or None,
+    ) as dag:
+        plan = DrillPlanOperator(task_id="plan", targets=_targets(group), drill=spec, retries=0, **common)
+        drill_vm = DrillVmOperator.partial(
+            task_id="drill_vm", drill=spec, max_active_tis_per_dagrun=group.max_concurrent_vms, **common
+        ).expand_kwargs(plan.output)
+        cleanup = DrillCleanupOperator(
+            task_id="cleanup", plans=plan.output, drill=spec, retries=max(group.retries, 2), **common
+        )
+        drill_vm >> cleanup
+        cleanup.as_teardown(setups=plan)
+        report = DrillReportOperator(task_id="drill_report", trigger_rule=TriggerRule.ALL_DONE, **common)
+        [drill_vm, cleanup] >> report
+    return dag
+
+
+def build_restore_dags(config: BackupConfig) -> dict[str, DAG]:
+    """Every group's restore DAG, and the drill DAG of each group with ``restore_drill``, by DAG id."""
+    dags: dict[str, DAG] = {}
+    for group_id, group in config.groups.items():
+        dags[f"{RESTORE_PREFIX}{group_id}"] = build_restore_dag(group_id, group, deployment=config.deployment)
+        if getattr(group, "restore_drill", None) is not None:
+            dags[f"{DRILL_PREFIX}{group_id}"] = build_drill_dag(group_id, group, deployment=config.deployment)
+    return dags

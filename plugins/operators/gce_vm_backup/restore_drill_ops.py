@@ -1,0 +1,370 @@
+"""The restore drill's tasks: plan (read-only setup) -> drill_vm (mapped, per VM) -> cleanup (teardown)
+-> drill_report.
+
+Per VM, ``drill_vm`` takes the newest complete READY snapshot set, makes a disk from each snapshot in the
+scratch zone (labelled ``gce-vm-backup-drill=<run hash>``), optionally a VM with them (no external IP),
+waits until it is RUNNING and, when configured, until the boot check passes. ``cleanup`` then deletes
+everything in each scratch zone labelled as this drill run's, whatever failed (it is the teardown of the
+read-only plan), and checks that nothing is left. ``drill_report`` gives per VM the set, its age when
+the restore began (RPO), the time to a RUNNING VM (RTO) and the result, and fails the run (so the
+group's notifiers fire) when any VM's drill failed or anything was left behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from gce_vm_backup._base import ERROR_XCOM_KEY
+from gce_vm_backup.errors import BackupError
+from gce_vm_backup.restore_base import RestoreTask, iso, now, seconds_between
+from gce_vm_backup.restore_sets import group_filter, newest_complete, snapshot_sets
+from gce_vm_backup.restore_steps import (
+    DRILL_KEY,
+    boot_check_passed,
+    build_instance,
+    delete_labelled,
+    ensure_disk,
+    ensure_instance,
+    resolve_vms,
+    resource_name,
+    split_vm,
+    wait_for_status,
+)
+
+DRILL_REPORT_KEY = "drill_report"
+PLAN_TASK_ID, VM_TASK_ID, CLEANUP_TASK_ID, REPORT_TASK_ID = "plan", "drill_vm", "cleanup", "drill_report"
+
+
+def _boot_disk_of(instance: Any) -> str | None:
+    for disk in getattr(instance, "disks", []) or []:
+        if disk.boot and disk.source:
+            return str(disk.source[disk.source.find("projects/") :])
+    return None
+
+
+class DrillPlanOperator(RestoreTask):
+    """Read-only: every VM of the group and the snapshot set its drill takes.
+
+    :param targets: the group's targets (every tier), in the operator form of ``ResolveTargetsOperator``.
+    :param drill: ``RestoreDrill.model_dump()`` plus ``boot_check`` as ``boot_check_spec()``.
+    Returns one ``{"plan": {...}}`` per VM (for ``expand_kwargs``); a VM without a complete READY set gets
+    a plan with ``error`` set (its drill_vm fails with it). A group with no VM at all gets one such plan.
+    """
+
+    template_fields = ("targets",)
+
+    def __init__(self, *, targets: list[dict[str, Any]], drill: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.targets, self.drill = targets, drill
+
+    def execute(self, context: Any) -> list[dict[str, Any]]:
+        run_hash = self.run_hash(context)
+        vms = resolve_vms(self.hook, self.targets)
+        projects = sorted({split_vm(vm)[0] for vm in vms})
+        snapshots = [
+            snapshot
+            for project in projects
+            for snapshot in self.hook.list_snapshots(
+                project_id=project, filter=group_filter(deployment=self.deployment, group=self.group)
+            )
+        ]
+        sets = snapshot_sets(snapshots, group=self.group, deployment=self.deployment, vms=vms)
+        plans = [self._plan(vm, sets.get(vm, []), run_hash) for vm in vms]
+        if not plans:
+            plans = [{"vm": None, "error": f"group {self.group} has no VM to drill", "run_hash": run_hash}]
+        for plan in plans:
+            self.log.info(
+                "Drill of %s: %s",
+                plan["vm"],
+                plan.get("error") or f"set {plan['set']['run']} ({len(plan['disks'])} disk(s))",
+            )
+        return [{"plan": plan} for plan in plans]
+
+    def _plan(self, vm: str, sets: list[Any], run_hash: str) -> dict[str, Any]:
+        project, zone, instance = split_vm(vm)
+        chosen = newest_complete(sets)
+        if chosen is None:
+            return {"vm": vm, "run_hash": run_hash, "error": f"{vm} has no complete READY snapshot set"}
+        try:
+            boot = _boot_disk_of(self.hook.get_instance(project_id=project, zone=zone, name=instance))
+        except BackupError:  # the VM is gone: a drill still proves its backup restores
+            boot = None
+        if boot is None or chosen.for_disk(boot) is None:
+            # The disk named like the VM (how boot disks are usually named), else the only one.
+            named = [d for d in chosen.disks if d.rsplit("/", 1)[-1] == instance]
+            boot = named[0] if named else chosen.disks[0] if len(chosen.disks) == 1 else None
+        chosen = chosen.with_boot_disk(boot)
+        scratch_project = self.drill.get("scratch_project") or project
+        scratch_zone = self.drill["scratch_zone"]
+        disks = []
+        for snapshot in chosen.snapshots:
+            key = f"{run_hash}|{vm}|{snapshot.disk_source}"
+            disks.append(
+                {
+                    "name": resource_name("drill", snapshot.disk_name, key),
+                    "source_snapshot": f"projects/{project}/global/snapshots/{snapshot.name}",
+                    "disk_source": snapshot.disk_source,
+                    "device_name": snapshot.disk_name,
+                    "boot": bool(snapshot.boot),
+                    "mode": "READ_WRITE",
+                }
+            )
+        return {
+            "vm": vm,
+            "run_hash": run_hash,
+            "error": None if boot else f"{vm}: cannot tell which disk of set {chosen.run} boots",
+            "set": chosen.as_dict(),
+            "project": scratch_project,
+            "zone": scratch_zone,
+            "instance_name": resource_name("drill", instance, f"{run_hash}|{vm}"),
+            "disks": disks,
+        }
+
+
+class DrillVmOperator(RestoreTask):
+    """Restore one VM's set into the scratch zone and boot it (see the module docstring).
+
+    Returns ``{"vm", "snapshot_set", "set_created_at", "restore_started_at", "running_at", "booted_at",
+    "rpo_seconds", "rto_seconds", "disks", "instance"}``. Raises BackupError for a plan with an error, a
+    name taken by someone else's resource, a boot check that never passed; OperationFailedError /
+    OperationTimeoutError from a create or a wait.
+    """
+
+    template_fields = ("plan",)
+
+    def __init__(self, *, plan: Any, drill: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plan, self.drill = plan, drill
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        plan: Mapping[str, Any] = self.plan
+        if plan.get("error"):
+            self.failure_subject = f"drill of {plan.get('vm') or self.group}"
+            raise BackupError(plan["error"])
+        started = iso(now())
+        run_key = self.run_key(context)
+        labels = self.scope_labels(DRILL_KEY, plan["run_hash"])
+        project, zone = plan["project"], plan["zone"]
+        timeouts, poll = self.drill["timeouts"], float(self.drill.get("poll_interval", 10))
+        deadline = time.monotonic() + float(timeouts["create"])
+        for disk in plan["disks"]:
+            self.failure_subject = f"create disk {disk['name']} from {disk['source_snapshot']}"
+            ensure_disk(
+                self.hook,
+                project=project,
+                zone=zone,
+                name=disk["name"],
+                source_snapshot=disk["source_snapshot"],
+                labels=labels,
+                request_id=run_key.request_id(
+                    f"projects/{project}/zones/{zone}/disks/{disk['name']}", "insert"
+                ),
+                timeout=max(deadline - time.monotonic(), 1),
+            )
+        result: dict[str, Any] = {
+            "vm": plan["vm"],
+            "snapshot_set": plan["set"]["run"],
+            "set_created_at": plan["set"]["created_at"],
+            "restore_started_at": started,
+            "rpo_seconds": seconds_between(plan["set"]["created_at"], started),
+            "disks": [f"projects/{project}/zones/{zone}/disks/{d['name']}" for d in plan["disks"]],
+            "instance": None,
+            "running_at": None,
+            "booted_at": None,
+            "rto_seconds": None,
+        }
+        if not self.drill.get("create_vm", True):
+            result["rto_seconds"] = seconds_between(started, iso(now()))  # disks READY: the restore's end
+            return result
+        name = plan["instance_name"]
+        check = self.drill.get("boot_check") or {"kind": "none"}
+        instance = build_instance(
+            project=project,
+            zone=zone,
+            name=name,
+            machine_type=self.drill.get("machine_type") or "e2-small",
+            disks=[
+                {**d, "source": f"projects/{project}/zones/{zone}/disks/{d['name']}"} for d in plan["disks"]
+            ],
+            labels=labels,
+            network=self.drill.get("network") or "default",
+            subnetwork=self.drill.get("subnetwork"),
+            guest_attributes=check.get("kind") == "guest_attribute",
+        )
+        self.failure_subject = f"create VM {name}"
+        path = f"projects/{project}/zones/{zone}/instances/{name}"
+        ensure_instance(
+            self.hook,
+            project=project,
+            zone=zone,
+            instance=instance,
+            request_id=run_key.request_id(path, "insert"),
+            timeout=max(deadline - time.monotonic(), 1),
+        )
+        result["instance"] = path
+        self.failure_subject = f"wait for VM {name} to be RUNNING"
+        boot_deadline = time.monotonic() + float(timeouts["boot"])
+        wait_for_status(
+            self.hook,
+            project=project,
+            zone=zone,
+            name=name,
+            wanted={"RUNNING"},
+            timeout=timeouts["boot"],
+            poll=poll,
+        )
+        result["running_at"] = iso(now())
+        result["rto_seconds"] = seconds_between(started, result["running_at"])
+        self.failure_subject = f"boot check of VM {name}"
+        while not boot_check_passed(self.hook, project=project, zone=zone, name=name, check=check):
+            remaining = boot_deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackupError(
+                    f"VM {path} is RUNNING but its boot check ({_describe(check)}) did not pass within "
+                    f"{timeouts['boot']} seconds"
+                )
+            time.sleep(min(poll, remaining))
+        result["booted_at"] = iso(now())
+        self.log.info(
+            "Drill of %s: set %s restored as %s, RUNNING after %ss (RPO %ss)",
+            plan["vm"],
+            plan["set"]["run"],
+            path,
+            result["rto_seconds"],
+            result["rpo_seconds"],
+        )
+        return result
+
+
+def _describe(check: Mapping[str, Any]) -> str:
+    if check.get("kind") == "guest_attribute":
+        return f"guest attribute {check['key']} = {check['value']!r}"
+    if check.get("kind") == "serial_port":
+        return f"serial port output holding {check['text']!r}"
+    return "none"
+
+
+class DrillCleanupOperator(RestoreTask):
+    """Teardown: delete every VM and disk labelled as this drill run's in each scratch location, then list
+    again. Returns ``{"deleted", "refused", "failed", "left"}``; raises BackupError when anything
+    labelled as this run's is left (after the deletes of everything else)."""
+
+    template_fields = ("plans",)
+
+    def __init__(self, *, plans: Any, drill: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.plans, self.drill = plans, drill
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        run_hash = self.run_hash(context)
+        labels = self.scope_labels(DRILL_KEY, run_hash)
+        run_key = self.run_key(context)
+        places = sorted(
+            {(p["plan"]["project"], p["plan"]["zone"]) for p in self.plans or [] if p["plan"].get("project")}
+        )
+        total: dict[str, list[str]] = {"deleted": [], "refused": [], "failed": [], "left": []}
+        for project, zone in places:
+            done = delete_labelled(
+                self.hook,
+                project=project,
+                zone=zone,
+                labels=labels,
+                request_id=run_key.request_id,
+                timeout=float(self.drill["timeouts"]["cleanup"]),
+            )
+            for key, items in done.items():
+                total[key] += items
+            left = [
+                f"projects/{project}/zones/{zone}/instances/{i.name}"
+                for _, i in self.hook.list_instances(project_id=project, zone=zone, filter=_filter(labels))
+            ] + [
+                f"projects/{project}/zones/{zone}/disks/{d.name}"
+                for d in self.hook.list_disks(project_id=project, zone=zone, filter=_filter(labels))
+            ]
+            total["left"] += left
+        self.log.info("Drill cleanup: deleted %s", ", ".join(total["deleted"]) or "nothing")
+        if total["left"]:
+            context["ti"].xcom_push(key="cleanup", value=total)
+            raise BackupError(
+                f"Drill cleanup left {len(total['left'])} resource(s) labelled {DRILL_KEY}={run_hash}: "
+                f"{', '.join(total['left'])}; failures: {'; '.join(total['failed']) or 'none'}"
+            )
+        return total
+
+
+def _filter(labels: Mapping[str, str]) -> str:
+    from gce_vm_backup.labels import label_filter
+
+    return label_filter(labels)
+
+
+class DrillReportOperator(RestoreTask):
+    """All done: the drill report per VM (XCom ``drill_report``), and the run's verdict.
+
+    Raises BackupError (the run fails, the group's notifiers fire) when a VM's drill failed or the
+    cleanup failed or left something behind."""
+
+    records_failures = False
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        plans = ti.xcom_pull(task_ids=PLAN_TASK_ID) or []
+        rows = []
+        for index, entry in enumerate(plans):
+            plan = entry["plan"]
+            result = ti.xcom_pull(task_ids=VM_TASK_ID, map_indexes=index)
+            error = ti.xcom_pull(task_ids=VM_TASK_ID, map_indexes=index, key=ERROR_XCOM_KEY)
+            row = {
+                "vm": plan.get("vm"),
+                "snapshot_set": (plan.get("set") or {}).get("run"),
+                "set_created_at": (plan.get("set") or {}).get("created_at"),
+                "rpo_seconds": None,
+                "rto_seconds": None,
+                "result": "ok" if result and not error else "failed",
+                "cause": (error or {}).get("cause") or plan.get("error"),
+            }
+            if result:
+                row.update(
+                    {k: result.get(k) for k in ("rpo_seconds", "rto_seconds", "running_at", "booted_at")}
+                )
+            if row["result"] == "failed" and not row["cause"]:
+                row["cause"] = "drill_vm did not run"
+            rows.append(row)
+        cleanup = ti.xcom_pull(task_ids=CLEANUP_TASK_ID) or ti.xcom_pull(
+            task_ids=CLEANUP_TASK_ID, key="cleanup"
+        )
+        cleanup_error = ti.xcom_pull(task_ids=CLEANUP_TASK_ID, key=ERROR_XCOM_KEY)
+        failed = [r for r in rows if r["result"] != "ok"]
+        report = {
+            "status": "failed" if failed or cleanup_error or cleanup is None else "success",
+            "vms": rows,
+            "cleanup": cleanup,
+            "cleanup_error": (cleanup_error or {}).get("cause"),
+        }
+        ti.xcom_push(key=DRILL_REPORT_KEY, value=report)
+        lines = [format_row(r) for r in rows]
+        lines.append(
+            f"cleanup: {report['cleanup_error'] or ('ok, deleted ' + str(len((cleanup or {}).get('deleted', []))))}"
+            if cleanup is not None or cleanup_error
+            else "cleanup: did not run"
+        )
+        self.log.info("Drill report:\n%s", "\n".join(lines))
+        if report["status"] != "success":
+            raise BackupError("Restore drill failed:\n" + "\n".join(lines))
+        return report
+
+
+def format_row(row: Mapping[str, Any]) -> str:
+    """``<vm>: ok|failed, set <run> (RPO <s>s, RTO <s>s)[: cause]``."""
+    name = (row.get("vm") or "?").rsplit("/", 1)[-1]
+    text = (
+        f"{name}: {row['result']}, set {row.get('snapshot_set') or '-'} "
+        f"(RPO {_seconds(row.get('rpo_seconds'))}, RTO {_seconds(row.get('rto_seconds'))})"
+    )
+    return f"{text}: {row['cause']}" if row.get("cause") else text
+
+
+def _seconds(value: int | None) -> str:
+    return "-" if value is None else f"{value}s"
