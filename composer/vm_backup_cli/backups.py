@@ -114,7 +114,7 @@ def _size(storage_bytes: int) -> str:
 
 def format_table(found: dict[str, list[VmBackups]], schedules: dict[str, str | None]) -> str:
     """The human-readable listing: per group, per VM, a head line then its newest sets."""
-    from gce_vm_backup.freshness import STALE_AFTER_PERIODS, format_age
+    from gce_vm_backup.freshness import STALE_AFTER_PERIODS, format_age, set_status, set_time
 
     lines: list[str] = []
     for gid, vms in found.items():
@@ -135,10 +135,10 @@ def format_table(found: dict[str, list[VmBackups]], schedules: dict[str, str | N
             note = "" if vm.in_config else " (no longer a target of the group)"
             lines.append(f"  {flag}{vm.vm}: {state}, {len(vm.sets)} set(s){note}")
             for snapshot_set in vm.sets[:SETS_SHOWN]:
-                disks = ", ".join(f"{s.disk} {s.status}" for s in snapshot_set.snapshots)
+                disks = ", ".join(f"{s.disk_name} {s.status}" for s in snapshot_set.snapshots)
                 lines.append(
-                    f"           {snapshot_set.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC  "
-                    f"{snapshot_set.status:<10} {_size(snapshot_set.storage_bytes):>10}  "
+                    f"           {set_time(snapshot_set):%Y-%m-%d %H:%M:%S} UTC  {snapshot_set.run:<16} "
+                    f"{set_status(snapshot_set):<10} {_size(snapshot_set.storage_bytes):>10}  "
                     f"{len(snapshot_set.disks)} disk(s): {disks}"
                 )
             if len(vm.sets) > SETS_SHOWN:

@@ -55,8 +55,9 @@ def test_each_vm_lists_its_sets_newest_first_and_the_stale_ones_are_flagged(flee
     assert not head.lstrip().startswith("STALE")
     # a day old: not the other deployment's hour-old set
     assert re.search(r"newest READY set 23h 5\dm old, 4 set\(s\)$", head), head
-    assert [line.split()[3] for line in sets] == ["READY", "FAILED", "READY", "READY"]
-    assert sets[0].split()[4:6] == ["23.0", "GiB"]
+    assert [line.split()[4] for line in sets] == ["READY", "FAILED", "READY", "READY"]
+    assert sets[0].split()[5:7] == ["23.0", "GiB"]
+    assert sets[0].split()[3] == next(r for r in RUNS if r.instance == "web-1" and r.age.days == 1).label()
     assert "2 disk(s): web-1 READY, web-1-data READY" in sets[0]
     assert "web-1-data FAILED" in sets[1]
     times = [" ".join(line.split()[:2]) for line in sets]
@@ -66,7 +67,7 @@ def test_each_vm_lists_its_sets_newest_first_and_the_stale_ones_are_flagged(flee
     assert head.lstrip().startswith("STALE")
     # the 6-hour-old set is incomplete and group db's hour-old set is not this group's
     assert re.search(r"newest READY set 4d 23h old, 2 set\(s\)$", head), head
-    assert [line.split()[3] for line in sets] == ["CREATING", "READY"]
+    assert [line.split()[4] for line in sets] == ["CREATING", "READY"]
     (head,) = _vm_lines(out, "web-3")
     assert head.lstrip().startswith("STALE")
     assert "no complete READY set, 0 set(s)" in head
@@ -91,8 +92,8 @@ def test_the_json_has_every_set_and_the_stale_flags(fleet, config_file):
     assert [s["run"] for s in web_1["sets"][:3]] == [
         r.label() for r in RUNS if r.instance == "web-1" and r.deployment == "test" and r.labelled
     ]
-    # the set made before the run label is grouped by its name stamp
-    assert web_1["sets"][3]["run"].startswith("stamp-")
+    # the set made before the run label is grouped by its name stamp (YYYYmmddHHMMSS)
+    assert re.fullmatch(r"\d{14}", web_1["sets"][3]["run"])
     assert web_1["sets"][3]["run"] not in labelled
     assert web_1["sets"][1]["complete"] is False
     assert web_1["sets"][0]["storage_bytes"] == 23 << 30

@@ -121,7 +121,7 @@ def test_the_page_shows_each_vm_its_sets_its_age_the_stale_flag_and_a_chart(clie
     }
     web_1 = page.split(f'data-vm="{vm_path("web-1")}" data-stale')[1].split("</tr>")[0]
     assert "<b>FAILED</b>" in web_1
-    assert web_1.count("<li>") == 4
+    assert web_1.count("<li data-run=") == 4
     chart = re.search(r'<svg class="chart" data-vm="[^"]+web-1".*?</svg>', web_1).group(0)
     assert chart.count('class="downtime"') == 2  # the run without any downtime key has no bar
     assert chart.count('class="size"') == 4

@@ -29,9 +29,8 @@ from airflow.sdk.bases.notifier import BaseNotifier
 from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.config import BackupConfig, ExplicitTarget, Group, SelectorTarget
-from gce_vm_backup.labels import DEPLOYMENT_KEY, GROUP_KEY, MANAGED_BY_KEY, MANAGED_BY_VALUE, label_value
 from gce_vm_backup.report import notifiers_from_config
-from gce_vm_backup.restore_sets import SnapshotSet, newest_complete, snapshot_sets
+from gce_vm_backup.restore_sets import READY, SnapshotSet, group_filter, newest_complete, snapshot_sets
 
 if TYPE_CHECKING:
     from gce_vm_backup.hook import ComputeBackupHook
@@ -92,7 +91,7 @@ class VmBackups:
     @property
     def age(self) -> timedelta | None:
         """Age of the newest complete READY set, or None when there is none."""
-        return None if self.newest is None else self.checked_at - self.newest.created_at
+        return None if self.newest is None else self.checked_at - set_time(self.newest)
 
     @property
     def stale(self) -> bool:
@@ -102,7 +101,7 @@ class VmBackups:
         across a daylight-saving change."""
         if self.stale_before is None or not self.in_config:
             return False
-        reference = self.newest.created_at if self.newest is not None else self.since
+        reference = set_time(self.newest) if self.newest is not None else self.since
         return reference is None or reference < self.stale_before
 
     @property
@@ -117,7 +116,7 @@ class VmBackups:
         else:
             what = (
                 f"newest READY set {format_age(self.age)} old "
-                f"(made {self.newest.created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC)"
+                f"(made {set_time(self.newest):%Y-%m-%d %H:%M} UTC)"
             )
         since = f"{self.stale_before:%Y-%m-%d %H:%M} UTC" if self.stale_before else "-"
         return (
@@ -139,11 +138,28 @@ class VmBackups:
         }
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def set_time(snapshot_set: SnapshotSet) -> datetime:
+    """When the set was made (its snapshots' creation time, in UTC); 1970 when none says."""
+    return (snapshot_set.created_at or EPOCH).astimezone(UTC)
+
+
+def set_status(snapshot_set: SnapshotSet) -> str:
+    """READY for a complete READY set; else the statuses that are not READY (``FAILED``,
+    ``CREATING+FAILED``)."""
+    if snapshot_set.complete and snapshot_set.ready:
+        return READY
+    other = sorted({s.status or "?" for s in snapshot_set.snapshots if s.status != READY})
+    return "+".join(other) if other else "INCOMPLETE"
+
+
 def set_json(snapshot_set: SnapshotSet) -> dict[str, Any]:
     return {
         "run": snapshot_set.run,
-        "created_at": snapshot_set.created_at.isoformat(),
-        "status": snapshot_set.status,
+        "created_at": set_time(snapshot_set).isoformat(),
+        "status": set_status(snapshot_set),
         "complete": snapshot_set.complete,
         "storage_bytes": snapshot_set.storage_bytes,
         "snapshots": [
@@ -163,15 +179,6 @@ def format_age(age: timedelta | None) -> str:
     if days:
         return f"{days}d {hours}h"
     return f"{hours}h {minutes}m" if hours else f"{minutes}m"
-
-
-def group_filter(*, deployment: str, group: str) -> str:
-    """The snapshots.list filter of every snapshot the deployment made for the group."""
-    from gce_vm_backup.labels import label_filter
-
-    return label_filter(
-        {MANAGED_BY_KEY: MANAGED_BY_VALUE, DEPLOYMENT_KEY: deployment, GROUP_KEY: label_value(group)}
-    )
 
 
 def _targets(
@@ -209,7 +216,7 @@ def collect_group(
         for project in sorted(projects)
         for snapshot in hook.list_snapshots(project_id=project, filter=expression, of=f"group {group_id}")
     ]
-    sets = snapshot_sets(snapshots, group=group_id, deployment=deployment)
+    sets = snapshot_sets(snapshots, group=group_id, deployment=deployment, vms=targets)
     runs = schedule_runs(group.schedule, now=now, timezone=group.start_date.tzinfo)
     return [
         VmBackups(

@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from gce_vm_backup.freshness import VmBackups, collect_group
+from gce_vm_backup.freshness import VmBackups, collect_group, set_time
 from gce_vm_backup.labels import run_label
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def run_points(
     for vm in vms:
         for snapshot_set in vm.sets:
             points[vm.vm][snapshot_set.run] = RunPoint(
-                run=snapshot_set.run, at=snapshot_set.created_at, storage_bytes=snapshot_set.storage_bytes
+                run=snapshot_set.run, at=set_time(snapshot_set), storage_bytes=snapshot_set.storage_bytes
             )
     for report in reports:
         run_id = str(report.get("run_id") or "")

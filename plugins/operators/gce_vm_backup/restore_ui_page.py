@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from gce_vm_backup.freshness import STALE_AFTER_PERIODS, format_age
+from gce_vm_backup.freshness import STALE_AFTER_PERIODS, format_age, set_status, set_time
 from gce_vm_backup.restore_ui_app import GroupView, PageView, RunPoint
 
 SETS_SHOWN = 5
@@ -106,11 +106,12 @@ def _group_html(group: GroupView) -> str:
         age = (
             "no complete READY set"
             if vm.newest is None
-            else f"{format_age(vm.age)} ({_when(vm.newest.created_at)})"
+            else f"{format_age(vm.age)} ({_when(set_time(vm.newest))})"
         )
         sets = "".join(
-            f"<li>{_when(s.created_at)} <b>{escape(s.status)}</b> {_size(s.storage_bytes)} - "
-            + ", ".join(f"{escape(snap.disk)} {escape(snap.status)}" for snap in s.snapshots)
+            f'<li data-run="{escape(s.run, quote=True)}">{_when(set_time(s))} <b>{escape(set_status(s))}</b> '
+            f"{_size(s.storage_bytes)} - "
+            + ", ".join(f"{escape(snap.disk_name)} {escape(snap.status)}" for snap in s.snapshots)
             + "</li>"
             for s in vm.sets[:SETS_SHOWN]
         )
