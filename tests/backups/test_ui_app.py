@@ -27,6 +27,7 @@ def _report(run: Any, rows: list[dict[str, Any]], run_id: str | None = None) -> 
 
 
 WEB_1 = [r for r in RUNS if r.instance == "web-1" and r.deployment == "test" and r.labelled]
+(UNLABELLED,) = [r for r in RUNS if r.instance == "web-1" and not r.labelled]
 HOSTILE_RUN = '<script>alert("run")</script>'
 
 
@@ -41,6 +42,20 @@ def fake_reports() -> dict[str, list[dict[str, Any]]]:
             ),
             _report(failed, [{"vm": vm_path("web-1"), "downtime_seconds": 95, "ok": False}]),
             _report(oldest, [{"vm": vm_path("web-1"), "ok": True}]),
+            # a run from before the run label: matched to its set by the snapshot names
+            _report(
+                UNLABELLED,
+                [
+                    {
+                        "vm": vm_path("web-1"),
+                        "downtime_s": 5,
+                        "ok": True,
+                        "snapshots": [
+                            {"snapshot": n, "storage_bytes": 1} for n in UNLABELLED.snapshot_names().values()
+                        ],
+                    }
+                ],
+            ),
             _report(newest, [{"vm": vm_path("web-2"), "downtime_s": 7, "ok": True}], run_id=HOSTILE_RUN),
             _report(newest, [{"vm": "projects/x/zones/y/instances/not-ours", "downtime_s": 1}]),
         ]
@@ -123,7 +138,7 @@ def test_the_page_shows_each_vm_its_sets_its_age_the_stale_flag_and_a_chart(clie
     assert "<b>FAILED</b>" in web_1
     assert web_1.count("<li data-run=") == 4
     chart = re.search(r'<svg class="chart" data-vm="[^"]+web-1".*?</svg>', web_1).group(0)
-    assert chart.count('class="downtime"') == 2  # the run without any downtime key has no bar
+    assert chart.count('class="downtime"') == 3  # the run without any downtime key has no bar
     assert chart.count('class="size"') == 4
     assert "downtime 42 s" in chart or "downtime 43 s" in chart  # downtime_s wins over downtime_seconds
     assert "downtime 95 s" in chart  # today's key, when downtime_s is absent
@@ -142,9 +157,10 @@ def test_the_json_has_each_vms_runs_oldest_first_with_downtime_and_size(client, 
     groups = response.json()["groups"]
     (web_1,) = [vm for vm in groups["web"]["vms"] if vm["vm"] == vm_path("web-1")]
     runs = web_1["runs"]
-    assert [r["downtime_s"] for r in runs] == [None, None, 95, 42.5]  # stamp set, oldest report, ..., newest
+    assert [r["downtime_s"] for r in runs] == [5, None, 95, 42.5]  # stamp set, oldest report, ..., newest
     assert [r["storage_bytes"] for r in runs] == [12 << 30, 20 << 30, 3 << 30, 23 << 30]
-    assert [r["ok"] for r in runs] == [None, True, False, True]
+    assert [r["ok"] for r in runs] == [True, True, False, True]
+    assert runs[0]["run_id"] == UNLABELLED.run_id
     assert runs[-1]["run"] == WEB_1[0].label()
     assert groups["batch"]["vms"][0]["runs"][0]["downtime_s"] is None
 

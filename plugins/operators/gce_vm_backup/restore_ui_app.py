@@ -6,7 +6,8 @@ group: its snapshot sets, the age of its newest READY set, the stale flag; ``fre
 plus, per VM, each run's downtime and snapshot size, drawn as an inline SVG chart. Downtime comes from the
 backup DAG's run reports (the ``run_report`` task's XCom ``run_report``: per VM row ``downtime_s`` when
 present, else ``downtime_seconds``), read from Airflow's metadata database; sizes from the snapshots
-(``storageBytes``), matched to runs by the run label (``labels.run_label(dag_id, run_id)``).
+(``storageBytes``), matched to runs by the run label (``labels.run_label(dag_id, run_id)``) or, for sets
+made before that label, by the snapshot names in the report.
 
 Authentication: Airflow does not authenticate plugin apps; every route depends on Airflow's own
 ``get_user`` (the UI's session cookie or a bearer token from ``POST /auth/token``), so an anonymous
@@ -132,11 +133,13 @@ def run_points(
     downtime. A report without a set (the run made no snapshot) still has its point; a set without a
     report (the report was cleared, or older than the reports read) still has its size."""
     points: dict[str, dict[str, RunPoint]] = {vm.vm: {} for vm in vms}
+    set_of_snapshot: dict[str, str] = {}  # snapshot name -> its set's run (sets without the run label)
     for vm in vms:
         for snapshot_set in vm.sets:
             points[vm.vm][snapshot_set.run] = RunPoint(
                 run=snapshot_set.run, at=set_time(snapshot_set), storage_bytes=snapshot_set.storage_bytes
             )
+            set_of_snapshot.update((s.name, snapshot_set.run) for s in snapshot_set.snapshots)
     for report in reports:
         run_id = str(report.get("run_id") or "")
         label = run_label(str(report.get("dag_id") or dag_id), run_id)
@@ -144,12 +147,16 @@ def run_points(
         for row in report.get("vms") or []:
             if not isinstance(row, Mapping) or row.get("vm") not in points:
                 continue
-            known = points[row["vm"]].get(label)
+            key = label
+            if key not in points[row["vm"]]:  # a set made before the run label: by its snapshots' names
+                named = [set_of_snapshot.get(str(s.get("snapshot"))) for s in row.get("snapshots") or []]
+                key = next((run for run in named if run in points[row["vm"]]), label)
+            known = points[row["vm"]].get(key)
             size = known.storage_bytes if known else None
             if size is None:
                 size = sum(int(s.get("storage_bytes") or 0) for s in row.get("snapshots") or []) or None
-            points[row["vm"]][label] = RunPoint(
-                run=label,
+            points[row["vm"]][key] = RunPoint(
+                run=key,
                 at=known.at if known else generated,
                 run_id=run_id,
                 downtime_s=_downtime(row),
