@@ -1,7 +1,9 @@
 """The trigger form in a real browser (Debian's headless Chromium driven by Playwright).
 
 The form is built by Airflow's UI from our Params, so it is part of what we ship: the group's VMs as a
-multi-select, the dry-run toggle, and a submitted subset backs up only that subset.
+multi-select, the dry-run toggle, and a submitted subset backs up only that subset. The same goes for the
+restore DAG's form (a VM, the mode, the dry run), and for the "VM backups" page the UI plugin adds (a VM's
+row and the chart of its runs, framed in the UI).
 """
 
 from __future__ import annotations
@@ -152,12 +154,13 @@ def test_the_vm_backups_page_shows_each_vm_and_a_chart_of_its_runs(
     assert chart.locator("rect.downtime").count() == 1  # and its downtime, from the run report
     (vm_row,) = [r for r in form_2_backed_up["vms"] if r["vm"] == FORM_2]
     downtime = vm_row.get("downtime_s", vm_row.get("downtime_seconds"))
-    assert f"downtime {downtime:.0f} s" in chart.locator("rect.downtime title").inner_text()
+    assert f"downtime {downtime:.0f} s" in (chart.locator("rect.downtime title").text_content() or "")
     for vm in ("form-1", "form-3"):
         assert frame.locator(f'tr.vm[data-vm="projects/{PROJECT}/zones/{ZONE}/instances/{vm}"]').count() == 1
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "vm-backups-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
+    row.screenshot(path=str(ARTIFACTS / "vm-backups-row.png"))
     print(f"\nVM backups page screenshot: {screenshot}")
 
     # Outside the UI session the page is not served.
@@ -183,9 +186,10 @@ def test_the_restore_form_creates_a_dry_run_of_the_chosen_vm_in_new_vm_mode(
     mode.get_by_role("combobox").click()
     assert page.get_by_role("option").all_inner_texts() == ["new-vm", "replace-disks"]
     page.get_by_role("option", name="new-vm").click()
-    dry_run = dialog.get_by_role("group").filter(has_text="Dry run").get_by_role("checkbox")
+    dry_run_field = dialog.get_by_role("group").filter(has_text="Dry run")
+    dry_run = dry_run_field.get_by_role("checkbox")
     assert not dry_run.is_checked()
-    dry_run.check(force=True)  # the visible switch overlays the input
+    dry_run_field.locator("[data-part=control]").click()  # the switch a user clicks (the input is hidden)
     assert dry_run.is_checked()
     page.screenshot(path=str(ARTIFACTS / "restore-form.png"))
 
