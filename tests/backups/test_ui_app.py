@@ -226,3 +226,47 @@ def test_a_report_of_a_run_without_snapshots_still_has_its_point():
     }
     ((point,),) = run_points([vm], [report], dag_id="gce_vm_backup__web").values()
     assert (point.run_id, point.downtime_s, point.storage_bytes, point.ok) == ("manual__1", 12.0, None, False)
+
+
+@pytest.mark.slow
+def test_the_run_reports_of_a_real_backup_run_are_read_from_the_database_and_charted(monkeypatch, tmp_path):
+    """A backup run under dag.test against the emulator: its run report, read back from Airflow's database
+    as the page reads it, gives the VM's downtime, and its point carries the run's snapshot size."""
+    from gce_emulator import Emulator
+    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.restore_ui_app import read_run_reports
+
+    from .conftest import CONFIG, SEED, dagbag_of
+
+    fast = CONFIG.replace("defaults:\n", "defaults:\n  poke_interval: 1\n  retries: 0\n")
+    with Emulator(SEED, time_scale=60) as emulator:
+        monkeypatch.setenv("GCE_VM_BACKUP_COMPUTE_ENDPOINT", emulator.url)
+        monkeypatch.delenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", raising=False)
+        run = (
+            dagbag_of("ui_reports", fast)
+            .get_dag("gce_vm_backup__batch")
+            .test(run_conf={"vms": [], "dry_run": False})
+        )
+        assert run.state == "success"
+
+        reports = read_run_reports("gce_vm_backup__batch")
+        config = tmp_path / "gce_vm_backup.yaml"
+        config.write_text(fast)
+        view = build_view(
+            None,
+            config_path=config,
+            hook_factory=lambda conn: ComputeBackupHook(gcp_conn_id=conn),
+            reports_reader=read_run_reports,
+            is_authorized=lambda user, dag_id: dag_id == "gce_vm_backup__batch",
+        )
+
+    (report,) = [r for r in reports if r["run_id"] == run.run_id]
+    (row,) = report["vms"]
+    assert row["vm"] == vm_path("batch-1")
+    (group,) = view.groups
+    (point,) = group.runs[vm_path("batch-1")]  # the one set of this run, with its report's downtime
+    assert point.run_id == run.run_id
+    assert point.downtime_s == row.get("downtime_s", row.get("downtime_seconds"))
+    assert point.downtime_s is not None
+    assert point.storage_bytes == sum(s["storage_bytes"] for s in row["snapshots"]) > 0
+    assert view.hidden_groups == 1

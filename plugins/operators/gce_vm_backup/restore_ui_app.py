@@ -90,21 +90,21 @@ def read_run_reports(dag_id: str, limit: int = RUNS_CHARTED) -> list[Mapping[str
     """The latest ``limit`` run reports of the DAG, newest first, from the metadata database."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
-    from sqlalchemy import select
 
-    query = (
-        select(XComModel)
-        .where(
-            XComModel.dag_id == dag_id,
-            XComModel.task_id == REPORT_TASK_ID,
-            XComModel.key == REPORT_XCOM_KEY,
-            XComModel.map_index == -1,
-        )
-        .order_by(XComModel.timestamp.desc())
-        .limit(limit)
-    )
     with create_session() as session:
-        values = [XComModel.deserialize_value(row) for row in session.scalars(query)]
+        rows = (
+            session.query(XComModel)
+            .filter(
+                XComModel.dag_id == dag_id,
+                XComModel.task_id == REPORT_TASK_ID,
+                XComModel.key == REPORT_XCOM_KEY,
+                XComModel.map_index == -1,
+            )
+            .order_by(XComModel.timestamp.desc())
+            .limit(limit)
+            .all()
+        )
+        values = [XComModel.deserialize_value(row) for row in rows]
     return [value for value in values if isinstance(value, Mapping) and isinstance(value.get("vms"), list)]
 
 
