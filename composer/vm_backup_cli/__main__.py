@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "sync": "vm_backup_cli.sync",
     "demo": "vm_backup_cli.demo",
     "local-env": "vm_backup_cli.local_env",
+    "backups": "vm_backup_cli.backups",
 }
 
 

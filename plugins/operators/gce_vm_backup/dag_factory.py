@@ -311,11 +311,22 @@ def _tier_group(
 
 
 def build_dags(config: BackupConfig) -> dict[str, DAG]:
-    """Every group's DAG, keyed by DAG id."""
+    """Every group's backup DAG, keyed by DAG id."""
     return {
         dag_id_for(gid): build_dag(gid, group, source=config.source, deployment=config.deployment)
         for gid, group in config.groups.items()
     }
+
+
+def build_all_dags(config: BackupConfig) -> dict[str, DAG]:
+    """Every DAG of the config: the backup DAGs, each group's restore (and drill) DAGs, and the freshness
+    check (when a group has a schedule)."""
+    from gce_vm_backup.freshness import build_freshness_dag
+
+    dags = build_dags(config) | build_restore_dags(config)
+    if (freshness := build_freshness_dag(config)) is not None:
+        dags[freshness.dag_id] = freshness
+    return dags
 
 
 def default_config_path(dag_file: str | Path) -> Path:
@@ -341,6 +352,6 @@ def register_dags(
         raise ConfigError(problems)
     for problem in problems:
         log.error("gce-vm-backup config problem (group left out): %s", problem)
-    dags = build_dags(config) | build_restore_dags(config)
+    dags = build_all_dags(config)
     namespace.update(dags)
     return dags
