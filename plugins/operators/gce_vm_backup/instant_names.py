@@ -1,12 +1,14 @@
-"""Names, scopes and the ownership check of instant mode's resources (a leaf: no Airflow, no Google)."""
+"""Names, scopes and the ownership check of instant mode's resources (a leaf: no Airflow, no Google; only labels.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from gce_vm_backup.labels import INSTANT_TARGET_KEY
+
 # The standard snapshot an instant snapshot is meant to become: lets a later run tell a converted leftover
-# (its standard snapshot exists) from one whose conversion is still running.
-TARGET_LABEL = "gce-vm-backup-snapshot"
+# (its standard snapshot exists) from one whose conversion is still running. Reserved (labels.py).
+TARGET_LABEL = INSTANT_TARGET_KEY
 
 
 def disk_parts(disk_source: str) -> tuple[str, str, str, str]:

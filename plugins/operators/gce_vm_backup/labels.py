@@ -31,8 +31,20 @@ DISK_ID_KEY = "gce-vm-backup-disk-key"
 # Which backup run made the snapshot (sha256 of "<dag id>|<run id>", 16 hex): every disk of a VM snapshotted
 # by one run forms a snapshot set, which restores and drills take whole.
 RUN_KEY = "gce-vm-backup-run"
+# On an instant snapshot: the standard snapshot it is converted into (instant_names.TARGET_LABEL).
+INSTANT_TARGET_KEY = "gce-vm-backup-snapshot"
 RESERVED_KEYS = frozenset(
-    {MANAGED_BY_KEY, DEPLOYMENT_KEY, GROUP_KEY, INSTANCE_KEY, DISK_KEY, LOCATION_KEY, DISK_ID_KEY, RUN_KEY}
+    {
+        MANAGED_BY_KEY,
+        DEPLOYMENT_KEY,
+        GROUP_KEY,
+        INSTANCE_KEY,
+        DISK_KEY,
+        LOCATION_KEY,
+        DISK_ID_KEY,
+        RUN_KEY,
+        INSTANT_TARGET_KEY,
+    }
 )
 # Compute Engine label keys and values (https://cloud.google.com/compute/docs/labeling-resources), in
 # the ASCII subset this package accepts: a value never holds a quote, a space, a parenthesis or a capital.

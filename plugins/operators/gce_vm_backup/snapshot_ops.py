@@ -180,7 +180,7 @@ def _insert_or_adopt(
         return None
     from google.cloud import compute_v1
 
-    from gce_vm_backup.labels import managed_snapshot_labels
+    from gce_vm_backup.labels import managed_snapshot_labels, run_label
 
     labels = managed_snapshot_labels(
         deployment=settings.deployment,
@@ -188,6 +188,7 @@ def _insert_or_adopt(
         instance=record["instance"],
         disk_source=disk["source"],
         extra=settings.labels,
+        run=run_label(run.dag_id, run.run_id),  # the VM's snapshot set of this run (restore_sets)
     )
     body = compute_v1.Snapshot(
         name=name,
