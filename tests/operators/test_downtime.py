@@ -253,16 +253,26 @@ def test_a_stop_that_times_out_names_the_vm_and_tries_to_start_it(fast_emulator)
     assert ti.pushed[DOWN_XCOM_KEY]["down"] is True
 
 
-def test_a_failed_start_is_retried_in_the_finally_with_a_new_request(fast_emulator):
+def test_a_failed_start_is_sent_again_as_a_new_request_and_then_the_task_succeeds(fast_emulator):
     record = precheck()
     fast_emulator.faults.fail_operation("compute.instances.start", "INTERNAL_ERROR", "boom", times=1)
     ti = RunTI()
-    with pytest.raises(OperationFailedError, match="The start operation"):
-        downtime(record).execute(context_of(ti))
+    result = downtime(record).execute(context_of(ti))  # stopped and captured: only the start failed
+    assert (result["started"], ti.pushed[DOWN_XCOM_KEY]["down"]) == (True, False)
     assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
-    assert ti.pushed[DOWN_XCOM_KEY]["down"] is False
     starts = fast_emulator.calls_for("compute.instances.start")
     assert len({c.request_id for c in starts}) == 2  # the replay of the failed request would fail again
+    assert len(fast_emulator.calls_for("compute.instances.stop")) == 1  # no retry, so no second stop
+
+
+def test_a_start_that_cannot_succeed_fails_the_task_and_leaves_the_marker_down(fast_emulator):
+    record = precheck()
+    fast_emulator.faults.fail_operation("compute.instances.start", "INTERNAL_ERROR", "boom", times=10)
+    ti = RunTI()
+    with pytest.raises(OperationFailedError, match="The start operation"):
+        downtime(record).execute(context_of(ti))
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "TERMINATED"
+    assert ti.pushed[DOWN_XCOM_KEY]["down"] is True  # still counted against the cap; ensure_running next
 
 
 def test_a_vm_suspended_after_the_precheck_is_neither_stopped_nor_resumed(fast_emulator):

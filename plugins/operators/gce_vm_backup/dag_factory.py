@@ -282,6 +282,7 @@ def _tier_group(
                 labels=dict(group.snapshot.labels),
                 storage_locations=group.snapshot.storage_locations,
                 snapshot_type=group.snapshot.snapshot_type,
+                description=group.snapshot.description,
                 deployment=deployment,
                 group=group_id,
                 timeout=group.timeouts.verify,
