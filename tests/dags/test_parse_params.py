@@ -1,0 +1,52 @@
+"""The trigger form's params live on the DAG only (set once its tasks exist, for parse time), and mean
+what they meant: the tasks render them, the trigger form and the conf check read them."""
+
+from __future__ import annotations
+
+import pytest
+from airflow.sdk.definitions.param import ParamsDict, process_params
+
+from gce_vm_backup import stages
+from gce_vm_backup.config import load_config
+from gce_vm_backup.dag_factory import build_dags
+
+from ..conftest import REPO
+
+TRIGGER_KEYS = {"vms", "dry_run"}
+
+
+@pytest.fixture(scope="module")
+def dags():
+    return build_dags(load_config(REPO / "dags" / "gce_vm_backup.yaml"))
+
+
+def test_no_task_carries_a_copy_of_the_dags_params(dags):
+    for dag in dags.values():
+        assert set(dag.params) == TRIGGER_KEYS
+        assert [task.task_id for task in dag.tasks if task.params] == []
+
+
+def test_every_dags_param_defaults_pass_the_check_airflow_runs_for_a_scheduled_dag(dags):
+    """What DAG._validate_params would have checked at parse time: the defaults are valid."""
+    for dag in dags.values():
+        assert ParamsDict(dag.params).validate() == {"vms": [], "dry_run": False}
+
+
+def test_a_task_still_renders_the_params_from_the_dag_and_the_runs_conf(dags):
+    dag = dags["gce_vm_backup__shop-nightly"]
+    resolve = dag.get_task(stages.resolve_task(1))
+    vm = dag.params.get_param("vms").schema["items"]["enum"][0]
+    assert process_params(dag, resolve, None, suppress_exception=False) == {"vms": [], "dry_run": False}
+    conf = {"vms": [vm], "dry_run": True}
+    assert process_params(dag, resolve, conf, suppress_exception=False) == conf
+
+
+def test_the_serialized_dag_keeps_the_trigger_form_and_refuses_a_bad_conf(dags):
+    from airflow.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    for dag in dags.values():
+        serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        assert set(serialized.params) == TRIGGER_KEYS
+        with pytest.raises(ParamValidationError):
+            serialized.params.deep_merge({"dry_run": "maybe"}).validate()
