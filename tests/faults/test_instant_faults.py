@@ -450,11 +450,6 @@ def test_dag_lost_answers_make_no_duplicates(instant_dag):
 
 @pytest.mark.airflow
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the precheck does not call instant_ops.precheck_instant yet (precheck_ops, a-downtime's): the "
-    "clean-up and the 32-per-disk check run in the capture, after the stop request",
-)
 def test_dag_the_instant_snapshot_limit_is_refused_before_the_vm_is_stopped(instant_dag):
     def inject(emu: Emulator) -> None:
         raw = compute_v1.InstantSnapshotsClient(
@@ -498,11 +493,6 @@ def test_dag_a_disk_type_without_instant_snapshots_is_refused_and_the_vm_runs(in
 
 @pytest.mark.airflow
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="instant_fallback reaches neither the precheck (instant_ops.precheck_instant) nor the capture "
-    "(CaptureSettings has no instant_fallback): the capture refuses the disk, as with 'refuse'",
-)
 def test_dag_instant_fallback_standard_backs_such_a_vm_up_the_standard_way(instant_dagbag):
     group = f"{DAG_GROUP}-fallback"
     outcome = run_instant_dag(instant_dagbag.get_dag(f"gce_vm_backup__{group}"), _hyperdisk_ml, group=group)

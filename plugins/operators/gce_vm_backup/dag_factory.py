@@ -31,6 +31,7 @@ from airflow.sdk.definitions.param import ParamsDict
 from gce_vm_backup import stages
 from gce_vm_backup.config import BackupConfig, Group, read_config
 from gce_vm_backup.errors import ConfigError
+from gce_vm_backup.notify import notifiers_from_config
 from gce_vm_backup.operators import (
     ApplyRetentionOperator,
     EnsureRunningOperator,
@@ -41,8 +42,8 @@ from gce_vm_backup.operators import (
     StopSnapshotStartOperator,
     VerifySnapshotsOperator,
 )
-from gce_vm_backup.notify import notifiers_from_config
 from gce_vm_backup.restore_dags import build_restore_dags
+from gce_vm_backup.waits import SlotFreeWait
 
 log = logging.getLogger(__name__)
 DAG_ID_PREFIX = "gce_vm_backup__"
@@ -223,8 +224,8 @@ def _capture_kwargs(group_id: str, group: Group, deployment: str) -> dict[str, A
 
 
 def snapshot_mode(group: Group) -> str:
-    """``standard`` or ``instant`` (config key ``snapshot_mode``; ``standard`` before that key exists)."""
-    return str(getattr(group, "snapshot_mode", "standard"))
+    """``standard`` or ``instant`` (config key ``snapshot_mode``)."""
+    return group.snapshot_mode
 
 
 def _tier_group(
@@ -248,6 +249,10 @@ def _tier_group(
             disks=disks,
             local_ssd=group.local_ssd,
             carried_by=carried_by,
+            snapshot_mode=group.snapshot_mode,
+            instant_fallback=group.instant_fallback,
+            deployment=deployment,
+            group=group_id,
             **common,
         )
         bring_back: dict[str, Any] = {
@@ -289,7 +294,7 @@ def _tier_group(
                 ConvertInstantSnapshotsOperator,
             )
 
-            verify = ConvertInstantSnapshotsOperator(
+            verify: SlotFreeWait = ConvertInstantSnapshotsOperator(
                 task_id=stages.CONVERT,
                 instance_record=precheck.output,
                 instant_records=downtime.output,

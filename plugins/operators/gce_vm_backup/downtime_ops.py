@@ -41,10 +41,25 @@ def checked_record(record: Any) -> dict[str, Any]:
 def capture_function(snapshot_mode: str) -> Any:
     """The capture step of ``snapshot_mode``: ``capture(hook, record, run, *, deadline, settings)``."""
     if snapshot_mode == "instant":
-        from gce_vm_backup.instant_ops import capture_instant  # type: ignore[import-not-found,unused-ignore]
+        from gce_vm_backup.instant_ops import capture_instant
 
         return capture_instant
     return capture_standard
+
+
+def settle_function(snapshot_mode: str) -> Any:
+    """The settle step (after a failed capture, before the VM runs again) of ``snapshot_mode``."""
+    if snapshot_mode == "instant":
+        from gce_vm_backup.instant_ops import settle_instant
+
+        return settle_instant
+    return settle_standard
+
+
+def vm_snapshot_mode(record: dict[str, Any], group_mode: str) -> str:
+    """The VM's own mode: the precheck's choice (``instant_fallback: standard`` can turn an instant group's
+    VM to standard), else the group's."""
+    return str(record.get("snapshot_mode") or group_mode)
 
 
 class StopSnapshotOperator(HookMixin, BaseOperator):
@@ -131,7 +146,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             "stopped": False,
             "stop_requested_at": None,
             "captured_at": None,
-            "mode": self.snapshot_mode,
+            "mode": vm_snapshot_mode(record, self.snapshot_mode),
             "snapshots": [],
         }
         if self.restart:
@@ -201,7 +216,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
 
     def _capture(self, record: dict[str, Any], run: RunKey) -> list[dict[str, Any]]:
         self.failure_subject = "snapshot"
-        capture = capture_function(self.snapshot_mode)
+        capture = capture_function(vm_snapshot_mode(record, self.snapshot_mode))
         self._capture_deadline = time.monotonic() + self.snapshot_timeout
         records = capture(self.hook, record, run, deadline=self._capture_deadline, settings=self.settings())
         self.failure_subject = None
@@ -212,14 +227,15 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
 
     def _bring_back_after(self, exc: BaseException, record: dict[str, Any], run: RunKey, ti: Any) -> bool:
         """Start the VM after a failure past the stop request (bounded by the stop and start timeouts: a
-        stop still shutting down is waited out). A failed capture is settled first (settle_standard: no
-        snapshot of this run goes on being made while the disks are written again). Never raises: the
+        stop still shutting down is waited out). A failed capture is settled first (settle_standard or
+        settle_instant: no snapshot of this run goes on being made while the disks are written again). Never raises: the
         original error is what the task fails with; a VM this could not bring back keeps its ``down``
         marker, and its retry or ensure_running brings it back. Returns whether the VM is RUNNING."""
         vm = vm_path(record)
         self.log.error("VM %s: %s; starting it again before failing", vm, exc)
-        if self.failure_subject == "snapshot" and self.snapshot_mode == "standard":
-            problems = settle_standard(
+        if self.failure_subject == "snapshot":
+            settle = settle_function(vm_snapshot_mode(record, self.snapshot_mode))
+            problems = settle(
                 self.hook, record, run, deadline=self._capture_deadline, settings=self.settings()
             )
             for problem in problems:

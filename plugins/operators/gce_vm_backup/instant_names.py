@@ -1,4 +1,4 @@
-"""Names, scopes and the ownership check of instant mode's resources (a leaf: no Airflow, no Google; only labels.py)."""
+"""Names, scopes and the ownership check of instant mode's resources (no Airflow, no Google: only labels)."""
 
 from __future__ import annotations
 

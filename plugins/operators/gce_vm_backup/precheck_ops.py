@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +42,11 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         disks: list[str] | None = None,
         local_ssd: str = "refuse",
         carried_by: dict[str, str] | None = None,
+        snapshot_mode: str = "standard",
+        instant_fallback: str = "refuse",
+        deployment: str | None = None,
+        group: str | None = None,
+        instant_timeout: float = 900,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
@@ -48,6 +54,8 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         super().__init__(**kwargs)
         self.project_id, self.zone, self.instance = project_id, zone, instance
         self.disks, self.local_ssd, self.carried_by = disks, local_ssd, carried_by
+        self.snapshot_mode, self.instant_fallback = snapshot_mode, instant_fallback
+        self.deployment, self.group, self.instant_timeout = deployment, group, instant_timeout
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
@@ -89,6 +97,8 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
             "disks": attached,
             "checked_at": now_iso(),
         }
+        if self.snapshot_mode == "instant":
+            record["snapshot_mode"] = self._instant_mode(record, context)
         self.log.info(
             "VM %s is %s; disks to snapshot: %s%s",
             vm,
@@ -101,6 +111,28 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
             ),
         )
         return record
+
+    def _instant_mode(self, record: dict[str, Any], context: Any) -> str:
+        """Instant mode's checks, before any downtime: the disk types (refused, or the VM falls back to
+        standard with ``instant_fallback: standard``), leftovers of earlier runs cleaned up, and no disk
+        at the 32-instant-snapshot limit. Returns the VM's mode."""
+        from gce_vm_backup._base import RunKey
+        from gce_vm_backup.instant_ops import precheck_instant
+
+        if not (self.deployment and self.group):
+            raise ConfigError(
+                "The parameters 'deployment' and 'group' are required with snapshot_mode 'instant'"
+            )
+        return precheck_instant(
+            self.hook,
+            record,
+            RunKey.from_context(context),
+            snapshot_mode=self.snapshot_mode,
+            instant_fallback=self.instant_fallback,
+            deployment=self.deployment,
+            group=self.group,
+            deadline=time.monotonic() + float(self.instant_timeout),
+        )
 
 
 class EnsureRunningOperator(HookMixin, BaseOperator):

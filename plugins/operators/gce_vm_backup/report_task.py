@@ -19,7 +19,6 @@ from gce_vm_backup import stages
 from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.resolve_ops import DRY_RUN_PLAN_KEY
 from gce_vm_backup.report import (
     GONE,
     REPORT_XCOM_KEY,
@@ -29,6 +28,7 @@ from gce_vm_backup.report import (
     needs_status_check,
 )
 from gce_vm_backup.report_format import down_lines, format_report, problem_lines
+from gce_vm_backup.resolve_ops import DRY_RUN_PLAN_KEY
 
 MAX_TIERS = 100  # far above any config: the tier groups the report recognises
 # The states get_task_breadcrumbs returns (the execution API's TerminalTIState).

@@ -237,7 +237,7 @@ def build_restore_dags(config: BackupConfig) -> dict[str, DAG]:
     return dags
 
 
-def _approval_timeout(operator: type, timeout: timedelta) -> dict[str, timedelta]:
+def _approval_timeout(operator: type, timeout: timedelta) -> dict[str, Any]:
     """How long the approval waits for a person: ``response_timeout`` where the standard provider has it
     (the Airflow 3.3 line, where ``execution_timeout`` is deprecated for it); the Airflow 3.1 line's
     provider bounds the wait with ``execution_timeout``."""
