@@ -230,7 +230,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         stop still shutting down is waited out). A failed capture is settled first (settle_standard or
         settle_instant: no snapshot of this run goes on being made while the disks are written again).
         Never raises: the original error is what the task fails with; a VM this could not bring back
-        keeps its ``down`` marker, and its retry or ensure_running brings it back. Returns whether the VM is RUNNING."""
+        keeps its ``down`` marker, and its retry or ensure_running brings it back. Returns whether the VM
+        is RUNNING."""
         vm = vm_path(record)
         self.log.error("VM %s: %s; starting it again before failing", vm, exc)
         if self.failure_subject == "snapshot":
