@@ -39,6 +39,8 @@ DEFAULT_EXCLUDES = (
     "*.pyc",
     "*.pyo",
     ".*",  # hidden files and folders: .pytest_cache, .DS_Store, editor swap files
+    # ...but the package's own .airflowignore, which keeps Airflow's plugin loader out of its modules
+    "!plugins/operators/gce_vm_backup/.airflowignore",
     "tests/",
     "test_*.py",
     "*_test.py",

@@ -191,3 +191,23 @@ def test_unknown_environment_is_one_clear_line(repo, monkeypatch, capsys):
     argv = ["sync", "--environment", "nope", "--location", "europe-west1", "--project", "test"]
     assert main([*argv, "--source", str(repo)]) == 1
     assert "--environment: 'nope' not found in test/europe-west1" in capsys.readouterr().err
+
+
+def test_the_packages_airflowignore_is_synced_and_keeps_the_plugin_loader_out_of_its_modules():
+    """Airflow's plugin loader runs every .py under plugins/ as a top-level module named after its file
+    (``config``, ``hook``...): the package's .airflowignore, synced despite the hidden-files rule, keeps
+    it to the UI plugin's file."""
+    from airflow._shared.module_loading import find_path_from_directory
+
+    from vm_backup_cli.sync_plan import scan_local
+
+    root = Path(__file__).resolve().parents[2]
+    names = {f.object_name for f in scan_local(root).files}
+    assert "plugins/operators/gce_vm_backup/.airflowignore" in names
+    assert not any(name.endswith("/.DS_Store") or "/__pycache__/" in name for name in names)
+    loaded = sorted(
+        Path(p).relative_to(root).as_posix()
+        for p in find_path_from_directory(str(root / "plugins"), ".airflowignore", "glob")
+        if p.endswith(".py")
+    )
+    assert loaded == ["plugins/gce_vm_backup_ui_plugin.py"]
