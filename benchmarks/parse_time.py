@@ -7,7 +7,7 @@ Three DAG files are parsed, each alone in its folder:
 - the floor: the very graph the backup DAG file builds from the config, rebuilt with nothing but Airflow.
   Its shape (DAG ids, schedules and start dates; every task id; each VM task group as a mapped task group
   expanded with ``expand_kwargs`` over its resolve task's output; every dependency, setup/teardown pair and
-  trigger rule) is read from the DAGs ``build_dags`` makes and written into a generated DAG file as a
+  trigger rule) is read from the DAGs ``build_all_dags`` makes (backup, restore and freshness DAGs) and written into a generated DAG file as a
   literal, every task an ``EmptyOperator``. It has no params, default_args, doc, tags, callbacks or
   operator arguments, reads no config and imports nothing of ours: what any DAG file of that graph costs;
 - the backup DAG file itself (``dags/gce_vm_backup_dags.py``) with the generated config.
@@ -46,15 +46,15 @@ assert not bag.import_errors, bag.import_errors
 tasks = sum(len(d.tasks) for d in bag.dags.values())
 print(json.dumps({"seconds": elapsed, "cpu": cpu, "dags": len(bag.dags), "tasks": tasks}))
 """
-# Prints the shape of every DAG build_dags makes from the config argv[1] (run in its own process).
+# Prints the shape of every DAG build_all_dags makes from the config argv[1] (run in its own process).
 SHAPE = """
 import json, sys
 sys.path.insert(0, sys.argv[2])
 from gce_vm_backup.config import load_config
-from gce_vm_backup.dag_factory import build_dags
+from gce_vm_backup.dag_factory import build_all_dags
 sys.path.insert(0, sys.argv[3])
 from parse_time import dag_shape
-print(json.dumps([dag_shape(dag) for dag in build_dags(load_config(sys.argv[1])).values()]))
+print(json.dumps([dag_shape(dag) for dag in build_all_dags(load_config(sys.argv[1])).values()]))
 """
 # The floor DAG file: SHAPES (inserted above this) rebuilt from EmptyOperators.
 FLOOR = """

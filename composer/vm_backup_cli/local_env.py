@@ -379,9 +379,19 @@ class LocalAirflow:
         return runs
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        body = self.api_json("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000})
-        tis: list[dict[str, Any]] = body["task_instances"]
-        return tis
+        """Every task instance of the run, page by page (the API serves at most 100 a page, whatever the
+        limit asked: a 40-VM run has more)."""
+        tis: list[dict[str, Any]] = []
+        while True:
+            body = self.api_json(
+                "GET",
+                f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(tis)},
+            )
+            page = body["task_instances"]
+            tis.extend(page)
+            if not page or len(tis) >= int(body.get("total_entries", 0)):
+                return tis
 
     def xcom(
         self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, key: str = "return_value"

@@ -289,10 +289,8 @@ def _tier_group(
         # stopped waiting at UPLOADING), then the old ones the policy lets go. A failed capture or verify
         # leaves retention upstream_failed: nothing is deleted for a VM without a new READY snapshot.
         if snapshot_mode(group) == "instant":
-            # Hook point (c-instant, issue 13 item 3): instant snapshots are converted into standard ones.
-            from gce_vm_backup.instant_ops import (  # type: ignore[import-not-found,unused-ignore]
-                ConvertInstantSnapshotsOperator,
-            )
+            # Instant snapshots become standard ones with the VM running (imported only for such groups).
+            from gce_vm_backup.instant_ops import ConvertInstantSnapshotsOperator
 
             verify: SlotFreeWait = ConvertInstantSnapshotsOperator(
                 task_id=stages.CONVERT,

@@ -19,6 +19,7 @@ from typing import Any
 
 from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, Param, TriggerRule
+from airflow.sdk.definitions.param import ParamsDict
 
 from gce_vm_backup.config import BackupConfig, Group
 from gce_vm_backup.report import notifiers_from_config
@@ -132,7 +133,6 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
         start_date=group.start_date,
         catchup=False,
         max_active_runs=1,
-        params=restore_params(group_id, group),
         render_template_as_native_obj=True,
         tags=["gce-vm-backup", "restore", *group.tags],
         doc_md=__doc__.split("\n\n")[1] if __doc__ else None,
@@ -186,6 +186,9 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
         # Not straight after choose or approve: a branch, and a rejection, skip their direct downstream
         # tasks; the report must run whatever happened (every path reaches it anyway).
         [t for t in dag.tasks if t not in (report, choose, approve) and not t.is_setup] >> report
+    # The form's params go on the DAG once its tasks exist, as in the backup DAGs (dag_factory.build_dag:
+    # an operator built while its DAG has params deep-copies them).
+    object.__setattr__(dag, "params", ParamsDict(restore_params(group_id, group)))
     return dag
 
 
