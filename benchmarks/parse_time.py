@@ -7,9 +7,10 @@ Three DAG files are parsed, each alone in its folder:
 - the floor: the very graph the backup DAG file builds from the config, rebuilt with nothing but Airflow.
   Its shape (DAG ids, schedules and start dates; every task id; each VM task group as a mapped task group
   expanded with ``expand_kwargs`` over its resolve task's output; every dependency, setup/teardown pair and
-  trigger rule) is read from the DAGs ``build_all_dags`` makes (backup, restore and freshness DAGs) and written into a generated DAG file as a
-  literal, every task an ``EmptyOperator``. It has no params, default_args, doc, tags, callbacks or
-  operator arguments, reads no config and imports nothing of ours: what any DAG file of that graph costs;
+  trigger rule) is read from the DAGs ``build_all_dags`` makes (backup, restore and freshness DAGs) and
+  written into a generated DAG file as a literal, every task an ``EmptyOperator``. It has no params,
+  default_args, doc, tags, callbacks or operator arguments, reads no config and imports nothing of ours:
+  what any DAG file of that graph costs;
 - the backup DAG file itself (``dags/gce_vm_backup_dags.py``) with the generated config.
 Each measurement is a fresh process that imports Airflow first (not timed) and freezes the garbage
 collector's objects as the DAG processor's manager does before it forks a parser (``gc.freeze()`` in
