@@ -62,7 +62,7 @@ def vm(instance, map_index, *, back=True):
                 "prior_status": "RUNNING",
             },
             stages.STOP_SNAPSHOT_START: downtime,
-            stages.ENSURE_RUNNING: {"started": False, "at": downtime["running_at"], "status": "RUNNING"},
+            stages.ENSURE_RUNNING: {"started": False, "running_at": None, "status": "RUNNING"},
             stages.VERIFY: [snapshot],
             stages.RETENTION: {"dry_run": False, "deleted": [{"snapshot": "old"}]},
         },

@@ -16,7 +16,10 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_TREES = ("plugins", "composer", "dags")  # what users install: [project] deps and extras
 DEV_TREES = ("benchmarks",)  # run from the checkout: the dev group too
-LOCAL = {"gce_vm_backup", "vm_backup_cli", "gce_emulator", "_harness", "tests"}
+# Our packages, and the benchmarks' own helper modules (each script puts benchmarks/ on sys.path).
+LOCAL = {"gce_vm_backup", "vm_backup_cli", "gce_emulator", "tests"} | {
+    path.stem for path in (REPO / "benchmarks").glob("_*.py")
+}
 # The apache-airflow distribution is a meta package: its code is in these two, which it pins.
 PARTS = {"apache-airflow": {"apache-airflow-core", "apache-airflow-task-sdk"}}
 

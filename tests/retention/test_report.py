@@ -2,7 +2,7 @@
 
 Records are built by hand in the documented XCom shape (COMMON contract, docs/architecture.md): the
 downtime task's dict (stop_requested_at, running_at, snapshots), verify's and convert's SnapshotRecords,
-ensure_running's {"started", "at", "status"}. The failure notifiers' tests are in tests/notify/.
+ensure_running's {"vm", "status", "started", "running_at"}. The failure notifiers' tests are in tests/notify/.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def good_vm(instance="web-1", map_index=0, stop=T0, back=BACK):
         values={
             stages.PRECHECK: precheck(instance),
             stages.STOP_SNAPSHOT_START: downtime(instance, stop, back),
-            stages.ENSURE_RUNNING: {"started": False, "at": back, "status": "RUNNING"},
+            stages.ENSURE_RUNNING: {"started": False, "running_at": back, "status": "RUNNING"},
             stages.VERIFY: [snap(instance)],
             stages.RETENTION: {"dry_run": False, "deleted": [{"snapshot": "old-1"}], "not_pruned": []},
         },
@@ -230,7 +230,9 @@ def test_a_deleted_vm_is_reported_gone_without_a_start_command():
 
 def test_a_vm_ensure_running_had_to_start_is_a_problem_and_its_downtime_lasts_until_then():
     vm = failed_downtime(
-        good_vm(), "success", {"started": True, "at": "2026-11-24T03:20:00+00:00", "status": "RUNNING"}
+        good_vm(),
+        "success",
+        {"started": True, "running_at": "2026-11-24T03:20:00+00:00", "status": "RUNNING"},
     )
     vm.errors[stages.STOP_SNAPSHOT_START] = {"cause": "stop of VM web-1 failed: timed out after 600 s"}
     result = report(vm)
@@ -249,7 +251,7 @@ def test_ensure_running_starting_a_vm_after_a_successful_downtime_task_is_still_
     vm = good_vm()
     vm.values[stages.ENSURE_RUNNING] = {
         "started": True,
-        "at": "2026-11-24T03:06:00+00:00",
+        "running_at": "2026-11-24T03:06:00+00:00",
         "status": "RUNNING",
     }
     row = report(vm)["vms"][0]
@@ -336,7 +338,7 @@ def test_a_shared_disk_is_counted_once_and_the_report_names_the_vm_whose_backup_
 
 def test_a_shared_disk_whose_carrier_made_no_ready_snapshot_is_a_problem_of_both_vms():
     carrier = failed_downtime(
-        good_vm("web-1", 0), "success", {"started": False, "at": T0, "status": "RUNNING"}
+        good_vm("web-1", 0), "success", {"started": False, "running_at": T0, "status": "RUNNING"}
     )
     result = report(carrier, shared("web-2", path("web-1"), 1))
     assert result["vms"][1]["ok"] is False
@@ -350,7 +352,7 @@ def test_a_vm_that_was_stopped_before_has_no_downtime_no_restart_problem_and_is_
     vm = good_vm()
     vm.values[stages.PRECHECK] = precheck("batch-1", "TERMINATED")
     vm.values[stages.STOP_SNAPSHOT_START] = downtime("batch-1", stopped=False)
-    vm.values[stages.ENSURE_RUNNING] = {"started": False, "at": BACK, "status": "TERMINATED"}
+    vm.values[stages.ENSURE_RUNNING] = {"started": False, "running_at": BACK, "status": "TERMINATED"}
     result = report(vm)
     row = result["vms"][0]
     assert (row["downtime_seconds"], row["problems"], row["down"]) == (0, [], None)
@@ -510,7 +512,7 @@ def ti():
         ],
         (task(stages.PRECHECK), 0): precheck("web-1"),
         (task(stages.STOP_SNAPSHOT_START), 0): downtime("web-1", T0, "2026-11-24T03:02:00+00:00"),
-        (task(stages.ENSURE_RUNNING), 0): {"started": False, "at": BACK, "status": "RUNNING"},
+        (task(stages.ENSURE_RUNNING), 0): {"started": False, "running_at": BACK, "status": "RUNNING"},
     }
     errors = {
         (task(stages.PRECHECK), 1): {

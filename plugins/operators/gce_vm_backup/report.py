@@ -120,8 +120,9 @@ def downtime_of(vm: VmTaskResults) -> Downtime:
     result.mode = down.get("mode")
     if back.get("running_at"):
         result.running_at, result.back_by = back["running_at"], back_task
-    elif ensure.get("started") and ensure.get("at"):
-        result.running_at, result.back_by = ensure["at"], stages.ENSURE_RUNNING
+    elif ensure.get("started") and ensure.get("running_at"):
+        # ensure_running returns {"vm", "status", "started", "running_at"} (precheck_ops)
+        result.running_at, result.back_by = ensure["running_at"], stages.ENSURE_RUNNING
     if result.stopped is None and ensure.get("started"):
         result.stopped = True  # the downtime task failed after stopping it: ensure_running brought it back
     return result
@@ -248,7 +249,7 @@ def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
     if ensure.get("started"):
         how_long = "" if downtime.seconds is None else f" after {downtime.seconds}s down"
         problems.append(
-            f"VM {target.get('instance')} was started by {stages.ENSURE_RUNNING} at {ensure.get('at')}"
+            f"VM {target.get('instance')} was started by {stages.ENSURE_RUNNING} at {ensure.get('running_at')}"
             f"{how_long}: the backup's own start did not bring it back"
         )
     snapshots = _snapshots(vm, record)

@@ -26,7 +26,12 @@ from gce_vm_backup.plan import planned_snapshot_name, snapshot_record, vm_path
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
 PAST_CREATING = frozenset({"UPLOADING", "READY"})
 LONG_POLL = 30.0  # seconds of one globalOperations.wait call
-POLL = 1.0  # seconds between reads of a snapshot when waiting for UPLOADING (no operation marks it)
+POLL = 1.0  # seconds between reads of a snapshot when waiting for UPLOADING (no operation marks it)...
+# ...growing by POLL_GROWTH a read up to MAX_POLL: a long CREATING phase costs a few reads a minute per disk,
+# not one a second (the project's read quota is shared by every VM down at once), for at most MAX_POLL of
+# extra downtime.
+POLL_GROWTH = 1.25
+MAX_POLL = 5.0
 DELETE_FAILED_TIMEOUT = 300.0
 _log = logging.getLogger(__name__)
 
@@ -256,6 +261,7 @@ def _await_snapshots(
     from gce_vm_backup.operations import is_done, raise_if_failed
 
     project = record["project_id"]
+    poll = POLL
     while True:
         results, pending = [], []
         for disk in disks:
@@ -299,7 +305,8 @@ def _await_snapshots(
                 time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
             # DONE (READY, or an error): the next read of the snapshots says which, and acts on it
         else:
-            time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+            time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+            poll = min(poll * POLL_GROWTH, MAX_POLL)
 
 
 def _raise_if_insert_failed(hook: Any, operation: Any, deadline: float) -> None:
