@@ -23,12 +23,13 @@ from typing import Any
 
 from gce_emulator import Emulator
 from gce_emulator.server import operation_scope
+from gce_vm_backup import stages  # task ids only: no Google import
 
 PROJECT = "bench-project"
 RUN_TIME = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 RUN_ID = "scheduled__2026-11-24T03:00:00+00:00"
 DAG_ID = "gce_vm_backup__bench"
-PRECHECK_ID = "tier_1.precheck"
+PRECHECK_ID = stages.tier_task(1, stages.PRECHECK)
 POKE_INTERVAL = 30.0  # the config's default poke_interval (config.Group.poke_interval)
 SERVER_HOLD = 120.0  # simulated seconds one operations.wait holds at most: "about 2 minutes" (GCE_FACTS
 # "Operations"; hook.SERVER_WAIT_HOLD). The operators ask for less, but the API has no such parameter.
@@ -203,10 +204,10 @@ def one_vm_seed(name: str = "vm-1", zone: str = "us-central1-a") -> dict[str, An
 
 # ---- operators ---------------------------------------------------------------------------------------
 # One VM's backup in a one-tier group, in DAG order (stages.py); ensure_running is the teardown.
-STAGES = ("precheck", "stop_snapshot_start", "verify", "retention", "ensure_running")
-WAIT_STAGES = ("verify",)  # the slot-free waits (waits.SlotFreeWait): the only stages wait_mode changes
+STAGES = (stages.PRECHECK, stages.STOP_SNAPSHOT_START, stages.VERIFY, stages.RETENTION, stages.ENSURE_RUNNING)
+WAIT_STAGES = (stages.VERIFY,)  # the slot-free waits (waits.SlotFreeWait): the only stages wait_mode changes
 WAIT_MODES = ("defer", "reschedule", "worker")
-DOWNTIME = "stop_snapshot_start"
+DOWNTIME = stages.STOP_SNAPSHOT_START
 CAP = 10  # config.Group.max_concurrent_vms default
 
 
@@ -237,7 +238,6 @@ def make_operator(
     snapshots: Any = None,
 ) -> Any:
     """The operator of one stage, built as dag_factory._tier_group builds it (config defaults)."""
-    from gce_vm_backup import stages
     from gce_vm_backup.operators import (
         ApplyRetentionOperator,
         EnsureRunningOperator,
@@ -423,7 +423,6 @@ def run_vm_backup(
     """
     quiet_logs()
     import gce_vm_backup.hook  # noqa: F401  -- Google imports belong to the per-try overhead, not a poke
-    from gce_vm_backup import stages
 
     timeouts = timeouts_for(minutes)
     emulator = VirtualEmulator(
@@ -489,7 +488,6 @@ def run_vm_backup(
             raise RuntimeError(f"the downtime task did not stop and start the VM: {outputs[DOWNTIME]}")
         if outputs["ensure_running"]["started"]:
             raise RuntimeError("ensure_running had to start the VM: the downtime task left it down")
-        assert stages.STOP_SNAPSHOT_START == DOWNTIME
     return VmBackupResult(wait_mode, minutes, results, try_overhead, cap_reads)
 
 
