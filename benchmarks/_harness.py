@@ -15,20 +15,24 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from gce_emulator import Emulator
 from gce_emulator.server import operation_scope
+from gce_vm_backup import stages  # task ids only: no Google import
 
 PROJECT = "bench-project"
 RUN_TIME = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
 RUN_ID = "scheduled__2026-11-24T03:00:00+00:00"
 DAG_ID = "gce_vm_backup__bench"
+PRECHECK_ID = stages.tier_task(1, stages.PRECHECK)
 POKE_INTERVAL = 30.0  # the config's default poke_interval (config.Group.poke_interval)
-SERVER_HOLD = 60.0  # simulated seconds one operations.wait holds (the hook's MAX_WAIT_CALL; see README text)
+SERVER_HOLD = 120.0  # simulated seconds one operations.wait holds at most: "about 2 minutes" (GCE_FACTS
+# "Operations"; hook.SERVER_WAIT_HOLD). The operators ask for less, but the API has no such parameter.
 # Per task try: DAG parse, Google client imports, hook and client creation (a forked task process).
 # Measured with `slot_seconds.py --measure-overhead`: medians of 1.55 s and 1.80 s in two runs on the
 # 2-core machine; 2 s is used by default (each table says which value it used).
@@ -41,19 +45,13 @@ def short_method(method: str) -> str:
 
 
 class VirtualEmulator(Emulator):
-    """The emulator on a virtual clock (time_scale 0).
-
-    ``blocking_wait=True``: ``operations.wait`` advances the clock to the operation's end, or by ``hold``
-    simulated seconds, whichever comes first (one flow of control only: the single-VM benchmarks).
-    ``blocking_wait=False``: it answers at once like ``get`` and records the request in ``wait_requests``,
-    so a discrete-event driver can resume the waiter when the operation is DONE (the fleet benchmark).
+    """The emulator on a virtual clock (time_scale 0): ``operations.wait`` advances the clock to the
+    operation's end, or by ``hold`` simulated seconds, whichever comes first (one flow of control only).
     """
 
     def __init__(self, seed: Any, *, timings: dict[str, float], hold: float = SERVER_HOLD):
         super().__init__(seed, time_scale=0.0, timings=timings)
         self.hold = hold
-        self.blocking_wait = True
-        self.wait_requests: list[tuple[str, str, str]] = []  # (project, scope, operation)
 
     def _wait(self, params: dict[str, str], query: dict[str, str]) -> Any:
         scope = operation_scope(params)
@@ -63,32 +61,89 @@ class VirtualEmulator(Emulator):
             while True:
                 world.tick()
                 op = world.get_operation(params["project"], scope, params["operation"])
-                if op.status == "DONE" or not self.blocking_wait or clock.now() >= deadline:
-                    if not self.blocking_wait and op.status != "DONE":
-                        self.wait_requests.append((params["project"], scope, params["operation"]))
+                if op.status == "DONE" or clock.now() >= deadline:
                     return op.view(world)
                 upcoming = world._events[0][0] if world._events else deadline
                 clock.advance(max(0.0, min(upcoming, deadline) - clock.now()))
 
-    def operation_done(self, key: tuple[str, str, str]) -> bool:
-        with self.world.lock:
-            self.world.tick()
-            return self.world.get_operation(*key).status == "DONE"
 
-    def next_event_time(self) -> float | None:
-        with self.world.lock:
-            return self.world._events[0][0] if self.world._events else None
+class VirtualTime:
+    """The ``time`` module as the operators see it in the harness: ``monotonic``/``time`` read the
+    emulator's simulated clock and ``sleep`` advances it, so every deadline (``timeouts.stop`` etc.) and
+    every 1-second re-read of the downtime task run on simulated time, deterministically."""
+
+    def __init__(self, clock: Any):
+        self._clock, self._epoch = clock, RUN_TIME.timestamp()
+
+    def monotonic(self) -> float:
+        return float(self._clock.now())
+
+    def time(self) -> float:
+        return self._epoch + float(self._clock.now())
+
+    def sleep(self, seconds: float) -> None:
+        self._clock.advance(max(0.0, float(seconds)))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+# The modules whose waits and deadlines must run on the simulated clock (each does ``import time``).
+VIRTUAL_TIME_MODULES = (
+    "gce_vm_backup._base",
+    "gce_vm_backup.hook",
+    "gce_vm_backup.instance_ops",
+    "gce_vm_backup.snapshot_ops",
+    "gce_vm_backup.downtime_ops",
+)
+
+
+@contextmanager
+def virtual_time(clock: Any) -> Iterator[None]:
+    """Point the operators' ``time`` at ``clock`` (see VirtualTime) for the duration of the block."""
+    import importlib
+
+    modules = [importlib.import_module(name) for name in VIRTUAL_TIME_MODULES]
+    fake = VirtualTime(clock)
+    saved = [module.time for module in modules]
+    for module in modules:
+        module.time = fake  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, saved, strict=True):
+            module.time = original  # type: ignore[attr-defined]
 
 
 @dataclass
 class FakeTI:
+    """The task instance the operators read: identity, XComs (one store shared by the VM's tasks, keyed
+    by task id and key) and the Task SDK's ``get_task_states`` (cap.py counts the tier's VMs down)."""
+
+    task_id: str = PRECHECK_ID
     dag_id: str = DAG_ID
+    run_id: str = RUN_ID
     map_index: int = 0
     try_number: int = 1
-    pushed: dict[str, Any] = field(default_factory=dict)
+    xcoms: dict[tuple[str, str], Any] = field(default_factory=dict)
+    states: dict[str, str] = field(default_factory=dict)
+    state_reads: int = 0
 
     def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
+        self.xcoms[(self.task_id, key)] = value
+
+    def xcom_pull(
+        self, task_ids: str | None = None, key: str = "return_value", map_indexes: Any = None, **_: Any
+    ) -> Any:
+        return self.xcoms.get((task_ids or self.task_id, key))
+
+    def get_task_states(self, *, dag_id: str, task_ids: list[str], run_ids: list[str]) -> dict[str, Any]:
+        self.state_reads += 1
+        return {
+            self.run_id: {
+                f"{task}_{self.map_index}": self.states[task] for task in task_ids if task in self.states
+            }
+        }
 
 
 @dataclass
@@ -96,14 +151,11 @@ class FakeDagRun:
     run_after: datetime = RUN_TIME
 
 
-def context(map_index: int = 0) -> dict[str, Any]:
+def context(map_index: int = 0, *, task_id: str = PRECHECK_ID, ti: FakeTI | None = None) -> dict[str, Any]:
     """What the operators read from Airflow's context (ti, dag_run, run_id, logical_date)."""
-    return {
-        "ti": FakeTI(map_index=map_index),
-        "dag_run": FakeDagRun(),
-        "run_id": RUN_ID,
-        "logical_date": RUN_TIME,
-    }
+    if ti is None:
+        ti = FakeTI(task_id=task_id, map_index=map_index)
+    return {"ti": ti, "dag_run": FakeDagRun(), "run_id": RUN_ID, "logical_date": RUN_TIME}
 
 
 def point_airflow_at(emulator: Emulator) -> None:
@@ -121,17 +173,23 @@ def quiet_logs() -> None:
     import gce_vm_backup.operators  # noqa: F401  (Airflow configures structlog on import; override after)
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.getLogger("gce_vm_backup").setLevel(logging.ERROR)  # the steps' stdlib loggers
 
 
-def timings_for(minutes: float, *, capture_share: float = 0.5) -> dict[str, float]:
+def timings_for(
+    minutes: float, *, capture_share: float = 0.5, early_restart: bool = False
+) -> dict[str, float]:
     """Every long-running operation of a backup takes ``minutes``: stop, start, and the snapshot
-    (``capture_share`` of it CREATING, the rest UPLOADING; no per-GB term, so disk size does not matter)."""
+    (``capture_share`` of it CREATING, the rest UPLOADING; no per-GB term, so disk size does not matter).
+
+    With ``early_restart`` the upload takes ``2 * minutes`` after a CREATING of ``capture_share *
+    minutes``: the case early restart is for (an upload longer than the start), where verify waits."""
     seconds = minutes * 60.0
     return {
         "stop": seconds,
         "start": seconds,
         "snapshot_creating": seconds * capture_share,
-        "snapshot_uploading": seconds * (1 - capture_share),
+        "snapshot_uploading": 2 * seconds if early_restart else seconds * (1 - capture_share),
         "snapshot_uploading_per_gb": 0.0,
     }
 
@@ -145,8 +203,24 @@ def one_vm_seed(name: str = "vm-1", zone: str = "us-central1-a") -> dict[str, An
 
 
 # ---- operators ---------------------------------------------------------------------------------------
-STAGES = ("precheck", "stop", "snapshot", "start", "verify", "retention")
-SENSOR_STAGES = ("stop", "snapshot", "start", "verify")
+# One VM's backup in a one-tier group, in DAG order (stages.py); ensure_running is the teardown.
+STAGES = (stages.PRECHECK, stages.STOP_SNAPSHOT_START, stages.VERIFY, stages.RETENTION, stages.ENSURE_RUNNING)
+WAIT_STAGES = (stages.VERIFY,)  # the slot-free waits (waits.SlotFreeWait): the only stages wait_mode changes
+WAIT_MODES = ("defer", "reschedule", "worker")
+DOWNTIME = stages.STOP_SNAPSHOT_START
+CAP = 10  # config.Group.max_concurrent_vms default
+
+
+def timeouts_for(minutes: float) -> dict[str, float]:
+    """The group's ``timeouts``: the config defaults (stop/start 900, snapshot/verify 7200), raised to
+    twice the operation where a slower operation would not fit (as such a group must configure them)."""
+    seconds = minutes * 60.0
+    return {
+        "stop": max(900.0, 2 * seconds),
+        "start": max(900.0, 2 * seconds),
+        "snapshot": max(7200.0, 2 * seconds),
+        "verify": max(7200.0, 2 * seconds),
+    }
 
 
 def make_operator(
@@ -157,73 +231,79 @@ def make_operator(
     instance: str,
     wait_mode: str,
     poke_interval: float,
+    timeouts: dict[str, float],
     early_restart: bool = False,
     record: Any = None,
+    downtime: Any = None,
     snapshots: Any = None,
 ) -> Any:
-    """The operator of one stage, configured as dag_factory.build_dag configures it (config defaults)."""
+    """The operator of one stage, built as dag_factory._tier_group builds it (config defaults)."""
     from gce_vm_backup.operators import (
         ApplyRetentionOperator,
+        EnsureRunningOperator,
         PrecheckInstanceOperator,
-        SnapshotDisksOperator,
-        StartInstanceOperator,
-        StopInstanceOperator,
+        StopSnapshotStartOperator,
         VerifySnapshotsOperator,
     )
 
-    sensor: dict[str, Any] = {"wait_mode": wait_mode, "poke_interval": poke_interval}
+    task_id = stages.tier_task(1, stage)
     if stage == "precheck":
-        return PrecheckInstanceOperator(task_id="precheck", project_id=project, zone=zone, instance=instance)
-    if stage == "stop":
-        return StopInstanceOperator(task_id="stop", instance_record=record, timeout=900, **sensor)
-    if stage == "snapshot":
-        return SnapshotDisksOperator(
-            task_id="snapshot",
+        return PrecheckInstanceOperator(
+            task_id=task_id,
+            project_id=project,
+            zone=zone,
+            instance=instance,
+            deployment="bench",
+            group="bench",
+        )
+    if stage == DOWNTIME:
+        return StopSnapshotStartOperator(
+            task_id=task_id,
             instance_record=record,
             deployment="bench",
             group="bench",
-            ready_when="UPLOADING" if early_restart else "READY",
-            timeout=7200,
-            **sensor,
+            early_restart=early_restart,
+            stop_timeout=timeouts["stop"],
+            snapshot_timeout=timeouts["snapshot"],
+            start_timeout=timeouts["start"],
+            max_concurrent_vms=CAP,
+            max_active_tis_per_dagrun=CAP,
+            cap_poll=poke_interval,
         )
-    if stage == "start":
-        return StartInstanceOperator(task_id="start", instance_record=record, timeout=900, **sensor)
     if stage == "verify":
-        return VerifySnapshotsOperator(task_id="verify", snapshot_records=snapshots, timeout=7200, **sensor)
+        return VerifySnapshotsOperator(
+            task_id=task_id,
+            snapshot_records=downtime,
+            timeout=timeouts["verify"],
+            wait_mode=wait_mode,
+            poke_interval=poke_interval,
+            max_active_tis_per_dagrun=CAP,
+        )
     if stage == "retention":
         return ApplyRetentionOperator(
-            task_id="retention",
+            task_id=task_id,
             instance_record=record,
             snapshot_records=snapshots,
             policy={"keep_last": 7},
             deployment="bench",
             group="bench",
         )
+    if stage == "ensure_running":
+        return EnsureRunningOperator(
+            task_id=task_id,
+            instance_record=record,
+            downtime_task=stages.tier_task(1, DOWNTIME),
+            timeout=timeouts["start"],
+            stop_timeout=timeouts["stop"],
+        )
     raise ValueError(stage)
-
-
-def poke_once(operator: Any, ctx: dict[str, Any], *, fresh_process: bool) -> tuple[bool, Any, float]:
-    """One poke (or execute of a plain operator): (done, xcom value, wall seconds).
-
-    ``fresh_process`` drops the operator's cached hook first, as a new task try (a new process) would.
-    """
-    if fresh_process:
-        operator._hook = None
-    start = time.perf_counter()
-    if not hasattr(operator, "poke"):
-        value = operator.execute(ctx)
-        return True, value, time.perf_counter() - start
-    result = operator.poke(ctx)
-    wall = time.perf_counter() - start
-    if result:
-        return True, getattr(result, "xcom_value", result), wall
-    return False, None, wall
 
 
 @dataclass
 class StageResult:
     stage: str
-    pokes: int = 0
+    pokes: int = 0  # looks: one per execute of a plain operator; one per poke of a wait
+    tries: int = 0  # task processes: a try, or a resume after a deferral
     calls: Counter[str] = field(default_factory=Counter)
     sim_elapsed: float = 0.0  # simulated seconds from the stage's first try to its end
     poke_walls: list[float] = field(default_factory=list)
@@ -236,10 +316,15 @@ class VmBackupResult:
     minutes: float
     stages: dict[str, StageResult]
     try_overhead: float
+    cap_reads: int = 0  # get_task_states calls of the downtime task (cap.py; not Compute API calls)
 
     @property
     def pokes(self) -> int:
         return sum(s.pokes for s in self.stages.values())
+
+    @property
+    def tries(self) -> int:
+        return sum(s.tries for s in self.stages.values())
 
     @property
     def calls(self) -> Counter[str]:
@@ -262,6 +347,60 @@ class VmBackupResult:
         return statistics.median(walls) if walls else 0.0
 
 
+def _run_wait(
+    operator: Any,
+    ctx: dict[str, Any],
+    result: StageResult,
+    clock: Any,
+    *,
+    wait_mode: str,
+    poke_interval: float,
+    try_overhead: float,
+    max_pokes: int,
+) -> Any:
+    """A slot-free wait (verify) in its wait mode, with Airflow's semantics in simulated time:
+    - defer: the real DeferringWait code (execute, then resume_execution after each TimeDeltaTrigger); each
+      resume is a new task process (``try_overhead``, slot held only while it runs);
+    - reschedule: each poke is a new try (``try_overhead``); the slot is free in between;
+    - worker: one try; the pokes run back to back with a ``poke_interval`` sleep on the slot.
+    Scheduler and triggerer latency are left out (they only space the looks further apart)."""
+    from airflow.sdk.exceptions import TaskDeferred
+
+    deferred: Any = None
+    for poke in range(max_pokes):
+        if poke == 0 or wait_mode != "worker":
+            operator._hook = None  # a new process builds its hook again
+            clock.advance(try_overhead)
+            result.slot_sim += try_overhead
+            result.tries += 1
+        before, start = clock.now(), time.perf_counter()
+        done, value = False, None
+        if wait_mode == "defer":
+            try:
+                if deferred is None:
+                    value = operator.execute(ctx)
+                else:
+                    kwargs = {**(deferred.kwargs or {}), "event": None}
+                    value = operator.resume_execution(deferred.method_name, kwargs, ctx)
+                done = True
+            except TaskDeferred as exc:
+                deferred = exc
+        else:
+            outcome = operator.poke(ctx)
+            if outcome:
+                done, value = True, getattr(outcome, "xcom_value", outcome)
+        wall = time.perf_counter() - start
+        result.pokes += 1
+        result.poke_walls.append(wall)
+        result.slot_sim += (clock.now() - before) + wall
+        if done:
+            return value
+        if wait_mode == "worker":
+            result.slot_sim += poke_interval  # time.sleep(poke_interval) on the slot
+        clock.advance(poke_interval)
+    raise RuntimeError(f"{operator.task_id} did not finish in {max_pokes} pokes")
+
+
 def run_vm_backup(
     *,
     minutes: float,
@@ -269,29 +408,34 @@ def run_vm_backup(
     poke_interval: float = POKE_INTERVAL,
     try_overhead: float = DEFAULT_TRY_OVERHEAD,
     early_restart: bool = False,
+    hold: float = SERVER_HOLD,
     max_pokes: int = 10_000,
 ) -> VmBackupResult:
-    """One VM (two disks) backed up by the real operators against a fresh VirtualEmulator.
+    """One VM (two disks) backed up by the real operators against a fresh VirtualEmulator, in DAG order:
+    precheck, stop_snapshot_start, verify (in ``wait_mode``), retention (keep_last 7), ensure_running.
 
-    Airflow's sensor semantics, in simulated time:
-    - reschedule: each poke is a new task try: ``try_overhead`` passes (slot held), the poke runs, the
-      slot is freed, and the next try comes ``poke_interval`` later (scheduler latency left out).
-    - worker (Airflow's ``poke`` mode): one try; ``try_overhead`` once; the pokes run back to back with a
-      ``poke_interval`` sleep between them; the slot is held throughout, long-polls included.
-    Plain operators (precheck, retention) are one try each in both modes.
+    Plain operators (precheck, the downtime task, retention, ensure_running) are one try each, whatever
+    the wait mode: ``try_overhead`` then their ``execute`` to the end, on the slot. The downtime task's
+    long-polls advance the simulated clock (VirtualEmulator) and its deadlines and re-reads run on it
+    (virtual_time), so its slot time is stop + capture + start in simulated seconds: it holds its slot on
+    purpose (the slot is the cap). Only verify is slot-free (see _run_wait). Each task's result goes into
+    the shared XCom store under its task id, as the DAG's XComArgs pass it on.
     """
     quiet_logs()
     import gce_vm_backup.hook  # noqa: F401  -- Google imports belong to the per-try overhead, not a poke
 
-    timings = timings_for(minutes)
-    emulator = VirtualEmulator(one_vm_seed(), timings=timings)
-    stages: dict[str, StageResult] = {}
-    with emulator:
+    timeouts = timeouts_for(minutes)
+    emulator = VirtualEmulator(
+        one_vm_seed(), timings=timings_for(minutes, early_restart=early_restart), hold=hold
+    )
+    results: dict[str, StageResult] = {}
+    xcoms: dict[tuple[str, str], Any] = {}
+    states: dict[str, str] = {}
+    cap_reads = 0
+    with emulator, virtual_time(emulator.clock):
         point_airflow_at(emulator)
-        ctx = context()
         clock = emulator.clock
-        record: Any = None
-        snapshots: Any = None
+        outputs: dict[str, Any] = {}
         for stage in STAGES:
             operator = make_operator(
                 stage,
@@ -300,39 +444,51 @@ def run_vm_backup(
                 instance="vm-1",
                 wait_mode=wait_mode,
                 poke_interval=poke_interval,
+                timeouts=timeouts,
                 early_restart=early_restart,
-                record=record,
-                snapshots=snapshots,
+                record=outputs.get("precheck"),
+                downtime=outputs.get(DOWNTIME),
+                snapshots=outputs.get("verify"),
             )
+            ti = FakeTI(task_id=operator.task_id, xcoms=xcoms, states=states)
+            ctx = context(ti=ti)
             result = StageResult(stage)
             emulator.clear_calls()
             began = clock.now()
-            for poke in range(max_pokes):
-                fresh = poke == 0 or (stage in SENSOR_STAGES and wait_mode == "reschedule")
-                if fresh:
-                    clock.advance(try_overhead)  # process start of the try, before the poke's calls
-                    result.slot_sim += try_overhead
-                before = clock.now()
-                done, value, wall = poke_once(operator, ctx, fresh_process=fresh)
-                result.pokes += 1
-                result.poke_walls.append(wall)
-                # the poke's own work: long-polls advanced the virtual clock; the rest is its wall time
-                result.slot_sim += (clock.now() - before) + wall
-                if done:
-                    break
-                if wait_mode == "worker":
-                    result.slot_sim += poke_interval  # time.sleep(poke_interval) on the slot
-                clock.advance(poke_interval)
+            states[operator.task_id] = "running"
+            if stage in WAIT_STAGES:
+                value = _run_wait(
+                    operator,
+                    ctx,
+                    result,
+                    clock,
+                    wait_mode=wait_mode,
+                    poke_interval=poke_interval,
+                    try_overhead=try_overhead,
+                    max_pokes=max_pokes,
+                )
             else:
-                raise RuntimeError(f"{stage} did not finish in {max_pokes} pokes")
+                clock.advance(try_overhead)  # process start of the try, before its calls
+                before, start = clock.now(), time.perf_counter()
+                value = operator.execute(ctx)
+                wall = time.perf_counter() - start
+                result.pokes, result.tries = 1, 1
+                if stage != DOWNTIME:  # the downtime's wall time is its long-polls', not a poke's
+                    result.poke_walls.append(wall)
+                result.slot_sim = try_overhead + (clock.now() - before) + wall
+            states[operator.task_id] = "success"
+            if stage == DOWNTIME:
+                cap_reads = ti.state_reads
+            xcoms[(operator.task_id, "return_value")] = value
+            outputs[stage] = value
             result.sim_elapsed = clock.now() - began
             result.calls = Counter(short_method(call.method) for call in emulator.calls)
-            stages[stage] = result
-            if stage == "precheck":
-                record = value
-            elif stage == "snapshot":
-                snapshots = value
-    return VmBackupResult(wait_mode, minutes, stages, try_overhead)
+            results[stage] = result
+        if not (outputs[DOWNTIME]["stopped"] and outputs[DOWNTIME]["started"]):
+            raise RuntimeError(f"the downtime task did not stop and start the VM: {outputs[DOWNTIME]}")
+        if outputs["ensure_running"]["started"]:
+            raise RuntimeError("ensure_running had to start the VM: the downtime task left it down")
+    return VmBackupResult(wait_mode, minutes, results, try_overhead, cap_reads)
 
 
 # ---- the per-try overhead, measured once -----------------------------------------------------------

@@ -1,20 +1,24 @@
 """Compute Engine API calls per VM backup, by kind, and how they grow with the operations' duration.
 
-    uv run --no-sync python benchmarks/api_calls.py [--minutes 1 5 30] [--poke-interval 30] [--quick]
+    uv run --no-sync python benchmarks/api_calls.py [--minutes 1 5 30] [--poke-interval 30]
+        [--early-restart] [--quick]
 
-One VM with two disks is backed up (precheck -> stop -> snapshot -> start -> verify -> retention with
-keep_last 7) by the real operators against the emulator, in each ``wait_mode``, with every long-running
-operation (stop, snapshot, start) taking 1, 5 and 30 simulated minutes. The emulator's call log is
-counted by method.
+One VM with two disks is backed up in DAG order (precheck -> stop_snapshot_start -> verify -> retention
+with keep_last 7 -> ensure_running) by the real operators against the emulator, in each ``wait_mode``,
+with every long-running operation (stop, snapshot, start) taking 1, 5 and 30 simulated minutes (with
+``--early-restart``: the capture ends at UPLOADING and the upload takes twice as long, so verify waits).
+The emulator's call log is counted by method.
 
 Model (see _harness.run_vm_backup): the emulator runs on a virtual clock (time_scale 0), so a 30-minute
-operation takes no real time. Airflow's sensor loop is reproduced in simulated time:
-- ``reschedule``: every poke is a new task try (a new process: the hook is built again) and the next
-  poke comes ``poke_interval`` after the previous one ended, plus the per-try overhead;
-- ``worker`` (Airflow's ``poke`` mode): one try per task; pokes back to back with a ``poke_interval``
-  sleep between them; ``operations.wait`` holds until the operation is DONE or for 60 simulated
-  seconds (the hook's ``MAX_WAIT_CALL``).
-Left out: retries, scheduler latency (it only spaces pokes further apart, so fewer calls).
+operation takes no real time, and the operators' deadlines and 1-second re-reads run on it too
+(_harness.virtual_time). The downtime task is one try whatever the wait mode: it long-polls
+``operations.wait``, which holds until the operation is DONE or for 120 simulated seconds ("about 2
+minutes"). Only verify follows ``wait_mode``:
+- ``defer``: poke, defer on a TimeDeltaTrigger for ``poke_interval``, resume in a new task process;
+- ``reschedule``: every poke is a new task try, ``poke_interval`` after the previous one;
+- ``worker``: one try; pokes back to back with a ``poke_interval`` sleep between them.
+Left out: retries, scheduler latency (it only spaces pokes further apart, so fewer calls). The
+downtime task's cap check (cap.py: one Task SDK ``get_task_states`` call) is not a Compute API call.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import (
     DEFAULT_TRY_OVERHEAD,
+    DOWNTIME,
     POKE_INTERVAL,
-    SENSOR_STAGES,
+    STAGES,
+    WAIT_MODES,
     markdown_table,
     run_vm_backup,
 )
@@ -40,6 +46,7 @@ METHODS = (
     "zoneOperations.wait",
     "snapshots.insert",
     "snapshots.get",
+    "globalOperations.wait",
     "snapshots.list",
 )
 
@@ -49,28 +56,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 5, 30])
     parser.add_argument("--poke-interval", type=float, default=POKE_INTERVAL)
     parser.add_argument("--try-overhead", type=float, default=DEFAULT_TRY_OVERHEAD)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 and 2 minutes only")
+    parser.add_argument("--early-restart", action="store_true", help="capture ends at UPLOADING; long upload")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 and 5 minutes only")
     args = parser.parse_args(argv)
-    minutes = [1, 2] if args.quick else args.minutes
+    minutes = [1, 5] if args.quick else args.minutes
     runs = [
         run_vm_backup(
-            minutes=m, wait_mode=mode, poke_interval=args.poke_interval, try_overhead=args.try_overhead
+            minutes=m,
+            wait_mode=mode,
+            poke_interval=args.poke_interval,
+            try_overhead=args.try_overhead,
+            early_restart=args.early_restart,
         )
-        for mode in ("reschedule", "worker")
+        for mode in WAIT_MODES
         for m in minutes
     ]
     print(
-        f"### API calls per VM backup (1 VM, 2 disks; poke_interval {args.poke_interval:g} s; "
-        f"per-try overhead {args.try_overhead:g} s)\n"
+        f"### API calls per VM backup (1 VM, 2 disks; early_restart {str(args.early_restart).lower()}; "
+        f"poke_interval {args.poke_interval:g} s; per-try overhead {args.try_overhead:g} s)\n"
     )
     headers = ["wait_mode", "operation min", "task tries", "pokes", "API calls", *METHODS, "calls/poke"]
     rows = []
     for run in runs:
         calls = run.calls
-        tries = sum(
-            s.pokes if (name in SENSOR_STAGES and run.wait_mode == "reschedule") else 1
-            for name, s in run.stages.items()
-        )
         total = sum(calls.values())
         other = total - sum(calls[m] for m in METHODS)
         assert other == 0, f"unexpected methods: {calls}"
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             [
                 run.wait_mode,
                 f"{run.minutes:g}",
-                tries,
+                run.tries,
                 run.pokes,
                 total,
                 *(calls[m] for m in METHODS),
@@ -86,22 +94,25 @@ def main(argv: list[str] | None = None) -> int:
             ]
         )
     print(markdown_table(headers, rows))
-    print("\n### Pokes and API calls per stage\n")
-    headers = ["wait_mode", "operation min", *(f"{s} pokes / calls" for s in SENSOR_STAGES)]
+    print("\n### Tries, pokes and API calls per stage\n")
+    headers = ["wait_mode", "operation min", *(f"{s} tries / pokes / calls" for s in STAGES)]
     rows = [
         [
             run.wait_mode,
             f"{run.minutes:g}",
-            *(f"{run.stages[s].pokes} / {sum(run.stages[s].calls.values())}" for s in SENSOR_STAGES),
+            *(
+                f"{run.stages[s].tries} / {run.stages[s].pokes} / {sum(run.stages[s].calls.values())}"
+                for s in STAGES
+            ),
         ]
         for run in runs
     ]
     print(markdown_table(headers, rows))
     if len(minutes) > 1:
         print("\n### Growth: API calls per simulated minute of operation, between the shortest and longest\n")
-        headers = ["wait_mode", *(f"{s} calls/min" for s in SENSOR_STAGES[:3]), "total calls/min"]
+        headers = ["wait_mode", f"{DOWNTIME} calls/min", "verify calls/min", "total calls/min"]
         rows = []
-        for mode in ("reschedule", "worker"):
+        for mode in WAIT_MODES:
             short, long = (
                 r for r in runs if r.wait_mode == mode and r.minutes in (min(minutes), max(minutes))
             )
@@ -113,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = sum(short.stages[stage].calls.values()), sum(long.stages[stage].calls.values())
                 return f"{(b - a) / span:.1f}"
 
-            rows.append([mode, *(slope(s) for s in SENSOR_STAGES[:3]), slope(None)])
+            rows.append([mode, slope(DOWNTIME), slope("verify"), slope(None)])
         print(markdown_table(headers, rows))
     return 0
 
