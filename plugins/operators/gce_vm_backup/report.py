@@ -249,8 +249,8 @@ def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
     if ensure.get("started"):
         how_long = "" if downtime.seconds is None else f" after {downtime.seconds}s down"
         problems.append(
-            f"VM {target.get('instance')} was started by {stages.ENSURE_RUNNING} at {ensure.get('running_at')}"
-            f"{how_long}: the backup's own start did not bring it back"
+            f"VM {target.get('instance')} was started by {stages.ENSURE_RUNNING} at "
+            f"{ensure.get('running_at')}{how_long}: the backup's own start did not bring it back"
         )
     snapshots = _snapshots(vm, record)
     instant_left = [s["snapshot"] for s in snapshots if s["kind"] == "instant"]
