@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Iterator
-from functools import cache, cached_property
+from functools import cache
 from typing import Any, TypeVar
 
 from google.api_core.gapic_v1.client_info import ClientInfo
@@ -61,17 +61,8 @@ class RestoreHook(ComputeBackupHook):
             client_info=restore_client_info(),
         )
 
-    @cached_property
-    def disks(self) -> compute_v1.DisksClient:
-        return self._client(compute_v1.DisksClient)
-
-    @cached_property
-    def region_disks(self) -> compute_v1.RegionDisksClient:
-        return self._client(compute_v1.RegionDisksClient)
-
-    @cached_property
-    def region_operations(self) -> compute_v1.RegionOperationsClient:
-        return self._client(compute_v1.RegionOperationsClient)
+    # disks, region_disks, region_operations and the other clients are the backup hook's properties,
+    # built through this _client: with the restore product in their x-goog-api-client header.
 
     def _disk_client(self, zone: str | None, region: str | None, what: str) -> tuple[Any, dict[str, str]]:
         kind, location = _location(zone, region, what)
