@@ -146,6 +146,8 @@ def test_the_cap_bounds_the_downtime_tasks_and_the_wait_mode_the_slot_free_waits
     assert not hasattr(downtime, "wait_mode")  # the downtime never waits slot-free: it long-polls
     verify = dags["gce_vm_backup__labelled-weekly"].get_task(tier_task(1, VERIFY))
     assert verify.wait_mode == "defer"
+    # a slot-free wait keeps no VM down: the cap does not queue it behind the others
+    assert verify.max_active_tis_per_dagrun is None
     text = EXAMPLE.read_text().replace("max_concurrent_vms: 10", "max_concurrent_vms: 3")
     text = text.replace("wait_mode: defer ", "wait_mode: worker ")
     path = tmp_path / "gce_vm_backup.yaml"
@@ -216,6 +218,26 @@ def test_register_dags_puts_the_dags_in_the_namespace(tmp_path):
     assert sorted(k for k in namespace if k.startswith("gce_vm_backup__")) == sorted(
         build_dags(load_config(EXAMPLE))
     )
+
+
+def test_a_tasks_process_builds_only_its_own_backup_dag(monkeypatch):
+    """The task runner sets Airflow's parsing context to the task's DAG before it parses the file."""
+    from airflow.sdk.definitions._internal.dag_parsing_context import _airflow_parsing_context_manager
+
+    everything: dict = {}
+    register_dags(everything, EXAMPLE, strict=True)
+    for dag_id in ("gce_vm_backup__shop-nightly", "gce_vm_backup__labelled-weekly"):
+        namespace: dict = {}
+        with _airflow_parsing_context_manager(dag_id=dag_id, task_id="run_report"):
+            register_dags(namespace, EXAMPLE, strict=True)
+        assert list(namespace) == [dag_id]
+        assert namespace[dag_id].task_dict.keys() == everything[dag_id].task_dict.keys()
+    # any other DAG id (a restore DAG, the freshness check, one not in the config): every DAG is built
+    for dag_id in ("gce_vm_backup_restore__shop-nightly", "gce_vm_backup_freshness", "gce_vm_backup__gone"):
+        namespace = {}
+        with _airflow_parsing_context_manager(dag_id=dag_id, task_id="x"):
+            register_dags(namespace, EXAMPLE, strict=True)
+        assert namespace.keys() == everything.keys(), dag_id
 
 
 def test_register_dags_leaves_out_a_broken_group_unless_strict(tmp_path):

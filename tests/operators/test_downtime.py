@@ -196,6 +196,42 @@ def test_ensure_running_starts_a_vm_the_downtime_task_left_down(fast_emulator):
     assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
 
 
+def test_ensure_running_takes_the_downtime_tasks_running_read_after_a_successful_try(fast_emulator):
+    record = precheck()
+    ti = RunTI()
+    ti.xcoms[(DOWNTIME, 0, "return_value")] = downtime(record).execute(context_of(ti))
+    before = len(fast_emulator.calls)
+    ensure = EnsureRunningOperator(task_id=ENSURE, instance_record=record, downtime_task=DOWNTIME)
+    result = ensure.execute(context_of(RunTI(task_id=ENSURE, xcoms=ti.xcoms)))
+    assert (result["status"], result["started"], result["running_at"]) == ("RUNNING", False, None)
+    assert fast_emulator.calls[before:] == []  # not a single Compute Engine call
+    assert ensure._hook is None  # nor a Google client loaded
+
+
+@pytest.mark.parametrize(
+    ("marker", "outcome"),
+    [
+        ({"down": True}, {"started": True, "running_at": "2026-12-01T03:00:00+00:00"}),  # marker: still down
+        ({"down": False}, {"started": True, "running_at": None}),  # no RUNNING read
+        ({"down": False}, None),  # the try failed (or was killed) after its restart: no result
+        (None, {"started": True, "running_at": "2026-12-01T03:00:00+00:00"}),  # no marker
+    ],
+)
+def test_ensure_running_reads_the_vm_unless_the_downtime_try_confirmed_it_running(
+    fast_emulator, marker, outcome
+):
+    record = precheck()
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")
+    xcoms = {(DOWNTIME, 0, DOWN_XCOM_KEY): marker, (DOWNTIME, 0, "return_value"): outcome}
+    ensure = EnsureRunningOperator(task_id=ENSURE, instance_record=record, downtime_task=DOWNTIME, timeout=30)
+    result = ensure.execute(context_of(RunTI(task_id=ENSURE, xcoms=xcoms)))
+    assert fast_emulator.calls_for("compute.instances.get")
+    stopped_here = bool((marker or {}).get("down"))
+    assert (result["started"], result["status"]) == (
+        (True, "RUNNING") if stopped_here else (False, "TERMINATED")
+    )
+
+
 # ---- failures after the stop request: the VM is started again ---------------------------------------------
 def test_a_failed_capture_starts_the_vm_again_and_its_retry_makes_no_second_snapshot(fast_emulator):
     record = precheck()

@@ -91,17 +91,36 @@ def with_hook(operator, hook):
 
 
 # ---- verification ------------------------------------------------------------------------------
+UPLOADING = "UPLOADING"  # what an early restart's downtime task read last: verify must read again
+
+
 def test_verify_is_done_when_every_snapshot_is_ready_and_reports_sizes(hook, context):
     hook.get_snapshot.side_effect = [snapshot("a", size=123), snapshot("b", disk=DATA, size=456)]
-    sensor = with_hook(
-        VerifySnapshotsOperator(
-            task_id="verify", snapshot_records=[new_record(name="a"), new_record(DATA, name="b")]
-        ),
-        hook,
-    )
+    records = [new_record(name="a", status=UPLOADING), new_record(DATA, name="b", status=UPLOADING)]
+    sensor = with_hook(VerifySnapshotsOperator(task_id="verify", snapshot_records=records), hook)
     result = sensor.poke(context.as_dict())
-    assert [r["storage_bytes"] for r in result.xcom_value] == [123, 456]
+    assert [(r["status"], r["storage_bytes"]) for r in result.xcom_value] == [("READY", 123), ("READY", 456)]
     assert hook.get_snapshot.call_args_list[0].kwargs == {"project_id": PROJECT, "name": "a"}
+
+
+def test_verify_takes_the_downtime_tasks_ready_read_without_an_api_call(hook, context):
+    records = [
+        {**new_record(name="a"), "storage_bytes": 123},
+        {**new_record(DATA, name="b"), "storage_bytes": 456},
+    ]
+    sensor = VerifySnapshotsOperator(task_id="verify", snapshot_records={"vm": VM, "snapshots": records})
+    result = sensor.poke(context.as_dict())
+    assert result.is_done
+    assert result.xcom_value == records
+    assert sensor._hook is None  # no hook built: no Google client loaded for nothing
+
+
+def test_verify_reads_every_snapshot_when_one_record_is_not_ready(hook, context):
+    hook.get_snapshot.side_effect = [snapshot("a"), snapshot("b", disk=DATA, status=UPLOADING)]
+    records = [new_record(name="a"), new_record(DATA, name="b", status=UPLOADING)]
+    sensor = with_hook(VerifySnapshotsOperator(task_id="verify", snapshot_records=records), hook)
+    assert sensor.poke(context.as_dict()) is False
+    assert [c.kwargs["name"] for c in hook.get_snapshot.call_args_list] == ["a", "b"]
 
 
 def test_verify_keeps_waiting_while_a_snapshot_is_uploading(hook, context):
@@ -118,7 +137,8 @@ def test_verify_keeps_waiting_while_a_snapshot_is_uploading(hook, context):
 def test_verify_fails_naming_disk_and_snapshot_when_a_snapshot_failed(hook, context):
     hook.get_snapshot.return_value = snapshot("a", status="FAILED")
     sensor = with_hook(
-        VerifySnapshotsOperator(task_id="verify", snapshot_records=[new_record(name="a")]), hook
+        VerifySnapshotsOperator(task_id="verify", snapshot_records=[new_record(name="a", status=UPLOADING)]),
+        hook,
     )
     with pytest.raises(OperationFailedError, match=r"snapshots/a of disk .*/disks/web-1 FAILED"):
         sensor.poke(context.as_dict())
@@ -127,7 +147,8 @@ def test_verify_fails_naming_disk_and_snapshot_when_a_snapshot_failed(hook, cont
 def test_verify_fails_when_the_snapshot_disappeared(hook, context):
     hook.get_snapshot.return_value = None
     sensor = with_hook(
-        VerifySnapshotsOperator(task_id="verify", snapshot_records=[new_record(name="a")]), hook
+        VerifySnapshotsOperator(task_id="verify", snapshot_records=[new_record(name="a", status=UPLOADING)]),
+        hook,
     )
     with pytest.raises(ResourceNotFoundError, match="no longer exists"):
         sensor.poke(context.as_dict())
@@ -137,7 +158,10 @@ def test_verify_deadline_names_the_snapshots_still_not_ready(hook, context):
     hook.get_snapshot.return_value = snapshot("a", status="UPLOADING")
     sensor = with_hook(
         VerifySnapshotsOperator(
-            task_id="verify", snapshot_records=[new_record(name="a")], wait_mode="worker", timeout=0
+            task_id="verify",
+            snapshot_records=[new_record(name="a", status=UPLOADING)],
+            wait_mode="worker",
+            timeout=0,
         ),
         hook,
     )

@@ -105,12 +105,14 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
     """The DAG of one group of the deployment ``deployment``. Raises nothing for a validated group."""
     cap = group.max_concurrent_vms
     common: dict[str, Any] = {"gcp_conn_id": group.gcp_conn_id}
-    # The slot-free waits (verify, convert): the group's wait mode; the cap bounds their polling too.
+    # The slot-free waits (verify, convert): the group's wait mode. They keep no VM down, so the cap does
+    # not bound them (a capped convert or verify only queues behind the others and lengthens the run);
+    # only in wait_mode "worker", where every wait holds a worker slot, do they stay within the cap.
     slot_free: dict[str, Any] = {
         **common,
         "wait_mode": group.wait_mode,
         "poke_interval": group.poke_interval,
-        "max_active_tis_per_dagrun": cap,
+        **({"max_active_tis_per_dagrun": cap} if group.wait_mode == "worker" else {}),
     }
     # BaseNotifier instances are the callbacks (called with the context); none without a notify block
     callbacks: list[Any] = list(notifiers_from_config(group.notify))
@@ -121,8 +123,9 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
         start_date=group.start_date,
         catchup=False,
         max_active_runs=1,
-        # Room for the downtime tasks and the verifies at their cap, plus the uncapped tasks (prechecks,
-        # ensure_running, retention); Airflow's default of 16 would bind before a cap of 8 or more.
+        # Room for the downtime tasks at their cap and as many running verifies, plus the other tasks
+        # (prechecks, ensure_running, retention); Airflow's default of 16 would bind before a cap of 8 or
+        # more. Deferred and rescheduled waits hold no slot here (Airflow counts queued and running).
         max_active_tasks=2 * cap + 16,
         render_template_as_native_obj=True,
         tags=["gce-vm-backup", *group.tags],
@@ -336,11 +339,20 @@ def build_dags(config: BackupConfig) -> dict[str, DAG]:
     }
 
 
-def build_all_dags(config: BackupConfig) -> dict[str, DAG]:
+def build_all_dags(config: BackupConfig, *, only: str | None = None) -> dict[str, DAG]:
     """Every DAG of the config: the backup DAGs, each group's restore (and drill) DAGs, and the freshness
-    check (when a group has a schedule)."""
+    check (when a group has a schedule).
+
+    ``only``: a DAG id; when it is a backup DAG of the config, just that DAG is built (what a task's
+    process needs: see register_dags). Any other id builds them all.
+    """
     from gce_vm_backup.freshness import build_freshness_dag
 
+    if only is not None and only.startswith(DAG_ID_PREFIX):
+        group_id = only.removeprefix(DAG_ID_PREFIX)
+        if group_id in config.groups:
+            group = config.groups[group_id]
+            return {only: build_dag(group_id, group, source=config.source, deployment=config.deployment)}
     dags = build_dags(config) | build_restore_dags(config)
     if (freshness := build_freshness_dag(config)) is not None:
         dags[freshness.dag_id] = freshness
@@ -370,6 +382,16 @@ def register_dags(
         raise ConfigError(problems)
     for problem in problems:
         log.error("gce-vm-backup config problem (group left out): %s", problem)
-    dags = build_all_dags(config)
+    dags = build_all_dags(config, only=_parsing_dag_id())
     namespace.update(dags)
     return dags
+
+
+def _parsing_dag_id() -> str | None:
+    """The DAG a task's process parses this file for (Airflow's documented dynamic-DAG optimization:
+    the task runner sets the parsing context's ``dag_id`` before it parses the file; the DAG processor
+    and ``dag.test`` leave it unset). Every task start then builds one backup DAG, not all of them: the
+    worker's parse of a 50-group config shrinks to one group's."""
+    from airflow.sdk import get_parsing_context
+
+    return get_parsing_context().dag_id

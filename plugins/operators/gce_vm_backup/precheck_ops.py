@@ -135,10 +135,25 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         )
 
 
+def confirmed_running(marker: Any, outcome: Any) -> bool:
+    """Whether the downtime task's last try brought the VM back and read it RUNNING: it succeeded (its
+    result exists, so Airflow kept it: a new try clears a task's XComs), says ``started`` with a
+    ``running_at`` time, and its down marker says up. Anything else (a failed or killed try, the outer
+    tiers' ``stop_snapshot``, which never starts the VM) needs a fresh read."""
+    return (
+        isinstance(outcome, dict)
+        and outcome.get("started") is True
+        and bool(outcome.get("running_at"))
+        and isinstance(marker, dict)
+        and marker.get("down") is False
+    )
+
+
 class EnsureRunningOperator(HookMixin, BaseOperator):
     """Bring the VM back if this run stopped it and it is still down (a teardown: it runs whatever failed).
 
-    One instances.get. Starts (or resumes) the VM only when its ``prior_status`` was RUNNING, this run
+    One instances.get, none when the downtime task succeeded and read the VM RUNNING after its start
+    (``confirmed_running``). Starts (or resumes) the VM only when its ``prior_status`` was RUNNING, this run
     stopped it (the ``downtime_task``'s ``stages.DOWN_XCOM_KEY`` marker says down, or its result says
     stopped and not started again) and it is not RUNNING now; a VM that was stopped before the backup,
     or that this run never stopped, is left as it is. The start waits out a stop still shutting down, on
@@ -193,6 +208,12 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         stopped_here = (isinstance(marker, dict) and bool(marker.get("down"))) or (
             isinstance(outcome, dict) and bool(outcome.get("stopped")) and not outcome.get("started")
         )
+        if confirmed_running(marker, outcome):
+            # The downtime try succeeded, and its start ended with a read of RUNNING: no second read, and
+            # no Google client loaded on the run's critical path.
+            self.log.info("VM %s is RUNNING (read by the downtime task at %s)", vm, outcome["running_at"])
+            result["status"] = RESTARTABLE
+            return result
         result["status"] = status = self.hook.get_instance(**instance_args(record)).status
         if status == RESTARTABLE:
             self.log.info("VM %s is RUNNING", vm)

@@ -1,8 +1,9 @@
 """After the backup: wait until this run's snapshots are READY, then delete the old ones the policy lets go.
 
 ``VerifySnapshotsOperator`` matters with the early-restart opt-in, where the snapshot task finishes at
-UPLOADING; otherwise it confirms READY with one read per snapshot (in ``snapshot_mode: instant`` the
-convert task, instant_ops.py, takes its place and returns the same records). ``ApplyRetentionOperator``
+UPLOADING; otherwise the downtime task has read READY already, and it returns at once, with no API call
+(in ``snapshot_mode: instant`` the convert task, instant_ops.py, takes its place and returns the same
+records). ``ApplyRetentionOperator``
 lists only this deployment's and group's snapshots of each disk (server-side label filter, every
 page), plans with ``retention.plan_deletions`` and deletes with deterministic request ids, waiting on
 each delete.
@@ -65,9 +66,11 @@ class VerifySnapshotsOperator(SlotFreeWait):
     """Wait until every snapshot of this run is READY (slot-free between looks: waits.SlotFreeWait).
 
     ``snapshot_records`` is the downtime task's result (its ``snapshots``) or a list of SnapshotRecords.
-    Returns the records with their current status (READY) and size. Raises OperationFailedError when a
-    snapshot turned FAILED, ResourceNotFoundError when it no longer exists, and AirflowSensorTimeout,
-    naming each disk and snapshot still not READY, when ``timeout`` seconds pass first.
+    Returns the records with their current status (READY) and size; when every record already says
+    READY (the downtime task waited for it), they are returned as they are, with no API call. Raises
+    OperationFailedError when a snapshot turned FAILED, ResourceNotFoundError when it no longer exists,
+    and AirflowSensorTimeout, naming each disk and snapshot still not READY, when ``timeout`` seconds
+    pass first.
     """
 
     template_fields: Sequence[str] = ("snapshot_records",)
@@ -90,6 +93,12 @@ class VerifySnapshotsOperator(SlotFreeWait):
         records = snapshot_records(
             value["snapshots"] if isinstance(value, dict) and "snapshots" in value else value
         )
+        if records and all(record.get("status") == READY for record in records):
+            # The downtime task waited for READY (no early restart) and read it from the API: no second
+            # read, and no Google client is loaded. Retention checks READY again in its own listing
+            # before it deletes anything.
+            self.log.info("All %d snapshot(s) READY when the downtime task read them", len(records))
+            return PokeReturnValue(True, records)
         verified, pending = [], []
         for record in records:
             project, name = _snapshot_project(record), record["snapshot"]
