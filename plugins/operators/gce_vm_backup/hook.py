@@ -273,14 +273,28 @@ class ComputeBackupHook(GoogleBaseHook):
             lambda: self.snapshots.delete_unary(request=request, retry=NO_RETRY),
         )
 
+    # ---- zonal or regional: one choice for every such call ---------------------------------------
+    def _located(
+        self, zonal: str, regional: str, zone: str | None, region: str | None, what: str = ""
+    ) -> tuple[Any, dict[str, str], str]:
+        """The client (the property named ``zonal`` for ``zone``, ``regional`` for ``region``), the
+        request's location (``{"zone": Z}`` or ``{"region": R}``) and its path (``zones/Z`` or
+        ``regions/R``). Only that client is built. Raises ValueError, naming ``what``, unless exactly one
+        of ``zone`` (a zonal resource) and ``region`` (a regional one) is given."""
+        if bool(zone) == bool(region):
+            raise ValueError(
+                f"{what + ': ' if what else ''}give exactly one of zone and region "
+                f"(got zone={zone!r}, region={region!r})"
+            )
+        if zone:
+            return getattr(self, zonal), {"zone": zone}, f"zones/{zone}"
+        return getattr(self, regional), {"region": str(region)}, f"regions/{region}"
+
     # ---- instant snapshots (zonal: zone=..., regional: region=...) -------------------------------
     def _instant(self, zone: str | None, region: str | None) -> tuple[Any, dict[str, str], str]:
-        """The client, the request's location and its path for one of ``zone`` / ``region``."""
-        if (zone is None) == (region is None):
-            raise ValueError("give exactly one of zone (a zonal disk) or region (a regional disk)")
-        if zone is not None:
-            return self.instant_snapshots, {"zone": zone}, f"zones/{zone}"
-        return self.region_instant_snapshots, {"region": str(region)}, f"regions/{region}"
+        return self._located(
+            "instant_snapshots", "region_instant_snapshots", zone, region, "instant snapshot"
+        )
 
     def insert_instant_snapshot(
         self,
@@ -356,16 +370,11 @@ class ComputeBackupHook(GoogleBaseHook):
         self, *, project_id: str, zone: str | None = None, region: str | None = None, name: str
     ) -> compute_v1.Disk:
         """disks.get / regionDisks.get: the attached-disk entries of a VM do not carry the disk's type."""
-        if (zone is None) == (region is None):
-            raise ValueError("give exactly one of zone (a zonal disk) or region (a regional disk)")
-        if zone is not None:
-            return self._call(
-                f"get disk projects/{project_id}/zones/{zone}/disks/{name}",
-                lambda: self.disks.get(project=project_id, zone=zone, disk=name, retry=NO_RETRY),
-            )
+        client, where, scope = self._located("disks", "region_disks", zone, region, f"get disk {name}")
+        request = {"project": project_id, **where, "disk": name}
         return self._call(
-            f"get disk projects/{project_id}/regions/{region}/disks/{name}",
-            lambda: self.region_disks.get(project=project_id, region=region, disk=name, retry=NO_RETRY),
+            f"get disk projects/{project_id}/{scope}/disks/{name}",
+            lambda: client.get(request=request, retry=NO_RETRY),
         )
 
     # ---- operations ----------------------------------------------------------------------------

@@ -39,15 +39,6 @@ def restore_client_info() -> ClientInfo:
     return ClientInfo(user_agent=f"{RESTORE_CLIENT_PRODUCT}/{version}")
 
 
-def _location(zone: str | None, region: str | None, what: str) -> tuple[str, str]:
-    """('zone', Z) or ('region', R): exactly one of them, or ValueError naming ``what``."""
-    if bool(zone) == bool(region):
-        raise ValueError(
-            f"{what}: give exactly one of zone and region (got zone={zone!r}, region={region!r})"
-        )
-    return ("zone", zone) if zone else ("region", region)  # type: ignore[return-value]
-
-
 class RestoreHook(ComputeBackupHook):
     """Compute Engine calls for restores and drills. Connection, project and impersonation as the backup
     hook's (GoogleBaseHook); a restore service account is used through ``impersonation_chain``."""
@@ -65,10 +56,8 @@ class RestoreHook(ComputeBackupHook):
     # built through this _client: with the restore product in their x-goog-api-client header.
 
     def _disk_client(self, zone: str | None, region: str | None, what: str) -> tuple[Any, dict[str, str]]:
-        kind, location = _location(zone, region, what)
-        return (
-            (self.disks, {"zone": location}) if kind == "zone" else (self.region_disks, {"region": location})
-        )
+        client, location, _ = self._located("disks", "region_disks", zone, region, what)
+        return client, location
 
     @staticmethod
     def _disk_path(project_id: str, zone: str | None, region: str | None, name: str) -> str:
