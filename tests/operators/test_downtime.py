@@ -403,7 +403,10 @@ def test_over_the_cap_a_try_gives_its_slot_back_before_stopping_anything(fast_em
     with pytest.raises(AirflowRescheduleException):
         operator.execute(context_of(ti))
     assert fast_emulator.calls_for("compute.instances.stop") == []
-    assert DOWN_XCOM_KEY not in ti.pushed
+    # VM 1 is left down by a try that is not running: its retry needs a slot, so this one gives its slot
+    # back at once instead of waiting on it; its marker says it is not down
+    assert ti.pushed[DOWN_XCOM_KEY]["down"] is False
+    assert ti.pushed[DOWN_XCOM_KEY]["waiting"] is True
     assert ERROR_XCOM_KEY not in ti.pushed  # control flow, not a failure
     # Past its wait budget the try fails (retryably), still without stopping anything.
     ti.first_reschedule = datetime(2000, 1, 1, tzinfo=UTC)
@@ -421,6 +424,106 @@ def test_a_vm_already_down_from_an_earlier_try_goes_on_without_waiting_for_room(
     result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))
     assert (result["stopped"], result["started"]) == (True, True)
     assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"
+
+
+def test_a_running_try_that_says_it_is_not_down_is_not_counted_and_one_just_started_is():
+    from gce_vm_backup.cap import count_down
+
+    # 1 waits for room (started ahead), 2 is back up and finishing, 3 has just started (no marker yet:
+    # it may be the retry of a try that left its VM down), 4 has its VM down
+    ti = cap_ti({0: "running", 1: "running", 2: "running", 3: "running", 4: "running"}, {2: False, 4: True})
+    ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False, "waiting": True}
+    found = count_down(ti, task_id=DOWNTIME, indexes=[0, 1, 2, 3, 4])
+    assert found.total == 3, found.detail  # me, 3 and 4
+    assert found.left_down == []
+
+
+@pytest.fixture
+def quick_room_poll(monkeypatch):
+    import gce_vm_backup.downtime_ops as downtime_ops
+
+    monkeypatch.setattr(downtime_ops, "ROOM_POLL", 0.02)
+
+
+def test_a_try_started_ahead_waits_on_its_slot_and_stops_its_vm_once_another_is_back(
+    fast_emulator, quick_room_poll
+):
+    """Cap 1, VM 1's try has its VM down: this try waits (no reschedule), then goes on as soon as VM 1's
+    marker says it is back, and only then sends its stop."""
+    record = precheck()
+    ti = cap_ti({0: "running", 1: "running", 2: None}, {1: True})
+    counts = {"n": 0}
+    real_states = ti.get_task_states
+
+    def vm_1_comes_back_after_a_few_counts(**kwargs: Any) -> Any:
+        counts["n"] += 1
+        if counts["n"] == 6:
+            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False}
+        return real_states(**kwargs)
+
+    ti.get_task_states = vm_1_comes_back_after_a_few_counts  # type: ignore[method-assign]
+    seen: list[Any] = []
+    fast_emulator.faults.on_call(
+        "compute.instances.stop", lambda: seen.append(dict(ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)]))
+    )
+    result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))
+    assert (result["stopped"], result["started"]) == (True, True)
+    assert seen == [{"down": False}]  # the stop came after VM 1 was back, not before
+    assert counts["n"] >= 6
+
+
+def test_two_tries_claiming_the_last_room_at_once_do_not_both_stop(fast_emulator, quick_room_poll):
+    """Cap 1, both tries see room and claim it: the one whose count reads the other's claim withdraws."""
+    record = precheck()
+    ti = cap_ti({0: "running", 1: "running", 2: None}, {})
+    ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False, "waiting": True}
+    real_push = ti.xcom_push
+
+    def the_other_claims_at_the_same_moment(key: str, value: Any) -> None:
+        real_push(key, value)
+        if key == DOWN_XCOM_KEY and value["down"] is True:
+            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": True}  # ... and it keeps its claim
+
+    ti.xcom_push = the_other_claims_at_the_same_moment  # type: ignore[method-assign]
+    with pytest.raises(
+        OperationTimeoutError, match=r"waited \d+ seconds for room under max_concurrent_vms=1"
+    ):
+        downtime(record, max_concurrent_vms=1, cap_wait=0.2).execute(context_of(ti))
+    assert fast_emulator.calls_for("compute.instances.stop") == []
+    assert ti.pushed[DOWN_XCOM_KEY] == {**ti.pushed[DOWN_XCOM_KEY], "down": False, "waiting": True}
+
+
+def test_a_count_that_fails_is_never_taken_for_room(fast_emulator, quick_room_poll):
+    record = precheck()
+    ti = cap_ti({0: "running", 1: "running", 2: None}, {})
+
+    def api_down(**kwargs: Any) -> Any:
+        if ti.reads.count("states") >= 1:
+            raise ConnectionError("execution API unavailable")
+        ti.reads.append("states")
+        return RunTI.get_task_states(ti, **kwargs)
+
+    ti.get_task_states = api_down  # type: ignore[method-assign]
+    with pytest.raises(OperationTimeoutError, match="could not count the VMs down at once: execution API"):
+        downtime(record, max_concurrent_vms=1, cap_wait=0.2).execute(context_of(ti))
+    assert fast_emulator.calls_for("compute.instances.stop") == []
+
+
+@pytest.mark.parametrize(("try_number", "said_before_the_first_read"), [(1, True), (2, False)])
+def test_a_first_try_says_it_is_not_down_before_its_first_read_and_a_retry_only_after(
+    fast_emulator, try_number, said_before_the_first_read
+):
+    """A first try has stopped nothing: it says so at once, so a try started ahead is not counted as a VM
+    down while it starts. A retry may find its VM down from the try before: it is counted until it has
+    read the VM."""
+    record = precheck()
+    ti = cap_ti({0: "running", 1: None, 2: None}, {})
+    ti.try_number = try_number
+    seen: list[Any] = []
+    fast_emulator.faults.on_call("compute.instances.get", lambda: seen.append(ti.pushed.get(DOWN_XCOM_KEY)))
+    downtime(record, max_concurrent_vms=1).execute(context_of(ti))
+    first = seen[0]
+    assert (first is not None and first["down"] is False) is said_before_the_first_read
 
 
 # ---- tiered groups -----------------------------------------------------------------------------------

@@ -1,29 +1,60 @@
 """``max_concurrent_vms``: how many VMs of a tier are down at once, counted before a try stops one.
 
-The downtime task runs with ``max_active_tis_per_dagrun = cap``, so the scheduler never runs more than
-``cap`` tries at once (atomically). A VM is down from the stop request until it is RUNNING again, and
-a try that is not running can leave one down only after its worker was killed, or when it could not
-bring the VM back; such a try's ``stages.DOWN_XCOM_KEY`` marker still says ``down`` (Airflow clears a
-try's XComs only when the next try of that task instance starts), until the VM's ``ensure_running``
-teardown has brought it back (its return value then exists).
+The scheduler runs up to ``2 x cap`` tries of the downtime task at once (``max_active_tis_per_dagrun``;
+dag_factory): up to ``cap`` with a VM down, the others started ahead (DAG parsed, Google client loaded,
+VM read), each waiting on its worker slot for a VM of the tier to come back, so that the next stop
+follows a VM's return within seconds instead of a task's start-up. The cap itself is this count, made by
+every try before its stop request. Each try says where it stands in its XCom marker
+``stages.DOWN_XCOM_KEY``:
+- ``{"down": true}``: its VM is down, or it has claimed the right to stop it (pushed BEFORE the stop);
+- ``{"down": false}``: its VM is not down because of it: it waits for room (``"waiting": true``), or its
+  VM is back, or it was never stopped (a VM that was not RUNNING before the backup).
+Airflow clears a try's XComs when the next try (or run) of that task instance starts; a marker left by
+an earlier run of the same try says ``down: false`` only if nothing of that task instance has stopped
+the VM since.
 
-So before its stop request a try counts: every running try of the task (itself included; a running try
-may stop its VM at any moment) + every VM whose marker says down, whose try is not running and whose
-``ensure_running`` has not returned. It reads the markers and results FIRST and the states AFTER: a
-VM down at that moment either has a marker that was still there at the read (its next try had not
-started: the marker was not yet cleared), or its next try started before the read, and is then
-running (or finished) when the states are read after. Either way it is counted; reading the states
-first would miss a VM whose retry started (clearing the marker) between the two reads. Two tries
-counting at once both count each other as running, so the last of them to decide sees every VM down.
+The count, for a try about to stop its VM: itself, plus each other VM of the tier whose try
+- is running, unless its marker says ``down: false`` (a running try without a marker has just started
+  and may be a retry of a try that left its VM down: counted);
+- is not running and has a ``down: true`` marker, and its ``ensure_running`` has not returned (a killed
+  worker, a start that could not succeed: the VM is or may still be down; these are ``left_down``).
+
+It reads the markers and results FIRST and the states AFTER: a VM down at that moment either has a
+marker that was still there at the read (its next try had not started: the marker was not yet
+cleared), or its next try started before the read, and is then running (or finished) when the states
+are read after; either way it is counted. Reading the states first would miss a VM whose retry started
+(clearing the marker) between the two reads.
+
+Two tries claiming at once: a try pushes its claim (``down: true``) first and counts after
+(``downtime_ops``); over the cap it withdraws (``down: false, waiting: true``) and waits again. Of two
+claims, the later written is the one whose count reads the other, so no set of more than ``cap`` claims
+can all stand: the try whose claim was written last counts every other standing claim. The count can
+only over-estimate (a try just started, a claim about to be withdrawn), which costs a wait, never a VM
+too many.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from gce_vm_backup.stages import DOWN_XCOM_KEY, ENSURE_RUNNING
 
 RUNNING_STATES = frozenset({"running"})
+
+
+@dataclass(frozen=True)
+class DownCount:
+    """The VMs of a tier down (or about to be) if this try stops its VM now, itself included."""
+
+    total: int
+    left_down: list[int]  # map indexes of VMs left down by tries that are not running
+    detail: str  # for the log
+
+
+def tier_indexes(ti: Any, task_id: str) -> list[int]:
+    """The map indexes of ``task_id`` in this run (fixed once the tier is expanded)."""
+    return sorted(_states(ti, task_id))
 
 
 def _states(ti: Any, task_id: str) -> dict[int, str | None]:
@@ -37,31 +68,38 @@ def _states(ti: Any, task_id: str) -> dict[int, str | None]:
     return states
 
 
-def vms_down(ti: Any, *, task_id: str, cap: int) -> tuple[int, str]:
-    """How many VMs of this tier are (or may be) down if this try stops its VM now, and why (for the log).
-
-    ``task_id`` is the downtime task's (``tier_N.stop_snapshot_start``). Returns ``(0, ...)`` at once when
-    the tier has no more VMs than ``cap``: nothing can exceed it.
-    """
-    indexes = sorted(_states(ti, task_id))
-    if len(indexes) <= cap:
-        return 0, f"{len(indexes)} VM(s) in the tier, cap {cap}"
+def count_down(ti: Any, *, task_id: str, indexes: list[int]) -> DownCount:
+    """The count of the module docstring for the tier's map ``indexes`` (``tier_indexes``); ``task_id``
+    is the downtime task's (``tier_N.stop_snapshot_start``)."""
     others = [index for index in indexes if index != ti.map_index]
     ensure_id = f"{task_id.rpartition('.')[0]}.{ENSURE_RUNNING}"
     # Markers and results first, states after (see the module docstring for why the order matters).
-    markers = ti.xcom_pull(task_ids=task_id, key=DOWN_XCOM_KEY, map_indexes=others)
-    back = ti.xcom_pull(task_ids=ensure_id, map_indexes=others)
+    markers = ti.xcom_pull(task_ids=task_id, key=DOWN_XCOM_KEY, map_indexes=others) or [None] * len(others)
+    back = ti.xcom_pull(task_ids=ensure_id, map_indexes=others) or [None] * len(others)
     states = _states(ti, task_id)
-    running = {index for index, state in states.items() if state in RUNNING_STATES} | {ti.map_index}
-    left_down = [
-        index
-        for index, marker, result in zip(
-            others, markers or [None] * len(others), back or [None] * len(others), strict=True
-        )
-        if isinstance(marker, dict) and marker.get("down") and index not in running and result is None
-    ]
+    running, left_down, waiting = [], [], []
+    for index, marker, result in zip(others, markers, back, strict=True):
+        says = marker.get("down") if isinstance(marker, dict) else None
+        if states.get(index) in RUNNING_STATES:
+            if says is False:
+                waiting.append(index)
+            else:
+                running.append(index)
+        elif says is True and result is None:
+            left_down.append(index)
     detail = (
-        f"{len(running)} try(s) running (map indexes {sorted(running)}), "
-        f"{len(left_down)} VM(s) left down by an earlier try ({left_down}), cap {cap}"
+        f"{len(running)} other try(s) with a VM down or about to be (map indexes {running}), "
+        f"{len(left_down)} VM(s) left down by an earlier try ({left_down}), "
+        f"{len(waiting)} try(s) waiting or done ({waiting})"
     )
-    return len(running) + len(left_down), detail
+    return DownCount(1 + len(running) + len(left_down), left_down, detail)
+
+
+def vms_down(ti: Any, *, task_id: str, cap: int) -> tuple[int, str]:
+    """How many VMs of this tier are (or may be) down if this try stops its VM now, and why (for the log).
+    Returns ``(0, ...)`` at once when the tier has no more VMs than ``cap``: nothing can exceed it."""
+    indexes = tier_indexes(ti, task_id)
+    if len(indexes) <= cap:
+        return 0, f"{len(indexes)} VM(s) in the tier, cap {cap}"
+    found = count_down(ti, task_id=task_id, indexes=indexes)
+    return found.total, f"{found.detail}, cap {cap}"

@@ -123,10 +123,11 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
         start_date=group.start_date,
         catchup=False,
         max_active_runs=1,
-        # Room for the downtime tasks at their cap and as many running verifies, plus the other tasks
-        # (prechecks, ensure_running, retention); Airflow's default of 16 would bind before a cap of 8 or
-        # more. Deferred and rescheduled waits hold no slot here (Airflow counts queued and running).
-        max_active_tasks=2 * cap + 16,
+        # Room for the downtime tries (twice the cap: those started ahead) and as many running verifies,
+        # plus the other tasks (prechecks, ensure_running, retention); Airflow's default of 16 would bind
+        # before a cap of 8 or more. Deferred and rescheduled waits hold no slot here (Airflow counts
+        # queued and running).
+        max_active_tasks=3 * cap + 16,
         render_template_as_native_obj=True,
         tags=["gce-vm-backup", *group.tags],
         doc_md=_doc(group_id, group, source, deployment),
@@ -216,11 +217,13 @@ def _capture_kwargs(group_id: str, group: Group, deployment: str) -> dict[str, A
         "stop_timeout": timeouts.stop,
         "snapshot_timeout": timeouts.snapshot,
         "start_timeout": timeouts.start,
-        # The cap: the scheduler runs at most `cap` tries at once; each try also counts the VMs left down
-        # by killed or failed tries before it stops one (cap.py), and waits slot-free for room at most the
-        # longest one try of another VM can keep it down plus the retry delay of a killed one.
+        # The cap (cap.py): each try claims room and counts the VMs down (killed or failed tries' too)
+        # before it stops one. The scheduler runs up to twice the cap: the tries beyond it start ahead and
+        # wait on their slots, so the next stop follows a VM's return within seconds, not a task's
+        # start-up. A try waits for room at most the longest one try of another VM can keep it down
+        # plus the retry delay of a killed one.
         "max_concurrent_vms": group.max_concurrent_vms,
-        "max_active_tis_per_dagrun": group.max_concurrent_vms,
+        "max_active_tis_per_dagrun": 2 * group.max_concurrent_vms,
         "cap_wait": timeouts.stop + timeouts.snapshot + timeouts.start + group.retry_delay,
         "cap_poll": group.poke_interval,
     }

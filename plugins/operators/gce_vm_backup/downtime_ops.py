@@ -1,11 +1,17 @@
 """The downtime of one VM in one task: stop, capture every disk, start, on the worker, no poke between.
 
 Every second between the stop request and RUNNING again is downtime, so this task holds its worker
-slot on purpose (that slot is the cap: ``max_active_tis_per_dagrun = max_concurrent_vms``) and waits
-with ``operations.wait`` long-polls (instance_ops.py, snapshot_ops.py), each step bounded by the group's
-timeout for it. Whatever fails after the stop request, the VM is started again before the task fails
-(``StopSnapshotStartOperator``). Outer tiers of a tiered group use ``StopSnapshotOperator`` (no start:
-their VMs stay down until every inner tier is back) and ``EnsureRunningOperator`` as ``start``.
+slot on purpose and waits with ``operations.wait`` long-polls (instance_ops.py, snapshot_ops.py), each
+step bounded by the group's timeout for it. Whatever fails after the stop request, the VM is started
+again before the task fails (``StopSnapshotStartOperator``). Outer tiers of a tiered group use
+``StopSnapshotOperator`` (no start: their VMs stay down until every inner tier is back) and
+``EnsureRunningOperator`` as ``start``.
+
+``max_concurrent_vms`` (cap.py): the scheduler runs up to twice the cap of these tries; before its stop
+request a try claims room under the cap and counts, and while there is none it waits on its slot,
+started ahead, for another VM of the tier to come back (a re-count every ``ROOM_POLL`` seconds), so the
+next stop follows within seconds. It gives the slot back (reschedules) when a VM is left down by a try
+that is not running (that try's retry needs a slot), and after ``PRESTART_WAIT`` seconds of waiting.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard, settle
 from gce_vm_backup.stages import DOWN_XCOM_KEY
 
 SNAPSHOT_MODES = ("standard", "instant")
+ROOM_POLL = 2.0  # seconds between two counts of a try waiting for room under the cap (x 0.5-1.5)
+PRESTART_WAIT = 900.0  # seconds a try waits for room on its slot before it gives the slot back
 
 
 def checked_record(record: Any) -> dict[str, Any]:
@@ -67,9 +75,11 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
 
     A VM that was not RUNNING is captured and left as it was. Before its stop request a try pushes the
     XCom marker ``stages.DOWN_XCOM_KEY`` = ``{"vm", "down": true, "at"}``. With ``max_concurrent_vms``
-    set, a try about to stop a VM that is not already down (from an earlier try) first counts the VMs of
-    the tier down at once (cap.py); over the cap it gives its slot back (reschedules every
-    ``cap_poll`` seconds, up to ``cap_wait`` seconds in all) instead of stopping.
+    set, a try about to stop a VM that is not already down (from an earlier try) first claims room
+    under the cap and counts the VMs of the tier down at once (cap.py); over the cap it withdraws
+    (``{"down": false, "waiting": true}``) and waits on its slot for a VM to come back, or gives the
+    slot back (reschedules every ``cap_poll`` seconds) when a VM is left down by a try that is not
+    running, or after ``PRESTART_WAIT`` seconds; ``cap_wait`` seconds in all bound the wait.
 
     Returns ``{"vm", "prior_status", "stopped", "stop_requested_at", "captured_at", "mode", "snapshots"}``
     (SnapshotRecords, or instant records in ``snapshot_mode="instant"``). Raises VmStateError if the VM
@@ -154,6 +164,13 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         if record["prior_status"] == NO_VM_STATUS:
             return result
         run = RunKey.from_context(context)
+        ti = context["ti"]
+        if self.max_concurrent_vms and (run.try_number == 1 or record["prior_status"] != RESTARTABLE):
+            # Not down because of this task instance: its first try has stopped nothing yet (a killed or
+            # failed try is followed by a try numbered 2 or more), and a VM that was not RUNNING is never
+            # stopped. Said at once, so the others' counts do not take this try, started ahead, for a VM
+            # down (cap.py).
+            self._mark(ti, result["vm"], down=False, waiting=record["prior_status"] == RESTARTABLE)
         if record["prior_status"] != RESTARTABLE:
             self.log.info(
                 "VM %s was %s before the backup: capturing it, not stopping it",
@@ -170,8 +187,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             self._wait_for_room(context)  # may give the slot back (reschedule) before anything is stopped
         else:  # down from an earlier try of this run (a killed worker, a start that failed): go on
             self.log.info("VM %s is %s already (an earlier try stopped it): going on", result["vm"], status)
-        ti = context["ti"]
-        ti.xcom_push(key=DOWN_XCOM_KEY, value={"vm": result["vm"], "down": True, "at": now_iso()})
+        self._mark(ti, result["vm"], down=True)
         result["stop_requested_at"] = now_iso()
         try:
             self.failure_subject = "stop"
@@ -190,9 +206,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 self.failure_subject = "start"
                 self._start(record, run, self.start_timeout)
                 result.update(started=True, running_at=now_iso())
-                ti.xcom_push(
-                    key=DOWN_XCOM_KEY, value={"vm": result["vm"], "down": False, "at": result["running_at"]}
-                )
+                self._mark(ti, result["vm"], down=False)
                 self.failure_subject = None
         except BaseException as exc:
             if not self.restart or result.get("started"):
@@ -243,49 +257,70 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 self.log.error("VM %s: could not settle %s", vm, problem)
         try:
             self._start(record, run, self.stop_timeout + self.start_timeout, caller="restart-")
-            ti.xcom_push(key=DOWN_XCOM_KEY, value={"vm": vm, "down": False, "at": now_iso()})
+            self._mark(ti, vm, down=False)
             self.log.info("VM %s is RUNNING again", vm)
             return True
         except BaseException as start_error:  # the task's own error must win
             self.log.error("VM %s could not be started again (ensure_running will try): %s", vm, start_error)
             return False
 
+    @staticmethod
+    def _mark(ti: Any, vm: str, *, down: bool, waiting: bool = False) -> None:
+        """Push this try's ``DOWN_XCOM_KEY`` marker (cap.py says what each value means)."""
+        value: dict[str, Any] = {"vm": vm, "down": down, "at": now_iso()}
+        if waiting:
+            value["waiting"] = True
+        ti.xcom_push(key=DOWN_XCOM_KEY, value=value)
+
     def _wait_for_room(self, context: Any) -> None:
-        """Return when stopping this VM keeps the tier's VMs down at once within ``max_concurrent_vms``;
-        otherwise give the slot back (AirflowRescheduleException) until there is room, up to ``cap_wait``
-        seconds from this try's first attempt. Raises OperationTimeoutError past that (retried)."""
+        """Return once this try has claimed room under ``max_concurrent_vms`` (its marker then says down:
+        the caller stops the VM next). While there is none, wait on the slot, re-counting every
+        ``ROOM_POLL`` seconds (x 0.5-1.5); give the slot back (AirflowRescheduleException) when a VM is
+        left down by a try that is not running (its retry needs a slot) or after ``PRESTART_WAIT``
+        seconds. Raises OperationTimeoutError once ``cap_wait`` seconds have passed since this try's
+        first wait (retried); a count that fails is retried the same way, never taken as room."""
         if not self.max_concurrent_vms:
             return
         from airflow.exceptions import AirflowRescheduleException
 
-        from gce_vm_backup.cap import vms_down
+        from gce_vm_backup.cap import count_down, tier_indexes
 
-        ti = context["ti"]
-        try:
-            count, detail = vms_down(ti, task_id=self.task_id, cap=int(self.max_concurrent_vms))
-        except BackupError:
-            raise
-        except Exception as exc:  # an Airflow without GetTaskStates: the scheduler's bound is all there is
-            self.log.warning("Could not count the VMs down at once (%s); relying on the scheduler's cap", exc)
-            return
-        if count <= self.max_concurrent_vms:
-            self.log.info("Room to stop %s: %s", vm_path(self.instance_record), detail)
+        cap, ti, vm = int(self.max_concurrent_vms), context["ti"], vm_path(self.instance_record)
+        indexes = tier_indexes(ti, self.task_id)
+        if len(indexes) <= cap:
+            self.log.info("Room to stop %s: %d VM(s) in the tier, cap %d", vm, len(indexes), cap)
             return
         first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
-        waited = (datetime.now(UTC) - first).total_seconds() if first else 0.0
-        if waited >= self.cap_wait:
-            raise OperationTimeoutError(
-                f"VM {vm_path(self.instance_record)} waited {waited:.0f} seconds for room under "
-                f"max_concurrent_vms={self.max_concurrent_vms} ({detail}); the task's retry waits again"
-            )
-        delay = self.cap_poll * (1 + random.random())  # jitter: two waiting tries must not wake together
-        self.log.info(
-            "No room to stop %s (%s): giving the slot back for %.0f s",
-            vm_path(self.instance_record),
-            detail,
-            delay,
-        )
-        raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + timedelta(seconds=delay))
+        waited_before = (datetime.now(UTC) - first).total_seconds() if first else 0.0
+        started = time.monotonic()
+        while True:
+            waited = waited_before + time.monotonic() - started
+            try:
+                found = count_down(ti, task_id=self.task_id, indexes=indexes)
+                if found.total <= cap:  # room, it seems: claim it, then count again (cap.py)
+                    self._mark(ti, vm, down=True)
+                    found = count_down(ti, task_id=self.task_id, indexes=indexes)
+                    if found.total <= cap:
+                        self.log.info("Room to stop %s: %s, cap %d", vm, found.detail, cap)
+                        return
+                    self._mark(ti, vm, down=False, waiting=True)  # another try claimed it too: withdraw
+                detail, left_down = f"{found.detail}, cap {cap}", found.left_down
+            except BackupError:
+                raise
+            except Exception as exc:  # the Airflow API failed: no room is assumed, and the wait goes on
+                self._mark(ti, vm, down=False, waiting=True)
+                detail, left_down = f"could not count the VMs down at once: {exc}", []
+            if waited >= self.cap_wait:
+                raise OperationTimeoutError(
+                    f"VM {vm} waited {waited:.0f} seconds for room under max_concurrent_vms={cap} "
+                    f"({detail}); the task's retry waits again"
+                )
+            if left_down or time.monotonic() - started >= PRESTART_WAIT:
+                delay = self.cap_poll * (1 + random.random())  # jitter: waiting tries must not wake together
+                self.log.info("No room to stop %s (%s): giving the slot back for %.0f s", vm, detail, delay)
+                raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + timedelta(seconds=delay))
+            self.log.info("No room to stop %s yet (%s): waiting for a VM to come back", vm, detail)
+            time.sleep(ROOM_POLL * (0.5 + random.random()))
 
 
 class StopSnapshotStartOperator(StopSnapshotOperator):
