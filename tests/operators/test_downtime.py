@@ -455,13 +455,14 @@ def test_a_try_started_ahead_waits_on_its_slot_and_stops_its_vm_once_another_is_
     counts = {"n": 0}
     real_states = ti.get_task_states
 
-    def vm_1_comes_back_after_a_few_counts(**kwargs: Any) -> Any:
+    def vm_1_comes_back_after_a_few_looks(**kwargs: Any) -> Any:
         counts["n"] += 1
-        if counts["n"] == 6:
+        if counts["n"] == 6:  # VM 1 is back, and its try ends
             ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False}
+            ti.states[(DOWNTIME, 1)] = "success"
         return real_states(**kwargs)
 
-    ti.get_task_states = vm_1_comes_back_after_a_few_counts  # type: ignore[method-assign]
+    ti.get_task_states = vm_1_comes_back_after_a_few_looks  # type: ignore[method-assign]
     seen: list[Any] = []
     fast_emulator.faults.on_call(
         "compute.instances.stop", lambda: seen.append(dict(ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)]))
@@ -469,7 +470,29 @@ def test_a_try_started_ahead_waits_on_its_slot_and_stops_its_vm_once_another_is_
     result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))
     assert (result["stopped"], result["started"]) == (True, True)
     assert seen == [{"down": False}]  # the stop came after VM 1 was back, not before
-    assert counts["n"] >= 6
+    # ... and at once: the look that saw VM 1's try end, then the count and the claim's count
+    assert counts["n"] == 6 + 2
+
+
+def test_a_vm_seen_left_down_in_one_count_only_does_not_make_the_try_give_its_slot_back(
+    fast_emulator, quick_room_poll
+):
+    """The count read VM 1's marker just before VM 1 came back and its try ended: one count sees a VM
+    'left down' by a try that is not running. That is not a killed try: no reschedule, the try waits."""
+    record = precheck()
+    ti = cap_ti({0: "running", 1: "success", 2: None}, {1: True})
+    reads = {"states": 0}
+    real_states = ti.get_task_states
+
+    def the_marker_was_stale(**kwargs: Any) -> Any:
+        reads["states"] += 1
+        if reads["states"] == 2:  # during the first full count, after its read of the markers
+            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False}
+        return real_states(**kwargs)
+
+    ti.get_task_states = the_marker_was_stale  # type: ignore[method-assign]
+    result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))  # no AirflowRescheduleException
+    assert (result["stopped"], result["started"]) == (True, True)
 
 
 def test_two_tries_claiming_the_last_room_at_once_do_not_both_stop(fast_emulator, quick_room_poll):

@@ -54,10 +54,10 @@ class DownCount:
 
 def tier_indexes(ti: Any, task_id: str) -> list[int]:
     """The map indexes of ``task_id`` in this run (fixed once the tier is expanded)."""
-    return sorted(_states(ti, task_id))
+    return sorted(task_states(ti, task_id))
 
 
-def _states(ti: Any, task_id: str) -> dict[int, str | None]:
+def task_states(ti: Any, task_id: str) -> dict[int, str | None]:
     """map index -> state of every task instance of ``task_id`` in this run (Task SDK GetTaskStates)."""
     found = ti.get_task_states(dag_id=ti.dag_id, task_ids=[task_id], run_ids=[ti.run_id])
     states: dict[int, str | None] = {}
@@ -76,7 +76,7 @@ def count_down(ti: Any, *, task_id: str, indexes: list[int]) -> DownCount:
     # Markers and results first, states after (see the module docstring for why the order matters).
     markers = ti.xcom_pull(task_ids=task_id, key=DOWN_XCOM_KEY, map_indexes=others) or [None] * len(others)
     back = ti.xcom_pull(task_ids=ensure_id, map_indexes=others) or [None] * len(others)
-    states = _states(ti, task_id)
+    states = task_states(ti, task_id)
     running, left_down, waiting = [], [], []
     for index, marker, result in zip(others, markers, back, strict=True):
         says = marker.get("down") if isinstance(marker, dict) else None

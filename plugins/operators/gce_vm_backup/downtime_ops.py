@@ -32,7 +32,8 @@ from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard, settle
 from gce_vm_backup.stages import DOWN_XCOM_KEY
 
 SNAPSHOT_MODES = ("standard", "instant")
-ROOM_POLL = 2.0  # seconds between two counts of a try waiting for room under the cap (x 0.5-1.5)
+ROOM_POLL = 2.0  # seconds between two looks of a try waiting for room under the cap (x 0.5-1.5)
+RECOUNT_EVERY = 10  # looks: a look reads the tries' states only, a full count follows when they changed
 PRESTART_WAIT = 900.0  # seconds a try waits for room on its slot before it gives the slot back
 
 
@@ -274,16 +275,18 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
 
     def _wait_for_room(self, context: Any) -> None:
         """Return once this try has claimed room under ``max_concurrent_vms`` (its marker then says down:
-        the caller stops the VM next). While there is none, wait on the slot, re-counting every
-        ``ROOM_POLL`` seconds (x 0.5-1.5); give the slot back (AirflowRescheduleException) when a VM is
-        left down by a try that is not running (its retry needs a slot) or after ``PRESTART_WAIT``
+        the caller stops the VM next). While there is none, wait on the slot, looking every ``ROOM_POLL``
+        seconds (x 0.5-1.5: one read of the tries' states, and a full count when they changed or at every
+        ``RECOUNT_EVERY``-th look); give the slot back (AirflowRescheduleException) when a VM is
+        left down by a try that is not running (its retry needs a slot; seen in two counts in a row,
+        so that a read racing a try's end is not taken for one) or after ``PRESTART_WAIT``
         seconds. Raises OperationTimeoutError once ``cap_wait`` seconds have passed since this try's
         first wait (retried); a count that fails is retried the same way, never taken as room."""
         if not self.max_concurrent_vms:
             return
         from airflow.exceptions import AirflowRescheduleException
 
-        from gce_vm_backup.cap import count_down, tier_indexes
+        from gce_vm_backup.cap import count_down, task_states, tier_indexes
 
         cap, ti, vm = int(self.max_concurrent_vms), context["ti"], vm_path(self.instance_record)
         indexes = tier_indexes(ti, self.task_id)
@@ -292,24 +295,37 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             return
         first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
         waited_before = (datetime.now(UTC) - first).total_seconds() if first else 0.0
-        started = time.monotonic()
+        started, looks, seen = time.monotonic(), 0, None
+        detail, left_down, suspects = "not counted yet", set[int](), set[int]()
         while True:
             waited = waited_before + time.monotonic() - started
             try:
-                found = count_down(ti, task_id=self.task_id, indexes=indexes)
-                if found.total <= cap:  # room, it seems: claim it, then count again (cap.py)
-                    self._mark(ti, vm, down=True)
+                # A look reads the tries' states only. A VM back is followed within a second by its try's
+                # end, so the full count (three reads) waits for a change in them, or for every tenth look
+                # (an ensure_running bringing a VM back changes no state of this task).
+                states = task_states(ti, self.task_id) if looks % RECOUNT_EVERY and not suspects else None
+                if states is None or states != seen:
+                    seen = states if states is not None else seen
                     found = count_down(ti, task_id=self.task_id, indexes=indexes)
-                    if found.total <= cap:
-                        self.log.info("Room to stop %s: %s, cap %d", vm, found.detail, cap)
-                        return
-                    self._mark(ti, vm, down=False, waiting=True)  # another try claimed it too: withdraw
-                detail, left_down = f"{found.detail}, cap {cap}", found.left_down
+                    if found.total <= cap:  # room, it seems: claim it, then count again (cap.py)
+                        self._mark(ti, vm, down=True)
+                        found = count_down(ti, task_id=self.task_id, indexes=indexes)
+                        if found.total <= cap:
+                            self.log.info("Room to stop %s: %s, cap %d", vm, found.detail, cap)
+                            return
+                        self._mark(ti, vm, down=False, waiting=True)  # another try claimed it: withdraw
+                    # A VM left down by a try that is not running, seen in two counts in a row: one
+                    # count alone may have read a try's marker just before its VM came back and its
+                    # try ended (or a claim just before it was withdrawn), a real one lasts.
+                    detail, left_down = f"{found.detail}, cap {cap}", suspects & set(found.left_down)
+                    suspects = set(found.left_down)
+                    self.log.info("No room to stop %s yet (%s)", vm, detail)
             except BackupError:
                 raise
             except Exception as exc:  # the Airflow API failed: no room is assumed, and the wait goes on
                 self._mark(ti, vm, down=False, waiting=True)
-                detail, left_down = f"could not count the VMs down at once: {exc}", []
+                detail, left_down, seen = f"could not count the VMs down at once: {exc}", set(), None
+            looks += 1
             if waited >= self.cap_wait:
                 raise OperationTimeoutError(
                     f"VM {vm} waited {waited:.0f} seconds for room under max_concurrent_vms={cap} "
@@ -319,7 +335,6 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 delay = self.cap_poll * (1 + random.random())  # jitter: waiting tries must not wake together
                 self.log.info("No room to stop %s (%s): giving the slot back for %.0f s", vm, detail, delay)
                 raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + timedelta(seconds=delay))
-            self.log.info("No room to stop %s yet (%s): waiting for a VM to come back", vm, detail)
             time.sleep(ROOM_POLL * (0.5 + random.random()))
 
 
