@@ -34,6 +34,9 @@ DOWNTIME = tier_task(1, STOP_SNAPSHOT_START)
 ENSURE = tier_task(1, ENSURE_RUNNING)
 
 
+NOTSET = object()
+
+
 @dataclass
 class RunTI:
     """A task instance of one DAG run: its own XComs, and the run's XComs and states (as the Task SDK's
@@ -56,8 +59,11 @@ class RunTI:
     def xcom_push(self, key: str, value: Any) -> None:
         self.xcoms[(self.task_id, self.map_index, key)] = value
 
-    def xcom_pull(self, task_ids: str, key: str = "return_value", map_indexes: Any = None) -> Any:
+    def xcom_pull(self, task_ids: str, key: str = "return_value", map_indexes: Any = NOTSET) -> Any:
         self.reads.append("xcom")
+        if map_indexes is NOTSET:  # every map index in one request, as the Task SDK does
+            values = [v for (t, m, k), v in sorted(self.xcoms.items()) if (t, k) == (task_ids, key)]
+            return values[0] if len(values) == 1 else values  # one value comes unwrapped there too
         if isinstance(map_indexes, list):
             return [self.xcoms.get((task_ids, index, key)) for index in map_indexes]
         return self.xcoms.get((task_ids, map_indexes, key))
@@ -156,7 +162,7 @@ def test_the_marker_says_down_before_the_stop_request_is_sent(fast_emulator):
     )
     downtime(precheck()).execute(context_of(ti))
     assert seen
-    assert seen[0] == {"vm": f"{VM}/web-1", "down": True, "at": seen[0]["at"]}
+    assert seen[0] == {"vm": f"{VM}/web-1", "map_index": 0, "down": True, "at": seen[0]["at"]}
 
 
 def test_a_vm_that_was_stopped_before_is_captured_and_never_stopped_nor_started(fast_emulator):
@@ -343,7 +349,7 @@ def cap_ti(
     ti = RunTI(map_index=me)
     ti.states = {(DOWNTIME, index): state for index, state in states.items()}
     for index, down in markers.items():
-        ti.xcoms[(DOWNTIME, index, DOWN_XCOM_KEY)] = {"down": down}
+        ti.xcoms[(DOWNTIME, index, DOWN_XCOM_KEY)] = {"map_index": index, "down": down}
     for index in back:
         ti.xcoms[(ENSURE, index, "return_value")] = {"started": True}
     return ti
@@ -361,9 +367,9 @@ def test_the_count_is_running_tries_plus_vms_left_down_by_tries_that_are_not_run
     )
     count, detail = vms_down(ti, task_id=DOWNTIME, cap=2)
     assert count == 3, detail  # me, 1 and 2
-    assert ti.reads.index("xcom") < len(ti.reads) - 1 - ti.reads[::-1].index("states") - 0
-    # markers (and ensure_running's results) are read before the states the count trusts
-    assert ti.reads[-3:] == ["xcom", "xcom", "states"]
+    # every marker in one read, before the states the count trusts; then ensure_running's results of
+    # the VMs that look left down (2 and 3)
+    assert ti.reads == ["states", "xcom", "states", "xcom"]
 
 
 def test_a_tier_no_bigger_than_the_cap_is_not_counted():
@@ -432,7 +438,7 @@ def test_a_running_try_that_says_it_is_not_down_is_not_counted_and_one_just_star
     # 1 waits for room (started ahead), 2 is back up and finishing, 3 has just started (no marker yet:
     # it may be the retry of a try that left its VM down), 4 has its VM down
     ti = cap_ti({0: "running", 1: "running", 2: "running", 3: "running", 4: "running"}, {2: False, 4: True})
-    ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False, "waiting": True}
+    ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False, "waiting": True}
     found = count_down(ti, task_id=DOWNTIME, indexes=[0, 1, 2, 3, 4])
     assert found.total == 3, found.detail  # me, 3 and 4
     assert found.left_down == []
@@ -458,7 +464,7 @@ def test_a_try_started_ahead_waits_on_its_slot_and_stops_its_vm_once_another_is_
     def vm_1_comes_back_after_a_few_looks(**kwargs: Any) -> Any:
         counts["n"] += 1
         if counts["n"] == 6:  # VM 1 is back, and its try ends
-            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False}
+            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False}
             ti.states[(DOWNTIME, 1)] = "success"
         return real_states(**kwargs)
 
@@ -469,7 +475,7 @@ def test_a_try_started_ahead_waits_on_its_slot_and_stops_its_vm_once_another_is_
     )
     result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))
     assert (result["stopped"], result["started"]) == (True, True)
-    assert seen == [{"down": False}]  # the stop came after VM 1 was back, not before
+    assert seen == [{"map_index": 1, "down": False}]  # the stop came after VM 1 was back, not before
     # ... and at once: the look that saw VM 1's try end, then the count and the claim's count
     assert counts["n"] == 6 + 2
 
@@ -487,7 +493,7 @@ def test_a_vm_seen_left_down_in_one_count_only_does_not_make_the_try_give_its_sl
     def the_marker_was_stale(**kwargs: Any) -> Any:
         reads["states"] += 1
         if reads["states"] == 2:  # during the first full count, after its read of the markers
-            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False}
+            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False}
         return real_states(**kwargs)
 
     ti.get_task_states = the_marker_was_stale  # type: ignore[method-assign]
@@ -499,13 +505,13 @@ def test_two_tries_claiming_the_last_room_at_once_do_not_both_stop(fast_emulator
     """Cap 1, both tries see room and claim it: the one whose count reads the other's claim withdraws."""
     record = precheck()
     ti = cap_ti({0: "running", 1: "running", 2: None}, {})
-    ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": False, "waiting": True}
+    ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False, "waiting": True}
     real_push = ti.xcom_push
 
     def the_other_claims_at_the_same_moment(key: str, value: Any) -> None:
         real_push(key, value)
         if key == DOWN_XCOM_KEY and value["down"] is True:
-            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"down": True}  # ... and it keeps its claim
+            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": True}  # it keeps its claim
 
     ti.xcom_push = the_other_claims_at_the_same_moment  # type: ignore[method-assign]
     with pytest.raises(

@@ -19,9 +19,9 @@ The count, for a try about to stop its VM: itself, plus each other VM of the tie
 - is not running and has a ``down: true`` marker, and its ``ensure_running`` has not returned (a killed
   worker, a start that could not succeed: the VM is or may still be down; these are ``left_down``).
 
-It reads the markers and results FIRST and the states AFTER: a VM down at that moment either has a
-marker that was still there at the read (its next try had not started: the marker was not yet
-cleared), or its next try started before the read, and is then running (or finished) when the states
+It reads the markers FIRST (all of them in one read) and the states AFTER: a VM down at that moment
+either has a marker that was still there at the read (its next try had not started: the marker was not
+yet cleared), or its next try started before the read, and is then running (or finished) when the states
 are read after; either way it is counted. Reading the states first would miss a VM whose retry started
 (clearing the marker) between the two reads.
 
@@ -68,31 +68,51 @@ def task_states(ti: Any, task_id: str) -> dict[int, str | None]:
     return states
 
 
+def _markers(ti: Any, task_id: str) -> tuple[dict[int, dict[str, Any]], int]:
+    """Every try's marker, by map index, in ONE read (the Task SDK pulls every map index of a mapped
+    task at once when ``map_indexes`` is not given; given a list, it makes one request per index, which
+    for 40 VMs took seconds, so that markers read at the start and at the end of one count were seconds
+    apart). Each marker names its map index. Returns the markers and how many say down without one."""
+    found = ti.xcom_pull(task_ids=task_id, key=DOWN_XCOM_KEY)
+    values = [found] if isinstance(found, dict) else list(found or [])  # one value comes unwrapped
+    markers: dict[int, dict[str, Any]] = {}
+    unnamed = 0
+    for value in values:
+        if isinstance(value, dict) and isinstance(value.get("map_index"), int):
+            markers[value["map_index"]] = value
+        elif isinstance(value, dict) and value.get("down") is not False:
+            unnamed += 1  # a marker without its index (none is pushed so): counted as a VM down
+    return markers, unnamed
+
+
 def count_down(ti: Any, *, task_id: str, indexes: list[int]) -> DownCount:
     """The count of the module docstring for the tier's map ``indexes`` (``tier_indexes``); ``task_id``
-    is the downtime task's (``tier_N.stop_snapshot_start``)."""
-    others = [index for index in indexes if index != ti.map_index]
+    is the downtime task's (``tier_N.stop_snapshot_start``). Three reads, whatever the tier's size: the
+    markers, the states, and ``ensure_running``'s results of the VMs that look left down."""
     ensure_id = f"{task_id.rpartition('.')[0]}.{ENSURE_RUNNING}"
-    # Markers and results first, states after (see the module docstring for why the order matters).
-    markers = ti.xcom_pull(task_ids=task_id, key=DOWN_XCOM_KEY, map_indexes=others) or [None] * len(others)
-    back = ti.xcom_pull(task_ids=ensure_id, map_indexes=others) or [None] * len(others)
+    # Markers first, states after (see the module docstring for why the order matters).
+    markers, unnamed = _markers(ti, task_id)
     states = task_states(ti, task_id)
-    running, left_down, waiting = [], [], []
-    for index, marker, result in zip(others, markers, back, strict=True):
-        says = marker.get("down") if isinstance(marker, dict) else None
+    running: list[int] = []
+    maybe_left: list[int] = []
+    waiting: list[int] = []
+    for index in indexes:
+        if index == ti.map_index:
+            continue
+        says = markers[index].get("down") if index in markers else None
         if states.get(index) in RUNNING_STATES:
-            if says is False:
-                waiting.append(index)
-            else:
-                running.append(index)
-        elif says is True and result is None:
-            left_down.append(index)
+            (waiting if says is False else running).append(index)
+        elif says is True:
+            maybe_left.append(index)
+    back = ti.xcom_pull(task_ids=ensure_id, map_indexes=maybe_left) if maybe_left else []
+    left_down = [index for index, result in zip(maybe_left, back or [], strict=True) if result is None]
     detail = (
         f"{len(running)} other try(s) with a VM down or about to be (map indexes {running}), "
         f"{len(left_down)} VM(s) left down by an earlier try ({left_down}), "
         f"{len(waiting)} try(s) waiting or done ({waiting})"
+        + (f", {unnamed} marker(s) without a map index" if unnamed else "")
     )
-    return DownCount(1 + len(running) + len(left_down), left_down, detail)
+    return DownCount(1 + len(running) + len(left_down) + unnamed, left_down, detail)
 
 
 def vms_down(ti: Any, *, task_id: str, cap: int) -> tuple[int, str]:

@@ -75,11 +75,11 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     """Stop the VM (if it was RUNNING before the backup) and capture every disk; leave it stopped.
 
     A VM that was not RUNNING is captured and left as it was. Before its stop request a try pushes the
-    XCom marker ``stages.DOWN_XCOM_KEY`` = ``{"vm", "down": true, "at"}``. With ``max_concurrent_vms``
-    set, a try about to stop a VM that is not already down (from an earlier try) first claims room
-    under the cap and counts the VMs of the tier down at once (cap.py); over the cap it withdraws
-    (``{"down": false, "waiting": true}``) and waits on its slot for a VM to come back, or gives the
-    slot back (reschedules every ``cap_poll`` seconds) when a VM is left down by a try that is not
+    XCom marker ``stages.DOWN_XCOM_KEY`` = ``{"vm", "map_index", "down": true, "at"}``. With
+    ``max_concurrent_vms`` set, a try about to stop a VM that is not already down (from an earlier try)
+    first claims room under the cap and counts the VMs of the tier down at once (cap.py); over the cap it
+    withdraws (``{"down": false, "waiting": true}``) and waits on its slot for a VM to come back, or gives
+    the slot back (reschedules every ``cap_poll`` seconds) when a VM is left down by a try that is not
     running, or after ``PRESTART_WAIT`` seconds; ``cap_wait`` seconds in all bound the wait.
 
     Returns ``{"vm", "prior_status", "stopped", "stop_requested_at", "captured_at", "mode", "snapshots"}``
@@ -268,7 +268,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     @staticmethod
     def _mark(ti: Any, vm: str, *, down: bool, waiting: bool = False) -> None:
         """Push this try's ``DOWN_XCOM_KEY`` marker (cap.py says what each value means)."""
-        value: dict[str, Any] = {"vm": vm, "down": down, "at": now_iso()}
+        value: dict[str, Any] = {"vm": vm, "map_index": ti.map_index, "down": down, "at": now_iso()}
         if waiting:
             value["waiting"] = True
         ti.xcom_push(key=DOWN_XCOM_KEY, value=value)
