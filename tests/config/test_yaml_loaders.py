@@ -123,6 +123,26 @@ def test_both_loaders_read_any_dumped_document_alike(document, flow):
     assert fast == pure
 
 
+@pytest.mark.parametrize(
+    "text",
+    [MERGES, big_config(40, 2), "a: &x {b: [1, {c: d}]}\nc: *x\n", "s: !!str 5\nset: !!set {x, y}\n"],
+    ids=["merges-and-scalar-types", "benchmark-config", "aliases", "explicit-tags"],
+)
+def test_each_loader_reads_a_document_as_safe_load_does(text: str):
+    """Not only alike: what yaml.safe_load reads (the shortcuts of the tag cache and the mapping
+    constructor must not change a value or a type)."""
+    expected = _typed(yaml.safe_load(text))
+    assert [_typed(yaml.load(text, Loader=loader)) for loader in LOADERS] == [expected] * len(LOADERS)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=DOCUMENTS, flow=st.booleans())
+def test_each_loader_reads_any_dumped_document_as_safe_load_does(document, flow):
+    text = yaml.safe_dump(document, default_flow_style=flow, allow_unicode=True)
+    expected = _typed(yaml.safe_load(text))
+    assert [_typed(yaml.load(text, Loader=loader)) for loader in LOADERS] == [expected] * len(LOADERS)
+
+
 # Every refused document of the corpus, hostile ones first: each loader refuses it by itself.
 YAML_ERRORS = [(text, expected) for text, expected in LIMIT_CONFIGS if isinstance(text, str)] + [
     (text, expected)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from yaml.composer import Composer
 from yaml.constructor import ConstructorError, SafeConstructor
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
 MAX_BYTES = 1 << 20  # 1 MiB: a config of a thousand VMs is about 100 KiB
@@ -38,6 +38,7 @@ MAX_ALIASES = 1000
 MAX_NODES = 100_000  # values (scalars, lists, mappings) once aliases are expanded
 MAX_DEPTH = 64  # a config nests about 7 levels deep
 MERGE_TAG = "tag:yaml.org,2002:merge"
+STR_TAG = "tag:yaml.org,2002:str"
 _MERGE = object()  # stands for a merge key among a mapping's own keys
 
 
@@ -108,11 +109,27 @@ class _Limits(Composer):
     mixed into a loader ahead of its parser. The counts start at 0 per loader (one per document)."""
 
     _depth = _aliases = _nodes = 0
+    _resolved: dict[tuple[str, Any], str] | None = None
     if TYPE_CHECKING:  # from the parser and the constructor the loader mixes in
+        yaml_path_resolvers: dict[Any, Any]
 
         def check_event(self, *choices: Any) -> bool: ...
         def peek_event(self) -> Any: ...
         def construct_document(self, node: Node) -> Any: ...
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        """The resolver's tag, memoised per scalar value: a config repeats its keys and most of its values
+        (a project, a zone) once per VM, and the implicit resolvers' regexes are a third of the read. The
+        tag depends on nothing else when there are no path resolvers (the safe loaders have none)."""
+        if kind is not ScalarNode or self.yaml_path_resolvers:
+            return super().resolve(kind, value, implicit)  # type: ignore[misc]
+        if self._resolved is None:
+            self._resolved = {}
+        key = (value, implicit)
+        tag = self._resolved.get(key)
+        if tag is None:
+            tag = self._resolved[key] = super().resolve(kind, value, implicit)  # type: ignore[misc]
+        return tag
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -199,12 +216,22 @@ def _check_expansion(node: Node, memo: dict[int, tuple[int, int]], active: set[i
     return size, depth
 
 
+def _construct(loader: _Loader, node: Node, deep: bool) -> Any:
+    """``loader.construct_object(node)``; a plain string scalar (most of a config) is its value, without
+    the constructor's dispatch (its result is the same immutable value)."""
+    if node.tag == STR_TAG and type(node) is ScalarNode:
+        return node.value
+    return loader.construct_object(node, deep=deep)
+
+
 def _construct_mapping(loader: _Loader, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
     """A mapping whose own keys are unique (plain safe_load keeps the last one silently); keys brought in
-    by a merge key (``<<``) may be overridden, as YAML merge keys intend."""
+    by a merge key (``<<``) may be overridden, as YAML merge keys intend. Without a merge key the dict is
+    built here, as SafeConstructor.construct_mapping builds it, from the keys already constructed."""
     keys: set[Any] = set()
-    for key_node, _ in node.value:
-        key = _MERGE if key_node.tag == MERGE_TAG else loader.construct_object(key_node, deep=deep)
+    pairs: list[tuple[Any, Node]] | None = []
+    for key_node, value_node in node.value:
+        key = _MERGE if key_node.tag == MERGE_TAG else _construct(loader, key_node, deep)
         try:
             duplicate = key in keys
         except TypeError:
@@ -215,7 +242,13 @@ def _construct_mapping(loader: _Loader, node: MappingNode, deep: bool = False) -
             what = "merge key '<<' (merge several with <<: [*a, *b])" if key is _MERGE else f"key {key!r}"
             raise ConstructorError(None, None, f"duplicate {what}", key_node.start_mark)
         keys.add(key)
-    return loader.construct_mapping(node, deep=deep)
+        if key is _MERGE:
+            pairs = None  # SafeConstructor.flatten_mapping merges them
+        elif pairs is not None:
+            pairs.append((key, value_node))
+    if pairs is None:
+        return loader.construct_mapping(node, deep=deep)
+    return {key: _construct(loader, value_node, deep) for key, value_node in pairs}
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
