@@ -17,12 +17,12 @@ with no depth check, and counts nothing. libyaml words its errors differently an
 elsewhere, so a document it refuses as a syntax error is read again by the pure-Python loader
 (``_Loader``), whose message (or, if it reads the document after all, whose result) is the one given. A
 limit, a duplicate key or a bad merge is refused by our own code in both loaders, in the same words at the
-same line and column, so it is refused at once: a hostile document is never read twice.
+same line and column, so it is refused at once, not read again by the pure-Python loader.
 Before both, ``_DirectLoader`` builds the values straight from libyaml's events, without the node tree
 (a third of the time of ``_FastLoader`` for a 1,000-VM config): it counts the depth and value limits
 itself, in the composer's order and at its marks, and hands every other case (anchors and aliases, merge
-keys, tagged collections, a refusal that is not a limit) over to ``_FastLoader``, so a document is read
-at most twice and nothing is read past a limit.
+keys, tagged collections, a refusal that is not a limit) over to ``_FastLoader``: an alias bomb is handed
+over at its first anchor, and no document is read past a limit or more than twice by libyaml.
 """
 
 from __future__ import annotations
