@@ -10,6 +10,7 @@ real ints and booleans, so ``"2"`` for 2 or ``"yes"`` for true is refused, not c
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import reprlib
@@ -220,9 +221,7 @@ class Group(_Model):
                 f"unknown preset {schedule!r}; use one of {', '.join(sorted(PRESETS))}, a cron "
                 "expression, or null for manual runs only"
             )
-        from croniter import croniter
-
-        if not croniter.is_valid(schedule):
+        if not _valid_cron(schedule):
             raise ValueError(f"invalid cron expression {schedule!r}")
         fields = schedule.split()
         if len(fields) != 5:
@@ -310,10 +309,24 @@ _LAX_DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 def cron_minutes(schedule: str) -> list[int]:
     """The minutes of the hour at which a valid 5-field cron expression fires. In every hour it fires at
     all, it fires at each of them: with two or more, consecutive runs are less than an hour apart."""
+    return list(_cron_minutes(schedule))
+
+
+# Cached per expression: the groups of a config mostly share a few schedules, and croniter expands an
+# expression again at every call (at every parse of the DAG file, once per group).
+@functools.lru_cache(maxsize=256)
+def _valid_cron(schedule: str) -> bool:
+    from croniter import croniter
+
+    return bool(croniter.is_valid(schedule))
+
+
+@functools.lru_cache(maxsize=256)
+def _cron_minutes(schedule: str) -> tuple[int, ...]:
     from croniter import croniter
 
     minutes = croniter.expand(schedule)[0][0]
-    return list(range(60)) if "*" in minutes else sorted({int(m) for m in minutes})
+    return tuple(range(60)) if "*" in minutes else tuple(sorted({int(m) for m in minutes}))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ Both use the group's ``notify`` block as their failure callback.
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -244,10 +245,16 @@ def _approval_timeout(operator: type, timeout: timedelta) -> dict[str, Any]:
     """How long the approval waits for a person: ``response_timeout`` where the standard provider has it
     (the Airflow 3.3 line, where ``execution_timeout`` is deprecated for it); the Airflow 3.1 line's
     provider bounds the wait with ``execution_timeout``."""
+    return {_approval_timeout_argument(operator): timeout}
+
+
+@functools.cache
+def _approval_timeout_argument(operator: type) -> str:
+    # once per parse, not once per group: inspect.signature of the MRO's __init__s is not free
     import inspect
 
     for cls in operator.__mro__:
         init = cls.__dict__.get("__init__")
         if init is not None and "response_timeout" in inspect.signature(init).parameters:
-            return {"response_timeout": timeout}
-    return {"execution_timeout": timeout}
+            return "response_timeout"
+    return "execution_timeout"

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 from gce_vm_backup._base import WAIT_MODES, DeferringWait, HookMixin, check_choice, sensor_mode
+from gce_vm_backup._build import init_super
 from gce_vm_backup._compat import AirflowSensorTimeout
 from gce_vm_backup.errors import OperationTimeoutError
 
@@ -51,7 +52,12 @@ class SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
+        # super().__init__ (BaseSensorOperator's), without a second apply_defaults (_build.init_super)
+        init_super(
+            SlotFreeWait,
+            self,
+            {"mode": sensor_mode(wait_mode), "timeout": timeout, "poke_interval": poke_interval, **kwargs},
+        )
         self.wait_mode = wait_mode
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 

@@ -1,0 +1,163 @@
+"""The package's cheaper operator construction (_build.py) builds what Airflow's own path builds: the same
+tasks, arguments, template fields, dependencies and recorded init arguments, for every kind of DAG."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG, BaseOperator
+from airflow.sdk.definitions.xcom_arg import XComArg
+
+from gce_vm_backup import _build
+from gce_vm_backup.config import BackupConfig, parse_config
+from gce_vm_backup.dag_factory import build_all_dags
+
+from ..conftest import REPO
+
+# Every operator class of the package: tiers (stop_snapshot/start), instant mode (convert), retention,
+# the restore and drill DAGs, the freshness check.
+CONFIG = """
+version: 1
+deployment: test
+defaults:
+  start_date: "2026-01-01T00:00:00+00:00"
+  retention: {keep_last: 3}
+groups:
+  tiered:
+    schedule: "0 3 * * *"
+    tiers:
+      - - {project: demo-project, zone: us-central1-a, instance: web-1}
+        - {project: demo-project, zone: us-central1-a, instance: web-2}
+      - - {project: demo-project, zone: us-central1-b, instance: db-1}
+    restore_drill: {scratch_zone: us-central1-b}
+  instant:
+    schedule: "@daily"
+    snapshot_mode: instant
+    wait_mode: reschedule
+    targets:
+      - {project: demo-project, zone: us-central1-a, instance: app-1}
+      - {project: demo-project, zones: all, labels: {backup: daily}}
+"""
+
+
+def _airflows_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow's own: every __init__ through its apply_defaults wrapper, every attribute through
+    BaseOperator.__setattr__, one set_upstream per XComArg."""
+    for module in [m for name, m in sys.modules.items() if name.startswith("gce_vm_backup")]:
+        if getattr(module, "init_super", None) is _build.init_super:
+            monkeypatch.setattr(
+                module, "init_super", lambda cls, op, kwargs: super(cls, op).__init__(**kwargs)
+            )
+        if getattr(module, "set_fields", None) is _build.set_fields:
+            monkeypatch.setattr(module, "set_fields", _setattr_each)
+    monkeypatch.setattr(
+        _build.XComArgDependencies, "_set_xcomargs_dependencies", BaseOperator._set_xcomargs_dependencies
+    )
+
+
+def _setattr_each(operator: Any, /, **values: Any) -> None:
+    for name, value in values.items():
+        setattr(operator, name, value)  # BaseOperator.__setattr__
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Comparable across two builds: tasks, DAGs and XComArgs by what they refer to, other objects without
+    an equality of their own (a notifier) by their attributes."""
+    if isinstance(value, XComArg):
+        return ("xcom", [(op.task_id, key) for op, key in value.iter_references()])
+    if isinstance(value, DAG):
+        return ("dag", value.dag_id)
+    if isinstance(value, BaseOperator):
+        return ("task", value.task_id)
+    if isinstance(value, dict):
+        return {k: _plain(v, depth) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth) for v in value]
+    if type(value).__module__.startswith(("airflow.sdk.definitions.taskgroup", "airflow.sdk.bases")):
+        return ("object", type(value).__name__, getattr(value, "group_id", None))
+    if type(value).__eq__ is object.__eq__ and hasattr(value, "__dict__") and depth < 3:
+        return ("object", type(value).__name__, _plain(vars(value), depth + 1))
+    return value
+
+
+def _task(task: Any) -> dict[str, Any]:
+    attributes = {
+        k: v for k, v in vars(task).items() if k not in ("_dag", "task_group", "_BaseOperator__init_kwargs")
+    }
+    return {
+        "class": type(task).__name__,
+        "attributes": _plain(attributes),
+        "init_kwargs": _plain(getattr(task, "_BaseOperator__init_kwargs", {})),
+        "upstream": sorted(task.upstream_task_ids),
+        "downstream": sorted(task.downstream_task_ids),
+        "template_fields": list(task.template_fields),
+    }
+
+
+def _build_all() -> dict[str, dict[str, Any]]:
+    groups, problems = parse_config(CONFIG, "test.yaml")
+    assert problems == []
+    dags = build_all_dags(BackupConfig("test.yaml", groups, "test"))
+    return {dag_id: {t.task_id: _task(t) for t in dag.tasks} for dag_id, dag in dags.items()}
+
+
+def test_every_task_is_built_as_airflows_own_path_builds_it(monkeypatch):
+    ours = _build_all()
+    with monkeypatch.context() as patch:
+        _airflows_path(patch)
+        reference = _build_all()
+    kinds = {type_name for dag in ours.values() for type_name in (t["class"] for t in dag.values())}
+    assert {
+        "ConvertInstantSnapshotsOperator",
+        "VerifySnapshotsOperator",
+        "CreateRestoreDisksOperator",
+        "DrillPlanOperator",
+        "FreshnessCheckOperator",
+        "StopSnapshotOperator",
+    } <= kinds
+    assert ours.keys() == reference.keys()
+    for dag_id, tasks in ours.items():
+        assert tasks.keys() == reference[dag_id].keys(), dag_id
+        for task_id, task in tasks.items():
+            assert task == reference[dag_id][task_id], f"{dag_id}.{task_id}"
+
+
+def test_default_args_still_reach_a_skipped_layers_parameters():
+    """A DAG's default_args fill the parameters of every class of the MRO, the skipped wrappers' too."""
+    from gce_vm_backup.operators import VerifySnapshotsOperator
+    from gce_vm_backup.restore_ops import CreateRestoreDisksOperator
+
+    with DAG("defaults", schedule=None, default_args={"gcp_conn_id": "theirs", "exponential_backoff": True}):
+        verify = VerifySnapshotsOperator(task_id="verify", snapshot_records=[])
+        step = CreateRestoreDisksOperator(task_id="step", plan={}, deployment="test", group="g")
+    assert (verify.gcp_conn_id, verify.exponential_backoff, step.gcp_conn_id) == ("theirs", True, "theirs")
+    assert verify._BaseOperator__init_kwargs["gcp_conn_id"] == "theirs"
+
+
+def test_an_xcomarg_in_a_template_field_is_still_an_upstream(monkeypatch):
+    from gce_vm_backup.operators import EnsureRunningOperator, PrecheckInstanceOperator
+
+    with DAG("deps", schedule=None):
+        precheck = PrecheckInstanceOperator(task_id="precheck", project_id="p", zone="z", instance="i")
+        ensure = EnsureRunningOperator(
+            task_id="ensure",
+            instance_record={"nested": [precheck.output, precheck.output["x"]]},
+            downtime_task="t",
+        )
+    assert ensure.upstream_task_ids == {"precheck"}
+    assert precheck.downstream_task_ids == {"ensure"}
+
+
+def test_the_shipped_config_builds_alike_too(monkeypatch):
+    from gce_vm_backup.config import load_config
+
+    def build() -> dict[str, Any]:
+        dags = build_all_dags(load_config(REPO / "dags" / "gce_vm_backup.yaml"))
+        return {dag_id: {t.task_id: _task(t) for t in dag.tasks} for dag_id, dag in dags.items()}
+
+    ours = build()
+    with monkeypatch.context() as patch:
+        _airflows_path(patch)
+        assert build() == ours
