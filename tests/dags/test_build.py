@@ -45,8 +45,10 @@ groups:
 def _airflows_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Airflow's own: every __init__ through its apply_defaults wrapper, one set_upstream per XComArg."""
     for module in [m for name, m in sys.modules.items() if name.startswith("gce_vm_backup")]:
-        if getattr(module, "init_layer", None) is _build.init_layer:
-            monkeypatch.setattr(module, "init_layer", lambda base, op, kwargs: base.__init__(op, **kwargs))
+        if getattr(module, "init_super", None) is _build.init_super:
+            monkeypatch.setattr(
+                module, "init_super", lambda cls, op, kwargs: super(cls, op).__init__(**kwargs)
+            )
     monkeypatch.setattr(
         _build.XComArgDependencies, "_set_xcomargs_dependencies", BaseOperator._set_xcomargs_dependencies
     )

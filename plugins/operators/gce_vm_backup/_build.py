@@ -9,12 +9,15 @@ does, in fewer steps:
   ``BaseOperator._set_xcomargs_dependencies``, run once when the operator is built) are found in one walk
   and set in one ``set_upstream`` call, rather than one call per reference (each hashes the DAG for every
   task involved). The walk visits what ``XComArg.iter_xcom_references`` visits, in the same order.
-- ``init_layer``: a base class's ``__init__`` run without the ``apply_defaults`` wrapper Airflow's metaclass
-  puts around every ``__init__`` of the MRO. Called from inside an operator's own (wrapped) ``__init__``,
-  the wrapper has already found the DAG and task group, merged ``default_args`` and the params, and passes
-  them down; what the skipped wrapper would still add, ``init_layer`` does: the base's parameters missing
-  from the arguments are filled from ``default_args``, and the arguments are recorded for mapping
-  (``_BaseOperator__init_kwargs``).
+- ``init_super``: ``super().__init__(**kwargs)`` without the ``apply_defaults`` wrapper Airflow's metaclass
+  puts around every ``__init__`` of the MRO (the floor's EmptyOperator has one; ours had two to four, each
+  merging default_args and deep-copying the DAG's params again). Called from inside an operator's own
+  (wrapped) ``__init__``, the outer wrapper has already found the DAG and task group, merged
+  ``default_args`` and the params, and passes them down; what the skipped wrapper would still add,
+  ``init_super`` does: the parameters of that ``__init__`` missing from the arguments are filled from
+  ``default_args``, and the arguments are recorded for mapping (``_BaseOperator__init_kwargs``). Airflow's
+  classes below ours (BaseOperator; BaseSensorOperator, whose own ``super().__init__`` keeps BaseOperator's
+  wrapper) are called with exactly the arguments they got before.
 
 Neither changes a task, a dependency, a default or a template field (tests/dags/test_build.py compares
 them with Airflow's own path).
@@ -72,7 +75,7 @@ class XComArgDependencies:
 
 
 @functools.cache
-def _parameters(init: Callable[..., Any]) -> tuple[Callable[..., Any], tuple[str, ...]]:
+def _unwrapped(init: Callable[..., Any]) -> tuple[Callable[..., Any], tuple[str, ...]]:
     """The function under Airflow's wrapper (itself if unwrapped) and its named parameters."""
     function = getattr(init, "__wrapped__", init)
     names = tuple(
@@ -83,13 +86,14 @@ def _parameters(init: Callable[..., Any]) -> tuple[Callable[..., Any], tuple[str
     return function, names
 
 
-def init_layer(base: type, operator: Any, kwargs: dict[str, Any]) -> None:
-    """``base.__init__(operator, **kwargs)`` without its apply_defaults wrapper (see the module docstring).
+def init_super(owner: type[Any], operator: Any, kwargs: dict[str, Any]) -> None:
+    """``super(owner, operator).__init__(**kwargs)`` without the apply_defaults wrapper of that ``__init__``
+    (see the module docstring).
 
-    Only for a call from inside an operator's own ``__init__`` (Airflow's wrapper of that one has run), on
-    a base that takes keyword arguments; raises what ``base.__init__`` raises (TypeError for a missing
-    argument)."""
-    function, names = _parameters(base.__init__)  # type: ignore[misc]
+    Only for a call from inside the ``__init__`` of ``owner`` (the wrapper of the outermost ``__init__`` has
+    run: it did the DAG, task group, default_args and params, and sets the XComArg dependencies once this
+    returns). Raises what that ``__init__`` raises (TypeError for a missing argument)."""
+    function, names = _unwrapped(super(owner, operator).__init__.__func__)
     defaults = kwargs.get("default_args") or {}
     for name in names:
         if name not in kwargs and name in defaults:

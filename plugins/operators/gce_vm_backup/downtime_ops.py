@@ -25,6 +25,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import HookMixin, RunKey, check_choice
+from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
 from gce_vm_backup.instance_ops import instance_args, start_vm, stop_vm
 from gce_vm_backup.plan import NO_VM_STATUS, RESTARTABLE, SUSPENDED_STATES, now_iso, vm_path
@@ -116,7 +117,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        init_super(StopSnapshotOperator, self, kwargs)  # super().__init__, without a second apply_defaults
         from gce_vm_backup.labels import check_deployment, check_group
 
         self.deployment, self.group = check_deployment(deployment), check_group(group)

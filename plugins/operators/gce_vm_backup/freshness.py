@@ -27,6 +27,7 @@ from airflow.sdk import DAG, BaseOperator
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
+from gce_vm_backup._build import init_super
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.config import BackupConfig, ExplicitTarget, Group, SelectorTarget
 from gce_vm_backup.report import notifiers_from_config
@@ -250,7 +251,7 @@ class FreshnessCheckOperator(HookMixin, BaseOperator):
     def __init__(
         self, *, group: str, group_config: Mapping[str, Any], deployment: str, **kwargs: Any
     ) -> None:
-        super().__init__(**kwargs)
+        init_super(FreshnessCheckOperator, self, kwargs)  # super().__init__, without a second apply_defaults
         self.group, self.group_config, self.deployment = group, dict(group_config), deployment
         self.gcp_conn_id = str(self.group_config.get("gcp_conn_id") or "google_cloud_default")
         self.impersonation_chain = None

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gce_vm_backup._base import RunKey, check_choice
-from gce_vm_backup._build import init_layer
+from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.instant_names import (
     disk_parts,
@@ -79,7 +79,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
     ) -> None:
         from gce_vm_backup.labels import check_deployment, check_group
 
-        init_layer(SlotFreeWait, self, kwargs)  # SlotFreeWait.__init__, without a second apply_defaults
+        init_super(ConvertInstantSnapshotsOperator, self, kwargs)  # super().__init__, one apply_defaults
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         if snapshot_type is not None:
             check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import LOCAL_SSD_CHOICES, HookMixin, check_choice
+from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import ConfigError, VmStateError
 from gce_vm_backup.plan import (
     NO_VM_RECORD,
@@ -51,7 +52,9 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        init_super(
+            PrecheckInstanceOperator, self, kwargs
+        )  # super().__init__, without a second apply_defaults
         self.project_id, self.zone, self.instance = project_id, zone, instance
         self.disks, self.local_ssd, self.carried_by = disks, local_ssd, carried_by
         self.snapshot_mode, self.instant_fallback = snapshot_mode, instant_fallback
@@ -179,7 +182,7 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        init_super(EnsureRunningOperator, self, kwargs)  # super().__init__, without a second apply_defaults
         self.instance_record, self.downtime_task = instance_record, downtime_task
         self.timeout, self.stop_timeout = float(timeout), float(stop_timeout)
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain

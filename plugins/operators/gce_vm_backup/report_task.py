@@ -17,6 +17,7 @@ from airflow.sdk import BaseOperator, TriggerRule
 
 from gce_vm_backup import stages
 from gce_vm_backup._base import ERROR_XCOM_KEY, HookMixin
+from gce_vm_backup._build import init_super
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.report import (
@@ -140,7 +141,7 @@ class RunReportOperator(HookMixin, BaseOperator):
     ) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         kwargs.setdefault("retries", 0)
-        super().__init__(**kwargs)
+        init_super(RunReportOperator, self, kwargs)  # super().__init__, without a second apply_defaults
         self.tiers = tier_numbers(vm_groups)
         self.vm_groups, self.fail_on_problems = list(vm_groups), fail_on_problems
         self.max_concurrent_vms = max_concurrent_vms

@@ -15,6 +15,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import HookMixin, RunKey, as_bool
+from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.plan import (
     NO_VM,
@@ -98,7 +99,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     ) -> None:
         from gce_vm_backup.labels import check_deployment, check_group
 
-        super().__init__(**kwargs)
+        init_super(ResolveTargetsOperator, self, kwargs)  # super().__init__, without a second apply_defaults
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.retention, self.conf, self.max_concurrent_vms = retention, conf, max_concurrent_vms
         if (tiers is None) == (targets is None):

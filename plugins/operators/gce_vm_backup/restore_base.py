@@ -13,6 +13,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import HookMixin, RunKey
+from gce_vm_backup._build import init_super
 from gce_vm_backup.labels import (
     DEPLOYMENT_KEY,
     GROUP_KEY,
@@ -51,7 +52,7 @@ class RestoreTask(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        init_super(RestoreTask, self, kwargs)  # super().__init__, without a second apply_defaults
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gce_vm_backup._build import init_layer
+from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import BackupError, ResourceNotFoundError
 from gce_vm_backup.restore_base import RestoreTask, iso, now
 from gce_vm_backup.restore_steps import (
@@ -47,7 +47,7 @@ class _PlannedStep(RestoreTask):
     template_fields = ("plan",)
 
     def __init__(self, *, plan: Any, timeout: float = 1800, poll_interval: float = 10, **kwargs: Any) -> None:
-        init_layer(RestoreTask, self, kwargs)  # RestoreTask.__init__, without a second apply_defaults
+        init_super(_PlannedStep, self, kwargs)  # super().__init__, without a second apply_defaults
         self.plan, self.timeout, self.poll_interval = plan, float(timeout), float(poll_interval)
 
     def labels(self) -> dict[str, str]:

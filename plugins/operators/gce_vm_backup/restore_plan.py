@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gce_vm_backup._base import ERROR_XCOM_KEY, as_bool
+from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import BackupError, ConfigError, ResourceNotFoundError
 from gce_vm_backup.restore_base import RestoreTask
 from gce_vm_backup.restore_sets import NEWEST, choose_set, group_filter, snapshot_sets
@@ -68,7 +69,7 @@ class RestorePlanOperator(RestoreTask):
         conf: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        init_super(RestorePlanOperator, self, kwargs)  # super().__init__, without a second apply_defaults
         self.targets, self.vm, self.snapshot_set, self.mode = targets, vm, snapshot_set, mode
         self.new_name, self.machine_type, self.network = new_name, machine_type, network
         self.preview, self.conf = dry_run, conf  # not self.dry_run: a BaseOperator method

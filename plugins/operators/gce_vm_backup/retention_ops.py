@@ -23,7 +23,7 @@ from airflow.sdk import BaseOperator
 from pydantic import ValidationError
 
 from gce_vm_backup._base import HookMixin, RunKey, as_bool
-from gce_vm_backup._build import init_layer
+from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.plan import NO_VM_STATUS
 from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
@@ -79,8 +79,10 @@ class VerifySnapshotsOperator(SlotFreeWait):
     def __init__(
         self, *, snapshot_records: Any, timeout: float = 7200, poke_interval: float = 60, **kwargs: Any
     ):
-        # SlotFreeWait.__init__, without a second apply_defaults (_build.init_layer)
-        init_layer(SlotFreeWait, self, {"timeout": timeout, "poke_interval": poke_interval, **kwargs})
+        # super().__init__, without a second apply_defaults (_build.init_super)
+        init_super(
+            VerifySnapshotsOperator, self, {"timeout": timeout, "poke_interval": poke_interval, **kwargs}
+        )
         self.snapshot_records = snapshot_records
         self._pending: list[str] = []
 
@@ -256,7 +258,7 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
     ) -> None:
         from gce_vm_backup.labels import check_deployment, check_group
 
-        super().__init__(**kwargs)
+        init_super(ApplyRetentionOperator, self, kwargs)  # super().__init__, without a second apply_defaults
         self.policy = load_policy(policy)
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.instance_record, self.snapshot_records = instance_record, snapshot_records

@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 from gce_vm_backup._base import WAIT_MODES, DeferringWait, HookMixin, check_choice, sensor_mode
-from gce_vm_backup._build import init_layer
+from gce_vm_backup._build import init_super
 from gce_vm_backup._compat import AirflowSensorTimeout
 from gce_vm_backup.errors import OperationTimeoutError
 
@@ -52,9 +52,9 @@ class SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        # BaseSensorOperator.__init__, without a second apply_defaults (_build.init_layer)
-        init_layer(
-            BaseSensorOperator,
+        # super().__init__ (BaseSensorOperator's), without a second apply_defaults (_build.init_super)
+        init_super(
+            SlotFreeWait,
             self,
             {"mode": sensor_mode(wait_mode), "timeout": timeout, "poke_interval": poke_interval, **kwargs},
         )
