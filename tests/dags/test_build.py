@@ -43,15 +43,23 @@ groups:
 
 
 def _airflows_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Airflow's own: every __init__ through its apply_defaults wrapper, one set_upstream per XComArg."""
+    """Airflow's own: every __init__ through its apply_defaults wrapper, every attribute through
+    BaseOperator.__setattr__, one set_upstream per XComArg."""
     for module in [m for name, m in sys.modules.items() if name.startswith("gce_vm_backup")]:
         if getattr(module, "init_super", None) is _build.init_super:
             monkeypatch.setattr(
                 module, "init_super", lambda cls, op, kwargs: super(cls, op).__init__(**kwargs)
             )
+        if getattr(module, "set_fields", None) is _build.set_fields:
+            monkeypatch.setattr(module, "set_fields", _setattr_each)
     monkeypatch.setattr(
         _build.XComArgDependencies, "_set_xcomargs_dependencies", BaseOperator._set_xcomargs_dependencies
     )
+
+
+def _setattr_each(operator: Any, /, **values: Any) -> None:
+    for name, value in values.items():
+        setattr(operator, name, value)  # BaseOperator.__setattr__
 
 
 def _plain(value: Any, depth: int = 0) -> Any:

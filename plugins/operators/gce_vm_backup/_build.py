@@ -101,3 +101,15 @@ def init_super(owner: type[Any], operator: Any, kwargs: dict[str, Any]) -> None:
     function(operator, **kwargs)
     # recorded as the wrapper records them: without default_args
     operator._BaseOperator__init_kwargs.update((k, v) for k, v in kwargs.items() if k != "default_args")
+
+
+def set_fields(operator: Any, /, **values: Any) -> None:
+    """Set an operator's own attributes in its ``__init__``, in one step.
+
+    Until its outermost ``__init__`` returns, BaseOperator.__setattr__ only converts the BaseOperator
+    fields that have a ``_convert_<name>``, and copies the value into the recorded init arguments when an
+    inner ``__init__`` recorded that name; its XComArg handling starts once the operator is instantiated.
+    For the operator's own attributes (neither, and no descriptor of the class) a ``__dict__`` update is
+    the same, at a fraction of the cost (each __setattr__ looks up a ``_convert_<name>`` through the MRO).
+    """
+    vars(operator).update(values)

@@ -25,7 +25,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import HookMixin, RunKey, check_choice
-from gce_vm_backup._build import init_super
+from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
 from gce_vm_backup.instance_ops import instance_args, start_vm, stop_vm
 from gce_vm_backup.plan import NO_VM_STATUS, RESTARTABLE, SUSPENDED_STATES, now_iso, vm_path
@@ -91,6 +91,22 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("instance_record", "labels", "description")
+    deployment: str
+    group: str
+    snapshot_mode: str
+    instance_record: Any
+    labels: dict[str, str]
+    description: str | None
+    storage_locations: list[str] | None
+    snapshot_type: str | None
+    guest_flush: bool | str
+    early_restart: bool
+    stop_timeout: float
+    snapshot_timeout: float
+    start_timeout: float
+    max_concurrent_vms: int | None
+    cap_wait: float
+    cap_poll: float
     restart = False
     _capture_deadline = 0.0
 
@@ -117,26 +133,36 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(StopSnapshotOperator, self, kwargs)  # super().__init__, without a second apply_defaults
+        init_super(StopSnapshotOperator, self, kwargs)  # super().__init__: one apply_defaults
         from gce_vm_backup.labels import check_deployment, check_group
 
-        self.deployment, self.group = check_deployment(deployment), check_group(group)
-        self.snapshot_mode = check_choice(snapshot_mode, SNAPSHOT_MODES, name="snapshot_mode")
-        self.instance_record, self.labels, self.description = instance_record, labels or {}, description
-        self.storage_locations, self.snapshot_type = storage_locations, snapshot_type
-        self.guest_flush, self.early_restart = guest_flush, early_restart
-        CaptureSettings(deployment, group, snapshot_type=snapshot_type)  # checks them at parse time
-        self.stop_timeout, self.snapshot_timeout = float(stop_timeout), float(snapshot_timeout)
-        self.start_timeout = float(start_timeout)
-        self.max_concurrent_vms = max_concurrent_vms
-        # Default wait budget: one full downtime of another VM (its bounds), twice over.
-        self.cap_wait = (
-            float(cap_wait)
-            if cap_wait is not None
-            else 2 * (self.stop_timeout + self.snapshot_timeout + self.start_timeout)
+        set_fields(
+            self,
+            deployment=check_deployment(deployment),
+            group=check_group(group),
+            snapshot_mode=check_choice(snapshot_mode, SNAPSHOT_MODES, name="snapshot_mode"),
         )
-        self.cap_poll = float(cap_poll)
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+        CaptureSettings(deployment, group, snapshot_type=snapshot_type)  # checks them at parse time
+        bounds = float(stop_timeout), float(snapshot_timeout), float(start_timeout)
+        set_fields(
+            self,
+            instance_record=instance_record,
+            labels=labels or {},
+            description=description,
+            storage_locations=storage_locations,
+            snapshot_type=snapshot_type,
+            guest_flush=guest_flush,
+            early_restart=early_restart,
+            stop_timeout=bounds[0],
+            snapshot_timeout=bounds[1],
+            start_timeout=bounds[2],
+            max_concurrent_vms=max_concurrent_vms,
+            # Default wait budget: one full downtime of another VM (its bounds), twice over.
+            cap_wait=float(cap_wait) if cap_wait is not None else 2 * sum(bounds),
+            cap_poll=float(cap_poll),
+            gcp_conn_id=gcp_conn_id,
+            impersonation_chain=impersonation_chain,
+        )
 
     def settings(self) -> CaptureSettings:
         return CaptureSettings(

@@ -251,7 +251,7 @@ class FreshnessCheckOperator(HookMixin, BaseOperator):
     def __init__(
         self, *, group: str, group_config: Mapping[str, Any], deployment: str, **kwargs: Any
     ) -> None:
-        init_super(FreshnessCheckOperator, self, kwargs)  # super().__init__, without a second apply_defaults
+        init_super(FreshnessCheckOperator, self, kwargs)  # super().__init__: one apply_defaults
         self.group, self.group_config, self.deployment = group, dict(group_config), deployment
         self.gcp_conn_id = str(self.group_config.get("gcp_conn_id") or "google_cloud_default")
         self.impersonation_chain = None

@@ -79,7 +79,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
     ) -> None:
         from gce_vm_backup.labels import check_deployment, check_group
 
-        init_super(ConvertInstantSnapshotsOperator, self, kwargs)  # super().__init__, one apply_defaults
+        init_super(ConvertInstantSnapshotsOperator, self, kwargs)  # super().__init__: one apply_defaults
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         if snapshot_type is not None:
             check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")

@@ -9,7 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import LOCAL_SSD_CHOICES, HookMixin, check_choice
-from gce_vm_backup._build import init_super
+from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.errors import ConfigError, VmStateError
 from gce_vm_backup.plan import (
     NO_VM_RECORD,
@@ -33,6 +33,17 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("project_id", "zone", "instance", "disks", "local_ssd", "carried_by")
+    project_id: str
+    zone: str
+    instance: str
+    disks: list[str] | None
+    local_ssd: str
+    carried_by: dict[str, str] | None
+    snapshot_mode: str
+    instant_fallback: str
+    deployment: str | None
+    group: str | None
+    instant_timeout: float
 
     def __init__(
         self,
@@ -52,14 +63,23 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(
-            PrecheckInstanceOperator, self, kwargs
-        )  # super().__init__, without a second apply_defaults
-        self.project_id, self.zone, self.instance = project_id, zone, instance
-        self.disks, self.local_ssd, self.carried_by = disks, local_ssd, carried_by
-        self.snapshot_mode, self.instant_fallback = snapshot_mode, instant_fallback
-        self.deployment, self.group, self.instant_timeout = deployment, group, instant_timeout
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+        init_super(PrecheckInstanceOperator, self, kwargs)  # super().__init__: one apply_defaults
+        set_fields(
+            self,
+            project_id=project_id,
+            zone=zone,
+            instance=instance,
+            disks=disks,
+            local_ssd=local_ssd,
+            carried_by=carried_by,
+            snapshot_mode=snapshot_mode,
+            instant_fallback=instant_fallback,
+            deployment=deployment,
+            group=group,
+            instant_timeout=instant_timeout,
+            gcp_conn_id=gcp_conn_id,
+            impersonation_chain=impersonation_chain,
+        )
 
     def execute(self, context: Any) -> dict[str, Any]:
         if not (self.project_id or self.zone or self.instance):
@@ -170,6 +190,10 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("instance_record",)
+    instance_record: Any
+    downtime_task: str
+    timeout: float
+    stop_timeout: float
 
     def __init__(
         self,
@@ -182,10 +206,16 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(EnsureRunningOperator, self, kwargs)  # super().__init__, without a second apply_defaults
-        self.instance_record, self.downtime_task = instance_record, downtime_task
-        self.timeout, self.stop_timeout = float(timeout), float(stop_timeout)
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+        init_super(EnsureRunningOperator, self, kwargs)  # super().__init__: one apply_defaults
+        set_fields(
+            self,
+            instance_record=instance_record,
+            downtime_task=downtime_task,
+            timeout=float(timeout),
+            stop_timeout=float(stop_timeout),
+            gcp_conn_id=gcp_conn_id,
+            impersonation_chain=impersonation_chain,
+        )
 
     def execute(self, context: Any) -> dict[str, Any]:
         import time

@@ -141,7 +141,7 @@ class RunReportOperator(HookMixin, BaseOperator):
     ) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         kwargs.setdefault("retries", 0)
-        init_super(RunReportOperator, self, kwargs)  # super().__init__, without a second apply_defaults
+        init_super(RunReportOperator, self, kwargs)  # super().__init__: one apply_defaults
         self.tiers = tier_numbers(vm_groups)
         self.vm_groups, self.fail_on_problems = list(vm_groups), fail_on_problems
         self.max_concurrent_vms = max_concurrent_vms

@@ -15,7 +15,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import HookMixin, RunKey, as_bool
-from gce_vm_backup._build import init_super
+from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.plan import (
     NO_VM,
@@ -79,6 +79,17 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     """
 
     template_fields: Sequence[str] = ("tiers", "only", "plan_only", "conf")
+    deployment: str
+    group: str
+    retention: dict[str, Any] | None
+    conf: Any
+    max_concurrent_vms: int | None
+    tiers: list[list[dict[str, Any]]]
+    only: list[str] | str | None
+    plan_only: bool | str
+    tier: int
+    _listed_disks: dict[str, list[str]]
+    _disks_of: dict[str, list[str] | None]
 
     def __init__(
         self,
@@ -99,18 +110,29 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     ) -> None:
         from gce_vm_backup.labels import check_deployment, check_group
 
-        init_super(ResolveTargetsOperator, self, kwargs)  # super().__init__, without a second apply_defaults
-        self.deployment, self.group = check_deployment(deployment), check_group(group)
-        self.retention, self.conf, self.max_concurrent_vms = retention, conf, max_concurrent_vms
+        init_super(ResolveTargetsOperator, self, kwargs)  # super().__init__: one apply_defaults
+        deployment, group = check_deployment(deployment), check_group(group)
         if (tiers is None) == (targets is None):
             raise ConfigError("ResolveTargetsOperator takes exactly one of 'tiers' or 'targets'")
-        self.tiers = tiers if tiers is not None else [targets or []]
-        if not 1 <= tier <= len(self.tiers):
-            raise ConfigError(f"The parameter 'tier' must be between 1 and {len(self.tiers)}, not {tier}")
-        self.only, self.plan_only, self.tier = only, plan_only, tier
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
-        self._listed_disks: dict[str, list[str]] = {}
-        self._disks_of: dict[str, list[str] | None] = {}
+        tiers = tiers if tiers is not None else [targets or []]
+        if not 1 <= tier <= len(tiers):
+            raise ConfigError(f"The parameter 'tier' must be between 1 and {len(tiers)}, not {tier}")
+        set_fields(
+            self,
+            deployment=deployment,
+            group=group,
+            retention=retention,
+            conf=conf,
+            max_concurrent_vms=max_concurrent_vms,
+            tiers=tiers,
+            only=only,
+            plan_only=plan_only,
+            tier=tier,
+            gcp_conn_id=gcp_conn_id,
+            impersonation_chain=impersonation_chain,
+            _listed_disks={},
+            _disks_of={},
+        )
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         unknown = sorted(set(self.conf or {}) - set(TRIGGER_CONF_KEYS)) if isinstance(self.conf, dict) else []

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup._base import HookMixin, RunKey
-from gce_vm_backup._build import init_super
+from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.labels import (
     DEPLOYMENT_KEY,
     GROUP_KEY,
@@ -43,6 +43,9 @@ def seconds_between(start: str | None, end: str | None) -> int | None:
 class RestoreTask(HookMixin, BaseOperator):
     """Base of the restore and drill operators: ``deployment`` and ``group`` scope every label."""
 
+    deployment: str
+    group: str
+
     def __init__(
         self,
         *,
@@ -52,9 +55,14 @@ class RestoreTask(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(RestoreTask, self, kwargs)  # super().__init__, without a second apply_defaults
-        self.deployment, self.group = check_deployment(deployment), check_group(group)
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
+        init_super(RestoreTask, self, kwargs)  # super().__init__: one apply_defaults
+        set_fields(
+            self,
+            deployment=check_deployment(deployment),
+            group=check_group(group),
+            gcp_conn_id=gcp_conn_id,
+            impersonation_chain=impersonation_chain,
+        )
 
     @property
     def hook(self) -> Any:  # a RestoreHook (the backup hook plus disks/instances create and delete)

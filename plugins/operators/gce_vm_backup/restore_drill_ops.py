@@ -59,7 +59,7 @@ class DrillPlanOperator(RestoreTask):
     template_fields = ("targets",)
 
     def __init__(self, *, targets: list[dict[str, Any]], drill: dict[str, Any], **kwargs: Any) -> None:
-        init_super(DrillPlanOperator, self, kwargs)  # super().__init__, without a second apply_defaults
+        init_super(DrillPlanOperator, self, kwargs)  # super().__init__: one apply_defaults
         self.targets, self.drill = targets, drill
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -138,7 +138,7 @@ class DrillVmOperator(RestoreTask):
     template_fields = ("plan",)
 
     def __init__(self, *, plan: Any, drill: dict[str, Any], **kwargs: Any) -> None:
-        init_super(DrillVmOperator, self, kwargs)  # super().__init__, without a second apply_defaults
+        init_super(DrillVmOperator, self, kwargs)  # super().__init__: one apply_defaults
         self.plan, self.drill = plan, drill
 
     def _restored_at(self, plan: Mapping[str, Any]) -> str | None:
@@ -275,7 +275,7 @@ class DrillCleanupOperator(RestoreTask):
     template_fields = ("plans",)
 
     def __init__(self, *, plans: Any, drill: dict[str, Any], **kwargs: Any) -> None:
-        init_super(DrillCleanupOperator, self, kwargs)  # super().__init__, without a second apply_defaults
+        init_super(DrillCleanupOperator, self, kwargs)  # super().__init__: one apply_defaults
         self.plans, self.drill = plans, drill
 
     def execute(self, context: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gce_vm_backup._build import init_super
+from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.errors import BackupError, ResourceNotFoundError
 from gce_vm_backup.restore_base import RestoreTask, iso, now
 from gce_vm_backup.restore_steps import (
@@ -45,10 +45,13 @@ class _PlannedStep(RestoreTask):
     """A step of a restore run: takes the plan (the plan task's XCom) and a step timeout."""
 
     template_fields = ("plan",)
+    plan: Any
+    timeout: float
+    poll_interval: float
 
     def __init__(self, *, plan: Any, timeout: float = 1800, poll_interval: float = 10, **kwargs: Any) -> None:
-        init_super(_PlannedStep, self, kwargs)  # super().__init__, without a second apply_defaults
-        self.plan, self.timeout, self.poll_interval = plan, float(timeout), float(poll_interval)
+        init_super(_PlannedStep, self, kwargs)  # super().__init__: one apply_defaults
+        set_fields(self, plan=plan, timeout=float(timeout), poll_interval=float(poll_interval))
 
     def labels(self) -> dict[str, str]:
         return self.scope_labels(RESTORE_KEY, self.plan["run_hash"])

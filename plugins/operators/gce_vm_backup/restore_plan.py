@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gce_vm_backup._base import ERROR_XCOM_KEY, as_bool
-from gce_vm_backup._build import init_super
+from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.errors import BackupError, ConfigError, ResourceNotFoundError
 from gce_vm_backup.restore_base import RestoreTask
 from gce_vm_backup.restore_sets import NEWEST, choose_set, group_filter, snapshot_sets
@@ -54,6 +54,15 @@ class RestorePlanOperator(RestoreTask):
     """
 
     template_fields = ("vm", "snapshot_set", "mode", "new_name", "machine_type", "network", "preview", "conf")
+    targets: list[dict[str, Any]]
+    vm: Any
+    snapshot_set: Any
+    mode: Any
+    new_name: Any
+    machine_type: Any
+    network: Any
+    preview: Any
+    conf: Any
 
     def __init__(
         self,
@@ -69,10 +78,19 @@ class RestorePlanOperator(RestoreTask):
         conf: Any = None,
         **kwargs: Any,
     ) -> None:
-        init_super(RestorePlanOperator, self, kwargs)  # super().__init__, without a second apply_defaults
-        self.targets, self.vm, self.snapshot_set, self.mode = targets, vm, snapshot_set, mode
-        self.new_name, self.machine_type, self.network = new_name, machine_type, network
-        self.preview, self.conf = dry_run, conf  # not self.dry_run: a BaseOperator method
+        init_super(RestorePlanOperator, self, kwargs)  # super().__init__: one apply_defaults
+        set_fields(
+            self,
+            targets=targets,
+            vm=vm,
+            snapshot_set=snapshot_set,
+            mode=mode,
+            new_name=new_name,
+            machine_type=machine_type,
+            network=network,
+            preview=dry_run,  # not dry_run: a BaseOperator method
+            conf=conf,
+        )
 
     def _form(self) -> dict[str, Any]:
         form = {

@@ -258,7 +258,7 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
     ) -> None:
         from gce_vm_backup.labels import check_deployment, check_group
 
-        init_super(ApplyRetentionOperator, self, kwargs)  # super().__init__, without a second apply_defaults
+        init_super(ApplyRetentionOperator, self, kwargs)  # super().__init__: one apply_defaults
         self.policy = load_policy(policy)
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.instance_record, self.snapshot_records = instance_record, snapshot_records
