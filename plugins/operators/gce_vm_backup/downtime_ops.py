@@ -9,7 +9,7 @@ again before the task fails (``StopSnapshotStartOperator``). Outer tiers of a ti
 
 ``max_concurrent_vms`` (cap.py): the scheduler runs up to twice the cap of these tries; before its stop
 request a try claims room under the cap and counts, and while there is none it waits on its slot,
-started ahead, for another VM of the tier to come back (a re-count every ``ROOM_POLL`` seconds), so the
+started ahead, for another VM of the tier to come back (it looks every ``ROOM_POLL`` seconds), so the
 next stop follows within seconds. It gives the slot back (reschedules) when a VM is left down by a try
 that is not running (that try's retry needs a slot), and after ``PRESTART_WAIT`` seconds of waiting.
 """
