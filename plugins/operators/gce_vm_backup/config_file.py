@@ -109,23 +109,17 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
         ) from None
 
 
-class _Limits(Composer):
-    """The composer with limits on aliases, values and depth, before (and after) aliases are expanded;
-    mixed into a loader ahead of its parser. The counts start at 0 per loader (one per document)."""
+class _ResolveCache:
+    """The resolver's tag, memoised per scalar value (mixed in ahead of the Resolver): a config repeats its
+    keys and most of its values (a project, a zone) once per VM, and the implicit resolvers' regexes are a
+    third of the read. The tag depends on nothing else when there are no path resolvers (the safe loaders
+    have none)."""
 
-    _depth = _aliases = _nodes = 0
     _resolved: dict[tuple[str, Any], str] | None = None
-    if TYPE_CHECKING:  # from the parser and the constructor the loader mixes in
+    if TYPE_CHECKING:  # from the Resolver the loader mixes in
         yaml_path_resolvers: dict[Any, Any]
 
-        def check_event(self, *choices: Any) -> bool: ...
-        def peek_event(self) -> Any: ...
-        def construct_document(self, node: Node) -> Any: ...
-
     def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
-        """The resolver's tag, memoised per scalar value: a config repeats its keys and most of its values
-        (a project, a zone) once per VM, and the implicit resolvers' regexes are a third of the read. The
-        tag depends on nothing else when there are no path resolvers (the safe loaders have none)."""
         if kind is not ScalarNode or self.yaml_path_resolvers:
             return super().resolve(kind, value, implicit)  # type: ignore[misc]
         if self._resolved is None:
@@ -135,6 +129,18 @@ class _Limits(Composer):
         if tag is None:
             tag = self._resolved[key] = super().resolve(kind, value, implicit)  # type: ignore[misc]
         return tag
+
+
+class _Limits(_ResolveCache, Composer):
+    """The composer with limits on aliases, values and depth, before (and after) aliases are expanded;
+    mixed into a loader ahead of its parser. The counts start at 0 per loader (one per document)."""
+
+    _depth = _aliases = _nodes = 0
+    if TYPE_CHECKING:  # from the parser and the constructor the loader mixes in
+
+        def check_event(self, *choices: Any) -> bool: ...
+        def peek_event(self) -> Any: ...
+        def construct_document(self, node: Node) -> Any: ...
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         if self.check_event(yaml.AliasEvent):
@@ -193,7 +199,7 @@ class _HandOver(yaml.YAMLError):
 
 if CParser is not None:
 
-    class _DirectLoader(CParser, SafeConstructor, Resolver):
+    class _DirectLoader(_ResolveCache, CParser, SafeConstructor, Resolver):
         """The values straight from libyaml's events, without building the node tree first: a document
         without anchors or aliases (any config written by hand) reads to exactly what ``_FastLoader``
         reads, in about half the time. The depth and value limits are counted here, in the composer's
@@ -201,7 +207,6 @@ if CParser is not None:
         most twice and never past a limit."""
 
         _nodes = 0
-        _resolved: dict[tuple[str, Any], str] | None = None
 
         def __init__(self, stream: str):
             CParser.__init__(self, stream)
@@ -256,12 +261,7 @@ if CParser is not None:
         def _scalar(self, event: Any) -> Any:
             tag = event.tag
             if tag is None or tag == "!":
-                if self._resolved is None:
-                    self._resolved = {}
-                key = (event.value, event.implicit)
-                tag = self._resolved.get(key)
-                if tag is None:
-                    tag = self._resolved[key] = self.resolve(ScalarNode, event.value, event.implicit)
+                tag = self.resolve(ScalarNode, event.value, event.implicit)
             if tag == STR_TAG:
                 return event.value
             if tag == MERGE_TAG:
