@@ -355,6 +355,22 @@ def cap_ti(
     return ti
 
 
+def on_state_read(ti: RunTI, number: int, change: Any) -> dict[str, int]:
+    """Make ``change()`` happen to the run just before ``ti``'s ``number``-th read of the task states (the
+    moment another try moves). Returns the count of reads so far (``["n"]``)."""
+    reads = {"n": 0}
+    real_states = ti.get_task_states
+
+    def read(**kwargs: Any) -> Any:
+        reads["n"] += 1
+        if reads["n"] == number:
+            change()
+        return real_states(**kwargs)
+
+    ti.get_task_states = read  # type: ignore[method-assign]
+    return reads
+
+
 def test_the_count_is_running_tries_plus_vms_left_down_by_tries_that_are_not_running():
     from gce_vm_backup.cap import vms_down
 
@@ -386,17 +402,12 @@ def test_reading_states_before_markers_would_miss_a_retry_that_started_in_betwee
     from gce_vm_backup.cap import vms_down
 
     ti = cap_ti({0: "running", 1: "up_for_retry", 2: None}, {1: True})
-    real_states = ti.get_task_states
-    calls = {"n": 0}
 
-    def states_then_retry_starts(**kwargs: Any) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 2:  # between the marker read and the state read: the retry starts
-            ti.xcoms.pop((DOWNTIME, 1, DOWN_XCOM_KEY))
-            ti.states[(DOWNTIME, 1)] = "running"
-        return real_states(**kwargs)
+    def the_retry_starts() -> None:
+        ti.xcoms.pop((DOWNTIME, 1, DOWN_XCOM_KEY))
+        ti.states[(DOWNTIME, 1)] = "running"
 
-    ti.get_task_states = states_then_retry_starts  # type: ignore[method-assign]
+    on_state_read(ti, 2, the_retry_starts)  # between the marker read and the state read
     assert vms_down(ti, task_id=DOWNTIME, cap=1)[0] == 2  # VM 1 is counted either way
 
 
@@ -458,17 +469,12 @@ def test_a_try_started_ahead_waits_on_its_slot_and_stops_its_vm_once_another_is_
     marker says it is back, and only then sends its stop."""
     record = precheck()
     ti = cap_ti({0: "running", 1: "running", 2: None}, {1: True})
-    counts = {"n": 0}
-    real_states = ti.get_task_states
 
-    def vm_1_comes_back_after_a_few_looks(**kwargs: Any) -> Any:
-        counts["n"] += 1
-        if counts["n"] == 6:  # VM 1 is back, and its try ends
-            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False}
-            ti.states[(DOWNTIME, 1)] = "success"
-        return real_states(**kwargs)
+    def vm_1_is_back_and_its_try_ends() -> None:
+        ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False}
+        ti.states[(DOWNTIME, 1)] = "success"
 
-    ti.get_task_states = vm_1_comes_back_after_a_few_looks  # type: ignore[method-assign]
+    counts = on_state_read(ti, 6, vm_1_is_back_and_its_try_ends)
     seen: list[Any] = []
     fast_emulator.faults.on_call(
         "compute.instances.stop", lambda: seen.append(dict(ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)]))
@@ -487,16 +493,11 @@ def test_a_vm_seen_left_down_in_one_count_only_does_not_make_the_try_give_its_sl
     'left down' by a try that is not running. That is not a killed try: no reschedule, the try waits."""
     record = precheck()
     ti = cap_ti({0: "running", 1: "success", 2: None}, {1: True})
-    reads = {"states": 0}
-    real_states = ti.get_task_states
 
-    def the_marker_was_stale(**kwargs: Any) -> Any:
-        reads["states"] += 1
-        if reads["states"] == 2:  # during the first full count, after its read of the markers
-            ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False}
-        return real_states(**kwargs)
+    def the_marker_was_stale() -> None:
+        ti.xcoms[(DOWNTIME, 1, DOWN_XCOM_KEY)] = {"map_index": 1, "down": False}
 
-    ti.get_task_states = the_marker_was_stale  # type: ignore[method-assign]
+    on_state_read(ti, 2, the_marker_was_stale)  # during the first full count, after it read the markers
     result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))  # no AirflowRescheduleException
     assert (result["stopped"], result["started"]) == (True, True)
 
