@@ -339,7 +339,16 @@ class LocalAirflow:
         return self.session.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
 
     def api_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON body of a call; raises on HTTP 4xx/5xx. A GET is read again, a few times over 10 s, on a
+        5xx: on SQLite a busy API server answers 500 "database is locked" while the scheduler writes, and a
+        read has nothing to undo."""
         response = self.api(method, path, **kwargs)
+        if method == "GET":
+            for wait in (0.5, 1, 2, 2, 4):
+                if response.status_code < 500:
+                    break
+                time.sleep(wait)
+                response = self.api(method, path, **kwargs)
         if response.status_code >= 400:
             raise LocalEnvError(f"{method} /api/v2{path}: HTTP {response.status_code} {response.text[:1000]}")
         return response.json()
