@@ -4,10 +4,12 @@ tasks, arguments, template fields, dependencies and recorded init arguments, for
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 import pytest
 from airflow.sdk import DAG, BaseOperator
+from airflow.sdk.definitions._internal.abstractoperator import AbstractOperator
 from airflow.sdk.definitions.xcom_arg import XComArg
 
 from gce_vm_backup import _build
@@ -53,8 +55,9 @@ def _airflows_path(monkeypatch: pytest.MonkeyPatch) -> None:
         if getattr(module, "set_fields", None) is _build.set_fields:
             monkeypatch.setattr(module, "set_fields", _setattr_each)
     monkeypatch.setattr(
-        _build.XComArgDependencies, "_set_xcomargs_dependencies", BaseOperator._set_xcomargs_dependencies
+        _build.FastBuild, "_set_xcomargs_dependencies", BaseOperator._set_xcomargs_dependencies
     )
+    monkeypatch.delattr(_build.FastBuild, "__setattr__")  # BaseOperator.__setattr__, the next in the MRO
 
 
 def _setattr_each(operator: Any, /, **values: Any) -> None:
@@ -69,8 +72,10 @@ def _plain(value: Any, depth: int = 0) -> Any:
         return ("xcom", [(op.task_id, key) for op, key in value.iter_references()])
     if isinstance(value, DAG):
         return ("dag", value.dag_id)
-    if isinstance(value, BaseOperator):
+    if isinstance(value, AbstractOperator):  # a task, mapped or not
         return ("task", value.task_id)
+    if type(value) in weakref.ProxyTypes:  # an unmapped task's task group
+        return ("proxy", getattr(value, "group_id", None))
     if isinstance(value, dict):
         return {k: _plain(v, depth) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -161,3 +166,50 @@ def test_the_shipped_config_builds_alike_too(monkeypatch):
     with monkeypatch.context() as patch:
         _airflows_path(patch)
         assert build() == ours
+
+
+def _pair() -> tuple[Any, Any]:
+    from gce_vm_backup.operators import EnsureRunningOperator, PrecheckInstanceOperator
+
+    with DAG("setattr", schedule=None, default_args={"retries": 1}):
+        precheck = PrecheckInstanceOperator(task_id="precheck", project_id="p", zone="z", instance="i")
+        ensure = EnsureRunningOperator(task_id="ensure", instance_record={}, downtime_task="t")
+    return precheck, ensure
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("retries", "3"),  # converted (_convert_retries)
+        ("retry_delay", 45),  # converted to a timedelta
+        ("owner", "sre"),  # a plain BaseOperator field, recorded in the init arguments
+        ("downtime_task", "other"),  # the operator's own argument
+        ("instance_record", "precheck output"),  # a template field: an XComArg set now adds its upstream
+    ],
+)
+def test_an_attribute_set_after_the_build_does_what_base_operators_setattr_does(key, value):
+    results = []
+    for assign in (setattr, BaseOperator.__setattr__):
+        precheck, ensure = _pair()
+        assign(ensure, key, precheck.output if value == "precheck output" else value)
+        results.append((_task(ensure), sorted(precheck.downstream_task_ids)))
+    assert results[0] == results[1]
+    if key == "instance_record":
+        assert results[0][0]["upstream"] == ["precheck"]
+    if key in ("retries", "retry_delay"):
+        assert results[0][0]["attributes"][key] != value  # converted, as Airflow converts it
+
+
+def test_an_operator_unmapped_from_a_mapped_one_sets_its_attributes_as_airflow_does(monkeypatch):
+    """The drill's mapped task, unmapped as a worker does (``_airflow_from_mapped``): same either way."""
+
+    def unmapped() -> dict[str, Any]:
+        dags = build_all_dags(BackupConfig("test.yaml", parse_config(CONFIG, "test.yaml")[0], "test"))
+        operator = dags["gce_vm_backup_drill__tiered"].get_task("drill_vm").unmap({"plan": {"vm": "web-1"}})
+        assert operator._BaseOperator__from_mapped
+        return _task(operator)
+
+    ours = unmapped()
+    with monkeypatch.context() as patch:
+        _airflows_path(patch)
+        assert unmapped() == ours

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from gce_vm_backup._build import XComArgDependencies
+from gce_vm_backup._build import FastBuild
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.naming import request_id
 
@@ -170,10 +170,10 @@ class RecordsFailures:
             _log.warning("Could not record the failure of %s in XCom: %s", self.task_id, push_error)
 
 
-class HookMixin(XComArgDependencies, RecordsFailures):
+class HookMixin(FastBuild, RecordsFailures):
     """Builds the hook lazily, inside execute/poke: nothing Google is imported at DAG parse time.
-    Every failed try records its cause (see RecordsFailures); the XComArg dependencies are set in one
-    call (see _build.XComArgDependencies)."""
+    Every failed try records its cause (see RecordsFailures); built for less than Airflow's generic path
+    costs (see _build.FastBuild)."""
 
     gcp_conn_id: str
     impersonation_chain: str | Sequence[str] | None

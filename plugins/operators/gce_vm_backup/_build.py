@@ -2,13 +2,18 @@
 
 The DAG processor builds every operator of every DAG at every parse (1,300 for 1,000 VMs in 50 groups), so
 the per-operator overhead above Airflow's own is what makes the DAG file slower than the same graph of
-EmptyOperators (benchmarks/parse_time.py). Two generic costs are cut here, each doing exactly what Airflow
-does, in fewer steps:
+EmptyOperators (benchmarks/parse_time.py). Three generic costs are cut here, each doing exactly what
+Airflow does, in fewer steps:
 
-- ``XComArgDependencies``: the upstream tasks of the XComArgs in an operator's template fields (Airflow's
-  ``BaseOperator._set_xcomargs_dependencies``, run once when the operator is built) are found in one walk
-  and set in one ``set_upstream`` call, rather than one call per reference (each hashes the DAG for every
-  task involved). The walk visits what ``XComArg.iter_xcom_references`` visits, in the same order.
+- ``FastBuild._set_xcomargs_dependencies``: the upstream tasks of the XComArgs in an operator's template
+  fields (Airflow's ``BaseOperator._set_xcomargs_dependencies``, run once when the operator is built) are
+  found in one walk and set in one ``set_upstream`` call, rather than one call per reference (each hashes
+  the DAG for every task involved). The walk visits what ``XComArg.iter_xcom_references`` visits, in the
+  same order.
+- ``FastBuild.__setattr__``: BaseOperator.__setattr__, step for step, but the ``_convert_<name>`` lookup is
+  a set lookup of the names the class has converters for (Airflow formats the name and looks it up through
+  the MRO on every attribute set: BaseOperator's own ``__init__`` sets about 60). Less than half the cost,
+  on every attribute any ``__init__`` of the operator sets.
 - ``init_super``: ``super().__init__(**kwargs)`` without the ``apply_defaults`` wrapper Airflow's metaclass
   puts around every ``__init__`` of the MRO (the floor's EmptyOperator has one; ours had two to four, each
   merging default_args and deep-copying the DAG's params again). Called from inside an operator's own
@@ -30,6 +35,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from airflow.sdk import BaseOperator
 from airflow.sdk.definitions._internal.abstractoperator import AbstractOperator
 from airflow.sdk.definitions._internal.mixins import ResolveMixin
 
@@ -59,10 +65,41 @@ def xcom_upstream(value: Any, found: dict[int, Any]) -> None:
             xcom_upstream(getattr(value, name), found)
 
 
-class XComArgDependencies:
+_CONVERTED: dict[type, frozenset[str]] = {}
+
+
+def _converted(cls: type) -> frozenset[str]:
+    """The attribute names BaseOperator.__setattr__ converts for instances of ``cls``: those with a
+    ``_convert_<name>`` on the class (found once per class)."""
+    names = _CONVERTED.get(cls)
+    if names is None:
+        names = frozenset(n.removeprefix("_convert_") for n in dir(cls) if n.startswith("_convert_"))
+        _CONVERTED[cls] = names
+    return names
+
+
+# What BaseOperator.__setattr__ calls as super().__setattr__: the next __setattr__ of its MRO (object's).
+_BELOW_BASE_OPERATOR: Callable[..., None] = next(
+    c for c in BaseOperator.__mro__[1:] if "__setattr__" in vars(c)
+).__setattr__
+
+
+class FastBuild:
     """Mixed into the package's operators (ahead of BaseOperator): see the module docstring."""
 
     template_fields: Any
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # BaseOperator.__setattr__ (Airflow 3.1 to 3.3 alike), with the converter found by a set lookup
+        if key in _converted(type(self)):
+            value = getattr(self, f"_convert_{key}")(value)
+        _BELOW_BASE_OPERATOR(self, key, value)
+        if self._BaseOperator__from_mapped or self._lock_for_execution:  # type: ignore[attr-defined]
+            return
+        if key in self._BaseOperator__init_kwargs:  # type: ignore[attr-defined]
+            self._BaseOperator__init_kwargs[key] = value  # type: ignore[attr-defined]
+        if self._BaseOperator__instantiated and key in self.template_fields:  # type: ignore[attr-defined]
+            self._set_xcomargs_dependency(key, value)  # type: ignore[attr-defined]
 
     def _set_xcomargs_dependencies(self) -> None:
         found: dict[int, Any] = {}
