@@ -17,8 +17,9 @@ collector's objects as the DAG processor's manager does before it forks a parser
 airflow/dag_processing/manager.py), then times a DagBag load of
 the folder, the way the DAG processor parses it; DAG files and plugins run from bytecode written by an
 untimed first parse, as in a DAG processor that has parsed them once (``--cold``: no bytecode, every
-parse compiles them). Prints wall-clock median and min and the CPU time's median (steadier on a shared
-machine), and backup / floor for each.
+parse compiles them). The three files are measured in turn, round after round (``--repeat``). Prints
+wall-clock median and min and the CPU time's median (steadier on a shared machine), and backup / floor
+for each.
 """
 
 from __future__ import annotations
@@ -244,7 +245,12 @@ def main() -> None:
     }
     for _, folder in names.values():
         measure(folder, env)  # writes the bytecode (unless --cold), not timed
-    runs = {key: [measure(folder, env) for _ in range(args.repeat)] for key, (_, folder) in names.items()}
+    # Round robin (trivial, floor, backup, trivial, ...): a change in the machine's load between the rounds
+    # then weighs on all three alike, not on whichever file was being measured at the time.
+    runs: dict[str, list[dict[str, float]]] = {key: [] for key in names}
+    for _ in range(args.repeat):
+        for key, (_, folder) in names.items():
+            runs[key].append(measure(folder, env))
     print(f"{'file':<48} {'DAGs':>5} {'tasks':>6} {'median s':>9} {'min s':>7} {'CPU median s':>13}")
     for key, (name, _) in names.items():
         first = runs[key][0]
