@@ -213,3 +213,14 @@ def test_an_operator_unmapped_from_a_mapped_one_sets_its_attributes_as_airflow_d
     with monkeypatch.context() as patch:
         _airflows_path(patch)
         assert unmapped() == ours
+
+
+def test_the_fast_setattr_is_used_only_where_airflows_is_the_one_it_copies():
+    assert _build.is_the_copied_setattr(BaseOperator.__setattr__)  # every supported Airflow
+    assert "__setattr__" in vars(_build.FastBuild)
+
+    def changed_upstream(self, key, value):  # what a later Airflow might do: one more step
+        self._record_setattr(key)
+        return BaseOperator.__setattr__(self, key, value)
+
+    assert not _build.is_the_copied_setattr(changed_upstream)

@@ -13,7 +13,8 @@ Airflow does, in fewer steps:
 - ``FastBuild.__setattr__``: BaseOperator.__setattr__, step for step, but the ``_convert_<name>`` lookup is
   a set lookup of the names the class has converters for (Airflow formats the name and looks it up through
   the MRO on every attribute set: BaseOperator's own ``__init__`` sets about 60). Less than half the cost,
-  on every attribute any ``__init__`` of the operator sets.
+  on every attribute any ``__init__`` of the operator sets. Only where BaseOperator.__setattr__ is the one
+  copied (``COPIED_SETATTR``); under any other, Airflow's own sets every attribute.
 - ``init_super``: ``super().__init__(**kwargs)`` without the ``apply_defaults`` wrapper Airflow's metaclass
   puts around every ``__init__`` of the MRO (the floor's EmptyOperator has one; ours had two to four, each
   merging default_args and deep-copying the DAG's params again). Called from inside an operator's own
@@ -84,6 +85,29 @@ _BELOW_BASE_OPERATOR: Callable[..., None] = next(
 ).__setattr__
 
 
+# BaseOperator.__setattr__ as FastBuild.__setattr__ copies it (Airflow 3.1 to 3.3): the names and
+# constants its code uses. Where Airflow's differs, FastBuild leaves every attribute set to Airflow's own.
+COPIED_SETATTR = (
+    (
+        "getattr",
+        "super",
+        "__setattr__",
+        "_BaseOperator__from_mapped",
+        "_lock_for_execution",
+        "_BaseOperator__init_kwargs",
+        "_BaseOperator__instantiated",
+        "template_fields",
+        "_set_xcomargs_dependency",
+    ),
+    (None, "_convert_"),
+)
+
+
+def is_the_copied_setattr(setattr_function: Callable[..., Any]) -> bool:
+    code = setattr_function.__code__
+    return (code.co_names, code.co_consts) == COPIED_SETATTR
+
+
 class FastBuild:
     """Mixed into the package's operators (ahead of BaseOperator): see the module docstring."""
 
@@ -100,6 +124,9 @@ class FastBuild:
             self._BaseOperator__init_kwargs[key] = value  # type: ignore[attr-defined]
         if self._BaseOperator__instantiated and key in self.template_fields:  # type: ignore[attr-defined]
             self._set_xcomargs_dependency(key, value)  # type: ignore[attr-defined]
+
+    if not is_the_copied_setattr(BaseOperator.__setattr__):  # another Airflow: its own __setattr__
+        del __setattr__
 
     def _set_xcomargs_dependencies(self) -> None:
         found: dict[int, Any] = {}
