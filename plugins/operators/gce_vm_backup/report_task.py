@@ -10,6 +10,7 @@ misaligned row. The report itself is ``report.build_run_report``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -71,10 +72,16 @@ def finished_tasks(
             yield key, -1, state
 
 
+@functools.cache
+def _tier_groups() -> dict[str, int]:
+    """Each tier group's name and number (``tier_2`` -> 2): made once, not once per DAG."""
+    return {stages.tier_group(n): n for n in range(1, MAX_TIERS + 1)}
+
+
 def tier_numbers(vm_groups: Sequence[str]) -> dict[str, int]:
     """Each VM group's tier (``tier_2`` -> 2). Raises ConfigError for a group that is not a tier group of
     ``stages``, or none."""
-    known = {stages.tier_group(n): n for n in range(1, MAX_TIERS + 1)}
+    known = _tier_groups()
     if not vm_groups or any(group not in known for group in vm_groups):
         raise ConfigError(
             "The parameter 'vm_groups' must name at least one per-VM task group "
