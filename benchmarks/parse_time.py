@@ -12,9 +12,12 @@ Three DAG files are parsed, each alone in its folder:
   default_args, doc, tags, callbacks or operator arguments, reads no config and imports nothing of ours:
   what any DAG file of that graph costs;
 - the backup DAG file itself (``dags/gce_vm_backup_dags.py``) with the generated config.
-Each measurement is a fresh process that imports Airflow first (not timed) and freezes the garbage
-collector's objects as the DAG processor's manager does before it forks a parser (``gc.freeze()`` in
-airflow/dag_processing/manager.py), then times a DagBag load of
+Each measurement is a fresh process that imports Airflow first (not timed), imports the ``airflow.*``
+modules the file names at top level as the DAG processor does before it forks the parser of a file
+(``[dag_processor] parsing_pre_import_modules``, on by default: the floor names the same modules the
+backup DAG file names, so neither pays them at its parse), and freezes the garbage collector's objects as
+the DAG processor's manager does (``gc.freeze()`` in airflow/dag_processing/manager.py), then times a
+DagBag load of
 the folder, the way the DAG processor parses it; DAG files and plugins run from bytecode written by an
 untimed first parse, as in a DAG processor that has parsed them once (``--cold``: no bytecode, every
 parse compiles them). The three files are measured in turn, round after round (``--repeat``). Prints
@@ -38,8 +41,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 TRIVIAL = "from airflow.sdk import DAG\n\nwith DAG('trivial', schedule=None):\n    pass\n"
 MEASURE = """
-import gc, json, sys, time
+import gc, importlib, json, pathlib, sys, time
 from airflow.dag_processing.dagbag import DagBag
+from airflow.utils.file import iter_airflow_imports
+# as the DAG processor does before it forks the process that parses a file: import the airflow modules
+# the file imports at top level (parsing_pre_import_modules, processor._pre_import_airflow_modules)
+for dag_file in pathlib.Path(sys.argv[1]).glob("*.py"):
+    for module in iter_airflow_imports(str(dag_file)):
+        importlib.import_module(module)
 gc.freeze()  # as the DAG processor does once Airflow is imported, before it forks a parsing process
 start, cpu = time.perf_counter(), time.process_time()
 bag = DagBag(sys.argv[1])
@@ -62,6 +71,7 @@ print(json.dumps([dag_shape(dag) for dag in build_all_dags(load_config(sys.argv[
 FLOOR = """
 from datetime import datetime
 
+import airflow.sdk.definitions.decorators.task_group  # named for the pre-import, as the DAG file does
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, task_group
 

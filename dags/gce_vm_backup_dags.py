@@ -8,6 +8,14 @@ unique name (a top-level `operators` package could belong to any team sharing th
 import sys
 from pathlib import Path
 
+# The Airflow modules the package builds its DAGs with, named here so that the DAG processor imports them
+# once, before it forks the process that parses this file (Airflow's [dag_processor]
+# parsing_pre_import_modules, on by default), rather than in every parse.
+import airflow.providers.standard.operators.empty
+import airflow.providers.standard.operators.hitl
+import airflow.providers.standard.operators.python
+import airflow.sdk.bases.sensor
+import airflow.sdk.definitions.decorators.task_group  # noqa: F401
 from airflow.configuration import conf
 
 _package_root = Path(conf.get("core", "plugins_folder", fallback="") or Path(__file__).parents[1] / "plugins")

@@ -77,3 +77,38 @@ def test_the_parse_benchmarks_floor_rebuilds_the_same_graph_from_empty_operators
         assert [(t.task_id, t.is_setup, t.is_teardown) for t in floor.tasks] == [
             (t.task_id, t.is_setup, t.is_teardown) for t in dag.tasks
         ]
+
+
+def test_the_dag_processor_imports_every_airflow_module_the_dag_file_needs_before_it_forks(tmp_path):
+    """What the DAG processor does before it forks a parser (processor._pre_import_airflow_modules: the
+    ``airflow.*`` modules the file imports at top level), then the parse: it imports no further provider
+    or operator module, so no parse pays for one."""
+    script = textwrap.dedent(
+        f"""
+        import importlib, json, sys
+        try:
+            from airflow.dag_processing.dagbag import DagBag
+        except ImportError:  # Airflow 3.1
+            from airflow.models.dagbag import DagBag
+        from airflow.utils.file import iter_airflow_imports
+        path = {str(REPO / "dags" / "gce_vm_backup_dags.py")!r}
+        for module in iter_airflow_imports(path):
+            importlib.import_module(module)
+        before = set(sys.modules)
+        bag = DagBag(path)
+        assert not bag.import_errors, bag.import_errors
+        print(json.dumps(sorted(set(sys.modules) - before)))
+        """
+    )
+    env = {
+        **os.environ,
+        "GCE_VM_BACKUP_STRICT": "1",
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    imported = json.loads(result.stdout.strip().splitlines()[-1])
+    heavy = ("airflow.providers.", "airflow.sdk.bases.", "airflow.sdk.definitions.decorators", "asgiref")
+    assert [m for m in imported if m.startswith(heavy)] == []
+    assert any(m.startswith("gce_vm_backup") for m in imported)  # the package itself: parsed each time
