@@ -339,9 +339,9 @@ class LocalAirflow:
         return self.session.request(method, f"{self.url}/api/v2{path}", headers=headers, timeout=30, **kwargs)
 
     def api_json(self, method: str, path: str, **kwargs: Any) -> Any:
-        """The JSON body of a call; raises on HTTP 4xx/5xx. A GET is read again, a few times over 10 s, on a
-        5xx: on SQLite a busy API server answers 500 "database is locked" while the scheduler writes, and a
-        read has nothing to undo."""
+        """The JSON body of a call; raises on HTTP 4xx/5xx. A GET that meets a 5xx is sent again, up to five
+        more times over 9.5 s: on SQLite a busy API server answers 500 "database is locked" while the
+        scheduler writes, and a read has nothing to undo. Any other method is sent once."""
         response = self.api(method, path, **kwargs)
         if method == "GET":
             for wait in (0.5, 1, 2, 2, 4):
