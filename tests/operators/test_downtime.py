@@ -372,7 +372,7 @@ def on_state_read(ti: RunTI, number: int, change: Any) -> dict[str, int]:
 
 
 def test_the_count_is_running_tries_plus_vms_left_down_by_tries_that_are_not_running():
-    from gce_vm_backup.cap import vms_down
+    from gce_vm_backup.cap import count_down, tier_indexes
 
     # 0 is me; 1 runs; 2 was killed mid-downtime (marker down, up for retry); 3 failed but its
     # ensure_running brought it back; 4 is back up (marker false); 5 has not started.
@@ -381,25 +381,26 @@ def test_the_count_is_running_tries_plus_vms_left_down_by_tries_that_are_not_run
         {1: True, 2: True, 3: True, 4: False},
         back=(3,),
     )
-    count, detail = vms_down(ti, task_id=DOWNTIME, cap=2)
+    found = count_down(ti, task_id=DOWNTIME, indexes=tier_indexes(ti, DOWNTIME))
+    count, detail = found.total, found.detail
     assert count == 3, detail  # me, 1 and 2
     # every marker in one read, before the states the count trusts; then ensure_running's results of
     # the VMs that look left down (2 and 3)
     assert ti.reads == ["states", "xcom", "states", "xcom"]
 
 
-def test_a_tier_no_bigger_than_the_cap_is_not_counted():
-    from gce_vm_backup.cap import vms_down
-
+def test_a_tier_no_bigger_than_the_cap_is_not_counted(fast_emulator):
+    record = precheck()
     ti = cap_ti({0: "running", 1: "up_for_retry"}, {1: True})
-    assert vms_down(ti, task_id=DOWNTIME, cap=2)[0] == 0
+    result = downtime(record, max_concurrent_vms=2).execute(context_of(ti))
+    assert (result["stopped"], result["started"]) == (True, True)  # no wait for room
     assert ti.reads == ["states"]
 
 
 def test_reading_states_before_markers_would_miss_a_retry_that_started_in_between():
     """The race the order prevents: VM 1 is down (killed try, marker down, up_for_retry); its retry starts
     (clearing the marker) between two reads. Markers first: the marker is seen, or the retry is running."""
-    from gce_vm_backup.cap import vms_down
+    from gce_vm_backup.cap import count_down, tier_indexes
 
     ti = cap_ti({0: "running", 1: "up_for_retry", 2: None}, {1: True})
 
@@ -408,7 +409,7 @@ def test_reading_states_before_markers_would_miss_a_retry_that_started_in_betwee
         ti.states[(DOWNTIME, 1)] = "running"
 
     on_state_read(ti, 2, the_retry_starts)  # between the marker read and the state read
-    assert vms_down(ti, task_id=DOWNTIME, cap=1)[0] == 2  # VM 1 is counted either way
+    assert count_down(ti, task_id=DOWNTIME, indexes=tier_indexes(ti, DOWNTIME)).total == 2  # VM 1 either way
 
 
 def test_over_the_cap_a_try_gives_its_slot_back_before_stopping_anything(fast_emulator):

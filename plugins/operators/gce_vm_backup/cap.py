@@ -113,13 +113,3 @@ def count_down(ti: Any, *, task_id: str, indexes: list[int]) -> DownCount:
         + (f", {unnamed} marker(s) without a map index" if unnamed else "")
     )
     return DownCount(1 + len(running) + len(left_down) + unnamed, left_down, detail)
-
-
-def vms_down(ti: Any, *, task_id: str, cap: int) -> tuple[int, str]:
-    """How many VMs of this tier are (or may be) down if this try stops its VM now, and why (for the log).
-    Returns ``(0, ...)`` at once when the tier has no more VMs than ``cap``: nothing can exceed it."""
-    indexes = tier_indexes(ti, task_id)
-    if len(indexes) <= cap:
-        return 0, f"{len(indexes)} VM(s) in the tier, cap {cap}"
-    found = count_down(ti, task_id=task_id, indexes=indexes)
-    return found.total, f"{found.detail}, cap {cap}"
