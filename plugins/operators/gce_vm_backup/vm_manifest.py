@@ -82,6 +82,13 @@ class Manifest:
 def _get(obj: Any, snake: str, camel: str | None = None, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(camel or snake, obj.get(snake, default))
+    try:
+        # proto-plus messages answer ``in`` with field presence: an unset optional field (scheduling's
+        # automatic_restart, whose API default is true) must read as absent, not as its zero value.
+        if snake not in obj:
+            return default
+    except TypeError:
+        pass
     return getattr(obj, snake, default)
 
 
