@@ -31,6 +31,9 @@ def snap(name, disk, *, run=None, status="READY", day=1, group="web", deployment
 
 
 def sets_of(*snapshots, **kwargs):
+    """Sets of snapshots made before manifests: grouped only for the live VM that has their disks attached
+    (here web-1 with both of its disks, unless the test says otherwise)."""
+    kwargs.setdefault("attached", {VM: [WEB, DATA]})
     return snapshot_sets(snapshots, group="web", deployment="test", **kwargs)
 
 
@@ -99,14 +102,17 @@ def test_choose_set_names_why_it_cannot_restore():
     assert "vm-backup backups" in choose_set(sets, "r9")[1]
 
 
-def test_a_vm_path_comes_from_the_known_vms_when_its_disks_are_regional():
+def test_a_snapshot_without_a_manifest_belongs_to_the_live_vm_that_has_its_disk_attached():
     vm = f"projects/{P}/zones/us-central1-b/instances/db-1"
-    sets = sets_of(snap("s", SHARED, run="r1", instance="db-1"), vms=[vm])
+    sets = sets_of(snap("s", SHARED, run="r1", instance="db-1"), attached={vm: [SHARED]})
 
     assert list(sets) == [vm]
-    assert sets_of(snap("s", SHARED, run="r1", instance="db-1")).keys() == {
-        f"projects/{P}/zones/-/instances/db-1"
-    }
+    # no live VM has it attached, or two VMs named db-1 do (a regional disk in two zones): in no set
+    assert sets_of(snap("s", SHARED, run="r1", instance="db-1"), attached={}) == {}
+    other = f"projects/{P}/zones/us-central1-c/instances/db-1"
+    assert (
+        sets_of(snap("s", SHARED, run="r1", instance="db-1"), attached={vm: [SHARED], other: [SHARED]}) == {}
+    )
 
 
 def test_with_boot_disk_marks_exactly_one_snapshot():

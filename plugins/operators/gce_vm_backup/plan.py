@@ -108,3 +108,52 @@ def snapshot_record(
         "status": status,
         "storage_bytes": storage_bytes,
     }
+
+
+def vm_manifest_of(
+    instance: Any,
+    *,
+    project: str,
+    zone: str,
+    disks: list[dict[str, Any]],
+    note: str | None = None,
+    metadata_values: bool = False,
+) -> dict[str, Any]:
+    """The VM's manifest (``vm_manifest.build``) as the InstanceRecord keeps it: every attached persistent
+    disk, ``"covered": false`` on each one this VM's backup does not snapshot (not in ``disks``, the
+    backed-up disk entries, or carried by another VM), the group's snapshot description as ``note``.
+
+    Raises VmStateError, naming the VM, when the description of one of its snapshots cannot hold the
+    manifest even without its rebuild spec (a VM with very many disks): the backup refuses the VM
+    before anything is stopped, rather than make snapshots no restore can place.
+    """
+    from gce_vm_backup import vm_manifest
+    from gce_vm_backup.errors import VmStateError
+
+    manifest = vm_manifest.build(
+        instance, project=project, zone=zone, metadata_values=metadata_values, note=note
+    )
+    covered = {str(disk["source"]) for disk in disks if not disk.get("carried_by")}
+    for entry in manifest["disks"]:
+        if entry["source"] not in covered:
+            entry["covered"] = False
+    for source in sorted(covered):
+        try:
+            vm_manifest.describe(manifest, disk_source=source)
+        except ValueError as exc:
+            raise VmStateError(
+                f"VM projects/{project}/zones/{zone}/instances/{manifest['vm']['name']} cannot be backed up: "
+                f"{exc}. Its snapshots would carry no record of the VM, so no restore could place them."
+            ) from exc
+    return manifest
+
+
+def snapshot_description(record: dict[str, Any], disk: dict[str, Any], *, fallback: str) -> str:
+    """The description of this run's snapshot of ``disk``: the VM's manifest (``vm_manifest.describe``)
+    from the InstanceRecord, or ``fallback`` for a record without one."""
+    from gce_vm_backup import vm_manifest
+
+    manifest = record.get("manifest")
+    if not manifest:
+        return fallback
+    return vm_manifest.describe(manifest, disk_source=str(disk["source"]))
