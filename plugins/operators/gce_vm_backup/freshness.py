@@ -37,7 +37,14 @@ from gce_vm_backup._build import init_super
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.config import BackupConfig, ExplicitTarget, Group, SelectorTarget
 from gce_vm_backup.report import notifiers_from_config
-from gce_vm_backup.restore_sets import READY, SnapshotSet, group_filter, newest_complete, snapshot_sets
+from gce_vm_backup.restore_sets import (
+    READY,
+    SnapshotSet,
+    attached_of,
+    group_filter,
+    newest_complete,
+    snapshot_sets,
+)
 
 if TYPE_CHECKING:
     from gce_vm_backup.hook import ComputeBackupHook
@@ -231,15 +238,6 @@ def live_vms(hook: ComputeBackupHook, projects: Iterable[str]) -> dict[str, Any]
     }
 
 
-def attached_disks(instance: Any) -> list[str]:
-    """The paths of the persistent disks attached to ``instance`` (a compute_v1.Instance)."""
-    return [
-        str(disk.source[disk.source.find("projects/") :])
-        for disk in instance.disks
-        if disk.type_ != "SCRATCH" and "projects/" in (disk.source or "")
-    ]
-
-
 def collect_group(
     hook: ComputeBackupHook, group_id: str, group: Group, *, deployment: str, now: datetime | None = None
 ) -> list[VmBackups]:
@@ -259,7 +257,7 @@ def collect_group(
         snapshots,
         group=group_id,
         deployment=deployment,
-        attached={vm: attached_disks(instance) for vm, instance in live.items()},
+        attached={vm: attached_of(instance) for vm, instance in live.items()},
     )
     runs = schedule_runs(group.schedule, now=now, timezone=group.start_date.tzinfo)
     return [

@@ -243,6 +243,18 @@ def _reference(members: list[tuple[SetSnapshot, Manifest]]) -> Manifest:
     return next(manifest for _, manifest in ordered if counts[_disk_list(manifest)] == top)
 
 
+def attached_of(instance: Any) -> list[str]:
+    """The paths of the persistent disks attached to ``instance`` (a ``compute_v1.Instance`` or its REST
+    JSON): what a caller passes as ``attached`` for a live VM."""
+    paths = []
+    for disk in _get(instance, "disks", "disks") or []:
+        kind = _get(disk, "type_", "type") or "PERSISTENT"
+        source = str(_get(disk, "source", "source") or "")
+        if kind != "SCRATCH" and "projects/" in source:
+            paths.append(disk_path(source))
+    return paths
+
+
 def _legacy_vm(disk: str, instance_label: str, attached: Mapping[str, Iterable[str]]) -> str | None:
     """The one live VM a snapshot without a manifest belongs to (see the module docstring), or None."""
     project = disk.split("/")[1]
