@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
     for gid, group in groups.items():
         try:
             hook = _hook(group.gcp_conn_id)
-            problem = credentials_problem(hook)
-            if problem is not None:
-                print(f"backups: group {gid}: {problem}", file=sys.stderr)
+            unusable = credentials_problem(hook)
+            if unusable is not None:
+                print(f"backups: group {gid}: {unusable}", file=sys.stderr)
                 return 1
             found[gid] = collect_group(hook, gid, group, deployment=config.deployment, now=now)
         except (BackupError, GoogleAuthError) as exc:  # no credentials, a bad endpoint, an API error
