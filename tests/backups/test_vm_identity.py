@@ -377,3 +377,33 @@ def test_a_vm_whose_manifest_cannot_fit_is_refused_by_the_precheck_naming_it(emu
     with pytest.raises(VmStateError, match=rf"VM {vm(A, 'web-2')} cannot be backed up: .*does not fit"):
         precheck(A, "web-2")
     assert snapshots(emulator) == []
+
+
+def test_the_page_shows_each_web_1_apart_and_the_deleted_one_as_gone(emulator, tmp_path):
+    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.restore_ui_app import build_view
+    from gce_vm_backup.restore_ui_page import render_page, view_json
+
+    backup(A)
+    with emulator.world.lock:
+        del emulator.world.instances[vm(A)]
+    config = tmp_path / "gce_vm_backup.yaml"
+    config.write_text(CONFIG)
+
+    view = build_view(
+        None,
+        config_path=config,
+        hook_factory=lambda conn_id: ComputeBackupHook(gcp_conn_id=conn_id),
+        reports_reader=lambda dag_id: [],
+        is_authorized=lambda user, dag_id: True,
+        now=checked_at(emulator),
+    )
+
+    page = render_page(view)
+    rows = {path: page.split(f'data-vm="{path}"')[1].split("</tr>")[0] for path in (vm(A), vm(B))}
+    assert "GONE" in rows[vm(A)]
+    assert "GONE" not in rows[vm(B)]
+    group = view_json(view)["groups"]["web"]
+    by_path = {v["vm"]: v for v in group["vms"]}
+    assert (by_path[vm(A)]["exists"], len(by_path[vm(A)]["sets"])) == (False, 1)
+    assert (by_path[vm(B)]["exists"], len(by_path[vm(B)]["sets"])) == (True, 0)
