@@ -233,3 +233,27 @@ def test_an_incomplete_newer_set_does_not_make_a_vm_fresh():
 )
 def test_ages_read_as_days_hours_minutes(age, text):
     assert format_age(age) == text
+
+
+def test_a_vm_made_again_under_its_name_is_not_fresh_by_its_predecessors_sets():
+    from dataclasses import replace
+
+    old = _vm([T0 + timedelta(minutes=2)])
+    predecessor = tuple(replace(s, vm_id="41") for s in old.sets)
+    now = old.checked_at
+    made_again = VmBackups(
+        group="web",
+        vm=old.vm,
+        in_config=True,
+        sets=predecessor,
+        checked_at=now,
+        period=old.period,
+        stale_before=old.stale_before,
+        since=old.since,
+        vm_id="42",
+    )
+
+    assert made_again.newest is None
+    assert made_again.stale
+    assert len(made_again.sets) == 1  # still listed
+    assert not replace(made_again, vm_id="41").stale

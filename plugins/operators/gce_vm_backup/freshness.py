@@ -6,14 +6,13 @@
 schedule: older than two schedule periods, counted in runs (older than the schedule's second latest run:
 two runs in a row made no usable set; or none at all by then since the group's start date), is STALE.
 A group without a schedule (manual runs, or ``@once``) is never stale. The VMs of a group are its
-explicit targets, the VMs its label selectors match now, and any VM that has sets of the group; a VM
-that is no longer a target is shown, never flagged. A VM is its path (project, zone, name):
-two VMs named alike in two zones or projects each have their own sets and freshness. The live VMs of the
-targets' projects are read once (``instances.aggregatedList``, the selectors matched against it): a VM
-with sets but no live VM at its path
-is shown as gone (a deleted VM's sets are what a restore needs), and a live VM is fresh only by sets of
-its own instance id (or sets without a manifest, which ``restore_sets`` takes only for disks attached to it
-now), not by those of a VM of the same name deleted before it.
+explicit targets, the VMs its label selectors match now, and any VM that has sets of the group; a VM that
+is no longer a target is shown, never flagged. A VM is its path (project, zone, name): two VMs named alike
+in two zones or projects each have their own sets and freshness. The live VMs of the targets' projects are
+read once (``instances.aggregatedList``; the selectors are matched against it): a VM with sets but no live
+VM at its path is shown as gone (a deleted VM's sets are what a restore needs), and a live VM is fresh
+only by sets of its own instance id (or sets without a manifest, which ``restore_sets`` takes only for
+disks attached to it now), not by those of a VM of the same name deleted before it.
 
 ``build_freshness_dag(config)`` builds ``gce_vm_backup_freshness`` (hourly), one task per scheduled group
 that fails naming each stale VM and its age; the task's failure callbacks are the group's ``notify``
