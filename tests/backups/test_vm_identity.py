@@ -355,13 +355,15 @@ def test_the_description_fits_the_limit_with_a_big_metadata_map(emulator):
 
 
 def test_metadata_values_stay_out_of_the_manifest_unless_the_group_opts_in(emulator):
-    with emulator.world.lock:
-        emulator.world.instances[vm(A)]["metadata"] = {
-            "items": [{"key": "startup-script", "value": "secret"}]
-        }
+    from gce_emulator import compute
 
-    assert precheck(A)["manifest"]["spec"]["metadata"] == {"startup-script": None}
-    assert precheck(A, metadata_values=True)["manifest"]["spec"]["metadata"] == {"startup-script": "secret"}
+    seed = {"name": "web-3", "metadata": {"startup-script": "secret"}}
+    with emulator.world.lock:
+        compute.load_seed(emulator.world, {"projects": {P: {"zones": {A: {"instances": [seed]}}}}})
+
+    assert precheck(A, "web-3")["manifest"]["spec"]["metadata"] == {"startup-script": None}
+    opted_in = precheck(A, "web-3", metadata_values=True)["manifest"]["spec"]["metadata"]
+    assert opted_in == {"startup-script": "secret"}
 
 
 def test_a_vm_whose_manifest_cannot_fit_is_refused_by_the_precheck_naming_it(emulator):
