@@ -153,6 +153,12 @@ def test_the_precheck_records_the_vms_id_and_manifest_and_each_snapshot_carries_
         assert manifest.vm.id == live_id
         assert manifest.disk == snapshot["sourceDisk"].split("/compute/v1/")[1]
         assert sorted(d.source for d in manifest.disks) == [disk(A, "web-1"), disk(A, "web-1-data")]
+        with emulator.world.lock:  # each disk's id and type, as disks.get gives them
+            assert {d.source: d.id for d in manifest.disks} == {
+                d.source: emulator.world.disks[d.source]["id"] for d in manifest.disks
+            }
+        assert snapshot["sourceDiskId"] == manifest.disk_entry(manifest.disk).id
+        assert {d.type for d in manifest.disks} == {"pd-balanced"}
 
 
 def test_the_groups_description_survives_as_the_manifests_note(emulator):

@@ -110,18 +110,33 @@ def snapshot_record(
     }
 
 
+def disk_details(hook: Any, instance: Any) -> dict[str, dict[str, str]]:
+    """``{"id", "type"}`` (the type's name) of every persistent disk attached to ``instance``, by path: one
+    disks.get / regionDisks.get each (a VM's attached-disk entries carry neither). Raises the hook's
+    ApiError (ResourceNotFoundError for a disk deleted meanwhile)."""
+    details = {}
+    for source in persistent_disks(instance):
+        parts = source.split("/")
+        scope = {"region": parts[3]} if parts[2] == "regions" else {"zone": parts[3]}
+        disk = hook.get_disk(project_id=parts[1], name=parts[5], **scope)
+        details[source] = {"id": str(disk.id), "type": str(disk.type_).rstrip("/").rsplit("/", 1)[-1]}
+    return details
+
+
 def vm_manifest_of(
     instance: Any,
     *,
     project: str,
     zone: str,
     disks: list[dict[str, Any]],
+    details: dict[str, dict[str, str]] | None = None,
     note: str | None = None,
     metadata_values: bool = False,
 ) -> dict[str, Any]:
     """The VM's manifest (``vm_manifest.build``) as the InstanceRecord keeps it: every attached persistent
-    disk, ``"covered": false`` on each one this VM's backup does not snapshot (not in ``disks``, the
-    backed-up disk entries, or carried by another VM), the group's snapshot description as ``note``.
+    disk (with its ``id`` and ``type`` from ``details``, see ``disk_details``), ``"covered": false`` on each
+    one this VM's backup does not snapshot (not in ``disks``, the backed-up disk entries, or carried by
+    another VM), the group's snapshot description as ``note``.
 
     Raises VmStateError, naming the VM, when the description of one of its snapshots cannot hold the
     manifest even without its rebuild spec (a VM with very many disks): the backup refuses the VM
@@ -131,7 +146,12 @@ def vm_manifest_of(
     from gce_vm_backup.errors import VmStateError
 
     manifest = vm_manifest.build(
-        instance, project=project, zone=zone, metadata_values=metadata_values, note=note
+        instance,
+        project=project,
+        zone=zone,
+        disk_details=details,
+        metadata_values=metadata_values,
+        note=note,
     )
     covered = {str(disk["source"]) for disk in disks if not disk.get("carried_by")}
     for entry in manifest["disks"]:

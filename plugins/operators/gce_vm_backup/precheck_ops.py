@@ -16,6 +16,7 @@ from gce_vm_backup.plan import (
     STARTING_STATES,
     SUSPENDED_STATES,
     backed_up_disks,
+    disk_details,
     now_iso,
     vm_manifest_of,
 )
@@ -26,9 +27,10 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
 
     Returns the InstanceRecord: project_id, zone, instance, the instance ``id``, prior_status,
     has_local_ssd, local_ssd, every attached persistent disk (or the chosen subset) with source path,
-    boot flag, size and location, and the VM's ``manifest`` (``plan.vm_manifest_of``: identity, every
-    attached disk, rebuild spec, ``description`` as its note, metadata values only with
-    ``metadata_values``), which every snapshot of the VM carries in its description. A disk that another
+    boot flag, size, location, disk ``id`` and ``type`` (``plan.disk_details``: one disks.get each), and
+    the VM's ``manifest`` (``plan.vm_manifest_of``: identity, every attached disk, rebuild spec,
+    ``description`` as its note, metadata values only with ``metadata_values``), which every snapshot of
+    the VM carries in its description. A disk that another
     VM's backup of this run snapshots (``carried_by``, from the resolve task: disk path -> that VM's path)
     carries ``"carried_by": <VM path>``, and snapshot, verify and retention of this VM leave it out.
     Raises VmStateError for a SUSPENDED VM (resuming and stopping it would lose its memory state, so we
@@ -120,11 +122,15 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
                 "Set local_ssd to 'discard' or 'preserve' in the config to back it up."
             )
         attached = backed_up_disks(instance, vm=vm, wanted=self.disks, carried_by=self.carried_by)
+        details = disk_details(self.hook, instance)
+        for entry in attached:  # the capture adopts only a snapshot of this disk id; instant mode's type
+            entry.update(details.get(str(entry["source"]), {}))
         manifest = vm_manifest_of(
             instance,
             project=self.project_id,
             zone=self.zone,
             disks=attached,
+            details=details,
             note=self.description,
             metadata_values=as_bool(self.metadata_values, name="metadata_values"),
         )
