@@ -372,6 +372,27 @@ def test_metadata_values_stay_out_of_the_manifest_unless_the_group_opts_in(emula
     assert opted_in == {"startup-script": "secret"}
 
 
+def test_a_vm_with_many_disks_gets_lean_disk_entries_and_every_snapshot_still_forms_its_set(emulator):
+    from gce_emulator import compute
+
+    many = [{"name": f"db-1-data-{n:02d}", "size_gb": 10} for n in range(14)]
+    with emulator.world.lock:
+        compute.load_seed(
+            emulator.world,
+            {"projects": {P: {"zones": {A: {"instances": [{"name": "db-1", "disks": many}]}}}}},
+        )
+
+    record = backup(A, "db-1")
+
+    assert record["manifest"]["lean"]  # some disk fields left out to fit
+    for snapshot in snapshots(emulator):
+        assert len(snapshot["description"]) <= vm_manifest.MAX_DESCRIPTION
+        assert len(vm_manifest.parse(snapshot["description"]).disks) == 14
+    (only,) = snapshot_sets(snapshots(emulator), group="web", deployment="test")[vm(A, "db-1")]
+    assert len(only.disks) == 14
+    assert only.complete
+
+
 def test_a_vm_whose_manifest_cannot_fit_is_refused_by_the_precheck_naming_it(emulator):
     many = [{"name": f"web-2-{'d' * 50}-{n:02d}", "size_gb": 10} for n in range(20)]
     from gce_emulator import compute

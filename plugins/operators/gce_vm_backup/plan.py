@@ -138,9 +138,11 @@ def vm_manifest_of(
     one this VM's backup does not snapshot (not in ``disks``, the backed-up disk entries, or carried by
     another VM), the group's snapshot description as ``note``.
 
-    Raises VmStateError, naming the VM, when the description of one of its snapshots cannot hold the
-    manifest even without its rebuild spec (a VM with very many disks): the backup refuses the VM
-    before anything is stopped, rather than make snapshots no restore can place.
+    When the description of one of its snapshots cannot hold the manifest even without its rebuild spec
+    (a VM with many disks), the disk entries are made lean: ``LEAN_DISK_FIELDS`` are left out in order
+    (named in the manifest's ``lean``) until it fits. Raises VmStateError, naming the VM, when even the
+    disk paths and boot flags do not fit: the backup refuses the VM before anything is stopped, rather
+    than make snapshots no restore can place.
     """
     from gce_vm_backup import vm_manifest
     from gce_vm_backup.errors import VmStateError
@@ -157,15 +159,40 @@ def vm_manifest_of(
     for entry in manifest["disks"]:
         if entry["source"] not in covered:
             entry["covered"] = False
-    for source in sorted(covered):
-        try:
-            vm_manifest.describe(manifest, disk_source=source)
-        except ValueError as exc:
-            raise VmStateError(
-                f"VM projects/{project}/zones/{zone}/instances/{manifest['vm']['name']} cannot be backed up: "
-                f"{exc}. Its snapshots would carry no record of the VM, so no restore could place them."
-            ) from exc
+    problem = _fits(manifest, covered)
+    for fields in LEAN_DISK_FIELDS:
+        if problem is None:
+            break
+        # Too many disks for the full entries: leave out what only a rebuild's fidelity needs, never
+        # what a set needs (path, boot flag, covered), and say so in the manifest.
+        for entry in manifest["disks"]:
+            for key in fields:
+                if key != "mode" or entry.get("mode") == "READ_WRITE":  # READ_WRITE is parse's default
+                    entry.pop(key, None)
+        manifest["lean"] = [*manifest.get("lean", []), *fields]
+        problem = _fits(manifest, covered)
+    if problem is not None:
+        raise VmStateError(
+            f"VM projects/{project}/zones/{zone}/instances/{manifest['vm']['name']} cannot be backed up: "
+            f"{problem}. Its snapshots would carry no record of the VM, so no restore could place them."
+        )
     return manifest
+
+
+# The disk entries' fields left out, in this order, of a manifest whose disk list does not fit in a
+# snapshot description otherwise (named in the manifest's ``lean``).
+LEAN_DISK_FIELDS = (("type",), ("id",), ("device", "mode"))
+
+
+def _fits(manifest: dict[str, Any], covered: set[str]) -> str | None:
+    from gce_vm_backup import vm_manifest
+
+    try:
+        for source in sorted(covered):
+            vm_manifest.describe(manifest, disk_source=source)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def snapshot_description(record: dict[str, Any], disk: dict[str, Any], *, fallback: str) -> str:
