@@ -18,7 +18,7 @@ from gce_vm_backup._base import ERROR_XCOM_KEY, as_bool
 from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.errors import BackupError, ConfigError, ResourceNotFoundError
 from gce_vm_backup.restore_base import RestoreTask
-from gce_vm_backup.restore_sets import NEWEST, choose_set, group_filter, snapshot_sets
+from gce_vm_backup.restore_sets import NEWEST, attached_of, choose_set, group_filter, snapshot_sets
 from gce_vm_backup.restore_steps import REPLACED_BY_KEY, RESTORE_KEY, owns, resolve_vms, resource_name
 
 MODES = ("new-vm", "replace-disks")
@@ -137,7 +137,13 @@ class RestorePlanOperator(RestoreTask):
         snapshots = self.hook.list_snapshots(
             project_id=project, filter=group_filter(deployment=self.deployment, group=self.group)
         )
-        sets = snapshot_sets(snapshots, group=self.group, deployment=self.deployment, vms=[vm])
+        sets = snapshot_sets(
+            snapshots,
+            group=self.group,
+            deployment=self.deployment,
+            vms=[vm],
+            attached={vm: attached_of(instance)},  # for snapshots made before manifests (restore_sets)
+        )
         chosen, why = choose_set(sets.get(vm, []), form["snapshot_set"])
         if chosen is None:
             raise BackupError(f"Cannot restore {vm}: {why}. Nothing was done.")
