@@ -37,6 +37,7 @@ from gce_vm_backup.labels import (
     label_filter,
     label_value,
 )
+from gce_vm_backup.vm_manifest import Manifest
 
 NEWEST = "newest"
 NAME_STAMP = re.compile(r"-(\d{14})-[0-9a-f]{8}$")
@@ -75,6 +76,8 @@ class SnapshotSet:
     created_at: datetime | None
     vm: str  # projects/P/zones/Z/instances/I (zone from a zonal disk; see vm_path_of)
     snapshots: tuple[SetSnapshot, ...]
+    vm_id: str = ""  # the instance id the set's manifest records ("" when unknown)
+    manifest: Manifest | None = None  # the VM's manifest from the snapshots' descriptions, if any
 
     @property
     def disks(self) -> list[str]:
