@@ -18,6 +18,7 @@ import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
+from gce_emulator.model import ApiError
 from gce_emulator.restore_vm import delete_instance
 from gce_vm_backup import vm_manifest
 from gce_vm_backup.labels import managed_snapshot_labels
@@ -201,7 +202,8 @@ def delete_web_1(emulator):
         assert time.monotonic() < deadline, "web-1 was not deleted"
         time.sleep(0.05)
     with emulator.world.lock:
-        assert WEB not in emulator.world.disks and DATA not in emulator.world.disks
+        assert WEB not in emulator.world.disks
+        assert DATA not in emulator.world.disks
 
 
 def assert_rebuilt(emulator, dag_run, name):
@@ -240,7 +242,7 @@ def assert_rebuilt(emulator, dag_run, name):
     assert new["tags"]["items"] == ["http-server", "web"]
     assert new["serviceAccounts"] == [ACCOUNT]
     assert new["scheduling"]["onHostMaintenance"] == "MIGRATE"
-    text = "\n".join(xcom(dag_run, "plan", key="restore_plan_text").splitlines())
+    text = xcom(dag_run, "plan", key="restore_plan_text")
     assert "metadata keys not restored (no value in the manifest): ssh-keys" in text
     return plan
 
@@ -266,7 +268,7 @@ def test_a_deleted_vm_is_rebuilt_under_a_new_name(dagbag, emulator):
     dag_run = run(dagbag, "gce_vm_backup_restore__web", **restore_conf(new_name="web-1-back"))
 
     assert_rebuilt(emulator, dag_run, "web-1-back")
-    with pytest.raises(Exception, match="not found|NotFound|404"):
+    with pytest.raises(ApiError, match="was not found"):
         emulator.instance(P, ZA, "web-1")
 
 
@@ -285,7 +287,9 @@ def nothing_changed(dag_run, emulator):
     assert not [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in mutating]
     state = xcom(dag_run, "restore_report", key="restore_report")["state"]
     assert state.startswith("Nothing was changed: ")
-    assert "\n" not in state and "Traceback" not in state and "ResourceNotFound" not in state
+    assert "\n" not in state
+    assert "Traceback" not in state
+    assert "ResourceNotFound" not in state
     return state
 
 

@@ -59,13 +59,10 @@ SUBNETWORK_PATH = re.compile(
 )
 EMAIL = re.compile(r"^[^@\s/]+@[^@\s/]+$")
 METADATA_KEY = re.compile(r"^[a-zA-Z0-9_-]{1,127}$")
-SCHEDULING: dict[str, type | tuple[type, ...]] = {
-    "automaticRestart": bool,
-    "onHostMaintenance": str,
-    "preemptible": bool,
-    "provisioningModel": str,
+# The Scheduling fields a rebuild takes (restore_steps.SCHEDULING_FIELDS) and the JSON type of each.
+SCHEDULING: dict[str, type] = {
+    key: bool if key in ("automaticRestart", "preemptible") else str for key in SCHEDULING_FIELDS
 }
-assert set(SCHEDULING) == set(SCHEDULING_FIELDS)
 MAX_LABELS = 64
 PLAN_KEY, PLAN_TEXT_KEY, REPORT_KEY = "restore_plan", "restore_plan_text", "restore_report"
 
@@ -198,6 +195,7 @@ class RestorePlanOperator(RestoreTask):
         chosen, why = choose_set(sets, form["snapshot_set"])
         if chosen is None:
             raise BackupError(f"Cannot restore {vm}: {why}. Nothing was done.")
+        new_vm: dict[str, Any] | None
         if instance is None:
             chosen, disks, new_vm = self._rebuild(form, vm, chosen, run_hash)
         else:

@@ -276,9 +276,9 @@ def build_instance(
     for spec in wanted:
         interface = compute_v1.NetworkInterface()
         if spec.get("network"):
-            interface.network = network_path(project, spec["network"])
+            interface.network = network_path(project, str(spec["network"]))
         if spec.get("subnetwork"):
-            interface.subnetwork = subnetwork_path(project, zone, spec["subnetwork"])
+            interface.subnetwork = subnetwork_path(project, zone, str(spec["subnetwork"]))
         interfaces.append(interface)
     instance = compute_v1.Instance(
         name=name,
