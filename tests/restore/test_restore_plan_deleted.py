@@ -287,3 +287,15 @@ def test_a_restored_vm_that_exists_keeps_the_plan_it_had(hook, monkeypatch):
     assert "rebuilt" not in result["new_vm"]
     assert [d["device_name"] for d in result["disks"]] == ["web-1", "web-1-data"]  # its attachments'
     assert RESTORE_KEY not in result["new_vm"]
+
+
+def test_a_dry_run_of_a_gone_vm_shows_the_rebuild_and_changes_nothing(hook, monkeypatch):
+    result = plan(hook, monkeypatch, {VM: [snapshot_set()]}, dry_run=True)
+
+    text = plan_text(result)
+    assert text.startswith(
+        f"DRY RUN - Rebuild {VM} (new-vm, the VM does not exist any more) from snapshot set"
+    )
+    assert "- not rebuilt: external and static IPs" in text
+    for method in ("insert_disk", "insert_instance", "delete_disk", "delete_instance", "stop_instance"):
+        getattr(hook, method).assert_not_called()
