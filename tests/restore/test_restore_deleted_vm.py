@@ -300,7 +300,11 @@ def test_a_deleted_vm_with_only_a_set_made_before_manifests_is_refused_in_one_li
     dag_run = run(dagbag, "gce_vm_backup_restore__web", **restore_conf())
 
     state = nothing_changed(dag_run, emulator)
-    assert f"Cannot rebuild {VM}: it does not exist any more and snapshot set run-2 was made before" in state
+    assert (
+        f"Cannot rebuild {VM}: it does not exist any more, and no snapshot set of group web records it"
+        in state
+    )
+    assert "snapshots made before sets carried the VM's manifest" in state
 
 
 def test_replace_disks_of_a_deleted_vm_is_refused_and_suggests_new_vm(dagbag, emulator):
