@@ -24,6 +24,7 @@ from ..conftest import generated_dagbag
 pytestmark = [pytest.mark.airflow, pytest.mark.emulator, pytest.mark.slow]
 
 P, ZA, ZB = "demo-project", "us-central1-a", "us-central1-b"
+SCRATCH = "drill-scratch"  # the drill's own project (in the demo seed)
 WEB = f"projects/{P}/zones/{ZA}/disks/web-1"
 DATA = f"projects/{P}/zones/{ZA}/disks/web-1-data"
 VM = f"projects/{P}/zones/{ZA}/instances/web-1"
@@ -40,7 +41,9 @@ groups:
     targets:
       - {project: demo-project, zone: us-central1-a, instance: web-1}
     restore_drill:
+      scratch_project: drill-scratch
       scratch_zone: us-central1-b
+      network: drills
       poll_interval: 1
       boot_check: {serial_port: "Reached target Multi-User System"}
       timeouts: {create: 120, boot: 60, cleanup: 120}
@@ -240,7 +243,7 @@ def test_drill_skips_an_incomplete_newer_set(dagbag, emulator):
 def test_a_boot_check_that_never_passes_fails_the_drill_and_still_cleans_up(dagbag, emulator):
     from gce_emulator.restore_guest import configure_boot
 
-    configure_boot(emulator, P, serial_lines=[])  # an OS that never says it came up
+    configure_boot(emulator, SCRATCH, serial_lines=[])  # an OS that never says it came up
 
     dag_run = run(dagbag, "gce_vm_backup_drill__web")
 
