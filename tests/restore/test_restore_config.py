@@ -10,7 +10,6 @@ from gce_vm_backup.restore_config import RestoreDrill
 
 from ..conftest import TARGET, config, group
 
-
 ISOLATED = "scratch_zone: us-central1-f, scratch_project: drill-scratch, network: drills"
 
 

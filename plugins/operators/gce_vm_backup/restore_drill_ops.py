@@ -361,11 +361,12 @@ class DrillCleanupOperator(RestoreTask):
         nonces = {plan["nonce"] for plan in plans if plan.get("nonce")}
         listed_by = self.scope_labels(DRILL_KEY, run_hash)
         mine = planned & recorded if len(nonces) == 1 else set()
+        labels = drill_labels(self, run_hash, next(iter(nonces))) if len(nonces) == 1 else listed_by
         done = delete_labelled(
             self.hook,
             project=project,
             zone=zone,
-            labels=drill_labels(self, run_hash, next(iter(nonces))) if len(nonces) == 1 else listed_by,
+            labels=labels,
             listed_by=listed_by,
             paths=mine,
             request_id=self.run_key(context).request_id,
@@ -375,12 +376,12 @@ class DrillCleanupOperator(RestoreTask):
             total[key] += items
         still = [
             f"projects/{project}/zones/{zone}/instances/{i.name}"
-            for _, i in self.hook.list_instances(project_id=project, zone=zone, filter=_filter(listed_by))
+            for _, i in self.hook.list_instances(project_id=project, zone=zone, filter=_filter(labels))
         ] + [
             f"projects/{project}/zones/{zone}/disks/{d.name}"
-            for d in self.hook.list_disks(project_id=project, zone=zone, filter=_filter(listed_by))
+            for d in self.hook.list_disks(project_id=project, zone=zone, filter=_filter(labels))
         ]
-        total["left"] = [path for path in still if path in mine]
+        total["left"] = [path for path in still if path in mine]  # this run's, and still there
         self.log.info("Drill cleanup: deleted %s", ", ".join(total["deleted"]) or "nothing")
         for line in total["refused"]:
             self.log.warning("Drill cleanup: %s", line)
