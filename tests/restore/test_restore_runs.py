@@ -290,6 +290,90 @@ def test_a_lost_response_to_a_disk_insert_makes_one_disk_not_two(dagbag, emulato
     assert len({c.request_id for c in inserts}) == 2  # two disks, each asked for under one id
 
 
+def coming_run(dag_id="gce_vm_backup_drill__web"):
+    """A drill run whose id, and so whose labels, anyone can know before it starts."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    from gce_vm_backup.labels import run_label
+
+    logical_date = datetime(2026, 12, 13, 5, 0, tzinfo=UTC)
+    run_id = DagRun.generate_run_id(
+        run_type=DagRunType.MANUAL, logical_date=logical_date, run_after=logical_date
+    )
+    labels = {
+        "managed-by": "gce-vm-backup",
+        "gce-vm-backup-deployment": "test",
+        "gce-vm-backup-group": "web",
+        DRILL_KEY: run_label(dag_id, run_id),
+    }
+    return logical_date, labels
+
+
+def put_labels(emulator, labels, *paths):
+    with emulator.world.lock:
+        for path in paths:
+            table = emulator.world.instances if "/instances/" in path else emulator.world.disks
+            table[path]["labels"] = {**table[path].get("labels", {}), **labels}
+
+
+def test_a_drill_run_deletes_nothing_in_production_labelled_as_it_and_makes_only_its_own(dagbag, emulator):
+    logical_date, labels = coming_run()
+    put_labels(emulator, labels, VM, WEB, DATA)  # production web-1 and web-1-data, labelled as the run
+    seen = {}
+
+    def look():
+        for path, body in resources(emulator, ZB, "instances").items():
+            if DRILL_KEY in body.get("labels", {}):
+                seen[path] = body
+
+    emulator.faults.on_call("compute.instances.delete", look)
+
+    dag_run = dagbag.get_dag("gce_vm_backup_drill__web").test(
+        run_after=logical_date, logical_date=logical_date
+    )
+
+    assert dag_run.state == "success", states(dag_run)
+    assert xcom(dag_run, "plan")[0]["plan"]["run_hash"] == labels[DRILL_KEY]  # the labels were the run's
+    assert attached(emulator) == {"web-1": (WEB, True), "web-1-data": (DATA, False)}  # all still there
+    with emulator.world.lock:
+        assert {WEB, DATA} <= set(emulator.world.disks)
+    changed = [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in MUTATING]
+    assert {c.resource.split("/")[1] for c in changed} == {SCRATCH}  # nothing elsewhere
+    assert len([c for c in changed if c.method.endswith(".insert")]) == 3  # two disks and a VM
+    deleted = [c.resource for c in changed if c.method.endswith(".delete")]
+    assert len(deleted) == len(set(deleted)) == 3  # each deleted once
+    (vm,) = seen.values()
+    assert [nic.get("accessConfigs", []) for nic in vm["networkInterfaces"]] == [[]]  # no external IP
+    assert vm["networkInterfaces"][0]["network"].endswith(f"projects/{SCRATCH}/global/networks/drills")
+    assert not [p for p in resources(emulator, ZB, "disks") if p.startswith(f"projects/{SCRATCH}/")]
+
+
+def test_a_resource_in_the_scratch_project_with_the_runs_labels_but_not_its_plan_is_left_and_reported(
+    dagbag, emulator
+):
+    from gce_emulator.compute import load_seed
+
+    logical_date, labels = coming_run()
+    with emulator.world.lock:
+        load_seed(
+            emulator.world,
+            {"projects": {SCRATCH: {"zones": {ZB: {"disks": [{"name": "drill-web-1", "labels": labels}]}}}}},
+        )
+    planted = f"projects/{SCRATCH}/zones/{ZB}/disks/drill-web-1"
+
+    dag_run = dagbag.get_dag("gce_vm_backup_drill__web").test(
+        run_after=logical_date, logical_date=logical_date
+    )
+
+    assert planted in resources(emulator, ZB, "disks")  # left alone
+    assert [p for p in resources(emulator, ZB, "disks") if p.startswith(f"projects/{SCRATCH}/")] == [planted]
+    report = xcom(dag_run, "drill_report", key="drill_report")
+    assert report["vms"][0]["result"] == "ok"
+    assert report["cleanup"]["refused"] == [f"{planted}: left alone, it does not carry this run's labels"]
+    assert dag_run.state == "failed"  # on-call hears of it
+
+
 # ---- restore: new-vm ----------------------------------------------------------------------------
 def test_new_vm_restores_beside_the_original_and_leaves_it_untouched(dagbag, emulator):
     dag_run = run(dagbag, "gce_vm_backup_restore__web", **restore_conf(new_name="web-1-copy"))
