@@ -374,6 +374,34 @@ def test_a_resource_in_the_scratch_project_with_the_runs_labels_but_not_its_plan
     assert dag_run.state == "failed"  # on-call hears of it
 
 
+def test_what_a_drill_task_killed_after_its_insert_made_is_still_deleted(dagbag, emulator, monkeypatch):
+    from gce_vm_backup import restore_drill_ops
+
+    def insert_then_die(hook, **kwargs):  # the insert is sent; the worker dies before anything else
+        hook.insert_disk(
+            project_id=kwargs["project"],
+            zone=kwargs["zone"],
+            name=kwargs["name"],
+            source_snapshot=kwargs["source_snapshot"],
+            labels=dict(kwargs["labels"]),
+            replica_zones=None,
+            request_id=kwargs["request_id"],
+        )
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(restore_drill_ops, "ensure_disk", insert_then_die)
+
+    dag_run = run(dagbag, "gce_vm_backup_drill__web")
+
+    assert dag_run.state == "failed"
+    (made,) = [c for c in emulator.calls_for("compute.disks.insert")]
+    assert made.resource.startswith(f"projects/{SCRATCH}/zones/{ZB}/")
+    report = xcom(dag_run, "drill_report", key="drill_report")
+    assert len(report["cleanup"]["deleted"]) == 1
+    assert report["cleanup"]["refused"] == []
+    assert not [p for p in resources(emulator, ZB, "disks") if p.startswith(f"projects/{SCRATCH}/")]
+
+
 # ---- restore: new-vm ----------------------------------------------------------------------------
 def test_new_vm_restores_beside_the_original_and_leaves_it_untouched(dagbag, emulator):
     dag_run = run(dagbag, "gce_vm_backup_restore__web", **restore_conf(new_name="web-1-copy"))
