@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from gce_emulator import compute, instant, restore, restore_guest
+from gce_emulator import compute, instance_labels, instant, restore, restore_guest
 from gce_emulator.model import DEFAULT_TIMINGS, ApiError, Fault, Operation, SimClock, World
 
 P = r"(?P<project>[^/]+)"
@@ -214,6 +214,7 @@ class Emulator:
             compute.load_seed(self.world, data)
             restore_guest.load_seed(self.world, data)
         restore.add_fingerprints(self.world)
+        instance_labels.add_instance_fingerprints(self.world)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Emulator:
