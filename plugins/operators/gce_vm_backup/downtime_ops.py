@@ -241,7 +241,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 self.failure_subject = "backup"
                 raise VmStateError(self._stopped_by_someone_else(result["vm"], status, record, run))
         except BaseException:
-            release_quietly(self.hook, vm, holder, instance=taken.instance)
+            release_quietly(self.hook, vm, holder)
             raise
         self._mark(ti, result["vm"], down=True)
         result["stop_requested_at"] = now_iso()
