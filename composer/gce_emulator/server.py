@@ -277,6 +277,13 @@ class Emulator:
                 status
             )
 
+    def set_instance_labels(self, project: str, zone: str, name: str, labels: Mapping[str, str]) -> None:
+        """Replace a VM's labels as another writer would (a new labelFingerprint)."""
+        with self._state() as world:
+            instance = world.find(world.instances, f"projects/{project}/zones/{zone}/instances/{name}")
+            instance["labels"] = dict(labels)
+            instance["labelFingerprint"] = restore.fingerprint(instance["labels"])
+
     def delete_instance(self, project: str, zone: str, name: str) -> None:
         with self._state() as world:
             path = f"projects/{project}/zones/{zone}/instances/{name}"

@@ -107,7 +107,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     max_concurrent_vms: int | None
     cap_wait: float
     cap_poll: float
-    lease_wait: float
+    lease_wait: float | None
     lease_poll: float
     restart = False
     _capture_deadline = 0.0
@@ -164,8 +164,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             # Default wait budget: one full downtime of another VM (its bounds), twice over.
             cap_wait=float(cap_wait) if cap_wait is not None else 2 * sum(bounds),
             cap_poll=float(cap_poll),
-            # Default: one full downtime of another operation on the VM.
-            lease_wait=float(lease_wait) if lease_wait is not None else sum(bounds),
+            lease_wait=float(lease_wait) if lease_wait is not None else None,
             lease_poll=float(lease_poll),
             gcp_conn_id=gcp_conn_id,
             impersonation_chain=impersonation_chain,
@@ -308,12 +307,14 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         from gce_vm_backup.lease import acquire
 
         self.failure_subject = "lease"
+        # Default wait: one full downtime of another operation on the VM.
+        wait = self.stop_timeout + self.snapshot_timeout + self.start_timeout
         taken = acquire(
             self.hook,
             vm,
             holder,
             duration=self.lease_seconds(),
-            wait=self.lease_wait,
+            wait=self.lease_wait if self.lease_wait is not None else wait,
             poll=self.lease_poll,
         )
         self.failure_subject = None
