@@ -635,6 +635,19 @@ def _lease_cases() -> list[FaultCase]:
             "starts web-1, which stays as the restore left it",
         ),
         FaultCase(
+            id="vm-stopped-by-someone-else-after-precheck",
+            fault="web-1 TERMINATED (by an admin) between its precheck and its downtime task",
+            inject=_after_precheck(lambda emu: emu.set_instance_status(P, ZONE, "web-1", "TERMINATED")),
+            expect_state="failed",
+            expect_message=rf"VM {VM}/web-1 is TERMINATED, but the precheck saw it RUNNING .* this run did not "
+            r"stop it",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "TERMINATED"},
+            no_calls=("compute.instances.start", "compute.instances.stop"),
+            note="a backup starts only a VM that this run stopped: web-1 is neither snapshotted nor started, "
+            "and the run says it was not backed up",
+        ),
+        FaultCase(
             id="lease-stale-fingerprint",
             fault="the VMs' labels change between the lease's read and its write (HTTP 412 on setLabels)",
             inject=_relabel_both_vms_once,

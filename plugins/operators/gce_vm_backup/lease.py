@@ -39,7 +39,7 @@ KINDS = ("backup", "restore")
 LEASE_MARGIN = 600.0  # seconds added to an operation's own bounds
 WRITE_TIMEOUT = 120.0  # seconds a setLabels operation may take to be DONE
 POLL = 15.0  # seconds between two reads of a lease held by another (x 0.5-1.5)
-MAX_CONFLICTS = 8  # stale-fingerprint refusals in a row before giving up (someone keeps writing labels)
+MAX_CONFLICTS = 8  # stale-fingerprint refusals in one acquire or release (someone keeps writing labels)
 VALUE_RE = re.compile(r"^(?P<kind>[a-z]+)-(?P<expires>[0-9]{1,12})-(?P<key>[0-9a-f]{16})$")
 _NAMESPACE = uuid.UUID("0f6f1c9e-4b53-4f8e-9a63-2d9b8f7c51a4")
 _log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def acquire(
     ``duration`` seconds from now. A VM without a lease, with an expired one or with this holder's is
     written at once; a lease of another holder is read again every ``poll`` seconds (x 0.5-1.5) for up to
     ``wait`` seconds. Raises LeaseHeldError naming the holder and its expiry when it is still held then,
-    BackupError after MAX_CONFLICTS stale-fingerprint refusals in a row, ResourceNotFoundError when the
+    BackupError after MAX_CONFLICTS stale-fingerprint refusals, ResourceNotFoundError when the
     VM is gone, OperationFailedError / OperationTimeoutError for the write's operation."""
     where = vm_name(vm)
     give_up, conflicts = time.monotonic() + wait, 0
@@ -195,7 +195,7 @@ def release(
     """Remove ``holder``'s lease from the VM, keeping every other label; ``instance`` is a fresh read to
     start from (else the VM is read). Does nothing when the lease is not this holder's (another holder
     took over an expired one, or it was released already). Returns whether a lease was removed. Raises
-    as acquire's write, and BackupError after MAX_CONFLICTS stale-fingerprint refusals in a row."""
+    as acquire's write, and BackupError after MAX_CONFLICTS stale-fingerprint refusals."""
     for _ in range(MAX_CONFLICTS):
         instance = instance if instance is not None else hook.get_instance(**vm)
         labels = dict(instance.labels or {})
