@@ -648,6 +648,16 @@ def _lease_cases() -> list[FaultCase]:
             "and the run says it was not backed up",
         ),
         FaultCase(
+            id="http-503-repeatedly-instances.setLabels",
+            fault=f"HTTP 503 x{REPEATEDLY} on instances.setLabels: no lease can be taken",
+            inject=_http("compute.instances.setLabels", 503, REPEATEDLY),
+            expect_state="failed",
+            expect_message=rf"set labels of VM {VM}/(web|batch)-1 failed: HTTP 503",
+            deletions="none",
+            no_calls=("compute.instances.start", "compute.instances.stop", "compute.snapshots.insert"),
+            note="a backup that cannot take the VM's lease changes nothing",
+        ),
+        FaultCase(
             id="lease-stale-fingerprint",
             fault="the VMs' labels change between the lease's read and its write (HTTP 412 on setLabels)",
             inject=_relabel_both_vms_once,

@@ -208,3 +208,14 @@ def test_labels_that_keep_changing_end_in_a_bounded_failure(emulator, hook):
     with pytest.raises(BackupError, match="labels changed 8 times"):
         acquire(hook, VM, BACKUP, duration=600, wait=0)
     assert LEASE_KEY not in labels_of(emulator)
+
+
+def test_a_failed_wait_on_the_label_write_falls_back_to_reading_the_vm(emulator):
+    from gce_vm_backup.hook import ComputeBackupHook
+
+    hook = ComputeBackupHook(retry_initial=0.01, retry_max=0.02)
+    emulator.faults.http_error("compute.zoneOperations.wait", 503, times=1000)
+    acquire(hook, VM, BACKUP, duration=600, wait=0)
+    assert lease_of(labels_of(emulator)).held_by(BACKUP)
+    assert release(hook, VM, BACKUP) is True
+    assert lease_of(labels_of(emulator)) is None

@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gce_vm_backup.errors import BackupError, LabelsChangedError, LeaseHeldError
+from gce_vm_backup.errors import (
+    ApiError,
+    BackupError,
+    LabelsChangedError,
+    LeaseHeldError,
+    OperationTimeoutError,
+    ResourceNotFoundError,
+)
 from gce_vm_backup.labels import label_value
 
 LEASE_KEY = "gce-vm-backup-lease"
@@ -38,6 +45,7 @@ HOLDER_KEY = "gce-vm-backup-lease-holder"
 KINDS = ("backup", "restore")
 LEASE_MARGIN = 600.0  # seconds added to an operation's own bounds
 WRITE_TIMEOUT = 120.0  # seconds a setLabels operation may take to be DONE
+READ_POLL = 1.0  # seconds between two reads of the VM when the wait on a label write fails
 POLL = 15.0  # seconds between two reads of a lease held by another (x 0.5-1.5)
 MAX_CONFLICTS = 8  # stale-fingerprint refusals in one acquire or release (someone keeps writing labels)
 VALUE_RE = re.compile(r"^(?P<kind>[a-z]+)-(?P<expires>[0-9]{1,12})-(?P<key>[0-9a-f]{16})$")
@@ -120,8 +128,9 @@ def vm_name(vm: Mapping[str, str]) -> str:
 
 
 def _write(hook: Any, vm: Mapping[str, str], instance: Any, labels: dict[str, str], timeout: float) -> None:
-    """setLabels with the fingerprint read with ``instance``; waits for its operation. Raises
-    LabelsChangedError (stale fingerprint), ApiError, OperationFailedError, OperationTimeoutError."""
+    """setLabels with the fingerprint read with ``instance``; waits for its operation (when the wait call
+    itself fails, reads the VM until its labels are the ones written). Raises LabelsChangedError (stale
+    fingerprint), ApiError, OperationFailedError, OperationTimeoutError."""
     fingerprint = instance.label_fingerprint
     body = "|".join(f"{k}={v}" for k, v in sorted(labels.items()))
     # The same write (same fingerprint, same labels) has the same id: a retried call is not a second write.
@@ -129,7 +138,21 @@ def _write(hook: Any, vm: Mapping[str, str], instance: Any, labels: dict[str, st
     operation = hook.set_instance_labels(
         **vm, labels=labels, label_fingerprint=fingerprint, request_id=request_id
     )
-    hook.wait_operation(operation, timeout=timeout)
+    try:
+        hook.wait_operation(operation, timeout=timeout)
+    except ResourceNotFoundError:
+        raise
+    except ApiError as exc:
+        # The wait failed (HTTP errors past the hook's retries), not necessarily the write: the VM's
+        # labels say whether it landed, as a VM's status says whether a stop did (instance_ops).
+        _log.warning("VM %s: waiting on the label write failed (%s); reading the VM", vm_name(vm), exc)
+        deadline = time.monotonic() + timeout
+        while dict(hook.get_instance(**vm).labels or {}) != labels:
+            if time.monotonic() >= deadline:
+                raise OperationTimeoutError(
+                    f"The label write on VM {vm_name(vm)} was not seen within {timeout:.0f} seconds"
+                ) from exc
+            time.sleep(READ_POLL)
 
 
 def acquire(
