@@ -14,6 +14,9 @@ API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.instances.stop": frozenset({"compute.instances.stop"}),
     "compute.instances.start": frozenset({"compute.instances.start"}),
     "compute.instances.resume": frozenset({"compute.instances.resume"}),
+    # The VM's lease (lease.py): a label written with the VM's labelFingerprint before the backup changes
+    # anything, removed at its end.
+    "compute.instances.setLabels": frozenset({"compute.instances.setLabels"}),
     # snapshots.insert from a disk: create the snapshot, read the source disk, label the snapshot.
     # Zonal and regional disks alike; the operation is global either way. From an instant snapshot (instant
     # mode's conversion): the Snapshot reference's sourceInstantSnapshot needs "compute.instantSnapshots.
@@ -86,6 +89,8 @@ RESTORE_API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.instances.aggregatedList": frozenset({"compute.instances.list"}),
     "compute.instances.stop": frozenset({"compute.instances.stop"}),
     "compute.instances.start": frozenset({"compute.instances.start"}),
+    # The VM's lease (lease.py) around a replace-disks restore.
+    "compute.instances.setLabels": frozenset({"compute.instances.setLabels"}),
     # Find the snapshot sets to restore (by label; the listing carries every field needed).
     "compute.snapshots.list": frozenset({"compute.snapshots.list"}),
     # A disk from a snapshot, labelled at creation: create the disk, read the snapshot, set its labels.
