@@ -273,3 +273,17 @@ def test_a_try_that_gives_its_slot_back_gives_the_lease_back_too(fast_emulator):
     assert fast_emulator.calls_for("compute.instances.stop") == []
     assert lease_of(labels(fast_emulator)) is None
     assert our_labels(fast_emulator) == labels(fast_emulator)
+
+
+def test_a_second_deployment_with_the_same_dag_and_run_id_really_stops_and_starts_the_vm(fast_emulator):
+    """Staging and prod back up one VM with a group of the same name: the same DAG id and run id. Their
+    request ids must differ, or Compute Engine takes the second stop for a repeat of the first."""
+    record = precheck()
+    first = downtime(record).execute(context_of(RunTI()))
+    assert (first["stopped"], first["started"]) == (True, True)
+
+    second = downtime(record, deployment="other", **QUICK).execute(context_of(RunTI()))
+
+    assert (second["stopped"], second["started"]) == (True, True)
+    assert [c for c in changes(fast_emulator) if c != "insert"] == ["stop", "start", "stop", "start"]
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"

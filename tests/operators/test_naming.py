@@ -123,5 +123,6 @@ def test_request_id_is_a_stable_non_nil_uuid_that_changes_with_each_input():
         "resource": "vm2",
         "action": "start",
         "try_number": 2,
+        "deployment": "staging",
     }.items():
         assert request_id(**{**base, key: value}) != first

@@ -227,6 +227,7 @@ def test_retention_deletes_what_the_policy_lets_go_with_deterministic_request_id
 
     assert [d["snapshot"] for d in result["deleted"]] == ["old-2"]
     expected_id = request_id(
+        deployment="test",
         dag_id="gce_vm_backup__test",
         run_id=context.run_id,
         map_index=0,

@@ -45,16 +45,22 @@ class RunKey:
     map_index: int
     try_number: int
     run_time: datetime
+    # Two deployments (staging and prod) may have a group of the same name, so the same DAG id and run id:
+    # with the deployment in them, their request ids differ and neither's stop is taken for a repeat.
+    deployment: str = ""
 
     @classmethod
-    def from_context(cls, context: Any) -> RunKey:
+    def from_context(cls, context: Any, *, deployment: str | None = None) -> RunKey:
         ti = context["ti"]
         dag_run = context["dag_run"]
         run_time = context.get("logical_date") or dag_run.run_after
-        return cls(ti.dag_id, context["run_id"], int(ti.map_index), int(ti.try_number), run_time)
+        return cls(
+            ti.dag_id, context["run_id"], int(ti.map_index), int(ti.try_number), run_time, deployment or ""
+        )
 
     def request_id(self, resource: str, action: str) -> str:
         return request_id(
+            deployment=self.deployment,
             dag_id=self.dag_id,
             run_id=self.run_id,
             map_index=self.map_index,

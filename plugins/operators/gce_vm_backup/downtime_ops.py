@@ -199,7 +199,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             return result
         from gce_vm_backup.lease import release_quietly
 
-        run = RunKey.from_context(context)
+        run = RunKey.from_context(context, deployment=self.deployment)
         ti = context["ti"]
         if self.max_concurrent_vms and (run.try_number == 1 or record["prior_status"] != RESTARTABLE):
             # Not down because of this task instance: its first try has stopped nothing yet (a killed or

@@ -103,7 +103,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
     def poke(self, context: Any) -> Any:
         from airflow.sdk.bases.sensor import PokeReturnValue
 
-        run = RunKey.from_context(context)
+        run = RunKey.from_context(context, deployment=self.deployment)
         done, pending = [], []
         for item in instant_records(self.instant_records):
             self.failure_subject = f"conversion of disk {item['disk']}"  # names the disk in the run report

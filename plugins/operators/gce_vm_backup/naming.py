@@ -65,7 +65,14 @@ def snapshot_name(
 
 
 def request_id(
-    *, dag_id: str, run_id: str, map_index: int, resource: str, action: str, try_number: int
+    *,
+    dag_id: str,
+    run_id: str,
+    map_index: int,
+    resource: str,
+    action: str,
+    try_number: int,
+    deployment: str = "",
 ) -> str:
     """A deterministic requestId (UUID5) for one mutating call in one task try.
 
@@ -73,7 +80,9 @@ def request_id(
     ``try_number`` is part of it because Compute Engine returns the ORIGINAL operation for a repeated
     requestId: an operation that ended DONE-with-error could otherwise never be retried by a later
     Airflow try. Duplicates across tries are prevented by observing before acting (stop/start) and by
-    the deterministic snapshot name (adopt when it exists).
+    the deterministic snapshot name (adopt when it exists). ``deployment`` keeps two deployments'
+    groups of the same name (the same DAG id and run id) apart.
     """
-    key = "|".join([dag_id, run_id, str(map_index), resource, action, str(try_number)])
+    parts = [dag_id, run_id, str(map_index), resource, action, str(try_number)]
+    key = "|".join([deployment, *parts] if deployment else parts)
     return str(uuid.uuid5(_REQUEST_NAMESPACE, key))

@@ -175,7 +175,7 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         return precheck_instant(
             self.hook,
             record,
-            RunKey.from_context(context),
+            RunKey.from_context(context, deployment=self.deployment),
             snapshot_mode=self.snapshot_mode,
             instant_fallback=self.instant_fallback,
             deployment=self.deployment,
@@ -295,7 +295,7 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         start_vm(
             self.hook,
             record,
-            RunKey.from_context(context),
+            RunKey.from_context(context, deployment=self.deployment),
             deadline=time.monotonic() + timeout,
             timeout=timeout,
             caller=f"{self.task_id.rsplit('.', 1)[-1]}-",

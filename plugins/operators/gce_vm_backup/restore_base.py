@@ -87,6 +87,5 @@ class RestoreTask(HookMixin, BaseOperator):
     def run_hash(context: Any) -> str:
         return run_label(context["ti"].dag_id, context["run_id"])
 
-    @staticmethod
-    def run_key(context: Any) -> RunKey:
-        return RunKey.from_context(context)
+    def run_key(self, context: Any) -> RunKey:
+        return RunKey.from_context(context, deployment=self.deployment)

@@ -314,7 +314,10 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
                 "Snapshot %s is still DELETING after an earlier delete: deleting it again", snapshot.name
             )
         failures = self._delete(
-            record["project_id"], [*plan.to_delete, *stuck], RunKey.from_context(context), result
+            record["project_id"],
+            [*plan.to_delete, *stuck],
+            RunKey.from_context(context, deployment=self.deployment),
+            result,
         )
         _raise_if(problems, failures)
         return result
