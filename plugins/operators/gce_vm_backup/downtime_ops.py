@@ -78,7 +78,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     A VM that was not RUNNING is captured and left as it was. Before its stop request a try pushes the
     XCom marker ``stages.DOWN_XCOM_KEY`` = ``{"vm", "map_index", "down": true, "at"}``. With
     ``max_concurrent_vms`` set, a try about to stop a VM that is not already down (from an earlier try)
-    first claims room under the cap and counts the VMs of the tier down at once (cap.py); over the cap it
+    first claims room under the cap and counts the VMs of the run down at once (cap.py: the downtime
+    tasks ``cap_tasks`` of every tier, default this task alone); over the cap it
     withdraws (``{"down": false, "waiting": true}``) and waits on its slot for a VM to come back, or gives
     the slot back (reschedules every ``cap_poll`` seconds) when a VM is left down by a try that is not
     running, or after ``PRESTART_WAIT`` seconds; ``cap_wait`` seconds in all bound the wait.
@@ -105,6 +106,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     snapshot_timeout: float
     start_timeout: float
     max_concurrent_vms: int | None
+    cap_tasks: list[str] | None
     cap_wait: float
     cap_poll: float
     restart = False
@@ -127,6 +129,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         snapshot_timeout: float = 3600,
         start_timeout: float = 600,
         max_concurrent_vms: int | None = None,
+        cap_tasks: Sequence[str] | None = None,
         cap_wait: float | None = None,
         cap_poll: float = 30,
         gcp_conn_id: str = "google_cloud_default",
@@ -157,6 +160,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             snapshot_timeout=bounds[1],
             start_timeout=bounds[2],
             max_concurrent_vms=max_concurrent_vms,
+            cap_tasks=list(cap_tasks) if cap_tasks else None,
             # Default wait budget: one full downtime of another VM (its bounds), twice over.
             cap_wait=float(cap_wait) if cap_wait is not None else 2 * sum(bounds),
             cap_poll=float(cap_poll),
@@ -313,30 +317,33 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             return
         from airflow.exceptions import AirflowRescheduleException
 
-        from gce_vm_backup.cap import count_down, task_states, tier_indexes
+        from gce_vm_backup.cap import count_down, run_states
 
         cap, ti, vm = int(self.max_concurrent_vms), context["ti"], vm_path(self.instance_record)
-        indexes = tier_indexes(ti, self.task_id)
-        if len(indexes) <= cap:
-            self.log.info("Room to stop %s: %d VM(s) in the tier, cap %d", vm, len(indexes), cap)
+        tasks = list(dict.fromkeys([self.task_id, *(self.cap_tasks or [])]))
+        slots = sorted(run_states(ti, tasks))
+        indexes = [index for task, index in slots if task == self.task_id]
+        others = {task: [index for name, index in slots if name == task] for task in tasks[1:]}
+        if len(slots) <= cap:  # no more downtime tries in the whole run (every tier) than the cap
+            self.log.info("Room to stop %s: %d VM(s) in the run's tiers so far, cap %d", vm, len(slots), cap)
             return
         first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
         waited_before = (datetime.now(UTC) - first).total_seconds() if first else 0.0
         started, looks, seen = time.monotonic(), 0, None
-        detail, left_down, suspects = "not counted yet", set[int](), set[int]()
+        detail, left_down, suspects = "not counted yet", set[tuple[str, int]](), set[tuple[str, int]]()
         while True:
             waited = waited_before + time.monotonic() - started
             try:
                 # A look reads the tries' states only. A VM back is followed within a second by its try's
                 # end, so the full count (three reads) waits for a change in them, or for every tenth look
                 # (an ensure_running bringing a VM back changes no state of this task).
-                states = task_states(ti, self.task_id) if looks % RECOUNT_EVERY and not suspects else None
+                states = run_states(ti, tasks) if looks % RECOUNT_EVERY and not suspects else None
                 if states is None or states != seen:
                     seen = states if states is not None else seen
-                    found = count_down(ti, task_id=self.task_id, indexes=indexes)
+                    found = count_down(ti, task_id=self.task_id, indexes=indexes, others=others)
                     if found.total <= cap:  # room, it seems: claim it, then count again (cap.py)
                         self._mark(ti, vm, down=True)
-                        found = count_down(ti, task_id=self.task_id, indexes=indexes)
+                        found = count_down(ti, task_id=self.task_id, indexes=indexes, others=others)
                         if found.total <= cap:
                             self.log.info("Room to stop %s: %s, cap %d", vm, found.detail, cap)
                             return
