@@ -31,7 +31,7 @@ from airflow.sdk.definitions.param import ParamsDict
 from gce_vm_backup import stages
 from gce_vm_backup.config import BackupConfig, Group, read_config
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.notify import notifiers_from_config
+from gce_vm_backup.notify import VmDownNotice, notifiers_from_config
 from gce_vm_backup.operators import (
     ApplyRetentionOperator,
     EnsureRunningOperator,
@@ -291,6 +291,8 @@ def _tier_group(
             **_capture_kwargs(group_id, group, deployment),
             # The cap counts the VMs down in every tier of the run (cap.py), not only this one's.
             cap_tasks=downtime_tasks(tier_count),
+            # On-call hears at once when a try leaves (or may leave) its VM down, not at the run's end.
+            down_notice=VmDownNotice(group.notify) if group.notify is not None else None,
             **common,
         )
         ensure = EnsureRunningOperator(

@@ -109,6 +109,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     cap_tasks: list[str] | None
     cap_wait: float
     cap_poll: float
+    down_notice: Any
     restart = False
     _capture_deadline = 0.0
 
@@ -132,6 +133,7 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         cap_tasks: Sequence[str] | None = None,
         cap_wait: float | None = None,
         cap_poll: float = 30,
+        down_notice: Any = None,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
@@ -164,9 +166,15 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             # Default wait budget: one full downtime of another VM (its bounds), twice over.
             cap_wait=float(cap_wait) if cap_wait is not None else 2 * sum(bounds),
             cap_poll=float(cap_poll),
+            down_notice=down_notice,
             gcp_conn_id=gcp_conn_id,
             impersonation_chain=impersonation_chain,
         )
+        if down_notice is not None:  # notify.VmDownNotice: also when a try ends with its VM maybe down
+            for name in ("on_retry_callback", "on_failure_callback"):
+                found = getattr(self, name, None)
+                callbacks = list(found) if isinstance(found, list | tuple) else [found] if found else []
+                setattr(self, name, [*callbacks, down_notice])
 
     def settings(self) -> CaptureSettings:
         return CaptureSettings(
@@ -241,9 +249,12 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 self._mark(ti, result["vm"], down=False)
                 self.failure_subject = None
         except BaseException as exc:
+            noticed = self._notice_at_once(context, record, exc)
             if not self.restart or result.get("started"):
                 raise
             back = self._bring_back_after(exc, record, run, ti)
+            if back and noticed:
+                self.down_notice.back(context, record)
             if not (back and result["captured_at"] and isinstance(exc, BackupError)):
                 raise
             # Only the start step failed (a lost response, a failed start operation) and the VM is RUNNING
@@ -294,6 +305,19 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             return True
         except BaseException as start_error:  # the task's own error must win
             self.log.error("VM %s could not be started again (ensure_running will try): %s", vm, start_error)
+            return False
+
+    def _notice_at_once(self, context: Any, record: dict[str, Any], exc: BaseException) -> bool:
+        """Tell on-call now that the VM may be down when the stop step failed and this try will start the
+        VM again: that start first waits the stop out (up to ``stop_timeout`` + ``start_timeout``), and
+        the task's failure callback would come only after it. Returns whether the notice went out (an
+        all-clear follows when the start brings the VM back). Never raises."""
+        if self.down_notice is None or not self.restart or self.failure_subject != "stop":
+            return False
+        try:
+            return bool(self.down_notice.down(context, record, f"the stop did not complete: {exc}"))
+        except Exception as notice_error:
+            self.log.error("Could not send the VM-down notice: %s", notice_error)
             return False
 
     @staticmethod
