@@ -29,6 +29,14 @@ P, ZONE = "demo-project", "us-central1-a"
 DOWNTIME = tier_task(1, STOP_SNAPSHOT_START)
 EMAIL = {"to": ["oncall@example.com"], "from_email": "backup@example.com", "smtp_conn_id": "mail_loopback"}
 STOP, START = 2.0, 2.0  # seconds: the stop and start timeouts
+# Real seconds (time_scale 1, so that the timeouts above are real too): operations that do finish, quick.
+QUICK = {
+    "stop": 1.0,
+    "start": 1.0,
+    "snapshot_creating": 1.0,
+    "snapshot_uploading": 1.0,
+    "snapshot_uploading_per_gb": 0.0,
+}
 
 
 @dataclass
@@ -61,7 +69,7 @@ def emulator(monkeypatch):
 
     monkeypatch.setattr(instance_ops, "POLL", 0.05)
     monkeypatch.setattr(snapshot_ops, "POLL", 0.05)
-    with Emulator(DEMO_SEED, time_scale=1.0) as emulator:
+    with Emulator(DEMO_SEED, time_scale=1.0, timings=QUICK) as emulator:
         connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
         monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
         yield emulator
@@ -245,3 +253,24 @@ def test_in_a_run_the_first_notice_comes_after_the_first_try_not_after_every_ret
     subjects = [m["Subject"] for _, _, m in smtp_server.received]
     assert subjects[0].startswith("[gce-vm-backup] VM MAY BE DOWN: web-1"), subjects
     assert len([s for s in subjects if "VM MAY BE DOWN" in s]) <= 3, subjects  # at most one per try
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+def test_in_a_run_a_start_that_never_finishes_is_noticed_by_the_retry_callback(emulator, smtp_server):
+    """The stop and the snapshots succeed, the start never finishes: the try cannot bring the VM back and
+    ends with its marker down; its retry callback (run by Airflow's task runner) sends the notice."""
+    dag = generated_dagbag("vm_down_notice", CONFIG).get_dag("gce_vm_backup__web")
+    downtime, ensure = dag.get_task(DOWNTIME), dag.get_task(tier_task(1, ENSURE_RUNNING))
+    downtime.stop_timeout, downtime.start_timeout = 60, START
+    ensure.timeout, ensure.stop_timeout = START, STOP
+    downtime.retries = 0
+    emulator.faults.hang_operation("compute.instances.start", times=50)
+    run = dag.test(run_conf={"vms": [], "dry_run": False})
+
+    assert run.state == "failed"
+    subjects = [m["Subject"] for _, _, m in smtp_server.received]
+    assert subjects[:1] == [
+        f"[gce-vm-backup] VM MAY BE DOWN: web-1 - backup gce_vm_backup__web ({run.run_id})"
+    ], subjects
+    assert "its VM is still down" in body_of(smtp_server.received[0][2])
