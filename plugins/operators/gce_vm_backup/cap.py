@@ -16,8 +16,8 @@ the VM since.
 The count covers every tier of the run: the downtime task of each tier (``cap_tasks``: the outer
 tiers' ``stop_snapshot`` and the innermost tier's ``stop_snapshot_start``), since a tiered group keeps
 its outer tiers' VMs down while the inner tiers run. An outer tier's try ends with its VM still down (its
-marker says down), so it counts as a VM left down until its tier's ``ensure_running`` has returned. A tier whose
-mapped task is not expanded yet has no task instance with a map index and no VM down.
+marker says down), so it counts as a VM left down until its tier's ``ensure_running`` has returned. A
+tier whose mapped task is not expanded yet has no task instance with a map index and no VM down.
 
 The count, for a try about to stop its VM: itself, plus each other VM of the run whose try
 - is running, unless its marker says ``down: false`` (a running try without a marker has just started
@@ -31,11 +31,11 @@ instances than the cap: then no more than the cap of VMs can be down, whatever e
 only the try's own tier would not do: a tier no bigger than the cap may still push the run over it while
 outer tiers keep their VMs down.
 
-It reads the markers FIRST (one read per downtime task) and the states AFTER (one read): a VM down at that moment
-either has a marker that was still there at the read (its next try had not started: the marker was not
-yet cleared), or its next try started before the read, and is then running (or finished) when the states
-are read after; either way it is counted. Reading the states first would miss a VM whose retry started
-(clearing the marker) between the two reads.
+It reads the markers FIRST (one read per downtime task) and the states AFTER (one read): a VM down at
+that moment either has a marker that was still there at the read (its next try had not started: the
+marker was not yet cleared), or its next try started before the read, and is then running (or finished)
+when the states are read after; either way it is counted. Reading the states first would miss a VM
+whose retry started (clearing the marker) between the two reads.
 
 Two tries claiming at once: a try pushes its claim (``down: true``) first and counts after
 (``downtime_ops``); over the cap it withdraws (``down: false, waiting: true``) and waits again. Of two
