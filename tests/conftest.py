@@ -7,6 +7,7 @@ own home, SQLite DB and dags folder; the emulators and the e2e Airflow bind free
 """
 
 import fcntl
+import math
 import os
 import shutil
 import subprocess
@@ -46,6 +47,32 @@ def group(body: str, name: str = "web") -> str:
 
 
 TARGET = "targets: [{project: demo-project, zone: us-central1-a, instance: web-1}]"
+
+
+# ---- VMs down at once, from the Compute Engine emulator's own history (its stop and start operations) ----
+def most_down_at_once(emulator: Any) -> tuple[int, list[str]]:
+    """The most VMs down at one moment: a VM is down from its stop request until its next start (or
+    resume) operation is DONE, or to the end when there is none. Returns the count and those VMs."""
+    with emulator.world.lock:
+        emulator.world.tick()
+        ops = sorted(emulator.world.operations.values(), key=lambda op: op.insert_time)
+        spans: dict[str, list[tuple[float, float]]] = {}
+        for op in ops:
+            if op.operation_type != "stop":
+                continue
+            back = [
+                start.end_time if start.end_time is not None else math.inf
+                for start in ops
+                if start.operation_type in ("start", "resume")
+                and start.target == op.target
+                and start.insert_time >= op.insert_time
+            ]
+            spans.setdefault(op.target, []).append((op.insert_time, min(back, default=math.inf)))
+    worst: tuple[int, list[str]] = (0, [])
+    for moment in sorted(begin for found in spans.values() for begin, _ in found):
+        down = sorted(vm for vm, found in spans.items() if any(a <= moment < b for a, b in found))
+        worst = max(worst, (len(down), down))
+    return worst
 
 
 _migrated = False

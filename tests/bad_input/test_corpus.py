@@ -120,6 +120,13 @@ BAD = [
         config(group(f"tiers: []\n{TARGET}")),
         "group 'web': key 'tiers': List should have at least 1 item after validation, not 0",
     ),
+    (
+        config(
+            group(f"timezone: Europe/Paris\n{TARGET}"), defaults='start_date: "2026-01-01T03:00:00+01:00"'
+        ),
+        "group 'web': keys 'timezone' and 'start_date': start_date 2026-01-01T03:00:00+01:00 has its own UTC "
+        "offset, so timezone 'Europe/Paris' would be ignored",
+    ),
 ]
 
 # Keys added later, and values pydantic bounds.

@@ -50,6 +50,59 @@ def test_naive_start_date_takes_the_group_timezone(tmp_path):
     assert start.utcoffset().total_seconds() == 3600
 
 
+@pytest.mark.parametrize(
+    ("zone", "start_date"),
+    [
+        ("Europe/Paris", "2026-01-01T03:00:00+01:00"),  # right in winter, wrong all summer
+        ("Europe/Paris", "2026-07-01T03:00:00+00:00"),
+        ("UTC", "2026-01-01T03:00:00+01:00"),
+        ("America/New_York", "2026-01-01T03:00:00Z"),
+    ],
+)
+def test_a_timezone_with_a_start_date_that_has_its_own_offset_is_refused_naming_both_keys(
+    tmp_path, zone, start_date
+):
+    text = config(group(f"timezone: {zone}\n{TARGET}"), defaults=f'start_date: "{start_date}"')
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert [str(problem) for problem in info.value.problems] == [
+        f"{path}: group 'web': keys 'timezone' and 'start_date': start_date "
+        f"{load_start(start_date)} has its own UTC offset, so timezone {zone!r} would be ignored (the "
+        f"schedule would follow {load_start(start_date)[-6:].replace(':', '')} all year); give "
+        "start_date without an offset to schedule in the timezone, or drop 'timezone'"
+    ]
+
+
+def load_start(text: str) -> str:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("zone", "start_date", "offset_hours"),
+    [
+        ("UTC", "2026-01-01T03:00:00+00:00", 0),  # the zone changes nothing: accepted
+        ("Etc/GMT-1", "2026-01-01T03:00:00+01:00", 1),  # a fixed zone of the same offset
+        ("Europe/Paris", "2026-07-01T03:00:00", 2),  # naive: read in the zone
+    ],
+)
+def test_a_timezone_that_agrees_with_the_start_date_or_a_naive_start_date_is_accepted(
+    tmp_path, zone, start_date, offset_hours
+):
+    text = config(group(f"timezone: {zone}\n{TARGET}"), defaults=f'start_date: "{start_date}"')
+    start = load_config(write(tmp_path, text)).groups["web"].start_date
+    assert start.utcoffset().total_seconds() == 3600 * offset_hours
+
+
+def test_a_start_date_with_an_offset_and_no_timezone_key_keeps_its_offset(tmp_path):
+    text = config(group(TARGET), defaults='start_date: "2026-01-01T03:00:00+05:30"')
+    assert (
+        load_config(write(tmp_path, text)).groups["web"].start_date.isoformat() == "2026-01-01T03:00:00+05:30"
+    )
+
+
 def test_one_broken_group_does_not_hide_the_others(tmp_path):
     text = config(group(TARGET, name="good") + group(f'schedule: "bad"\n{TARGET}', name="bad"))
     from gce_vm_backup.config import read_config

@@ -122,11 +122,15 @@ def test_tiers_stop_in_order_and_start_in_reverse(dags):
     assert tier_task(1, STOP_SNAPSHOT_START) not in dag.task_dict
 
 
-def test_a_tiered_group_refuses_runs_with_more_vms_than_the_cap_in_its_first_resolve(dags):
+def test_a_tiered_group_checks_the_cap_in_every_resolve_and_counts_every_tier(dags):
     dag = dags["gce_vm_backup__shop-nightly"]
     assert dag.get_task(resolve_task(1)).max_concurrent_vms == 10
-    assert dag.get_task(resolve_task(2)).max_concurrent_vms is None  # tier 1 already refused
+    # a later tier's selector may match more VMs at its run time than at tier 1's check
+    assert dag.get_task(resolve_task(2)).max_concurrent_vms == 10
     assert dags["gce_vm_backup__labelled-weekly"].get_task(resolve_task(1)).max_concurrent_vms is None
+    every_tier = [tier_task(1, STOP_SNAPSHOT), tier_task(2, STOP_SNAPSHOT_START)]
+    assert dag.get_task(tier_task(1, STOP_SNAPSHOT)).cap_tasks == every_tier
+    assert dag.get_task(tier_task(2, STOP_SNAPSHOT_START)).cap_tasks == every_tier
 
 
 def test_schedule_start_date_and_run_limits(dags):

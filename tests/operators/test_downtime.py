@@ -23,9 +23,9 @@ from gce_vm_backup.operators import (
     StopSnapshotOperator,
     StopSnapshotStartOperator,
 )
-from gce_vm_backup.stages import DOWN_XCOM_KEY, ENSURE_RUNNING, STOP_SNAPSHOT_START, tier_task
+from gce_vm_backup.stages import DOWN_XCOM_KEY, ENSURE_RUNNING, STOP_SNAPSHOT, STOP_SNAPSHOT_START, tier_task
 
-from .conftest import PROJECT, RUN_TIME, ZONE_A
+from .conftest import PROJECT, RUN_TIME, ZONE_A, ZONE_B
 
 pytestmark = pytest.mark.emulator
 
@@ -583,3 +583,150 @@ def test_a_tiered_run_with_more_vms_than_the_cap_is_refused_before_anything_is_s
     ):
         resolve.execute(context_of(RunTI(task_id="resolve_tier_1", map_index=-1)))
     assert not [c for c in fast_emulator.calls if c.method.endswith(("stop", "insert"))]
+
+
+# ---- the cap across tiers: a tiered group keeps its outer tiers down while the inner ones run ----------
+OUTER = tier_task(1, STOP_SNAPSHOT)
+INNER = tier_task(2, STOP_SNAPSHOT_START)
+CAP_TASKS = [OUTER, INNER]
+TIERS = [
+    [{"project_id": PROJECT, "zone": ZONE_A, "instance": "web-1", "disks": None}],
+    [{"project_id": PROJECT, "zones": None, "labels": {"tier": "db"}}],
+]
+
+
+def run_ti(shared: RunTI, task_id: str, map_index: int = -1) -> RunTI:
+    """Another task instance of ``shared``'s run: the same XComs and states."""
+    return RunTI(task_id=task_id, map_index=map_index, xcoms=shared.xcoms, states=shared.states)
+
+
+def prechecked(zone: str, instance: str) -> dict[str, Any]:
+    operator = PrecheckInstanceOperator(task_id="precheck", project_id=PROJECT, zone=zone, instance=instance)
+    return operator.execute(context_of(RunTI(task_id="tier_1.precheck")))
+
+
+def batch_1_joins_tier_2(emulator: Any) -> None:
+    """batch-1 (TERMINATED in the demo fleet) runs, and gets the label tier 2's selector matches."""
+    emulator.set_instance_status(PROJECT, ZONE_A, "batch-1", "RUNNING")
+    with emulator.world.lock:
+        emulator.world.instances[f"{VM}/batch-1"]["labels"]["tier"] = "db"
+
+
+def test_a_later_tier_that_matches_more_vms_at_run_time_is_refused_with_the_outer_tiers_down(fast_emulator):
+    """Cap 2: at tier 1's check the run is web-1 (tier 1) and db-1 (tier 2). Then batch-1 joins tier 2:
+    2 VMs alone fit the cap, but with web-1 kept down that is 3 at once. Tier 2's resolve refuses it."""
+    run = RunTI(task_id="resolve_tier_1")
+    resolve_1 = ResolveTargetsOperator(
+        task_id="resolve_tier_1", deployment="test", group="shop", tiers=TIERS, tier=1, max_concurrent_vms=2
+    )
+    run.xcoms[("resolve_tier_1", -1, "return_value")] = resolve_1.execute(context_of(run))
+    batch_1_joins_tier_2(fast_emulator)
+    resolve_2 = ResolveTargetsOperator(
+        task_id="resolve_tier_2", deployment="test", group="shop", tiers=TIERS, tier=2, max_concurrent_vms=2
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"Group shop: tier 2 has 2 VM\(s\) this run and tier 1 keep 1 VM\(s\) down until it is back: "
+        r"3 VMs down at once, more than its max_concurrent_vms of 2",
+    ):
+        resolve_2.execute(context_of(run_ti(run, "resolve_tier_2")))
+    # Tier 1's result unreadable: the tier counts as it resolves now (web-1), still refused.
+    with pytest.raises(ConfigError, match="3 VMs down at once"):
+        resolve_2.execute(context_of(RunTI(task_id="resolve_tier_2")))
+    assert not [c for c in fast_emulator.calls if c.method.endswith(("stop", "insert"))]
+
+
+def test_a_vm_in_an_outer_tier_and_again_in_a_later_one_is_counted_once(fast_emulator):
+    """web-1 was tier 1's (returned by its resolve) and now matches tier 2's selector too: one VM, not two."""
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "batch-1", "RUNNING")
+    run = RunTI(task_id="resolve_tier_2")
+    run.xcoms[("resolve_tier_1", -1, "return_value")] = [
+        {"project_id": PROJECT, "zone": ZONE_A, "instance": "batch-1", "disks": None, "carried_by": {}}
+    ]
+    resolve_2 = ResolveTargetsOperator(
+        task_id="resolve_tier_2", deployment="test", group="shop", tiers=TIERS, tier=2, max_concurrent_vms=2
+    )
+    with fast_emulator.world.lock:
+        fast_emulator.world.instances[f"{VM}/batch-1"]["labels"]["tier"] = "db"
+    found = resolve_2.execute(context_of(run))  # tier 2: db-1, batch-1; tier 1 keeps batch-1 down: 2 VMs
+    assert sorted(vm["instance"] for vm in found) == ["batch-1", "db-1"]
+
+
+def test_the_count_covers_the_vms_outer_tiers_keep_down_when_tier_2_runs_its_tries_at_once(fast_emulator):
+    """Cap 2, tier 1's web-1 down (its try ended, its VM kept down for tier 2), tier 2 with two VMs that
+    alone fit the cap, both tries running at once: at most one stops its VM, the other waits (on its slot, or
+    rescheduled) and stops its own once the first is back. Never more than 2 VMs down, read from the emulator."""
+    import threading
+
+    from airflow.exceptions import AirflowRescheduleException
+
+    from ..conftest import most_down_at_once
+
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "batch-1", "RUNNING")
+    web, db, batch = prechecked(ZONE_A, "web-1"), prechecked(ZONE_B, "db-1"), prechecked(ZONE_A, "batch-1")
+    run = RunTI(task_id=OUTER)
+    cap = {"max_concurrent_vms": 2, "cap_tasks": CAP_TASKS, "cap_poll": 1}
+    run.states[(OUTER, 0)] = "running"
+    downtime(web, StopSnapshotOperator, task_id=OUTER, **cap).execute(context_of(run_ti(run, OUTER, 0)))
+    run.states[(OUTER, 0)] = "success"  # web-1 stays down until tier 2 is back
+    assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "TERMINATED"
+
+    # Both tier-2 tries pass their checks before either VM is back: a start waits for the second stop
+    # request (or 1 s), so that two stops, if both were sent, overlap.
+    stops, both_stopped = [], threading.Event()
+
+    def a_stop() -> None:
+        stops.append(1)
+        if len(stops) >= 2:
+            both_stopped.set()
+
+    fast_emulator.faults.on_call("compute.instances.stop", a_stop, times=10)
+    fast_emulator.faults.on_call("compute.instances.start", lambda: both_stopped.wait(1.0), times=10)
+    outcome: dict[int, Any] = {}
+
+    def tier_2_try(index: int, record: dict[str, Any]) -> None:
+        try:
+            outcome[index] = downtime(record, task_id=INNER, **cap).execute(
+                context_of(run_ti(run, INNER, index))
+            )
+        except BaseException as exc:
+            outcome[index] = exc
+        finally:
+            if not isinstance(outcome.get(index), AirflowRescheduleException):
+                run.states[(INNER, index)] = "success"
+
+    records = {0: db, 1: batch}
+    for index in records:
+        run.states[(INNER, index)] = "running"
+    threads = [threading.Thread(target=tier_2_try, args=(index, r)) for index, r in records.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    waited = sorted(
+        index for index, found in outcome.items() if isinstance(found, AirflowRescheduleException)
+    )
+    # A try waits on its slot, or gives it back (rescheduled), or both do (two claims at once: each
+    # counts the other's and withdraws, cap.py); none fails.
+    assert all(isinstance(outcome[i], dict) for i in set(records) - set(waited)), outcome
+    for index in waited:  # rescheduled, one after the other: web-1 and its own VM, 2 down
+        again = downtime(records[index], task_id=INNER, **cap).execute(context_of(run_ti(run, INNER, index)))
+        assert (again["stopped"], again["started"]) == (True, True)
+        run.states[(INNER, index)] = "success"
+
+    count, down = most_down_at_once(fast_emulator)
+    assert count == 2, down
+    assert len(fast_emulator.calls_for("compute.instances.stop")) == 3
+    assert fast_emulator.instance(PROJECT, ZONE_B, "db-1")["status"] == "RUNNING"
+    assert fast_emulator.instance(PROJECT, ZONE_A, "batch-1")["status"] == "RUNNING"
+
+
+def test_a_run_no_bigger_than_the_cap_over_every_tier_is_not_counted(fast_emulator):
+    """The count is skipped only when the downtime tasks of every tier have no more instances than the
+    cap: then no more than the cap of VMs can be down."""
+    web = prechecked(ZONE_A, "web-1")
+    run = RunTI(task_id=INNER)
+    run.states = {(OUTER, 0): "success", (INNER, 0): "running"}
+    result = downtime(web, task_id=INNER, max_concurrent_vms=2, cap_tasks=CAP_TASKS).execute(context_of(run))
+    assert (result["stopped"], result["started"]) == (True, True)
+    assert run.reads == ["states"]

@@ -182,6 +182,14 @@ class Timeouts(_Model):
     )
 
 
+def _same_offsets(start: datetime, zone: str) -> bool:
+    """Whether the named zone has the start date's UTC offset all through the start date's year (UTC
+    with +00:00: the zone changes nothing; Europe/Paris with +01:00: not in summer)."""
+    tz = ZoneInfo(zone)
+    moments = [start.replace(tzinfo=None), *(datetime(start.year, month, 15) for month in range(1, 13))]
+    return all(moment.replace(tzinfo=tz).utcoffset() == start.utcoffset() for moment in moments)
+
+
 class Group(_Model):
     """One schedule group: becomes one DAG."""
 
@@ -278,6 +286,15 @@ class Group(_Model):
     def _checks(self) -> Group:
         if self.start_date.tzinfo is None:
             object.__setattr__(self, "start_date", self.start_date.replace(tzinfo=ZoneInfo(self.timezone)))
+        elif "timezone" in self.model_fields_set and not _same_offsets(self.start_date, self.timezone):
+            # The DAG's timezone is the start date's: a start date with its own offset would silently
+            # override the named zone (and its daylight saving time). One of the two must go.
+            raise ValueError(
+                f"keys 'timezone' and 'start_date': start_date {self.start_date.isoformat()} has its own "
+                f"UTC offset, so timezone {self.timezone!r} would be ignored (the schedule would follow "
+                f"{self.start_date.strftime('%z')} all year); give start_date without an offset to "
+                "schedule in the timezone, or drop 'timezone'"
+            )
         if (self.targets is None) == (self.tiers is None):
             raise ValueError("a group needs exactly one of 'targets' or 'tiers'")
         seen: set[str] = set()

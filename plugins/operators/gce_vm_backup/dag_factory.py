@@ -31,7 +31,7 @@ from airflow.sdk.definitions.param import ParamsDict
 from gce_vm_backup import stages
 from gce_vm_backup.config import BackupConfig, Group, read_config
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.notify import notifiers_from_config
+from gce_vm_backup.notify import VmDownNotice, notifiers_from_config
 from gce_vm_backup.operators import (
     ApplyRetentionOperator,
     EnsureRunningOperator,
@@ -154,14 +154,17 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
                 conf="{{ dag_run.conf }}",
                 deployment=deployment,
                 group=group_id,
-                # A tiered group keeps its whole stack down at once: more VMs than the cap is refused.
-                max_concurrent_vms=cap if len(tiers) > 1 and number == 1 else None,
+                # A tiered group keeps its whole stack down at once: more VMs than the cap is refused, by
+                # tier 1 for the whole run and by each later tier for its VMs at its own run time (a
+                # selector may match more then) with those the outer tiers keep down.
+                max_concurrent_vms=cap if len(tiers) > 1 else None,
                 **common,
             )
             innermost = number == len(tiers)
-            _tier_group(number, innermost, group_id, group, common, slot_free, deployment).expand_kwargs(
-                resolve.output
+            tier_group = _tier_group(
+                number, innermost, group_id, group, common, slot_free, deployment, len(tiers)
             )
+            tier_group.expand_kwargs(resolve.output)
             if previous is not None:
                 # Tier order goes through plain (unmapped) barrier tasks: a tier that maps to no VM this
                 # run is skipped, and must not hold the next tier back. A failed stop still does.
@@ -229,6 +232,15 @@ def _capture_kwargs(group_id: str, group: Group, deployment: str) -> dict[str, A
     }
 
 
+def downtime_tasks(tier_count: int) -> list[str]:
+    """The downtime task of every tier of a run of ``tier_count`` tiers (outer tiers ``stop_snapshot``,
+    the innermost ``stop_snapshot_start``): the tasks whose VMs the cap counts."""
+    return [
+        stages.tier_task(n, stages.STOP_SNAPSHOT_START if n == tier_count else stages.STOP_SNAPSHOT)
+        for n in range(1, tier_count + 1)
+    ]
+
+
 def snapshot_mode(group: Group) -> str:
     """``standard`` or ``instant`` (config key ``snapshot_mode``)."""
     return group.snapshot_mode
@@ -242,6 +254,7 @@ def _tier_group(
     common: dict[str, Any],
     slot_free: dict[str, Any],
     deployment: str,
+    tier_count: int = 1,
 ) -> Any:
     @task_group(group_id=stages.tier_group(number))
     def backup_vm(
@@ -279,6 +292,10 @@ def _tier_group(
             task_id=downtime_id,
             instance_record=precheck.output,
             **_capture_kwargs(group_id, group, deployment),
+            # The cap counts the VMs down in every tier of the run (cap.py), not only this one's.
+            cap_tasks=downtime_tasks(tier_count),
+            # On-call hears at once when a try leaves (or may leave) its VM down, not at the run's end.
+            down_notice=VmDownNotice(group.notify) if group.notify is not None else None,
             **common,
         )
         ensure = EnsureRunningOperator(

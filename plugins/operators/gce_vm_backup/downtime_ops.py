@@ -78,7 +78,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     A VM that was not RUNNING is captured and left as it was. Before its stop request a try pushes the
     XCom marker ``stages.DOWN_XCOM_KEY`` = ``{"vm", "map_index", "down": true, "at"}``. With
     ``max_concurrent_vms`` set, a try about to stop a VM that is not already down (from an earlier try)
-    first claims room under the cap and counts the VMs of the tier down at once (cap.py); over the cap it
+    first claims room under the cap and counts the VMs of the run down at once (cap.py: the downtime
+    tasks ``cap_tasks`` of every tier, default this task alone); over the cap it
     withdraws (``{"down": false, "waiting": true}``) and waits on its slot for a VM to come back, or gives
     the slot back (reschedules every ``cap_poll`` seconds) when a VM is left down by a try that is not
     running, or after ``PRESTART_WAIT`` seconds; ``cap_wait`` seconds in all bound the wait.
@@ -105,10 +106,12 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     snapshot_timeout: float
     start_timeout: float
     max_concurrent_vms: int | None
+    cap_tasks: list[str] | None
     cap_wait: float
     cap_poll: float
     lease_wait: float | None
     lease_poll: float
+    down_notice: Any
     restart = False
     _capture_deadline = 0.0
 
@@ -129,10 +132,12 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         snapshot_timeout: float = 3600,
         start_timeout: float = 600,
         max_concurrent_vms: int | None = None,
+        cap_tasks: Sequence[str] | None = None,
         cap_wait: float | None = None,
         cap_poll: float = 30,
         lease_wait: float | None = None,
         lease_poll: float = 15,
+        down_notice: Any = None,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
@@ -161,14 +166,21 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             snapshot_timeout=bounds[1],
             start_timeout=bounds[2],
             max_concurrent_vms=max_concurrent_vms,
+            cap_tasks=list(cap_tasks) if cap_tasks else None,
             # Default wait budget: one full downtime of another VM (its bounds), twice over.
             cap_wait=float(cap_wait) if cap_wait is not None else 2 * sum(bounds),
             cap_poll=float(cap_poll),
             lease_wait=float(lease_wait) if lease_wait is not None else None,
             lease_poll=float(lease_poll),
+            down_notice=down_notice,
             gcp_conn_id=gcp_conn_id,
             impersonation_chain=impersonation_chain,
         )
+        if down_notice is not None:  # notify.VmDownNotice: also when a try ends with its VM maybe down
+            for name in ("on_retry_callback", "on_failure_callback"):
+                found = getattr(self, name, None)
+                callbacks = list(found) if isinstance(found, list | tuple) else [found] if found else []
+                setattr(self, name, [*callbacks, down_notice])
 
     def settings(self) -> CaptureSettings:
         return CaptureSettings(
@@ -264,11 +276,14 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 self._mark(ti, result["vm"], down=False)
                 self.failure_subject = None
         except BaseException as exc:
+            noticed = self._notice_at_once(context, record, exc)
             if not self.restart:  # the outer tiers' VM stays down, leased, until their `start` task
                 raise
             back = bool(result.get("started")) or self._bring_back_after(exc, record, run, ti)
             if back:  # RUNNING again: the lease goes back; otherwise it stays for ensure_running
                 release_quietly(self.hook, vm, holder)
+                if noticed and not result.get("started"):
+                    self.down_notice.back(context, record)
             if result.get("started") or not (back and result["captured_at"] and isinstance(exc, BackupError)):
                 raise
             # Only the start step failed (a lost response, a failed start operation) and the VM is RUNNING
@@ -371,6 +386,19 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             self.log.error("VM %s could not be started again (ensure_running will try): %s", vm, start_error)
             return False
 
+    def _notice_at_once(self, context: Any, record: dict[str, Any], exc: BaseException) -> bool:
+        """Tell on-call now that the VM may be down when the stop step failed and this try will start the
+        VM again: that start first waits the stop out (up to ``stop_timeout`` + ``start_timeout``), and
+        the task's failure callback would come only after it. Returns whether the notice went out (an
+        all-clear follows when the start brings the VM back). Never raises."""
+        if self.down_notice is None or not self.restart or self.failure_subject != "stop":
+            return False
+        try:
+            return bool(self.down_notice.down(context, record, f"the stop did not complete: {exc}"))
+        except Exception as notice_error:
+            self.log.error("Could not send the VM-down notice: %s", notice_error)
+            return False
+
     @staticmethod
     def _mark(ti: Any, vm: str, *, down: bool, waiting: bool = False) -> None:
         """Push this try's ``DOWN_XCOM_KEY`` marker (cap.py says what each value means)."""
@@ -392,30 +420,33 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             return
         from airflow.exceptions import AirflowRescheduleException
 
-        from gce_vm_backup.cap import count_down, task_states, tier_indexes
+        from gce_vm_backup.cap import count_down, run_states
 
         cap, ti, vm = int(self.max_concurrent_vms), context["ti"], vm_path(self.instance_record)
-        indexes = tier_indexes(ti, self.task_id)
-        if len(indexes) <= cap:
-            self.log.info("Room to stop %s: %d VM(s) in the tier, cap %d", vm, len(indexes), cap)
+        tasks = list(dict.fromkeys([self.task_id, *(self.cap_tasks or [])]))
+        slots = sorted(run_states(ti, tasks))
+        indexes = [index for task, index in slots if task == self.task_id]
+        others = {task: [index for name, index in slots if name == task] for task in tasks[1:]}
+        if len(slots) <= cap:  # no more downtime tries in the whole run (every tier) than the cap
+            self.log.info("Room to stop %s: %d VM(s) in the run's tiers so far, cap %d", vm, len(slots), cap)
             return
         first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
         waited_before = (datetime.now(UTC) - first).total_seconds() if first else 0.0
         started, looks, seen = time.monotonic(), 0, None
-        detail, left_down, suspects = "not counted yet", set[int](), set[int]()
+        detail, left_down, suspects = "not counted yet", set[tuple[str, int]](), set[tuple[str, int]]()
         while True:
             waited = waited_before + time.monotonic() - started
             try:
                 # A look reads the tries' states only. A VM back is followed within a second by its try's
                 # end, so the full count (three reads) waits for a change in them, or for every tenth look
                 # (an ensure_running bringing a VM back changes no state of this task).
-                states = task_states(ti, self.task_id) if looks % RECOUNT_EVERY and not suspects else None
+                states = run_states(ti, tasks) if looks % RECOUNT_EVERY and not suspects else None
                 if states is None or states != seen:
                     seen = states if states is not None else seen
-                    found = count_down(ti, task_id=self.task_id, indexes=indexes)
+                    found = count_down(ti, task_id=self.task_id, indexes=indexes, others=others)
                     if found.total <= cap:  # room, it seems: claim it, then count again (cap.py)
                         self._mark(ti, vm, down=True)
-                        found = count_down(ti, task_id=self.task_id, indexes=indexes)
+                        found = count_down(ti, task_id=self.task_id, indexes=indexes, others=others)
                         if found.total <= cap:
                             self.log.info("Room to stop %s: %s, cap %d", vm, found.detail, cap)
                             return

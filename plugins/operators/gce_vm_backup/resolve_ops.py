@@ -59,9 +59,12 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         ``retention``) deleted, push that plan to XCom (key ``dry_run_plan``), and return the placeholder
         only, so nothing downstream acts.
     :param retention: the group's retention policy (a dict), for the dry run's preview of deletions.
-    :param max_concurrent_vms: set on tier 1 of a tiered group, whose VMs are all down at once (outer
-        tiers stay down until the inner ones are back): a run with more VMs than this is refused before
-        anything is stopped.
+    :param max_concurrent_vms: set on every tier of a tiered group, whose VMs are all down at once (outer
+        tiers stay down until the inner ones are back). Tier 1 refuses a run with more VMs than this
+        before anything is stopped. A later tier counts again at its own run time, since its selectors
+        may match more VMs than at tier 1's check: its VMs, with those the outer tiers' resolve tasks
+        returned (kept down until this tier is back), more than this are refused before any VM of the
+        tier is stopped.
     :param deployment: this deployment's id and ``group`` the group's: the preview lists only the
         snapshots they made, as retention does.
     :param conf: the run's conf (``{{ dag_run.conf }}``): a key other than the trigger form's fields is
@@ -74,8 +77,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     has no VM this run (and in a dry run) the list is ``[NO_VM]``, a placeholder for which the precheck
     returns ``NO_VM_RECORD`` and stop, snapshot and start do nothing.
     Raises ConfigError when ``only`` names a VM that is not among the targets, ``conf`` has an
-    unknown key or asks for something else than the run would do, or a tiered group's run has more VMs
-    than ``max_concurrent_vms``.
+    unknown key or asks for something else than the run would do, or a tiered group's run (or this tier
+    with the VMs the outer tiers keep down) has more VMs than ``max_concurrent_vms``.
     """
 
     template_fields: Sequence[str] = ("tiers", "only", "plan_only", "conf")
@@ -156,13 +159,15 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             tiers.append([resolved[key] for key in sorted(resolved)])
         selected = self._select(tiers)
         total = sum(len(tier) for tier in selected)
-        if self.max_concurrent_vms is not None and total > self.max_concurrent_vms:
+        if self.max_concurrent_vms is not None and self.tier == 1 and total > self.max_concurrent_vms:
             raise ConfigError(
                 f"Group {self.group}: this run has {total} VMs in {len(selected)} tiers, more than its "
                 f"max_concurrent_vms of {self.max_concurrent_vms}. A tiered group keeps every tier down "
                 "until the inner tiers are back, so all its VMs are down at once: raise max_concurrent_vms "
                 "to at least the number of VMs, or back up fewer VMs per run. Nothing was stopped."
             )
+        if self.max_concurrent_vms is not None and self.tier > 1:
+            self._check_kept_down(context, selected)
         carriers = self._carriers([vm for tier in selected for vm in tier])
         vms = [
             {
@@ -201,6 +206,34 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             # and would hold the next tier back. One placeholder that every task passes through instead.
             return [NO_VM]
         return vms
+
+    def _check_kept_down(self, context: Any, selected: list[list[dict[str, Any]]]) -> None:
+        """Refuse this tier when its VMs and those the outer tiers keep down exceed the cap.
+
+        The outer tiers' VMs are what their resolve tasks returned (their tasks stopped those and keep them
+        down until this tier is back); a result that cannot be read counts as the tier resolves now. A VM
+        in both is counted once. Raises ConfigError naming the group, the tier, the counts and the cap.
+        """
+        from gce_vm_backup.stages import resolve_task
+
+        ti = context["ti"]
+        kept: set[str] = set()
+        for number in range(1, self.tier):
+            returned = ti.xcom_pull(task_ids=resolve_task(number))
+            vms = returned if isinstance(returned, list) and returned else selected[number - 1]
+            kept.update(vm_path(vm) for vm in vms if isinstance(vm, dict) and vm.get("instance"))
+        mine = {vm_path(vm) for vm in selected[self.tier - 1]}
+        total = len(kept | mine)
+        if self.max_concurrent_vms is not None and total > self.max_concurrent_vms:
+            outer = "tier 1" if self.tier == 2 else f"tiers 1-{self.tier - 1}"
+            raise ConfigError(
+                f"Group {self.group}: tier {self.tier} has {len(mine)} VM(s) this run and {outer} keep "
+                f"{len(kept)} VM(s) down until it is back: {total} VMs down at once, more than its "
+                f"max_concurrent_vms of {self.max_concurrent_vms} (a label selector matches more VMs now "
+                f"than at tier 1's check). Nothing of tier {self.tier} was stopped; the outer tiers' VMs "
+                "are started again by their start tasks. Raise max_concurrent_vms, or back up fewer VMs "
+                "per run."
+            )
 
     def _check_against_conf(self, dry_run: bool) -> None:
         """Refuse to act on anything other than what the run's conf asked for.
