@@ -111,8 +111,15 @@ def _choose(plan: dict[str, Any]) -> list[str]:
     return ["new_vm_disks"] if plan["mode"] == "new-vm" else ["approve"]
 
 
-def _common(group_id: str, group: Group, deployment: str) -> dict[str, Any]:
-    return {"deployment": deployment, "group": group_id, "gcp_conn_id": group.gcp_conn_id}
+def _common(group_id: str, group: Group, deployment: str, *, identity: str | None) -> dict[str, Any]:
+    """The arguments of every restore or drill task: scope, connection, and the identity it impersonates
+    (``restore_service_account`` / ``drill_service_account``; the backup DAGs never get one)."""
+    return {
+        "deployment": deployment,
+        "group": group_id,
+        "gcp_conn_id": group.gcp_conn_id,
+        "impersonation_chain": identity,
+    }
 
 
 def _default_args(group: Group) -> dict[str, Any]:
@@ -126,7 +133,7 @@ def _targets(group: Group) -> list[dict[str, Any]]:
 def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-    common = _common(group_id, group, deployment)
+    common = _common(group_id, group, deployment, identity=group.restore_service_account)
     with DAG(
         dag_id=f"{RESTORE_PREFIX}{group_id}",
         description=f"Restore a VM of group {group_id} from one of its snapshot sets",
@@ -203,7 +210,7 @@ def build_drill_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
     drill = group.restore_drill
     assert drill is not None  # only groups with a drill get here
     spec = drill_spec(group)
-    common = _common(group_id, group, deployment)
+    common = _common(group_id, group, deployment, identity=group.drill_identity)
     with DAG(
         dag_id=f"{DRILL_PREFIX}{group_id}",
         description=f"Restore drill of group {group_id}: every VM's newest backup restored, booted, deleted",
