@@ -14,8 +14,8 @@ API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = {
     "compute.instances.stop": frozenset({"compute.instances.stop"}),
     "compute.instances.start": frozenset({"compute.instances.start"}),
     "compute.instances.resume": frozenset({"compute.instances.resume"}),
-    # The per-VM lease: a label on the instance, written with its labelFingerprint before anything changes
-    # and removed at the end.
+    # The VM's lease (lease.py): a label written with the VM's labelFingerprint before the backup changes
+    # anything, removed at its end.
     "compute.instances.setLabels": frozenset({"compute.instances.setLabels"}),
     # snapshots.insert from a disk: create the snapshot, read the source disk, label the snapshot.
     # Zonal and regional disks alike; the operation is global either way. From an instant snapshot (instant
