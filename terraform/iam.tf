@@ -154,7 +154,16 @@ locals {
     "compute.snapshots.useReadOnly",
   ]
 
+  # Only with restore_rebuild_grants: what a VM rebuilt from its manifest needs beyond the restore role
+  # when it had metadata values, network tags or a service account.
+  restore_rebuild_permissions = [
+    "compute.instances.setMetadata",
+    "compute.instances.setTags",
+    "compute.instances.setServiceAccount",
+  ]
+
   restore_projects = var.enable_restore ? local.target_projects : toset([])
+  rebuild_projects = var.enable_restore && var.restore_rebuild_grants ? local.target_projects : toset([])
   drill_enabled    = var.enable_restore && var.drill_scratch_project != ""
   drill_projects   = local.drill_enabled ? local.target_projects : toset([])
 }
@@ -187,6 +196,27 @@ resource "google_project_iam_member" "restore" {
 
   project = each.value
   role    = google_project_iam_custom_role.restore[each.value].id
+  member  = "serviceAccount:${google_service_account.restore[0].email}"
+}
+
+# Rebuilding a VM that no longer exists with its metadata, tags and service account (off by default). The
+# service account also needs iam.serviceAccounts.actAs on that one account (roles/iam.serviceAccountUser
+# granted on it): never granted here, since project-wide it would let restores act as any account.
+resource "google_project_iam_custom_role" "restore_rebuild" {
+  for_each = local.rebuild_projects
+
+  project     = each.value
+  role_id     = var.restore_rebuild_role_id
+  title       = "GCE VM backup restore (rebuild settings)"
+  description = "Give a rebuilt VM its metadata, network tags and service account. Managed by terraform."
+  permissions = local.restore_rebuild_permissions
+}
+
+resource "google_project_iam_member" "restore_rebuild" {
+  for_each = local.rebuild_projects
+
+  project = each.value
+  role    = google_project_iam_custom_role.restore_rebuild[each.value].id
   member  = "serviceAccount:${google_service_account.restore[0].email}"
 }
 

@@ -141,6 +141,23 @@ variable "restore_service_account_id" {
   }
 }
 
+variable "restore_rebuild_grants" {
+  description = "Also grant the restore account what rebuilding a deleted VM with its metadata, network tags and service account needs (setMetadata, setTags, setServiceAccount; role restore_rebuild_role_id). actAs on the VM's service account is never granted here. Only with enable_restore."
+  type        = bool
+  default     = false
+}
+
+variable "restore_rebuild_role_id" {
+  description = "Id of the custom IAM role with the rebuild permissions (only with restore_rebuild_grants)."
+  type        = string
+  default     = "gceVmBackupRestoreRebuild"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.restore_rebuild_role_id))
+    error_message = "restore_rebuild_role_id must be 3-64 chars of letters, digits, underscores and dots."
+  }
+}
+
 variable "drill_scratch_project" {
   description = "The project restore drills create (and delete) their disks and VMs in; never a target project. Empty: no drill account or roles (only with enable_restore)."
   type        = string

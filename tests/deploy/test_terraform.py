@@ -15,6 +15,7 @@ from gce_vm_backup.permissions import (
     DRILL_REQUIRED_PERMISSIONS,
     REQUIRED_PERMISSIONS,
     RESTORE_API_METHOD_PERMISSIONS,
+    RESTORE_REBUILD_PERMISSIONS,
     RESTORE_REQUIRED_PERMISSIONS,
 )
 
@@ -135,6 +136,7 @@ def test_every_variable_is_typed_and_described():
         "triggerer_count",
         "restore_role_id",
         "restore_service_account_id",
+        "restore_rebuild_role_id",
         "drill_scratch_project",
         "drill_service_account_id",
         "drill_role_id",
@@ -318,6 +320,24 @@ def test_only_the_drill_account_can_delete_a_vm_or_a_disk_and_only_in_the_scratc
     for name, grant in _resources("google_project_iam_member").items():
         if "custom_role.drill[" in grant["role"]:
             assert grant["project"] == "${var.drill_scratch_project}", name
+
+
+def test_rebuild_settings_are_a_role_of_their_own_off_by_default_and_never_act_as():
+    assert set(_locals("restore_rebuild_permissions")) == set(RESTORE_REBUILD_PERMISSIONS)
+    assert _variables()["restore_rebuild_grants"]["default"] is False
+    assert _locals("rebuild_projects") == (
+        "${var.enable_restore && var.restore_rebuild_grants ? local.target_projects : toset([])}"
+    )
+    role = _resources("google_project_iam_custom_role")["restore_rebuild"]
+    assert role["for_each"] == "${local.rebuild_projects}"
+    assert role["permissions"] == "${local.restore_rebuild_permissions}"
+    grant = _resources("google_project_iam_member")["restore_rebuild"]
+    assert grant["member"] == "serviceAccount:${google_service_account.restore[0].email}"
+    for name in ("backup", "restore", "restore_rebuild", "drill", "drill_read"):
+        assert "iam.serviceAccounts.actAs" not in _locals(f"{name}_permissions"), name
+    for kind in ("google_project_iam_member", "google_service_account_iam_member"):
+        for name, grant in _resources(kind).items():
+            assert grant["role"] != "roles/iam.serviceAccountUser", name
 
 
 def test_the_environment_may_impersonate_the_drill_account_and_nothing_else_new():

@@ -185,6 +185,13 @@ RESTORE_API_METHOD_PERMISSIONS: dict[str, frozenset[str]] = _merged(
 )
 
 RESTORE_REQUIRED_PERMISSIONS: frozenset[str] = frozenset().union(*RESTORE_ROLE_METHODS.values())
+# What instances.insert needs beyond RESTORE_ROLE_METHODS when a VM that no longer exists is rebuilt from its
+# manifest with metadata values, network tags or a service account (the reference's instances.insert and
+# "Create a VM" pages). Granted only on request (terraform's restore_rebuild_grants); the service account
+# itself also needs iam.serviceAccounts.actAs on that one account, which terraform never grants.
+RESTORE_REBUILD_PERMISSIONS: frozenset[str] = frozenset(
+    {"compute.instances.setMetadata", "compute.instances.setTags", "compute.instances.setServiceAccount"}
+)
 DRILL_REQUIRED_PERMISSIONS: frozenset[str] = frozenset().union(*DRILL_ROLE_METHODS.values())
 DRILL_READ_PERMISSIONS: frozenset[str] = frozenset().union(*DRILL_READ_METHODS.values())
 
