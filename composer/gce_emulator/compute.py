@@ -114,6 +114,13 @@ def _seed_instance(world: World, project: str, zone: str, spec: Mapping[str, Any
         "selfLink": world.url(path),
         "creationTimestamp": world.clock.timestamp(0),
     }
+    if spec.get("metadata"):
+        # Instance.metadata.items[]: {key, value} (https://cloud.google.com/compute/docs/reference/rest/v1/instances)
+        world.instances[path]["metadata"] = {
+            "kind": "compute#metadata",
+            "fingerprint": "42WmSpB8rSM=",
+            "items": [{"key": str(k), "value": str(v)} for k, v in dict(spec["metadata"]).items()],
+        }
 
 
 def seed_snapshot(world: World, project: str, spec: Mapping[str, Any]) -> Json:
@@ -121,7 +128,10 @@ def seed_snapshot(world: World, project: str, spec: Mapping[str, Any]) -> Json:
 
     With ``sourceDisk``, the snapshot has ``sourceDisk`` (a full URL, as the API returns it) and
     ``sourceDiskId`` (the id of that disk when the world has it, or the spec's ``sourceDiskId``: a
-    snapshot of a disk since deleted), as in the Snapshot resource (see ``insert_snapshot``).
+    snapshot of a disk since deleted), as in the Snapshot resource (see ``insert_snapshot``). A
+    ``description`` is kept as given: the Snapshot resource's ``description`` is "an optional description
+    of this resource. Provide this property when you create the resource"
+    (https://cloud.google.com/compute/docs/reference/rest/v1/snapshots), and snapshots.get returns it.
     """
     path = f"projects/{project}/global/snapshots/{spec['name']}"
     snapshot: Json = {
@@ -136,6 +146,8 @@ def seed_snapshot(world: World, project: str, spec: Mapping[str, Any]) -> Json:
         "diskSizeGb": str(spec.get("diskSizeGb", 10)),
         "selfLink": world.url(path),
     }
+    if spec.get("description") is not None:
+        snapshot["description"] = str(spec["description"])
     if spec.get("sourceDisk"):
         disk_path = resource_path(spec["sourceDisk"])
         snapshot["sourceDisk"] = world.url(disk_path)

@@ -130,6 +130,124 @@ def _network_interfaces(world: World, project: str, zone: str, specs: Any) -> li
     return out
 
 
+# Metadata (the Instance resource's ``metadata``, https://cloud.google.com/compute/docs/reference/rest/v1/
+# instances#Metadata): items[].key "must conform to the following regexp: [a-zA-Z0-9-_]+, and be less than
+# 128 bytes in length"; items[].value "must be less than or equal to 262144 bytes (256 KiB)"; "the total
+# size of all keys and values must be less than 512 KiB". ``fingerprint`` is the server's on insert.
+METADATA_KEY_RE = re.compile(r"^[a-zA-Z0-9_-]{1,127}$")
+METADATA_VALUE_MAX = 262144
+METADATA_TOTAL_MAX = 512 * 1024
+# Scheduling (https://cloud.google.com/compute/docs/reference/rest/v1/instances#Scheduling), the fields
+# modelled: automaticRestart (boolean), onHostMaintenance (MIGRATE | TERMINATE), preemptible (boolean),
+# provisioningModel (STANDARD | SPOT). "For preemptible instances, the default and only possible behavior
+# is TERMINATE" (onHostMaintenance), and preemptible instances cannot be restarted automatically.
+SCHEDULING_ENUMS = {"onHostMaintenance": {"MIGRATE", "TERMINATE"}, "provisioningModel": {"STANDARD", "SPOT"}}
+SCHEDULING_BOOLEANS = {"automaticRestart", "preemptible"}
+# Tags (https://cloud.google.com/compute/docs/reference/rest/v1/instances#Tags): items[] "Each tag within
+# the list must comply with RFC1035", 1-63 characters; the fingerprint is the server's on insert.
+TAG_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def _metadata_items(metadata: Any) -> list[Json]:
+    """``metadata.items[]`` as given, each ``{"key", "value"}`` checked (see METADATA_KEY_RE); anything
+    else in ``metadata`` (but ``kind`` and ``fingerprint``) is not modelled: 400."""
+    if metadata is None:
+        return []
+    if not isinstance(metadata, dict):
+        raise ApiError(400, "invalid", "Invalid value for field 'resource.metadata'")
+    check_fields(metadata, frozenset({"items", "fingerprint"}), "resource.metadata")
+    items = metadata.get("items") or []
+    if not isinstance(items, list):
+        raise ApiError(400, "invalid", "Invalid value for field 'resource.metadata.items'")
+    keys: set[str] = set()
+    total = 0
+    for number, item in enumerate(items):
+        field = f"resource.metadata.items[{number}]"
+        if not isinstance(item, dict):
+            raise ApiError(400, "invalid", f"Invalid value for field '{field}'")
+        check_fields(item, frozenset({"key", "value"}), field)
+        key, value = item.get("key"), item.get("value", "")
+        if not isinstance(key, str) or not METADATA_KEY_RE.match(key):
+            raise ApiError(400, "invalid", f"Invalid value for field '{field}.key': {key!r}")
+        if key in keys:
+            raise ApiError(400, "invalid", f"Invalid value for field '{field}.key': duplicate key {key!r}")
+        if not isinstance(value, str) or len(value.encode()) > METADATA_VALUE_MAX:
+            raise ApiError(400, "invalid", f"Invalid value for field '{field}.value': at most 256 KiB")
+        keys.add(key)
+        total += len(key.encode()) + len(value.encode())
+    if total >= METADATA_TOTAL_MAX:
+        raise ApiError(
+            400, "invalid", "Invalid value for field 'resource.metadata': less than 512 KiB in all"
+        )
+    return [{"key": item["key"], "value": item.get("value", "")} for item in items]
+
+
+def _tags(tags: Any) -> Json | None:
+    if tags is None:
+        return None
+    if not isinstance(tags, dict):
+        raise ApiError(400, "invalid", "Invalid value for field 'resource.tags'")
+    check_fields(tags, frozenset({"items"}), "resource.tags")
+    items = tags.get("items") or []
+    if not isinstance(items, list) or not all(isinstance(t, str) and TAG_RE.match(t) for t in items):
+        raise ApiError(400, "invalid", f"Invalid value for field 'resource.tags.items': {items!r}")
+    return {"items": list(items), "fingerprint": fingerprint(items)}
+
+
+def _service_accounts(accounts: Any) -> list[Json] | None:
+    """serviceAccounts[] (https://cloud.google.com/compute/docs/reference/rest/v1/instances, "A list of
+    service accounts, with their specified scopes, authorized for this instance. Only one service account
+    per VM instance is supported."): ``email`` and ``scopes[]`` (URLs)."""
+    if accounts is None:
+        return None
+    if not isinstance(accounts, list) or len(accounts) > 1:
+        raise ApiError(400, "invalid", "Invalid value for field 'resource.serviceAccounts': at most one")
+    out = []
+    for number, account in enumerate(accounts):
+        field = f"resource.serviceAccounts[{number}]"
+        if not isinstance(account, dict):
+            raise ApiError(400, "invalid", f"Invalid value for field '{field}'")
+        check_fields(account, frozenset({"email", "scopes"}), field)
+        email, scopes = account.get("email"), account.get("scopes") or []
+        if not isinstance(email, str) or not re.fullmatch(r"[^@\s/]+@[^@\s/]+|default", email):
+            raise ApiError(400, "invalid", f"Invalid value for field '{field}.email': {email!r}")
+        if not isinstance(scopes, list) or not all(
+            isinstance(x, str) and x.startswith("https://") for x in scopes
+        ):
+            raise ApiError(400, "invalid", f"Invalid value for field '{field}.scopes': {scopes!r}")
+        out.append({"email": email, "scopes": list(scopes)})
+    return out
+
+
+def _scheduling(scheduling: Any) -> Json | None:
+    if scheduling is None:
+        return None
+    if not isinstance(scheduling, dict):
+        raise ApiError(400, "invalid", "Invalid value for field 'resource.scheduling'")
+    check_fields(scheduling, frozenset(SCHEDULING_ENUMS) | SCHEDULING_BOOLEANS, "resource.scheduling")
+    for key, allowed in SCHEDULING_ENUMS.items():
+        if key in scheduling and scheduling[key] not in allowed:
+            raise ApiError(
+                400, "invalid", f"Invalid value for field 'resource.scheduling.{key}': {scheduling[key]!r}"
+            )
+    for key in SCHEDULING_BOOLEANS:
+        if key in scheduling and not isinstance(scheduling[key], bool):
+            raise ApiError(
+                400, "invalid", f"Invalid value for field 'resource.scheduling.{key}': {scheduling[key]!r}"
+            )
+    preemptible = scheduling.get("preemptible") or scheduling.get("provisioningModel") == "SPOT"
+    if preemptible and (
+        scheduling.get("automaticRestart") or scheduling.get("onHostMaintenance") == "MIGRATE"
+    ):
+        raise ApiError(
+            400,
+            "invalid",
+            "Invalid value for field 'resource.scheduling': preemptible and Spot VMs take onHostMaintenance "
+            "TERMINATE and no automatic restart",
+        )
+    return dict(scheduling)
+
+
 def insert_instance(
     world: World, project: str, zone: str, body: Mapping[str, Any], query: Mapping[str, str]
 ) -> Operation:
@@ -143,7 +261,9 @@ def insert_instance(
     device name to apply to this disk, in the form persistent-disk-x"); two disks of one VM cannot share
     one. ``autoDelete`` ("Specifies whether the disk will be auto-deleted when the instance is deleted")
     defaults to false. ``machineType`` is required, in the VM's zone. ``labels``, ``metadata``, ``tags``,
-    ``serviceAccounts``, ``scheduling``, ``deletionProtection``, ``description`` are kept as given.
+    ``serviceAccounts``, ``scheduling``, ``deletionProtection``, ``description`` are kept as given, each
+    checked first (see ``_metadata_items``, ``_tags``, ``_service_accounts``, ``_scheduling``: a field of
+    them the emulator does not model is 400).
 
     Status (the reference's values PROVISIONING, STAGING, RUNNING, ...): PROVISIONING, then STAGING when
     the operation is DONE (after ``instance_provision``), then RUNNING after the ``start`` timing. That
@@ -193,10 +313,12 @@ def insert_instance(
         )
     nics = _network_interfaces(world, project, zone, body.get("networkInterfaces"))
     labels = check_labels(body.get("labels"), "resource.labels")
-    metadata = body.get("metadata") or {}
-    items = metadata.get("items") if isinstance(metadata, dict) else None
-    if not isinstance(metadata, dict) or not isinstance(items or [], list):
-        raise ApiError(400, "invalid", "Invalid value for field 'resource.metadata'")
+    items = _metadata_items(body.get("metadata"))
+    extra = {
+        "tags": _tags(body.get("tags")),
+        "serviceAccounts": _service_accounts(body.get("serviceAccounts")),
+        "scheduling": _scheduling(body.get("scheduling")),
+    }
     instance: Json = {
         "kind": "compute#instance",
         "id": world.new_id(path + str(world.clock.now())),
@@ -217,9 +339,9 @@ def insert_instance(
         "creationTimestamp": world.clock.timestamp(),
         "deletionProtection": bool(body.get("deletionProtection", False)),
     }
-    for key in ("description", "tags", "serviceAccounts", "scheduling"):
-        if body.get(key) is not None:
-            instance[key] = body[key]
+    if body.get("description") is not None:
+        instance["description"] = body["description"]
+    instance.update({key: value for key, value in extra.items() if value is not None})
     for disk_path in paths:
         world.disks[disk_path]["users"].append(world.url(path))
 

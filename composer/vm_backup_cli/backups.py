@@ -8,14 +8,20 @@ Airflow has it, else Application Default Credentials, and ``GCE_VM_BACKUP_COMPUT
 endpoint (the emulator). The logic is ``gce_vm_backup.freshness`` (the freshness check DAG and the UI
 page show the same).
 
+A VM is its path (project, zone, name): two VMs named alike in two zones are listed apart, each with
+its own sets. A VM that no longer exists is still listed with its sets, marked ``GONE`` (``"exists":
+false`` in the JSON): a deleted VM's sets are what a restore needs.
+
 Exit codes: 0 listed (stale VMs included: they are flagged, in the JSON as ``"stale": true``), 1 the config
-is invalid or a listing failed (one line each), 2 wrong usage (a missing config file, an unknown group).
+is invalid, a connection's credentials cannot be read (its ``key_path`` names no file), or a listing failed
+(one line each), 2 wrong usage (a missing config file, an unknown group).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -81,11 +87,21 @@ def run(args: argparse.Namespace) -> int:
     found: dict[str, list[VmBackups]] = {}
     for gid, group in groups.items():
         try:
-            found[gid] = collect_group(
-                _hook(group.gcp_conn_id), gid, group, deployment=config.deployment, now=now
-            )
+            hook = _hook(group.gcp_conn_id)
+            unusable = credentials_problem(hook)
+            if unusable is not None:
+                print(f"backups: group {gid}: {unusable}", file=sys.stderr)
+                return 1
+            found[gid] = collect_group(hook, gid, group, deployment=config.deployment, now=now)
         except (BackupError, GoogleAuthError) as exc:  # no credentials, a bad endpoint, an API error
             print(f"backups: group {gid}: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # a credentials file that cannot be read
+            print(
+                f"backups: group {gid}: connection {group.gcp_conn_id!r}: cannot read its credentials: "
+                f"{' '.join(str(exc).split())}",
+                file=sys.stderr,
+            )
             return 1
     if args.json:
         print(json.dumps(as_json(found, config.deployment, now), indent=2))
@@ -98,6 +114,20 @@ def _hook(gcp_conn_id: str) -> Any:
     from gce_vm_backup.hook import ComputeBackupHook
 
     return ComputeBackupHook(gcp_conn_id=gcp_conn_id)
+
+
+def credentials_problem(hook: Any) -> str | None:
+    """Why the hook's connection cannot give credentials, before any call: a ``key_path`` extra that names
+    no readable file. None when nothing is wrong that can be seen without Google."""
+    extras = getattr(hook, "extras", None) or {}
+    key_path = extras.get("key_path") or extras.get("extra__google_cloud_platform__key_path")
+    if not key_path:
+        return None
+    if not os.path.isfile(key_path):
+        return f"connection {hook.gcp_conn_id!r}: key_path {key_path} does not exist or is not a file"
+    if not os.access(key_path, os.R_OK):
+        return f"connection {hook.gcp_conn_id!r}: key_path {key_path} cannot be read"
+    return None
 
 
 def as_json(found: dict[str, list[VmBackups]], deployment: str, now: datetime) -> dict[str, Any]:
@@ -133,6 +163,8 @@ def format_table(found: dict[str, list[VmBackups]], schedules: dict[str, str | N
             else:
                 state = f"newest READY set {format_age(vm.age)} old"
             note = "" if vm.in_config else " (no longer a target of the group)"
+            if not vm.exists:
+                note += " GONE: no VM at this path now (restore it from a set)"
             lines.append(f"  {flag}{vm.vm}: {state}, {len(vm.sets)} set(s){note}")
             for snapshot_set in vm.sets[:SETS_SHOWN]:
                 disks = ", ".join(f"{s.disk_name} {s.status}" for s in snapshot_set.snapshots)

@@ -14,6 +14,13 @@ from gce_vm_backup.restore_sets import newest_complete, snapshot_sets
 
 P, Z = "backup-project", "us-central1-a"
 T0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
+# These snapshots have no manifest (made before manifests): they are grouped for the live VM that has
+# their disks attached (restore_sets), here web-1.
+LIVE = {
+    f"projects/{P}/zones/{Z}/instances/web-1": [
+        f"projects/{P}/zones/{Z}/disks/{d}" for d in ("web-1", "web-1-data")
+    ]
+}
 
 
 def snap(
@@ -45,6 +52,7 @@ def test_snapshots_of_one_run_form_one_set_and_sets_come_newest_first():
         ],
         group="web",
         deployment="test",
+        attached=LIVE,
     )
 
     (vm,) = sets
@@ -68,6 +76,7 @@ def test_snapshots_without_the_run_label_group_by_the_stamp_in_their_name():
         ],
         group="web",
         deployment="test",
+        attached=LIVE,
     )
 
     assert [(s.run, len(s.snapshots)) for s in sets[f"projects/{P}/zones/{Z}/instances/web-1"]] == [
@@ -112,7 +121,7 @@ def test_compute_v1_snapshot_objects_work_as_well_as_json():
         creation_timestamp=data["creationTimestamp"],
         self_link=data["selfLink"],
     )
-    ((only,),) = snapshot_sets([snapshot], group="web", deployment="test").values()
+    ((only,),) = snapshot_sets([snapshot], group="web", deployment="test", attached=LIVE).values()
     assert (only.storage_bytes, only.complete, only.created_at) == (7, True, T0)
 
 
@@ -146,7 +155,7 @@ def test_the_runs_are_counted_in_the_dags_timezone_across_a_dst_change():
 
 def _vm(sets_at, *, schedule="0 3 * * *", now=T0 + timedelta(hours=5), in_config=True, since=None):
     snaps = [snap(f"s{i}", "web-1", run=f"r{i}", at=at) for i, at in enumerate(sets_at)]
-    sets = snapshot_sets(snaps, group="web", deployment="test").get(
+    sets = snapshot_sets(snaps, group="web", deployment="test", attached=LIVE).get(
         f"projects/{P}/zones/{Z}/instances/web-1", []
     )
     runs = schedule_runs(schedule, now=now)
@@ -191,7 +200,10 @@ def test_an_incomplete_newer_set_does_not_make_a_vm_fresh():
     now = T0 + timedelta(hours=5)
     failed = snap("new", "web-1", run="new", at=now - timedelta(hours=1), status="FAILED")
     sets = snapshot_sets(
-        [failed, snap("old", "web-1", run="old", at=now - timedelta(days=4))], group="web", deployment="test"
+        [failed, snap("old", "web-1", run="old", at=now - timedelta(days=4))],
+        group="web",
+        deployment="test",
+        attached=LIVE,
     )
     vm = _vm([])
     vm = VmBackups(
@@ -221,3 +233,27 @@ def test_an_incomplete_newer_set_does_not_make_a_vm_fresh():
 )
 def test_ages_read_as_days_hours_minutes(age, text):
     assert format_age(age) == text
+
+
+def test_a_vm_made_again_under_its_name_is_not_fresh_by_its_predecessors_sets():
+    from dataclasses import replace
+
+    old = _vm([T0 + timedelta(minutes=2)])
+    predecessor = tuple(replace(s, vm_id="41") for s in old.sets)
+    now = old.checked_at
+    made_again = VmBackups(
+        group="web",
+        vm=old.vm,
+        in_config=True,
+        sets=predecessor,
+        checked_at=now,
+        period=old.period,
+        stale_before=old.stale_before,
+        since=old.since,
+        vm_id="42",
+    )
+
+    assert made_again.newest is None
+    assert made_again.stale
+    assert len(made_again.sets) == 1  # still listed
+    assert not replace(made_again, vm_id="41").stale

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -31,6 +32,9 @@ def snap(name, disk, *, run=None, status="READY", day=1, group="web", deployment
 
 
 def sets_of(*snapshots, **kwargs):
+    """Sets of snapshots made before manifests: grouped only for the live VM that has their disks attached
+    (here web-1 with both of its disks, unless the test says otherwise)."""
+    kwargs.setdefault("attached", {VM: [WEB, DATA]})
     return snapshot_sets(snapshots, group="web", deployment="test", **kwargs)
 
 
@@ -99,14 +103,17 @@ def test_choose_set_names_why_it_cannot_restore():
     assert "vm-backup backups" in choose_set(sets, "r9")[1]
 
 
-def test_a_vm_path_comes_from_the_known_vms_when_its_disks_are_regional():
+def test_a_snapshot_without_a_manifest_belongs_to_the_live_vm_that_has_its_disk_attached():
     vm = f"projects/{P}/zones/us-central1-b/instances/db-1"
-    sets = sets_of(snap("s", SHARED, run="r1", instance="db-1"), vms=[vm])
+    sets = sets_of(snap("s", SHARED, run="r1", instance="db-1"), attached={vm: [SHARED]})
 
     assert list(sets) == [vm]
-    assert sets_of(snap("s", SHARED, run="r1", instance="db-1")).keys() == {
-        f"projects/{P}/zones/-/instances/db-1"
-    }
+    # no live VM has it attached, or two VMs named db-1 do (a regional disk in two zones): in no set
+    assert sets_of(snap("s", SHARED, run="r1", instance="db-1"), attached={}) == {}
+    other = f"projects/{P}/zones/us-central1-c/instances/db-1"
+    assert (
+        sets_of(snap("s", SHARED, run="r1", instance="db-1"), attached={vm: [SHARED], other: [SHARED]}) == {}
+    )
 
 
 def test_with_boot_disk_marks_exactly_one_snapshot():
@@ -129,3 +136,81 @@ def test_a_hostile_group_cannot_go_into_the_filter(hostile):
 
     with pytest.raises(ConfigError):
         group_filter(deployment=hostile, group="web")
+
+
+# ---- sets by VM identity (snapshots carrying the VM's manifest) -------------------------------------
+def manifest(
+    zone="us-central1-a", name="web-1", vm_id="42", disks=((WEB, True, "7001"), (DATA, False, "7002"))
+):
+    return {
+        "vm": {"project": P, "zone": zone, "name": name, "id": vm_id},
+        "disks": [
+            {"source": d, "device": d.rsplit("/", 1)[-1], "boot": boot, "mode": "READ_WRITE", "id": disk_id}
+            for d, boot, disk_id in disks
+        ],
+        "spec": {"machine_type": "e2-small"},
+    }
+
+
+def described(name, disk, *, body=None, source_id=None, **kwargs):
+    from gce_vm_backup import vm_manifest
+
+    snapshot = snap(name, disk, **kwargs)
+    body = body or manifest()
+    snapshot["description"] = vm_manifest.describe(body, disk_source=disk)
+    entry = next((d for d in body["disks"] if d["source"] == disk), {})
+    snapshot["sourceDiskId"] = source_id or entry.get("id", "1")
+    return snapshot
+
+
+def identity_sets(*snapshots):
+    return snapshot_sets(snapshots, group="web", deployment="test")
+
+
+def test_a_manifest_set_needs_no_live_vm_and_names_the_vm_its_id_and_its_boot_disk():
+    (only,) = identity_sets(described("a1", WEB, run="r1"), described("a2", DATA, run="r1"))[VM]
+
+    assert (only.vm_id, only.complete, only.manifest.vm.path) == ("42", True, VM)
+    assert {s.disk_source: s.boot for s in only.snapshots} == {WEB: True, DATA: False}
+    as_dict = only.as_dict()
+    assert json.loads(json.dumps(as_dict)) == as_dict
+    assert as_dict["manifest"]["disks"][0]["source"] == WEB
+    assert as_dict["manifest"]["spec"] == {"machine_type": "e2-small"}
+
+
+def test_a_vm_made_again_under_its_name_has_sets_of_its_own_id():
+    sets = identity_sets(
+        described("old", WEB, run="r1", day=1, body=manifest(vm_id="41", disks=((WEB, True, "7001"),))),
+        described("new", WEB, run="r2", day=2, body=manifest(vm_id="42", disks=((WEB, True, "7001"),))),
+    )[VM]
+
+    assert [(s.run, s.vm_id) for s in sets] == [("r2", "42"), ("r1", "41")]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"source_id": "9999"}, "a disk of the same name, deleted and made again"),
+        ({"instance": "batch-1"}, "labelled as another VM than the manifest names"),
+        ({"body": manifest(zone="us-central1-b")}, "a zonal disk in another zone than the VM's"),
+        ({"body": manifest(disks=((DATA, False, "7002"),))}, "a disk the VM did not have"),
+    ],
+)
+def test_a_snapshot_that_its_manifest_does_not_vouch_for_joins_no_set(change, why):
+    sets = identity_sets(described("a1", WEB, run="r1", **change), described("a2", DATA, run="r1"))
+
+    assert [s.name for s in sets[VM][0].snapshots] == ["a2"], why
+    assert not sets[VM][0].complete
+
+
+def test_a_disk_recorded_as_not_covered_is_not_needed_for_a_complete_set():
+    body = manifest()
+    body["disks"][1]["covered"] = False
+
+    (only,) = identity_sets(described("a1", WEB, run="r1", body=body))[VM]
+
+    assert only.complete
+    assert only.expected_disks == [WEB]
+    (without,) = identity_sets(described("a1", WEB, run="r1"))[VM]
+    assert not without.complete
+    assert without.missing == [DATA]

@@ -224,3 +224,76 @@ def test_boot_checks(hook):
     assert boot_check_passed(hook, project=P, zone=Z, name="vm", check=check)
     hook.get_guest_attributes.return_value = compute_v1.GuestAttributes(variable_value="starting")
     assert not boot_check_passed(hook, project=P, zone=Z, name="vm", check=check)
+
+
+def test_a_rebuilt_instance_takes_every_interface_without_external_ip_and_the_manifests_settings():
+    instance = build_instance(
+        project=P,
+        zone=Z,
+        name="web-1",
+        machine_type="n2-standard-2",
+        disks=[{"source": "projects/p/zones/z/disks/boot", "device_name": "root", "boot": True}],
+        labels={"app": "shop", **LABELS},
+        network=None,
+        network_interfaces=[
+            {
+                "network": "projects/p/global/networks/prod",
+                "subnetwork": "projects/p/regions/us-central1/subnetworks/a",
+            },
+            {"network": "backend", "subnetwork": None},
+        ],
+        service_accounts=[{"email": "web@p.iam.gserviceaccount.com", "scopes": ["https://x/y"]}],
+        scheduling={"automaticRestart": False, "onHostMaintenance": "TERMINATE", "preemptible": True},
+        tags=["http-server"],
+        metadata={"startup-script": "echo up"},
+    )
+
+    assert [(n.network, n.subnetwork, list(n.access_configs)) for n in instance.network_interfaces] == [
+        ("projects/p/global/networks/prod", "projects/p/regions/us-central1/subnetworks/a", []),
+        (f"projects/{P}/global/networks/backend", "", []),
+    ]
+    assert [(a.email, list(a.scopes)) for a in instance.service_accounts] == [
+        ("web@p.iam.gserviceaccount.com", ["https://x/y"])
+    ]
+    scheduling = compute_v1.Scheduling.to_dict(instance.scheduling)
+    assert (
+        scheduling["automatic_restart"],
+        scheduling["on_host_maintenance"],
+        scheduling["preemptible"],
+    ) == (
+        False,
+        "TERMINATE",
+        True,
+    )
+    assert list(instance.tags.items) == ["http-server"]
+    assert [(i.key, i.value) for i in instance.metadata.items] == [("startup-script", "echo up")]
+    assert instance.labels["app"] == "shop"
+
+
+def test_ensure_disk_gives_the_disk_type_when_the_plan_has_one(hook):
+    hook.get_disk.return_value = None
+
+    ensure_disk(
+        hook,
+        project=P,
+        zone=Z,
+        name="d1",
+        source_snapshot="projects/p/global/snapshots/s1",
+        labels=LABELS,
+        request_id="rid",
+        timeout=60,
+        disk_type="pd-ssd",
+    )
+
+    assert hook.insert_disk.call_args.kwargs["disk_type"] == "pd-ssd"
+
+
+def test_ensure_instance_adopts_by_the_runs_labels_only_when_told_which_they_are(hook):
+    instance = compute_v1.Instance(name="web-1", labels={"app": "shop", **LABELS})
+    hook.get_instance.return_value = compute_v1.Instance(name="web-1", labels={"app": "changed", **LABELS})
+    kwargs = {"project": P, "zone": Z, "instance": instance, "request_id": "r", "timeout": 60}
+
+    assert ensure_instance(hook, **kwargs, owner_labels=LABELS) == "adopted"
+    with pytest.raises(BackupError, match="is not this run's"):
+        ensure_instance(hook, **kwargs, owner_labels={**LABELS, DRILL_KEY: "another-run"})
+    hook.insert_instance.assert_not_called()

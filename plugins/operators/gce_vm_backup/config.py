@@ -128,6 +128,10 @@ class SnapshotSettings(_Model):
     snapshot_type: Literal["STANDARD", "ARCHIVE"] | None = None
     guest_flush: bool = False
     description: str | None = Field(default=None, max_length=2048)
+    # The VM's metadata values (not only its keys) in the manifest every snapshot carries in its
+    # description (vm_manifest), for a rebuild of a deleted VM. Off by default: values may hold secrets,
+    # and whoever can read a snapshot can read its description.
+    keep_metadata_values: bool = False
 
     @field_validator("labels")
     @classmethod

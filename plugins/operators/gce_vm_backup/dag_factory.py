@@ -259,6 +259,8 @@ def _tier_group(
             instant_fallback=group.instant_fallback,
             deployment=deployment,
             group=group_id,
+            description=group.snapshot.description,  # the manifest's note
+            metadata_values=group.snapshot.keep_metadata_values,
             **common,
         )
         bring_back: dict[str, Any] = {

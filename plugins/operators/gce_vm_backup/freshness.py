@@ -6,8 +6,13 @@
 schedule: older than two schedule periods, counted in runs (older than the schedule's second latest run:
 two runs in a row made no usable set; or none at all by then since the group's start date), is STALE.
 A group without a schedule (manual runs, or ``@once``) is never stale. The VMs of a group are its
-explicit targets, the VMs its label selectors match now (``instances.list``), and any VM that has sets of
-the group; a VM that is no longer a target is shown, never flagged.
+explicit targets, the VMs its label selectors match now, and any VM that has sets of the group; a VM that
+is no longer a target is shown, never flagged. A VM is its path (project, zone, name): two VMs named alike
+in two zones or projects each have their own sets and freshness. The live VMs of the targets' projects are
+read once (``instances.aggregatedList``; the selectors are matched against it): a VM with sets but no live
+VM at its path is shown as gone (a deleted VM's sets are what a restore needs), and a live VM is fresh
+only by sets of its own instance id (or sets without a manifest, which ``restore_sets`` takes only for
+disks attached to it now), not by those of a VM of the same name deleted before it.
 
 ``build_freshness_dag(config)`` builds ``gce_vm_backup_freshness`` (hourly), one task per scheduled group
 that fails naming each stale VM and its age; the task's failure callbacks are the group's ``notify``
@@ -31,7 +36,14 @@ from gce_vm_backup._build import init_super
 from gce_vm_backup._compat import AirflowFailException
 from gce_vm_backup.config import BackupConfig, ExplicitTarget, Group, SelectorTarget
 from gce_vm_backup.report import notifiers_from_config
-from gce_vm_backup.restore_sets import READY, SnapshotSet, group_filter, newest_complete, snapshot_sets
+from gce_vm_backup.restore_sets import (
+    READY,
+    SnapshotSet,
+    attached_of,
+    group_filter,
+    newest_complete,
+    snapshot_sets,
+)
 
 if TYPE_CHECKING:
     from gce_vm_backup.hook import ComputeBackupHook
@@ -84,10 +96,20 @@ class VmBackups:
     period: timedelta | None  # between the schedule's two latest runs; None: manual
     stale_before: datetime | None  # the schedule's second latest run: a newest set older is stale
     since: datetime | None = None  # the group's start date, for a VM with no usable set
+    exists: bool = True  # False: no VM at this path now (deleted): its sets are listed, marked gone
+    vm_id: str | None = None  # the live VM's instance id, when known
     newest: SnapshotSet | None = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "newest", newest_complete(self.sets))
+        object.__setattr__(self, "newest", newest_complete(self.own_sets))
+
+    @property
+    def own_sets(self) -> tuple[SnapshotSet, ...]:
+        """The sets of this VM itself: with the live VM's id known, those of that id (and sets without
+        a manifest); every set otherwise."""
+        if not self.vm_id:
+            return self.sets
+        return tuple(s for s in self.sets if s.vm_id in ("", self.vm_id))
 
     @property
     def age(self) -> timedelta | None:
@@ -130,6 +152,8 @@ class VmBackups:
             "group": self.group,
             "vm": self.vm,
             "in_config": self.in_config,
+            "exists": self.exists,
+            "vm_id": self.vm_id,
             "stale": self.stale,
             "age_seconds": None if self.age is None else int(self.age.total_seconds()),
             "schedule_period_seconds": None if self.period is None else int(self.period.total_seconds()),
@@ -162,6 +186,7 @@ def set_json(snapshot_set: SnapshotSet) -> dict[str, Any]:
         "created_at": set_time(snapshot_set).isoformat(),
         "status": set_status(snapshot_set),
         "complete": snapshot_set.complete,
+        "vm_id": snapshot_set.vm_id,
         "storage_bytes": snapshot_set.storage_bytes,
         "snapshots": [
             {"name": s.name, "disk": s.disk_source, "status": s.status, "storage_bytes": s.storage_bytes}
@@ -182,26 +207,34 @@ def format_age(age: timedelta | None) -> str:
     return f"{hours}h {minutes}m" if hours else f"{minutes}m"
 
 
-def _targets(
-    hook: ComputeBackupHook, targets: Iterable[ExplicitTarget | SelectorTarget]
-) -> tuple[set[str], set[str]]:
-    """(the projects of the targets, the VM paths they name or their selectors match now)."""
-    from gce_vm_backup.labels import label_filter
-
-    projects: set[str] = set()
+def _targets(live: Mapping[str, Any], targets: Iterable[ExplicitTarget | SelectorTarget]) -> set[str]:
+    """The VM paths the targets name, or their selectors match now among the ``live`` VMs (a VM matches
+    when it carries every label of the selector with the same value, in one of its zones: the
+    ``labels.k = "v"`` filter the backup's resolve task sends)."""
     vms: set[str] = set()
     for target in targets:
-        projects.add(target.project)
         if isinstance(target, ExplicitTarget):
             vms.add(f"projects/{target.project}/zones/{target.zone}/instances/{target.instance}")
             continue
-        zones: list[str | None] = list(target.zones) if target.zones else [None]  # None: every zone
-        for zone in zones:
-            for vm_zone, instance in hook.list_instances(
-                project_id=target.project, zone=zone, filter=label_filter(dict(target.labels))
+        for path, instance in live.items():
+            _, project, _, zone, _, _ = path.split("/")
+            labels = dict(instance.labels or {})
+            if (
+                project == target.project
+                and (target.zones is None or zone in target.zones)
+                and all(labels.get(key) == value for key, value in target.labels.items())
             ):
-                vms.add(f"projects/{target.project}/zones/{vm_zone}/instances/{instance.name}")
-    return projects, vms
+                vms.add(path)
+    return vms
+
+
+def live_vms(hook: ComputeBackupHook, projects: Iterable[str]) -> dict[str, Any]:
+    """Every VM of ``projects`` now, by path (one ``instances.aggregatedList`` per project)."""
+    return {
+        f"projects/{project}/zones/{zone}/instances/{instance.name}": instance
+        for project in sorted(projects)
+        for zone, instance in hook.list_instances(project_id=project, zone=None)
+    }
 
 
 def collect_group(
@@ -210,14 +243,21 @@ def collect_group(
     """Every VM of the group with its sets and freshness, by VM path. Raises the hook's ApiError when a
     listing fails."""
     now = now or datetime.now(UTC)
-    projects, targets = _targets(hook, group.all_targets())
+    projects = {target.project for target in group.all_targets()}
+    live = live_vms(hook, projects)
+    targets = _targets(live, group.all_targets())
     expression = group_filter(deployment=deployment, group=group_id)
     snapshots = [
         snapshot
         for project in sorted(projects)
         for snapshot in hook.list_snapshots(project_id=project, filter=expression, of=f"group {group_id}")
     ]
-    sets = snapshot_sets(snapshots, group=group_id, deployment=deployment, vms=targets)
+    sets = snapshot_sets(
+        snapshots,
+        group=group_id,
+        deployment=deployment,
+        attached={vm: attached_of(instance) for vm, instance in live.items()},
+    )
     runs = schedule_runs(group.schedule, now=now, timezone=group.start_date.tzinfo)
     return [
         VmBackups(
@@ -229,6 +269,8 @@ def collect_group(
             period=None if runs is None else runs[0] - runs[1],
             stale_before=None if runs is None else runs[-1],
             since=group.start_date,
+            exists=vm in live,
+            vm_id=str(live[vm].id) if vm in live and live[vm].id else None,
         )
         for vm in sorted(targets | set(sets))
     ]

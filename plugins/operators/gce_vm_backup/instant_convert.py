@@ -16,6 +16,7 @@ from gce_vm_backup.instant_names import (
     ownership_mismatch,
     standard_name,
 )
+from gce_vm_backup.plan import snapshot_description
 from gce_vm_backup.waits import SlotFreeWait
 
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
@@ -84,7 +85,8 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
         if snapshot_type is not None:
             check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")
         self.instant_records, self.labels, self.description = instant_records, labels or {}, description
-        self.instance_record = instance_record  # the precheck's record: only names the VM in messages
+        # the precheck's record: names the VM in messages; its manifest is each snapshot's description
+        self.instance_record = instance_record
         self.storage_locations, self.snapshot_type = storage_locations, snapshot_type
         self._pending: list[str] = []
 
@@ -205,7 +207,11 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
         snapshot = compute_v1.Snapshot(
             name=name,
             labels=labels,
-            description=self.description or f"gce-vm-backup of {item['disk_source']} (VM {item['vm']})",
+            description=snapshot_description(  # the VM's manifest (restore_sets groups by it)
+                self.instance_record if isinstance(self.instance_record, dict) else {},
+                disk,
+                fallback=self.description or f"gce-vm-backup of {item['disk_source']} (VM {item['vm']})",
+            ),
         )
         if self.storage_locations:
             snapshot.storage_locations = list(self.storage_locations)

@@ -108,3 +108,99 @@ def snapshot_record(
         "status": status,
         "storage_bytes": storage_bytes,
     }
+
+
+def disk_details(hook: Any, instance: Any) -> dict[str, dict[str, str]]:
+    """``{"id", "type"}`` (the type's name) of every persistent disk attached to ``instance``, by path: one
+    disks.get / regionDisks.get each (a VM's attached-disk entries carry neither). Raises the hook's
+    ApiError (ResourceNotFoundError for a disk deleted meanwhile)."""
+    details = {}
+    for source in persistent_disks(instance):
+        parts = source.split("/")
+        scope = {"region": parts[3]} if parts[2] == "regions" else {"zone": parts[3]}
+        disk = hook.get_disk(project_id=parts[1], name=parts[5], **scope)
+        details[source] = {"id": str(disk.id), "type": str(disk.type_).rstrip("/").rsplit("/", 1)[-1]}
+    return details
+
+
+def vm_manifest_of(
+    instance: Any,
+    *,
+    project: str,
+    zone: str,
+    disks: list[dict[str, Any]],
+    details: dict[str, dict[str, str]] | None = None,
+    note: str | None = None,
+    metadata_values: bool = False,
+) -> dict[str, Any]:
+    """The VM's manifest (``vm_manifest.build``) as the InstanceRecord keeps it: every attached persistent
+    disk (with its ``id`` and ``type`` from ``details``, see ``disk_details``), ``"covered": false`` on each
+    one this VM's backup does not snapshot (not in ``disks``, the backed-up disk entries, or carried by
+    another VM), the group's snapshot description as ``note``.
+
+    When the description of one of its snapshots cannot hold the manifest even without its rebuild spec
+    (a VM with many disks), the disk entries are made lean: ``LEAN_DISK_FIELDS`` are left out in order
+    (named in the manifest's ``lean``) until it fits. Raises VmStateError, naming the VM, when even the
+    disk paths and boot flags do not fit: the backup refuses the VM before anything is stopped, rather
+    than make snapshots no restore can place.
+    """
+    from gce_vm_backup import vm_manifest
+    from gce_vm_backup.errors import VmStateError
+
+    manifest = vm_manifest.build(
+        instance,
+        project=project,
+        zone=zone,
+        disk_details=details,
+        metadata_values=metadata_values,
+        note=note,
+    )
+    covered = {str(disk["source"]) for disk in disks if not disk.get("carried_by")}
+    for entry in manifest["disks"]:
+        if entry["source"] not in covered:
+            entry["covered"] = False
+    problem = _fits(manifest, covered)
+    for fields in LEAN_DISK_FIELDS:
+        if problem is None:
+            break
+        # Too many disks for the full entries: leave out what only a rebuild's fidelity needs, never
+        # what a set needs (path, boot flag, covered), and say so in the manifest.
+        for entry in manifest["disks"]:
+            for key in fields:
+                if key != "mode" or entry.get("mode") == "READ_WRITE":  # READ_WRITE is parse's default
+                    entry.pop(key, None)
+        manifest["lean"] = [*manifest.get("lean", []), *fields]
+        problem = _fits(manifest, covered)
+    if problem is not None:
+        raise VmStateError(
+            f"VM projects/{project}/zones/{zone}/instances/{manifest['vm']['name']} cannot be backed up: "
+            f"{problem}. Its snapshots would carry no record of the VM, so no restore could place them."
+        )
+    return manifest
+
+
+# The disk entries' fields left out, in this order, of a manifest whose disk list does not fit in a
+# snapshot description otherwise (named in the manifest's ``lean``).
+LEAN_DISK_FIELDS = (("type",), ("id",), ("device", "mode"))
+
+
+def _fits(manifest: dict[str, Any], covered: set[str]) -> str | None:
+    from gce_vm_backup import vm_manifest
+
+    try:
+        for source in sorted(covered):
+            vm_manifest.describe(manifest, disk_source=source)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def snapshot_description(record: dict[str, Any], disk: dict[str, Any], *, fallback: str) -> str:
+    """The description of this run's snapshot of ``disk``: the VM's manifest (``vm_manifest.describe``)
+    from the InstanceRecord, or ``fallback`` for a record without one."""
+    from gce_vm_backup import vm_manifest
+
+    manifest = record.get("manifest")
+    if not manifest:
+        return fallback
+    return vm_manifest.describe(manifest, disk_source=str(disk["source"]))

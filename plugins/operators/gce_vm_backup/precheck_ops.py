@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from gce_vm_backup._base import LOCAL_SSD_CHOICES, HookMixin, check_choice
+from gce_vm_backup._base import LOCAL_SSD_CHOICES, HookMixin, as_bool, check_choice
 from gce_vm_backup._build import init_super, set_fields
 from gce_vm_backup.errors import ConfigError, VmStateError
 from gce_vm_backup.plan import (
@@ -16,20 +16,26 @@ from gce_vm_backup.plan import (
     STARTING_STATES,
     SUSPENDED_STATES,
     backed_up_disks,
+    disk_details,
     now_iso,
+    vm_manifest_of,
 )
 
 
 class PrecheckInstanceOperator(HookMixin, BaseOperator):
     """Read a VM and record what the backup needs (read-only). The setup of the per-VM chain.
 
-    Returns the InstanceRecord: project_id, zone, instance, prior_status, has_local_ssd, local_ssd and
-    every attached persistent disk (or the chosen subset) with source path, boot flag, size and
-    location; a disk that another VM's backup of this run snapshots (``carried_by``, from the resolve
-    task: disk path -> that VM's path) carries ``"carried_by": <VM path>``, and snapshot, verify and
-    retention of this VM leave it out. Raises VmStateError for a SUSPENDED VM (resuming and stopping it
-    would lose its memory state, so we refuse), a VM in transition, or local SSDs without an explicit
-    choice; ConfigError for a disk subset naming a disk that is not attached.
+    Returns the InstanceRecord: project_id, zone, instance, the instance ``id``, prior_status,
+    has_local_ssd, local_ssd, every attached persistent disk (or the chosen subset) with source path,
+    boot flag, size, location, disk ``id`` and ``type`` (``plan.disk_details``: one disks.get each), and
+    the VM's ``manifest`` (``plan.vm_manifest_of``: identity, every attached disk, rebuild spec,
+    ``description`` as its note, metadata values only with ``metadata_values``), which every snapshot of
+    the VM carries in its description. A disk that another
+    VM's backup of this run snapshots (``carried_by``, from the resolve task: disk path -> that VM's path)
+    carries ``"carried_by": <VM path>``, and snapshot, verify and retention of this VM leave it out.
+    Raises VmStateError for a SUSPENDED VM (resuming and stopping it would lose its memory state, so we
+    refuse), a VM in transition, local SSDs without an explicit choice, or a manifest too big for a
+    snapshot description; ConfigError for a disk subset naming a disk that is not attached.
     """
 
     template_fields: Sequence[str] = ("project_id", "zone", "instance", "disks", "local_ssd", "carried_by")
@@ -44,6 +50,8 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
     deployment: str | None
     group: str | None
     instant_timeout: float
+    description: str | None
+    metadata_values: bool
 
     def __init__(
         self,
@@ -59,6 +67,8 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         deployment: str | None = None,
         group: str | None = None,
         instant_timeout: float = 900,
+        description: str | None = None,
+        metadata_values: bool = False,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
@@ -77,6 +87,8 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
             deployment=deployment,
             group=group,
             instant_timeout=instant_timeout,
+            description=description,
+            metadata_values=metadata_values,
             gcp_conn_id=gcp_conn_id,
             impersonation_chain=impersonation_chain,
         )
@@ -110,15 +122,29 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
                 "Set local_ssd to 'discard' or 'preserve' in the config to back it up."
             )
         attached = backed_up_disks(instance, vm=vm, wanted=self.disks, carried_by=self.carried_by)
+        details = disk_details(self.hook, instance)
+        for entry in attached:  # the capture adopts only a snapshot of this disk id; instant mode's type
+            entry.update(details.get(str(entry["source"]), {}))
+        manifest = vm_manifest_of(
+            instance,
+            project=self.project_id,
+            zone=self.zone,
+            disks=attached,
+            details=details,
+            note=self.description,
+            metadata_values=as_bool(self.metadata_values, name="metadata_values"),
+        )
         record = {
             "project_id": self.project_id,
             "zone": self.zone,
             "instance": self.instance,
+            "id": manifest["vm"]["id"],
             "prior_status": status,
             "has_local_ssd": has_local_ssd,
             "local_ssd": self.local_ssd,
             "disks": attached,
             "checked_at": now_iso(),
+            "manifest": manifest,
         }
         if self.snapshot_mode == "instant":
             record["snapshot_mode"] = self._instant_mode(record, context)

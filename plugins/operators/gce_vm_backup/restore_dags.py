@@ -47,7 +47,12 @@ from gce_vm_backup.restore_sets import NEWEST
 
 RESTORE_PREFIX = "gce_vm_backup_restore__"
 DRILL_PREFIX = "gce_vm_backup_drill__"
-VM_NAME_PATTERN = r"^([a-z]+-[a-z]+[0-9]+-[a-z]/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+VM_NAME_PATTERN = (
+    r"^([a-z]+-[a-z]+[0-9]+-[a-z]/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+    # or the VM's path, as `vm-backup backups` lists it (also a VM that no longer exists)
+    r"|^projects/[a-z][-a-z0-9]{4,28}[a-z0-9]/zones/[a-z]+-[a-z]+[0-9]+-[a-z]/instances/"
+    r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+)
 APPROVAL_TIMEOUT = timedelta(hours=12)  # an unanswered approval ends the run; the VM was not touched
 STEP_TIMEOUT = 1800  # seconds per restore step (disks from snapshots of large disks take a while)
 # How long the chosen set is held from retention at most: the approval's wait and every step's bound, with
@@ -66,7 +71,8 @@ def restore_params(group_id: str, group: Group) -> dict[str, Param]:
             type=["null", "string"],
             pattern=VM_NAME_PATTERN,
             title="VM to restore",
-            description="zone/instance (or instance) of a VM of the group, label selectors included",
+            description="zone/instance (or instance) of a VM of the group, label selectors included, or "
+            "projects/P/zones/Z/instances/I; a VM that no longer exists is restored (new-vm) from its sets",
         )
     return {
         "vm": vm,

@@ -21,7 +21,7 @@ from gce_vm_backup._base import ERROR_XCOM_KEY
 from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import BackupError
 from gce_vm_backup.restore_base import RestoreTask, iso, now, seconds_between
-from gce_vm_backup.restore_sets import group_filter, newest_complete, snapshot_sets
+from gce_vm_backup.restore_sets import attached_of, group_filter, newest_complete, snapshot_sets
 from gce_vm_backup.restore_steps import (
     DRILL_KEY,
     boot_check_passed,
@@ -73,7 +73,18 @@ class DrillPlanOperator(RestoreTask):
                 project_id=project, filter=group_filter(deployment=self.deployment, group=self.group)
             )
         ]
-        sets = snapshot_sets(snapshots, group=self.group, deployment=self.deployment, vms=vms)
+        attached = {}  # the live VMs' disks, for snapshots made before manifests (restore_sets)
+        for vm in vms:
+            project, zone, instance = split_vm(vm)
+            try:
+                attached[vm] = attached_of(
+                    self.hook.get_instance(project_id=project, zone=zone, name=instance)
+                )
+            except BackupError:  # the VM is gone: only its sets with a manifest are drilled
+                continue
+        sets = snapshot_sets(
+            snapshots, group=self.group, deployment=self.deployment, vms=vms, attached=attached
+        )
         plans = [self._plan(vm, sets.get(vm, []), run_hash) for vm in vms]
         if not plans:
             plans = [{"vm": None, "error": f"group {self.group} has no VM to drill", "run_hash": run_hash}]

@@ -76,7 +76,8 @@ class _PlannedStep(RestoreTask):
 
 class CreateRestoreDisksOperator(_PlannedStep):
     """Make every disk of the plan from its snapshot (zonal in the VM's zone, regional in its region with
-    the same replica zones), or adopt it. Returns the new disks' paths."""
+    the same replica zones; of the disk type the plan gives, if any), or adopt it. Returns the new disks'
+    paths."""
 
     def execute(self, context: Any) -> list[str]:
         run_key = self.run_key(context)
@@ -93,6 +94,7 @@ class CreateRestoreDisksOperator(_PlannedStep):
                 request_id=run_key.request_id(disk["new_source"], "insert"),
                 timeout=self.timeout,
                 replica_zones=disk.get("replica_zones"),
+                disk_type=disk.get("disk_type"),
                 **location,
             )
             made.append(disk["new_source"])
@@ -101,11 +103,21 @@ class CreateRestoreDisksOperator(_PlannedStep):
 
 class CreateRestoredVmOperator(_PlannedStep):
     """new-vm: a VM beside the original, named ``plan["new_vm"]["name"]``, with the restored disks, the
-    original's (or the form's) machine type and network, no external IP; waits until it is RUNNING."""
+    original's (or the form's) machine type and network, no external IP; waits until it is RUNNING.
+
+    A VM that no longer exists is rebuilt (``new_vm["rebuilt"]``) with everything the plan took from its
+    manifest: network interfaces (no external IP), service accounts, scheduling, network tags, metadata
+    (the keys with a value) and labels, beside this run's own labels."""
 
     def execute(self, context: Any) -> dict[str, Any]:
         new_vm = self.plan["new_vm"]
         project, zone = self.plan["project"], self.plan["zone"]
+        rebuilt: dict[str, Any] = {}
+        if new_vm.get("rebuilt"):
+            rebuilt = {
+                key: new_vm[key]
+                for key in ("network_interfaces", "service_accounts", "scheduling", "tags", "metadata")
+            }
         instance = build_instance(
             project=project,
             zone=zone,
@@ -120,9 +132,10 @@ class CreateRestoredVmOperator(_PlannedStep):
                 }
                 for d in self.plan["disks"]
             ],
-            labels=self.labels(),
+            labels={**(new_vm.get("labels") or {}), **self.labels()},
             network=new_vm.get("network"),
             subnetwork=new_vm.get("subnetwork"),
+            **rebuilt,
         )
         path = f"projects/{project}/zones/{zone}/instances/{new_vm['name']}"
         self.failure_subject = f"create VM {path}"
@@ -133,6 +146,7 @@ class CreateRestoredVmOperator(_PlannedStep):
             instance=instance,
             request_id=self.run_key(context).request_id(path, "insert"),
             timeout=self.timeout,
+            owner_labels=self.labels(),
         )
         wait_for_status(
             self.hook,

@@ -1,18 +1,35 @@
 """Snapshot sets: every snapshot of one VM made by one backup run, the unit a restore or a drill takes.
 
-A snapshot belongs to a set only when it is this deployment's and group's (labels ``managed-by``,
-``gce-vm-backup-deployment``, ``gce-vm-backup-group``, checked here client-side whatever the list filter
-said). Snapshots of one VM (project from ``sourceDisk``, ``gce-vm-backup-instance``) are grouped by
-their ``gce-vm-backup-run`` label; older ones, made before that label, by the timestamp part of their
-name (``naming.snapshot_name``: ``<stem>-<YYYYmmddHHMMSS>-<hash8>``). A snapshot with neither is in no set.
+A VM is its identity, not its name: project, zone, name and the instance ``id`` Compute Engine gave it.
+Each snapshot a backup makes carries the VM's manifest in its description (``vm_manifest``): that
+identity, the disk the snapshot is of, and every disk attached at backup time. A snapshot joins a set
+only when all of these hold:
 
-A set is COMPLETE when every disk it records (distinct ``sourceDisk``) has a READY snapshot in it; it is
-READY when every snapshot in it is READY. A disk whose snapshot never got made at all (the run failed
-before) is not recorded anywhere, so "complete" is relative to the disks the set saw; replace-disks checks
-the set against the VM's attached disks again before it acts.
+1. it is this deployment's and group's (labels ``managed-by``, ``gce-vm-backup-deployment``,
+   ``gce-vm-backup-group``, checked here client-side whatever the list filter said), and its
+   ``gce-vm-backup-instance`` label is the manifest's VM name;
+2. Compute Engine's own ``sourceDisk`` (normalised to ``projects/...``) is the manifest's ``disk``, in
+   the VM's project (and, for a zonal disk, its zone): a description can be copied, ``sourceDisk`` cannot;
+3. that disk is one of the VM's recorded disks (``manifest.disks``) and, where that entry has an ``id``,
+   ``sourceDiskId`` is that id;
+4. it agrees with the set on the recorded disk list: the set's manifest is its boot disk snapshot's (else
+   the list most members share); a member recording another list is left out.
 
-Which disk was the boot disk is not in the labels: the restore takes the one whose ``sourceDisk`` is the
-VM's boot disk at restore time (``SetSnapshot.boot`` stays None until then).
+Sets are grouped by VM identity and run (``gce-vm-backup-run`` label, or the timestamp part of the name,
+``naming.snapshot_name``: ``<stem>-<YYYYmmddHHMMSS>-<hash8>``, for older snapshots) and keyed by VM path:
+two VMs named ``web-1`` in two zones or projects never share a set, and a VM deleted and made again under
+its name (another id) keeps its predecessor's sets apart (``SnapshotSet.vm_id``).
+
+Snapshots without a manifest (made before manifests) have no recorded identity. They are used only when
+the caller says which disks the live VM of that name has attached now (``attached``: VM path -> disk
+paths): such a snapshot joins the set of the one VM in its project whose name its instance label carries
+and which has its ``sourceDisk`` attached; with no such VM, or more than one, it is left out.
+
+A set is COMPLETE when every disk its manifest says this VM's backup snapshotted (``covered``: not a disk
+left out by the group's ``disks:`` option, nor one another VM's backup snapshots) has a READY snapshot in
+it; a set without a manifest, when every disk it has a snapshot of has a READY one. It is READY when every
+snapshot in it is READY. ``SetSnapshot.boot`` comes from the manifest (None without one: the restore then
+takes the VM's boot disk at restore time).
 
 Works on ``compute_v1.Snapshot`` objects and on the REST JSON (camelCase dicts) alike. Imports no
 Google library.
@@ -21,11 +38,13 @@ Google library.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gce_vm_backup import vm_manifest
 from gce_vm_backup.labels import (
     DEPLOYMENT_KEY,
     GROUP_KEY,
@@ -37,6 +56,7 @@ from gce_vm_backup.labels import (
     label_filter,
     label_value,
 )
+from gce_vm_backup.vm_manifest import Manifest, VmIdentity
 
 NEWEST = "newest"
 NAME_STAMP = re.compile(r"-(\d{14})-[0-9a-f]{8}$")
@@ -52,7 +72,7 @@ class SetSnapshot:
     status: str
     storage_bytes: int
     created_at: datetime | None
-    boot: bool | None = None  # None: not known from the snapshot (see the module docstring)
+    boot: bool | None = None  # from the manifest; None: not known (a snapshot without one)
 
     @property
     def disk_name(self) -> str:
@@ -73,17 +93,31 @@ class SnapshotSet:
 
     run: str  # the gce-vm-backup-run label value, or the name stamp YYYYmmddHHMMSS
     created_at: datetime | None
-    vm: str  # projects/P/zones/Z/instances/I (zone from a zonal disk; see vm_path_of)
+    vm: str  # projects/P/zones/Z/instances/I
     snapshots: tuple[SetSnapshot, ...]
+    vm_id: str = ""  # the instance id the manifest records; "" for a set without a manifest
+    manifest: Manifest | None = None  # the boot disk snapshot's manifest (else a member's); None: none
 
     @property
     def disks(self) -> list[str]:
         return sorted({s.disk_source for s in self.snapshots})
 
     @property
+    def expected_disks(self) -> list[str]:
+        """The disks a complete set has a READY snapshot of: those the manifest says this VM's backup
+        snapshotted; without a manifest, every disk the set has a snapshot of."""
+        if self.manifest is None:
+            return self.disks
+        return sorted(d.source for d in self.manifest.disks if d.covered)
+
+    @property
+    def missing(self) -> list[str]:
+        """The expected disks without a READY snapshot in the set."""
+        return [d for d in self.expected_disks if self.for_disk(d) is None]
+
+    @property
     def complete(self) -> bool:
-        ready = {s.disk_source for s in self.snapshots if s.status == READY}
-        return bool(self.snapshots) and ready == set(self.disks)
+        return bool(self.snapshots) and bool(self.expected_disks) and not self.missing
 
     @property
     def ready(self) -> bool:
@@ -112,9 +146,11 @@ class SnapshotSet:
             "run": self.run,
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "vm": self.vm,
+            "vm_id": self.vm_id,
             "complete": self.complete,
             "ready": self.ready,
             "storage_bytes": self.storage_bytes,
+            "manifest": manifest_dict(self.manifest) if self.manifest is not None else None,
             "snapshots": [
                 {
                     "name": s.name,
@@ -130,6 +166,16 @@ class SnapshotSet:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def manifest_dict(manifest: Manifest) -> dict[str, Any]:
+    """A manifest as plain JSON-able data (lists, dicts, strings): ``vm``, ``disk``, ``disks``,
+    ``spec``, ``cut``, ``note``."""
+    body = asdict(manifest)
+    body["disks"] = [dict(d) for d in body["disks"]]
+    body["cut"] = list(body["cut"])
+    body["spec"] = dict(manifest.spec)
+    return body
 
 
 def _get(snapshot: Any, attr: str, key: str) -> Any:
@@ -157,28 +203,91 @@ def group_filter(*, deployment: str, group: str) -> str:
     )
 
 
-def vm_path_of(project: str, instance_label: str, disks: Iterable[str], vms: Iterable[str] = ()) -> str:
-    """The VM path of a set: one of ``vms`` (known VM paths) in ``project`` whose instance name labels as
-    ``instance_label``, else the zone of the set's first zonal disk; a VM with only regional disks and
-    no known path gets ``projects/P/zones/-/instances/I`` (``-``: zone unknown)."""
-    for vm in sorted(vms):
-        parts = vm.split("/")
-        if parts[1] == project and label_value(parts[-1]) == instance_label:
-            return vm
-    zones = sorted(d.split("/")[3] for d in disks if d.split("/")[2] == "zones")
-    return f"projects/{project}/zones/{zones[0] if zones else '-'}/instances/{instance_label}"
+def manifest_refusal(
+    manifest: Manifest, *, disk: str, instance_label: str, source_disk_id: str | None
+) -> str | None:
+    """Why a snapshot of ``disk`` (its normalised ``sourceDisk``) carrying ``manifest`` joins no set of
+    that manifest's VM, or None when it may (rules 1-3 of the module docstring)."""
+    vm = manifest.vm
+    if instance_label != label_value(vm.name):
+        return f"its instance label {instance_label!r} is not the manifest's VM {vm.name}"
+    if disk != manifest.disk:
+        return f"it was made from disk {disk}, but its manifest says {manifest.disk}"
+    parts = disk.split("/")
+    if parts[1] != vm.project or (parts[2] == "zones" and parts[3] != vm.zone):
+        return f"disk {disk} cannot be attached to VM {vm.path}"
+    entry = manifest.disk_entry(disk)
+    if entry is None:
+        return f"disk {disk} is not one of the disks recorded for VM {vm.path}"
+    if entry.id and str(source_disk_id or "") != entry.id:
+        return (
+            f"it was made from disk id {source_disk_id or '(none)'}, but VM {vm.path} had disk id "
+            f"{entry.id} at {disk} (a disk of the same name, deleted and made again)"
+        )
+    return None
+
+
+def _disk_list(manifest: Manifest) -> tuple[vm_manifest.ManifestDisk, ...]:
+    return tuple(sorted(manifest.disks, key=lambda d: d.source))
+
+
+def _reference(members: list[tuple[SetSnapshot, Manifest]]) -> Manifest:
+    """The manifest a set goes by: its boot disk snapshot's (the first by name), else the disk list most
+    members record (ties: the first member by name)."""
+    ordered = sorted(members, key=lambda m: m[0].name)
+    boot = [manifest for member, manifest in ordered if member.boot]
+    if boot:
+        return boot[0]
+    counts = Counter(_disk_list(manifest) for _, manifest in ordered)
+    top = max(counts.values())
+    return next(manifest for _, manifest in ordered if counts[_disk_list(manifest)] == top)
+
+
+def attached_of(instance: Any) -> list[str]:
+    """The paths of the persistent disks attached to ``instance`` (a ``compute_v1.Instance`` or its REST
+    JSON): what a caller passes as ``attached`` for a live VM."""
+    paths = []
+    for disk in _get(instance, "disks", "disks") or []:
+        kind = _get(disk, "type_", "type") or "PERSISTENT"
+        source = str(_get(disk, "source", "source") or "")
+        if kind != "SCRATCH" and "projects/" in source:
+            paths.append(disk_path(source))
+    return paths
+
+
+def _legacy_vm(disk: str, instance_label: str, attached: Mapping[str, Iterable[str]]) -> str | None:
+    """The one live VM a snapshot without a manifest belongs to (see the module docstring), or None."""
+    project = disk.split("/")[1]
+    owners = [
+        vm
+        for vm, disks in attached.items()
+        if vm.split("/")[1] == project
+        and label_value(vm.rsplit("/", 1)[-1]) == instance_label
+        and disk in {disk_path(d) for d in disks}
+    ]
+    return owners[0] if len(owners) == 1 else None
 
 
 def snapshot_sets(
-    snapshots: Iterable[Any], *, group: str, deployment: str, vms: Iterable[str] = ()
+    snapshots: Iterable[Any],
+    *,
+    group: str,
+    deployment: str,
+    vms: Iterable[str] = (),
+    attached: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, list[SnapshotSet]]:
-    """Every VM's snapshot sets, newest first (``created_at``, then run), keyed by VM path.
+    """Every VM's snapshot sets, newest first (``created_at``, then run), keyed by VM path
+    (``projects/P/zones/Z/instances/NAME``); one path may hold sets of several instance ids.
 
-    ``vms``: the VM paths the caller knows (the group's), used to name each set's VM exactly. Snapshots
-    not labelled as this deployment's and group's, or without a source disk, are left out.
+    ``attached``: the live VMs the caller knows, VM path -> the paths of the disks attached now; only
+    snapshots without a manifest use it (see the module docstring). ``vms`` is accepted for callers
+    that name their VMs; a mapping there counts as ``attached``. Snapshots that fail the rules of the
+    module docstring are left out.
     """
-    known = list(vms)
-    buckets: dict[tuple[str, str, str], list[SetSnapshot]] = {}
+    live: dict[str, Iterable[str]] = dict(vms) if isinstance(vms, Mapping) else {}
+    live.update(attached or {})
+    by_vm: dict[tuple[VmIdentity, str], list[tuple[SetSnapshot, Manifest]]] = {}
+    legacy: dict[tuple[str, str], list[SetSnapshot]] = {}
     for snapshot in snapshots:
         labels = dict(_get(snapshot, "labels", "labels") or {})
         if (
@@ -199,31 +308,54 @@ def snapshot_sets(
                 continue
             run = stamp.group(1)
         disk = disk_path(source)
-        project = disk.split("/")[1]
-        buckets.setdefault((project, labels[INSTANCE_KEY], run), []).append(
-            SetSnapshot(
-                name=name,
-                disk_source=disk,
-                status=str(_get(snapshot, "status", "status") or ""),
-                storage_bytes=int(_get(snapshot, "storage_bytes", "storageBytes") or 0),
-                created_at=_created(_get(snapshot, "creation_timestamp", "creationTimestamp")),
-            )
+        member = SetSnapshot(
+            name=name,
+            disk_source=disk,
+            status=str(_get(snapshot, "status", "status") or ""),
+            storage_bytes=int(_get(snapshot, "storage_bytes", "storageBytes") or 0),
+            created_at=_created(_get(snapshot, "creation_timestamp", "creationTimestamp")),
+        )
+        manifest = vm_manifest.parse(_get(snapshot, "description", "description"))
+        if manifest is None:
+            vm = _legacy_vm(disk, labels[INSTANCE_KEY], live)
+            if vm is not None:
+                legacy.setdefault((vm, run), []).append(member)
+            continue
+        source_id = _get(snapshot, "source_disk_id", "sourceDiskId")
+        if manifest_refusal(
+            manifest, disk=disk, instance_label=labels[INSTANCE_KEY], source_disk_id=source_id
+        ):
+            continue
+        entry = manifest.disk_entry(disk)
+        by_vm.setdefault((manifest.vm, run), []).append(
+            (replace(member, boot=bool(entry and entry.boot)), manifest)
         )
     sets: dict[str, list[SnapshotSet]] = {}
-    for (project, instance, run), members in buckets.items():
-        times = [s.created_at for s in members if s.created_at is not None]
-        vm = vm_path_of(project, instance, (s.disk_source for s in members), known)
-        sets.setdefault(vm, []).append(
-            SnapshotSet(
-                run=run,
-                created_at=max(times) if times else None,
-                vm=vm,
-                snapshots=tuple(sorted(members, key=lambda s: (s.disk_source, s.name))),
-            )
+    for (identity, run), pairs in by_vm.items():
+        reference = _reference(pairs)
+        agreed = [member for member, manifest in pairs if _disk_list(manifest) == _disk_list(reference)]
+        sets.setdefault(identity.path, []).append(
+            _make_set(run, identity.path, agreed, vm_id=identity.id, manifest=reference)
         )
+    for (vm, run), members in legacy.items():
+        sets.setdefault(vm, []).append(_make_set(run, vm, members))
     for vm_sets in sets.values():
         vm_sets.sort(key=lambda s: (s.created_at or _EPOCH, s.run), reverse=True)
     return sets
+
+
+def _make_set(
+    run: str, vm: str, members: list[SetSnapshot], *, vm_id: str = "", manifest: Manifest | None = None
+) -> SnapshotSet:
+    times = [s.created_at for s in members if s.created_at is not None]
+    return SnapshotSet(
+        run=run,
+        created_at=max(times) if times else None,
+        vm=vm,
+        snapshots=tuple(sorted(members, key=lambda s: (s.disk_source, s.name))),
+        vm_id=vm_id,
+        manifest=manifest,
+    )
 
 
 def newest_complete(sets: Iterable[SnapshotSet]) -> SnapshotSet | None:
@@ -247,6 +379,6 @@ def choose_set(sets: Iterable[SnapshotSet], wanted: str) -> tuple[SnapshotSet | 
         runs = ", ".join(s.run for s in sets[:10]) or "none"
         return None, f"no snapshot set {wanted!r} (newest first: {runs}; list them with `vm-backup backups`)"
     if not chosen.complete:
-        missing = [d for d in chosen.disks if chosen.for_disk(d) is None]
+        missing = chosen.missing or ["any disk"]
         return None, f"snapshot set {wanted!r} is not complete: no READY snapshot of {', '.join(missing)}"
     return chosen, ""

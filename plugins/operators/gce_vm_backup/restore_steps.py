@@ -26,6 +26,13 @@ DRILL_KEY = "gce-vm-backup-drill"  # which drill run made a scratch disk or VM
 RESTORE_KEY = "gce-vm-backup-restore"  # which restore run made a disk or VM
 REPLACED_BY_KEY = "gce-vm-backup-replaced-by"  # on an old disk a replace-disks run detached
 MAX_NAME = 63
+# The Scheduling fields a rebuilt VM takes (the manifest's camelCase keys -> compute_v1.Scheduling's).
+SCHEDULING_FIELDS = {
+    "automaticRestart": "automatic_restart",
+    "onHostMaintenance": "on_host_maintenance",
+    "preemptible": "preemptible",
+    "provisioningModel": "provisioning_model",
+}
 Sleep = Callable[[float], None]
 
 
@@ -66,8 +73,11 @@ def ensure_disk(
     request_id: str,
     timeout: float,
     replica_zones: list[str] | None = None,
+    disk_type: str | None = None,
 ) -> str:
     """Make disk ``name`` from ``source_snapshot`` (``projects/P/global/snapshots/S``), or adopt it.
+    ``disk_type`` (a type name such as pd-ssd) is given to the insert when set; otherwise Compute Engine
+    takes its default type.
 
     Returns "created" or "adopted". Raises BackupError when a disk of that name exists without
     ``labels``, or was made from another snapshot; OperationFailedError / OperationTimeoutError from
@@ -87,6 +97,7 @@ def ensure_disk(
         if existing.status == "READY":
             log.info("Disk %s in %s already exists (this run's): adopted", name, zone or region)
             return "adopted"
+    typed = {"disk_type": disk_type} if disk_type else {}
     operation = hook.insert_disk(
         project_id=project,
         name=name,
@@ -95,6 +106,7 @@ def ensure_disk(
         replica_zones=replica_zones,
         request_id=request_id,
         **where,
+        **typed,
     )
     hook.wait_operation(operation, timeout=timeout)
     log.info("Disk %s in %s/%s made from %s", name, project, zone or region, source_snapshot)
@@ -102,18 +114,27 @@ def ensure_disk(
 
 
 def ensure_instance(
-    hook: Any, *, project: str, zone: str, instance: Any, request_id: str, timeout: float
+    hook: Any,
+    *,
+    project: str,
+    zone: str,
+    instance: Any,
+    request_id: str,
+    timeout: float,
+    owner_labels: Mapping[str, str] | None = None,
 ) -> str:
     """Create ``instance`` (a compute_v1.Instance whose labels mark this run), or adopt it.
 
+    ``owner_labels``: the labels that mark this run (default: all of the instance's labels).
     Returns "created" or "adopted". Raises BackupError when a VM of that name exists without those labels.
     """
+    wanted = dict(instance.labels) if owner_labels is None else dict(owner_labels)
     try:
         existing = hook.get_instance(project_id=project, zone=zone, name=instance.name)
     except ResourceNotFoundError:
         existing = None
     if existing is not None:
-        if not owns(existing.labels, instance.labels):
+        if not owns(existing.labels, wanted):
             raise BackupError(
                 f"VM {instance.name} in {project}/{zone} exists and is not this run's "
                 f"(labels {dict(existing.labels)}); it was left alone"
@@ -228,18 +249,37 @@ def build_instance(
     network: str | None,
     subnetwork: str | None = None,
     guest_attributes: bool = False,
+    network_interfaces: Sequence[Mapping[str, Any]] | None = None,
+    service_accounts: Sequence[Mapping[str, Any]] | None = None,
+    scheduling: Mapping[str, Any] | None = None,
+    tags: Sequence[str] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> Any:
     """A compute_v1.Instance with existing ``disks`` (``{"source", "device_name", "boot", "mode"}``) and
-    ONE network interface WITHOUT accessConfigs: no external IP (instances.insert, networkInterfaces[]:
-    "If you specify no accessConfigs, the instance will have no external internet access")."""
+    network interfaces WITHOUT accessConfigs: no external IP (instances.insert, networkInterfaces[]:
+    "If you specify no accessConfigs, the instance will have no external internet access").
+
+    One interface on ``network``/``subnetwork``, or ``network_interfaces`` (``[{"network",
+    "subnetwork"}]``, a rebuilt VM's). A rebuilt VM also takes ``service_accounts`` (``[{"email",
+    "scopes"}]``), ``scheduling`` (the Scheduling resource's camelCase keys ``automaticRestart``,
+    ``onHostMaintenance``, ``preemptible``, ``provisioningModel``), network ``tags`` and ``metadata``
+    (key: value)."""
     from google.cloud import compute_v1
 
     machine = machine_type if "/" in machine_type else f"zones/{zone}/machineTypes/{machine_type}"
-    interface = compute_v1.NetworkInterface()
-    if network:
-        interface.network = network_path(project, network)
-    if subnetwork:
-        interface.subnetwork = subnetwork_path(project, zone, subnetwork)
+    wanted = (
+        network_interfaces
+        if network_interfaces is not None
+        else [{"network": network, "subnetwork": subnetwork}]
+    )
+    interfaces = []
+    for spec in wanted:
+        interface = compute_v1.NetworkInterface()
+        if spec.get("network"):
+            interface.network = network_path(project, str(spec["network"]))
+        if spec.get("subnetwork"):
+            interface.subnetwork = subnetwork_path(project, zone, str(spec["subnetwork"]))
+        interfaces.append(interface)
     instance = compute_v1.Instance(
         name=name,
         machine_type=machine,
@@ -255,12 +295,26 @@ def build_instance(
             )
             for disk in sorted(disks, key=lambda d: (not d["boot"], d["device_name"]))
         ],
-        network_interfaces=[interface],
+        network_interfaces=interfaces,
     )
+    items = dict(metadata or {})
     if guest_attributes:
+        items["enable-guest-attributes"] = "TRUE"
+    if items:
         instance.metadata = compute_v1.Metadata(
-            items=[compute_v1.Items(key="enable-guest-attributes", value="TRUE")]
+            items=[compute_v1.Items(key=key, value=value) for key, value in sorted(items.items())]
         )
+    if service_accounts:
+        instance.service_accounts = [
+            compute_v1.ServiceAccount(email=account["email"], scopes=list(account.get("scopes") or []))
+            for account in service_accounts
+        ]
+    if scheduling:
+        instance.scheduling = compute_v1.Scheduling(
+            **{SCHEDULING_FIELDS[key]: value for key, value in scheduling.items()}
+        )
+    if tags:
+        instance.tags = compute_v1.Tags(items=list(tags))
     return instance
 
 

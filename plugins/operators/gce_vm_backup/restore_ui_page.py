@@ -103,6 +103,8 @@ def _group_html(group: GroupView) -> str:
         )
         if not vm.in_config:
             status += ' <span class="muted">(no longer a target)</span>'
+        if not vm.exists:
+            status += ' <span class="stale">GONE</span> <span class="muted">(no VM at this path now)</span>'
         age = (
             "no complete READY set"
             if vm.newest is None

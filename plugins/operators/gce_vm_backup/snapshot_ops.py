@@ -21,7 +21,7 @@ from gce_vm_backup.errors import (
     OperationTimeoutError,
     ResourceNotFoundError,
 )
-from gce_vm_backup.plan import planned_snapshot_name, snapshot_record, vm_path
+from gce_vm_backup.plan import planned_snapshot_name, snapshot_description, snapshot_record, vm_path
 
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
 PAST_CREATING = frozenset({"UPLOADING", "READY"})
@@ -199,7 +199,11 @@ def _insert_or_adopt(
         name=name,
         source_disk=disk["source"],
         labels=labels,
-        description=settings.description or f"gce-vm-backup of {disk['source']} (VM {record['instance']})",
+        description=snapshot_description(  # the VM's manifest (restore_sets groups by it)
+            record,
+            disk,
+            fallback=settings.description or f"gce-vm-backup of {disk['source']} (VM {record['instance']})",
+        ),
         guest_flush=as_bool(settings.guest_flush, name="guest_flush"),
     )
     if settings.storage_locations:

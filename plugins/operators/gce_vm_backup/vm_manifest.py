@@ -9,7 +9,8 @@ identity, not by a name another VM may share:
 - ``disk``: the path of the disk this snapshot is of (Compute Engine's own ``sourceDisk`` must say the
   same, see ``restore_sets``);
 - ``disks``: every persistent disk attached at backup time: path, device name, boot flag, mode, and
-  disk ``id`` and ``type`` where the backup knew them;
+  disk ``id`` and ``type`` where the backup knew them; ``"covered": false`` on a disk this VM's backup
+  did not snapshot (left out by the group's ``disks:`` option, or snapshotted by another VM's backup);
 - ``spec``: what a new VM needs (machine type, network interfaces without external IPs, service
   accounts, scheduling, labels, network tags, metadata keys; metadata values only when opted in);
 - ``note``: the group's own snapshot description, if it has one.
@@ -60,6 +61,7 @@ class ManifestDisk:
     mode: str = "READ_WRITE"
     id: str | None = None
     type: str | None = None  # pd-balanced, pd-ssd, ... (the disk type's name), None when not known
+    covered: bool = True  # False: this VM's backup did not snapshot it (``disks:``, or another VM's)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ class Manifest:
 def _get(obj: Any, snake: str, camel: str | None = None, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(camel or snake, obj.get(snake, default))
+    try:
+        # proto-plus messages answer ``in`` with field presence: an unset optional field (scheduling's
+        # automatic_restart, whose API default is true) must read as absent, not as its zero value.
+        if snake not in obj:
+            return default
+    except TypeError:
+        pass
     return getattr(obj, snake, default)
 
 
@@ -236,6 +245,7 @@ def parse(description: str | None) -> Manifest | None:
                 mode=str(d.get("mode") or "READ_WRITE"),
                 id=str(d["id"]) if d.get("id") else None,
                 type=str(d["type"]) if d.get("type") else None,
+                covered=d.get("covered", True) is not False,
             )
             for d in body.get("disks") or []
         )
