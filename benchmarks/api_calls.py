@@ -43,6 +43,7 @@ METHODS = (
     "instances.get",
     "instances.stop",
     "instances.start",
+    "instances.setLabels",
     "zoneOperations.wait",
     "snapshots.insert",
     "snapshots.get",

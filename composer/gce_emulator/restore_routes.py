@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gce_emulator import restore, restore_guest, restore_vm
+from gce_emulator import instance_labels, restore, restore_guest, restore_vm
 from gce_emulator.server import Emulator, R, Z, _route
 
 
@@ -75,3 +75,8 @@ def _guest_attributes(emu: Emulator, p: dict[str, str], q: Mapping[str, str], bo
 def _serial_port(emu: Emulator, p: dict[str, str], q: Mapping[str, str], body: Any) -> Any:
     emu.world.check_location(p["project"], f"zones/{p['zone']}")
     return restore_guest.get_serial_port_output(emu.world, _instance_path(p), q)
+
+
+@_route("POST", f"{Z}/instances/(?P<instance>[^/]+)/setLabels", "compute.instances.setLabels")
+def _set_instance_labels(emu: Emulator, p: dict[str, str], q: Mapping[str, str], body: Any) -> Any:
+    return instance_labels.set_instance_labels(emu.world, p["project"], p["zone"], p["instance"], body, q)

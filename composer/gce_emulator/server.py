@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import yaml
 
-from gce_emulator import compute, instant, restore, restore_guest
+from gce_emulator import compute, instance_labels, instant, restore, restore_guest
 from gce_emulator.model import DEFAULT_TIMINGS, ApiError, Fault, Operation, SimClock, World
 
 P = r"(?P<project>[^/]+)"
@@ -214,6 +214,7 @@ class Emulator:
             compute.load_seed(self.world, data)
             restore_guest.load_seed(self.world, data)
         restore.add_fingerprints(self.world)
+        instance_labels.add_instance_fingerprints(self.world)
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Emulator:
@@ -275,6 +276,13 @@ class Emulator:
             world.find(world.instances, f"projects/{project}/zones/{zone}/instances/{name}")["status"] = (
                 status
             )
+
+    def set_instance_labels(self, project: str, zone: str, name: str, labels: Mapping[str, str]) -> None:
+        """Replace a VM's labels as another writer would (a new labelFingerprint)."""
+        with self._state() as world:
+            instance = world.find(world.instances, f"projects/{project}/zones/{zone}/instances/{name}")
+            instance["labels"] = dict(labels)
+            instance["labelFingerprint"] = restore.fingerprint(instance["labels"])
 
     def delete_instance(self, project: str, zone: str, name: str) -> None:
         with self._state() as world:

@@ -74,8 +74,10 @@ def test_api_calls() -> None:
         assert int(row["snapshots.insert"]) == 2  # one per disk, never repeated
         assert int(row["instances.stop"]) == 1
         assert int(row["instances.start"]) == 1  # by the downtime task; ensure_running takes its RUNNING read
-        # every mode: the downtime task long-polls its operations (zone: stop, start; global: the inserts)
-        assert int(row["zoneOperations.wait"]) >= 2
+        assert int(row["instances.setLabels"]) == 2  # the VM's lease, taken and given back (lease.py)
+        # every mode: the downtime task long-polls its operations (zone: stop, start and the two lease
+        # writes; global: the inserts)
+        assert int(row["zoneOperations.wait"]) >= 4
         assert int(row["globalOperations.wait"]) >= 1
         # five tasks, one try each: verify's first poke sees READY (the capture waited for it)
         assert row["task tries"] == row["pokes"] == "5"

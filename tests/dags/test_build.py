@@ -33,7 +33,7 @@ groups:
       - - {project: demo-project, zone: us-central1-a, instance: web-1}
         - {project: demo-project, zone: us-central1-a, instance: web-2}
       - - {project: demo-project, zone: us-central1-b, instance: db-1}
-    restore_drill: {scratch_zone: us-central1-b}
+    restore_drill: {scratch_zone: us-central1-b, scratch_project: drill-scratch, network: drills}
   instant:
     schedule: "@daily"
     snapshot_mode: instant

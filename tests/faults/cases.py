@@ -591,3 +591,81 @@ CASES: list[FaultCase] = [
 ]
 CASES += _reschedule_twins(CASES)
 assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"
+
+
+# ---- one operation per VM at a time: the VM's lease ----------------------------------------------------
+def _restore_holds_web_1(emu: Emulator) -> None:
+    """A replace-disks restore took web-1's lease (for an hour) and stopped it, after the backup's precheck."""
+    import time
+
+    from gce_vm_backup.lease import HOLDER_KEY, LEASE_KEY, Holder
+
+    restore = Holder.of_run(
+        "restore", deployment="test", dag_id="gce_vm_backup_restore__web", run_id="manual__1"
+    )
+    labels = {**emu.instance(P, ZONE, "web-1")["labels"], HOLDER_KEY: restore.name}
+    emu.set_instance_labels(P, ZONE, "web-1", {**labels, LEASE_KEY: restore.value(int(time.time()) + 3600)})
+    emu.set_instance_status(P, ZONE, "web-1", "TERMINATED")
+
+
+def _relabel_both_vms_once(emu: Emulator) -> None:
+    """Someone writes a label on both VMs just before the first lease write: its fingerprint is stale."""
+
+    def relabel() -> None:
+        for name in ("web-1", "batch-1"):
+            emu.set_instance_labels(P, ZONE, name, {**emu.instance(P, ZONE, name)["labels"], "owner": "ops"})
+
+    emu.faults.on_call("compute.instances.setLabels", relabel)
+
+
+def _lease_cases() -> list[FaultCase]:
+    return [
+        FaultCase(
+            id="lease-held-by-a-restore",
+            fault="a replace-disks restore holds web-1's lease and has stopped it (after the precheck)",
+            inject=_after_precheck(_restore_holds_web_1),
+            expect_state="failed",
+            expect_message=rf"VM {VM}/web-1 is held by the restore gce_vm_backup_restore__web \(lease until",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "TERMINATED"},
+            no_calls=("compute.instances.start", "compute.instances.stop"),
+            # The wait for the lease is one downtime's bounds: 3 s here, per try.
+            sensor_timeouts={"stop": 1.0, "snapshot": 1.0, "start": 1.0},
+            note="the backup waits for the lease, then fails naming the restore; it neither snapshots nor "
+            "starts web-1, which stays as the restore left it",
+        ),
+        FaultCase(
+            id="vm-stopped-by-someone-else-after-precheck",
+            fault="web-1 TERMINATED (by an admin) between its precheck and its downtime task",
+            inject=_after_precheck(lambda emu: emu.set_instance_status(P, ZONE, "web-1", "TERMINATED")),
+            expect_state="failed",
+            expect_message=rf"VM {VM}/web-1 is TERMINATED, but the precheck saw it RUNNING .* this run did not "
+            r"stop it",
+            deletions=ONLY_BATCH_PRUNED,
+            vm_after={WEB: "TERMINATED"},
+            no_calls=("compute.instances.start", "compute.instances.stop"),
+            note="a backup starts only a VM that this run stopped: web-1 is neither snapshotted nor started, "
+            "and the run says it was not backed up",
+        ),
+        FaultCase(
+            id="http-503-repeatedly-instances.setLabels",
+            fault=f"HTTP 503 x{REPEATEDLY} on instances.setLabels: no lease can be taken",
+            inject=_http("compute.instances.setLabels", 503, REPEATEDLY),
+            expect_state="failed",
+            expect_message=rf"set labels of VM {VM}/(web|batch)-1 failed: HTTP 503",
+            deletions="none",
+            no_calls=("compute.instances.start", "compute.instances.stop", "compute.snapshots.insert"),
+            note="a backup that cannot take the VM's lease changes nothing",
+        ),
+        FaultCase(
+            id="lease-stale-fingerprint",
+            fault="the VMs' labels change between the lease's read and its write (HTTP 412 on setLabels)",
+            inject=_relabel_both_vms_once,
+            expect_state="success",
+            note="the refused write reads the labels again and writes the lease over the new ones",
+        ),
+    ]
+
+
+CASES += _lease_cases()
+assert len({case.id for case in CASES}) == len(CASES), "case ids must be unique"

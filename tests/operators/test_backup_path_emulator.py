@@ -180,9 +180,15 @@ def test_operation_that_never_finishes_hits_the_deadline_in_worker_mode(emulator
 
 
 def test_retry_after_a_crash_between_request_and_ready_adopts_the_snapshot(emulator, context):
+    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.lease import Holder, acquire
+
     record = precheck(context)
-    emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")  # stopped by the killed try ...
-    with pytest.raises(OperationTimeoutError):  # ... which sent both inserts, then died
+    holder = Holder.of_run("backup", deployment="test", dag_id=context.ti.dag_id, run_id=context.run_id)
+    vm = {"project_id": PROJECT, "zone": ZONE_A, "name": "web-1"}
+    acquire(ComputeBackupHook(), vm, holder, duration=600, wait=0)  # the killed try took the VM's lease,
+    emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")  # stopped it ...
+    with pytest.raises(OperationTimeoutError):  # ... sent both inserts, then died
         capture(record, context, timeout=0)
     context.ti.try_number = 2  # Airflow retries the task: it adopts both snapshots, whether they are
     # READY or still uploading at this instant (on a loaded machine the emulator's clock may have got

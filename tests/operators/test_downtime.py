@@ -436,9 +436,21 @@ def test_over_the_cap_a_try_gives_its_slot_back_before_stopping_anything(fast_em
 
 
 def test_a_vm_already_down_from_an_earlier_try_goes_on_without_waiting_for_room(fast_emulator):
+    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.lease import Holder, acquire
+
     record = precheck()
-    fast_emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")  # the killed try's stop
     ti = cap_ti({0: "running", 1: "running", 2: None}, {1: True})
+    ti.try_number = 2  # the earlier try took the VM's lease, stopped it and was killed
+    holder = Holder.of_run("backup", deployment="test", dag_id=ti.dag_id, run_id=ti.run_id)
+    acquire(
+        ComputeBackupHook(),
+        {"project_id": PROJECT, "zone": ZONE_A, "name": "web-1"},
+        holder,
+        duration=60,
+        wait=0,
+    )
+    fast_emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "TERMINATED")  # the killed try's stop
     result = downtime(record, max_concurrent_vms=1).execute(context_of(ti))
     assert (result["stopped"], result["started"]) == (True, True)
     assert fast_emulator.instance(PROJECT, ZONE_A, "web-1")["status"] == "RUNNING"

@@ -434,6 +434,17 @@ def test_a_restore_through_the_hook_against_the_emulator(emulator):
         )
     )
     assert hook.get_disk(project_id=P, zone=ZA, name="batch-1") is None
+    vm = hook.get_instance(project_id=P, zone=ZA, name="batch-1")  # the VM's lease (lease.py)
+    wait(
+        hook.set_instance_labels(
+            project_id=P,
+            zone=ZA,
+            name="batch-1",
+            labels={**vm.labels, "gce-vm-backup-lease": "restore-1-0123456789abcdef"},
+            label_fingerprint=vm.label_fingerprint,
+            request_id="00000000-0000-4000-8000-00000000000c",
+        )
+    )
 
     called = {call.method for call in emulator.calls}
     assert called == set(RESTORE_API_METHOD_PERMISSIONS)  # every restore method, nothing else

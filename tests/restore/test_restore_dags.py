@@ -12,7 +12,7 @@ from gce_vm_backup.restore_dags import build_restore_dags
 from ..conftest import TARGET, config, group
 
 SELECTOR = "targets: [{project: demo-project, zones: all, labels: {app: shop}}]"
-DRILL = "restore_drill: {scratch_zone: us-central1-b}"
+DRILL = "restore_drill: {scratch_zone: us-central1-b, scratch_project: drill-scratch, network: drills}"
 
 
 def dags_of(text):
@@ -31,7 +31,11 @@ def test_every_group_gets_a_restore_dag_and_only_groups_with_a_drill_get_a_drill
     }
     assert dags["gce_vm_backup_drill__web"].schedule is None  # manual unless the drill has a schedule
     scheduled = dags_of(
-        config(group(f"{TARGET}\nrestore_drill: {{scratch_zone: us-central1-b, schedule: '@weekly'}}"))
+        config(
+            group(
+                f"{TARGET}\nrestore_drill: {{scratch_zone: us-central1-b, scratch_project: drill-scratch, network: drills, schedule: '@weekly'}}"
+            )
+        )
     )
     assert scheduled["gce_vm_backup_drill__web"].schedule == "@weekly"
     assert scheduled["gce_vm_backup_restore__web"].schedule is None  # a restore is never scheduled

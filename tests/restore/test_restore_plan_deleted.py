@@ -171,7 +171,7 @@ def test_replace_disks_of_a_gone_vm_is_refused_before_any_set_is_chosen(hook, mo
 def test_a_gone_vm_without_sets_is_a_clear_error_not_a_not_found(hook, monkeypatch):
     message = refused(hook, monkeypatch, {})
 
-    assert "no complete READY snapshot set" in message
+    assert "it does not exist any more, and no snapshot set of group web records it" in message
 
 
 def test_a_manifest_without_network_interfaces_needs_the_form_network(hook, monkeypatch):
@@ -224,7 +224,8 @@ def test_a_manifest_of_another_vm_or_without_the_boot_disk_snapshot_is_refused(h
     assert "is of VM projects/demo-project/zones/us-central1-b/instances/web-1" in refused(
         hook, monkeypatch, {VM: [other]}
     )
-    assert "has no snapshot of the VM's boot disk" in refused(
+    # the manifest records the boot disk, so a set without its snapshot is not complete
+    assert "no complete READY snapshot set (sets seen: run-2 (incomplete))" in refused(
         hook, monkeypatch, {VM: [snapshot_set(disks=(DATA,))]}
     )
 

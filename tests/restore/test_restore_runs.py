@@ -24,6 +24,7 @@ from ..conftest import generated_dagbag
 pytestmark = [pytest.mark.airflow, pytest.mark.emulator, pytest.mark.slow]
 
 P, ZA, ZB = "demo-project", "us-central1-a", "us-central1-b"
+SCRATCH = "drill-scratch"  # the drill's own project (in the demo seed)
 WEB = f"projects/{P}/zones/{ZA}/disks/web-1"
 DATA = f"projects/{P}/zones/{ZA}/disks/web-1-data"
 VM = f"projects/{P}/zones/{ZA}/instances/web-1"
@@ -40,7 +41,9 @@ groups:
     targets:
       - {project: demo-project, zone: us-central1-a, instance: web-1}
     restore_drill:
+      scratch_project: drill-scratch
       scratch_zone: us-central1-b
+      network: drills
       poll_interval: 1
       boot_check: {serial_port: "Reached target Multi-User System"}
       timeouts: {create: 120, boot: 60, cleanup: 120}
@@ -240,7 +243,7 @@ def test_drill_skips_an_incomplete_newer_set(dagbag, emulator):
 def test_a_boot_check_that_never_passes_fails_the_drill_and_still_cleans_up(dagbag, emulator):
     from gce_emulator.restore_guest import configure_boot
 
-    configure_boot(emulator, P, serial_lines=[])  # an OS that never says it came up
+    configure_boot(emulator, SCRATCH, serial_lines=[])  # an OS that never says it came up
 
     dag_run = run(dagbag, "gce_vm_backup_drill__web")
 
@@ -285,6 +288,118 @@ def test_a_lost_response_to_a_disk_insert_makes_one_disk_not_two(dagbag, emulato
     assert len(inserts) == 3  # the lost one repeated once, with the same request id
     assert inserts[0].request_id == inserts[1].request_id
     assert len({c.request_id for c in inserts}) == 2  # two disks, each asked for under one id
+
+
+def coming_run(dag_id="gce_vm_backup_drill__web"):
+    """A drill run whose id, and so whose labels, anyone can know before it starts."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.types import DagRunType
+
+    from gce_vm_backup.labels import run_label
+
+    logical_date = datetime(2026, 12, 13, 5, 0, tzinfo=UTC)
+    run_id = DagRun.generate_run_id(
+        run_type=DagRunType.MANUAL, logical_date=logical_date, run_after=logical_date
+    )
+    labels = {
+        "managed-by": "gce-vm-backup",
+        "gce-vm-backup-deployment": "test",
+        "gce-vm-backup-group": "web",
+        DRILL_KEY: run_label(dag_id, run_id),
+    }
+    return logical_date, labels
+
+
+def put_labels(emulator, labels, *paths):
+    with emulator.world.lock:
+        for path in paths:
+            table = emulator.world.instances if "/instances/" in path else emulator.world.disks
+            table[path]["labels"] = {**table[path].get("labels", {}), **labels}
+
+
+def test_a_drill_run_deletes_nothing_in_production_labelled_as_it_and_makes_only_its_own(dagbag, emulator):
+    logical_date, labels = coming_run()
+    put_labels(emulator, labels, VM, WEB, DATA)  # production web-1 and web-1-data, labelled as the run
+    seen = {}
+
+    def look():
+        for path, body in resources(emulator, ZB, "instances").items():
+            if DRILL_KEY in body.get("labels", {}):
+                seen[path] = body
+
+    emulator.faults.on_call("compute.instances.delete", look)
+
+    dag_run = dagbag.get_dag("gce_vm_backup_drill__web").test(
+        run_after=logical_date, logical_date=logical_date
+    )
+
+    assert dag_run.state == "success", states(dag_run)
+    assert xcom(dag_run, "plan")[0]["plan"]["run_hash"] == labels[DRILL_KEY]  # the labels were the run's
+    assert attached(emulator) == {"web-1": (WEB, True), "web-1-data": (DATA, False)}  # all still there
+    with emulator.world.lock:
+        assert {WEB, DATA} <= set(emulator.world.disks)
+    changed = [c for c in emulator.calls if c.method.rsplit(".", 1)[-1] in MUTATING]
+    assert {c.resource.split("/")[1] for c in changed} == {SCRATCH}  # nothing elsewhere
+    assert len([c for c in changed if c.method.endswith(".insert")]) == 3  # two disks and a VM
+    deleted = [c.resource for c in changed if c.method.endswith(".delete")]
+    assert len(deleted) == len(set(deleted)) == 3  # each deleted once
+    (vm,) = seen.values()
+    assert [nic.get("accessConfigs", []) for nic in vm["networkInterfaces"]] == [[]]  # no external IP
+    assert vm["networkInterfaces"][0]["network"].endswith(f"projects/{SCRATCH}/global/networks/drills")
+    assert not [p for p in resources(emulator, ZB, "disks") if p.startswith(f"projects/{SCRATCH}/")]
+
+
+def test_a_resource_in_the_scratch_project_with_the_runs_labels_but_not_its_plan_is_left_and_reported(
+    dagbag, emulator
+):
+    from gce_emulator.compute import load_seed
+
+    logical_date, labels = coming_run()
+    with emulator.world.lock:
+        load_seed(
+            emulator.world,
+            {"projects": {SCRATCH: {"zones": {ZB: {"disks": [{"name": "drill-web-1", "labels": labels}]}}}}},
+        )
+    planted = f"projects/{SCRATCH}/zones/{ZB}/disks/drill-web-1"
+
+    dag_run = dagbag.get_dag("gce_vm_backup_drill__web").test(
+        run_after=logical_date, logical_date=logical_date
+    )
+
+    assert planted in resources(emulator, ZB, "disks")  # left alone
+    assert [p for p in resources(emulator, ZB, "disks") if p.startswith(f"projects/{SCRATCH}/")] == [planted]
+    report = xcom(dag_run, "drill_report", key="drill_report")
+    assert report["vms"][0]["result"] == "ok"
+    assert report["cleanup"]["refused"] == [f"{planted}: left alone, it does not carry this run's labels"]
+    assert dag_run.state == "failed"  # on-call hears of it
+
+
+def test_what_a_drill_task_killed_after_its_insert_made_is_still_deleted(dagbag, emulator, monkeypatch):
+    from gce_vm_backup import restore_drill_ops
+
+    def insert_then_die(hook, **kwargs):  # the insert is sent; the worker dies before anything else
+        hook.insert_disk(
+            project_id=kwargs["project"],
+            zone=kwargs["zone"],
+            name=kwargs["name"],
+            source_snapshot=kwargs["source_snapshot"],
+            labels=dict(kwargs["labels"]),
+            replica_zones=None,
+            request_id=kwargs["request_id"],
+        )
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(restore_drill_ops, "ensure_disk", insert_then_die)
+
+    dag_run = run(dagbag, "gce_vm_backup_drill__web")
+
+    assert dag_run.state == "failed"
+    (made,) = [c for c in emulator.calls_for("compute.disks.insert")]
+    assert made.resource.startswith(f"projects/{SCRATCH}/zones/{ZB}/")
+    report = xcom(dag_run, "drill_report", key="drill_report")
+    assert len(report["cleanup"]["deleted"]) == 1
+    assert report["cleanup"]["refused"] == []
+    assert not [p for p in resources(emulator, ZB, "disks") if p.startswith(f"projects/{SCRATCH}/")]
 
 
 # ---- restore: new-vm ----------------------------------------------------------------------------

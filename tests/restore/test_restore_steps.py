@@ -25,6 +25,7 @@ from .hook_spec import RestoreHookSpec
 
 P, Z = "scratch-project", "us-central1-f"
 LABELS = {"managed-by": "gce-vm-backup", "gce-vm-backup-deployment": "test", DRILL_KEY: "abc"}
+WHERE = f"projects/{P}/zones/{Z}"
 
 
 @pytest.fixture
@@ -138,13 +139,20 @@ def test_delete_labelled_deletes_only_what_carries_every_label_vm_first(hook):
     hook.delete_disk.side_effect = lambda **kw: order.append(kw["name"])
 
     result = delete_labelled(
-        hook, project=P, zone=Z, labels=LABELS, request_id=lambda r, a: f"{a}:{r}", timeout=60
+        hook,
+        project=P,
+        zone=Z,
+        labels=LABELS,
+        listed_by=LABELS,
+        paths=[f"{WHERE}/instances/{n}" for n in ("drill-vm", "prod-vm")] + [f"{WHERE}/disks/drill-d"],
+        request_id=lambda r, a: f"{a}:{r}",
+        timeout=60,
     )
 
     assert order == ["drill-vm", "drill-d"]
     assert result["refused"] == [
-        f"projects/{P}/zones/{Z}/instances/prod-vm",
-        f"projects/{P}/zones/{Z}/disks/prod-d",
+        f"{WHERE}/instances/prod-vm: left alone, it does not carry this run's labels",
+        f"{WHERE}/disks/prod-d: left alone, it does not carry this run's labels",
     ]
     filters = {
         call.kwargs["filter"] for call in hook.list_disks.call_args_list + hook.list_instances.call_args_list
@@ -160,10 +168,71 @@ def test_one_failed_delete_does_not_stop_the_others(hook):
     hook.list_disks.return_value = iter([disk("a", LABELS), disk("b", LABELS)])
     hook.wait_operation.side_effect = [BackupError("DONE with an error"), None]
 
-    result = delete_labelled(hook, project=P, zone=Z, labels=LABELS, request_id=lambda r, a: "x", timeout=60)
+    result = delete_labelled(
+        hook,
+        project=P,
+        zone=Z,
+        labels=LABELS,
+        listed_by=LABELS,
+        paths=[f"{WHERE}/disks/a", f"{WHERE}/disks/b"],
+        request_id=lambda r, a: "x",
+        timeout=60,
+    )
 
     assert [c.kwargs["name"] for c in hook.delete_disk.call_args_list] == ["a", "b"]
-    assert result["failed"] == [f"projects/{P}/zones/{Z}/disks/a: DONE with an error"]
+    assert result["failed"] == [f"{WHERE}/disks/a: DONE with an error"]
+
+
+def test_delete_labelled_leaves_alone_what_carries_the_labels_but_is_not_in_its_paths(hook):
+    nonce = {**LABELS, "gce-vm-backup-drill-nonce": "n1"}
+    hook.list_instances.return_value = iter([(Z, compute_v1.Instance(name="someone-vm", labels=nonce))])
+    hook.list_disks.return_value = iter(
+        [disk("drill-d", nonce), disk("someone-d", nonce), disk("no-nonce", LABELS)]
+    )
+
+    result = delete_labelled(
+        hook,
+        project=P,
+        zone=Z,
+        labels=nonce,
+        listed_by=LABELS,
+        paths=[f"{WHERE}/disks/drill-d", f"{WHERE}/disks/no-nonce"],
+        request_id=lambda r, a: "x",
+        timeout=60,
+    )
+
+    assert [c.kwargs["name"] for c in hook.delete_disk.call_args_list] == ["drill-d"]
+    hook.delete_instance.assert_not_called()
+    assert result["deleted"] == [f"{WHERE}/disks/drill-d"]
+    assert result["refused"] == [
+        f"{WHERE}/instances/someone-vm: left alone, this run did not plan and record it",
+        f"{WHERE}/disks/someone-d: left alone, this run did not plan and record it",
+        f"{WHERE}/disks/no-nonce: left alone, it does not carry this run's labels",
+    ]
+
+
+def test_delete_labelled_never_deletes_a_path_outside_its_project_and_zone(hook):
+    hook.list_instances.return_value = iter([])
+    hook.list_disks.return_value = iter([])
+    elsewhere = "projects/demo-project/zones/us-central1-a"
+
+    result = delete_labelled(
+        hook,
+        project=P,
+        zone=Z,
+        labels=LABELS,
+        listed_by=LABELS,
+        paths=[f"{elsewhere}/instances/web-1", f"{elsewhere}/disks/web-1-data"],
+        request_id=lambda r, a: "x",
+        timeout=60,
+    )
+
+    assert result == {"deleted": [], "refused": [], "failed": []}
+    assert {
+        c.kwargs["project_id"] for c in hook.list_disks.call_args_list + hook.list_instances.call_args_list
+    } == {P}
+    hook.delete_instance.assert_not_called()
+    hook.delete_disk.assert_not_called()
 
 
 def test_wait_for_status_is_bounded(hook, monkeypatch):

@@ -323,7 +323,34 @@ class Group(_Model):
                 if key in seen:
                     raise ValueError(f"VM {key} is listed twice")
                 seen.add(key)
+        if self.restore_drill is not None:
+            self._check_drill_isolation(self.restore_drill)
         return self
+
+    def _check_drill_isolation(self, drill: RestoreDrill) -> None:
+        """The drill's projects are none of the group's (restore_config.isolation_problems)."""
+        from pydantic_core import InitErrorDetails, PydanticCustomError
+
+        from gce_vm_backup.restore_config import isolation_problems
+
+        where: dict[str, str] = {}
+        for number, tier in enumerate(self.tier_list):
+            for index, target in enumerate(tier):
+                at = f"targets.{index}" if self.targets is not None else f"tiers.{number}.{index}"
+                where.setdefault(target.project, at)
+        problems = isolation_problems(drill, where)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "Group",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("drill", "{message}", {"message": message}),
+                        loc=("restore_drill", key),
+                        input=getattr(drill, key),
+                    )
+                    for key, message in problems
+                ],
+            )
 
     @property
     def tier_list(self) -> list[list[ExplicitTarget | SelectorTarget]]:

@@ -271,6 +271,7 @@ def _tier_group(
             "stop_timeout": group.timeouts.stop,
             "retries": max(group.retries, 3),  # bringing a VM back is worth more tries than the rest
             "retry_delay": timedelta(seconds=min(group.retry_delay, 60)),
+            "deployment": deployment,  # the run's lease holder: given back once the VM is back
         }
         downtime_cls = StopSnapshotStartOperator if innermost else StopSnapshotOperator
         downtime_id = stages.STOP_SNAPSHOT_START if innermost else stages.STOP_SNAPSHOT

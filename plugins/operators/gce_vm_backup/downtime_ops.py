@@ -107,6 +107,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
     max_concurrent_vms: int | None
     cap_wait: float
     cap_poll: float
+    lease_wait: float | None
+    lease_poll: float
     restart = False
     _capture_deadline = 0.0
 
@@ -129,6 +131,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         max_concurrent_vms: int | None = None,
         cap_wait: float | None = None,
         cap_poll: float = 30,
+        lease_wait: float | None = None,
+        lease_poll: float = 15,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
@@ -160,6 +164,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             # Default wait budget: one full downtime of another VM (its bounds), twice over.
             cap_wait=float(cap_wait) if cap_wait is not None else 2 * sum(bounds),
             cap_poll=float(cap_poll),
+            lease_wait=float(lease_wait) if lease_wait is not None else None,
+            lease_poll=float(lease_poll),
             gcp_conn_id=gcp_conn_id,
             impersonation_chain=impersonation_chain,
         )
@@ -191,6 +197,8 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             result.update(started=False, running_at=None)
         if record["prior_status"] == NO_VM_STATUS:
             return result
+        from gce_vm_backup.lease import release_quietly
+
         run = RunKey.from_context(context)
         ti = context["ti"]
         if self.max_concurrent_vms and (run.try_number == 1 or record["prior_status"] != RESTARTABLE):
@@ -199,22 +207,41 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             # stopped. Said at once, so the others' counts do not take this try, started ahead, for a VM
             # down (cap.py).
             self._mark(ti, result["vm"], down=False, waiting=record["prior_status"] == RESTARTABLE)
+        vm, holder = instance_args(record), self._holder(context)
+        taken = self._take_lease(vm, holder)  # before anything changes; may wait for another holder
         if record["prior_status"] != RESTARTABLE:
             self.log.info(
                 "VM %s was %s before the backup: capturing it, not stopping it",
                 result["vm"],
                 record["prior_status"],
             )
-            result["snapshots"] = self._capture(record, run)
+            try:
+                result["snapshots"] = self._capture(record, run)
+            finally:
+                release_quietly(self.hook, vm, holder)
             result["captured_at"] = now_iso()
             return result
-        status = self.hook.get_instance(**instance_args(record)).status
-        if status in SUSPENDED_STATES:  # someone suspended it: not ours to stop, nor to resume later
-            raise VmStateError(f"VM {result['vm']} became {status} during the backup; refusing to stop it")
-        if status == RESTARTABLE:
-            self._wait_for_room(context)  # may give the slot back (reschedule) before anything is stopped
-        else:  # down from an earlier try of this run (a killed worker, a start that failed): go on
-            self.log.info("VM %s is %s already (an earlier try stopped it): going on", result["vm"], status)
+        status = taken.instance.status
+        try:
+            if status in SUSPENDED_STATES:  # someone suspended it: not ours to stop, nor to resume later
+                raise VmStateError(
+                    f"VM {result['vm']} became {status} during the backup; refusing to stop it"
+                )
+            if status == RESTARTABLE:
+                self._wait_for_room(context)  # may give the slot back (reschedule) before anything is stopped
+            elif run.try_number > 1 and taken.was_ours:
+                # Down from an earlier try of this run (a killed worker, a start that failed): that try took
+                # the lease before its stop, and nobody has taken it since. Go on.
+                self.log.info(
+                    "VM %s is %s already (an earlier try stopped it): going on", result["vm"], status
+                )
+            else:
+                self._mark(ti, result["vm"], down=False)
+                self.failure_subject = "backup"
+                raise VmStateError(self._stopped_by_someone_else(result["vm"], status, record, run))
+        except BaseException:
+            release_quietly(self.hook, vm, holder)
+            raise
         self._mark(ti, result["vm"], down=True)
         result["stop_requested_at"] = now_iso()
         try:
@@ -237,16 +264,21 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
                 self._mark(ti, result["vm"], down=False)
                 self.failure_subject = None
         except BaseException as exc:
-            if not self.restart or result.get("started"):
+            if not self.restart:  # the outer tiers' VM stays down, leased, until their `start` task
                 raise
-            back = self._bring_back_after(exc, record, run, ti)
-            if not (back and result["captured_at"] and isinstance(exc, BackupError)):
+            back = bool(result.get("started")) or self._bring_back_after(exc, record, run, ti)
+            if back:  # RUNNING again: the lease goes back; otherwise it stays for ensure_running
+                release_quietly(self.hook, vm, holder)
+            if result.get("started") or not (back and result["captured_at"] and isinstance(exc, BackupError)):
                 raise
             # Only the start step failed (a lost response, a failed start operation) and the VM is RUNNING
             # now: the downtime is done. Failing would make the retry stop the VM a second time.
             self.log.warning("VM %s: the start failed (%s) but the VM is RUNNING again", result["vm"], exc)
             result.update(started=True, running_at=now_iso())
             self.failure_subject = None
+            return result
+        if self.restart:  # after running_at: the lease write is no part of the measured downtime
+            release_quietly(self.hook, vm, holder)
         self.log.info(
             "VM %s: stop requested %s, captured %s%s",
             result["vm"],
@@ -255,6 +287,53 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
             f", RUNNING {result['running_at']}" if self.restart else " (left stopped)",
         )
         return result
+
+    def _holder(self, context: Any) -> Any:
+        from gce_vm_backup.lease import Holder
+
+        return Holder.of_context("backup", deployment=self.deployment, context=context)
+
+    def lease_seconds(self) -> float:
+        """How long the lease lasts: the wait for room under the cap, then one whole downtime, plus a
+        margin. A killed worker's lease runs out after that."""
+        from gce_vm_backup.lease import LEASE_MARGIN
+
+        room = self.cap_wait if self.max_concurrent_vms else 0.0
+        return room + self.stop_timeout + self.snapshot_timeout + self.start_timeout + LEASE_MARGIN
+
+    def _take_lease(self, vm: dict[str, str], holder: Any) -> Any:
+        """The VM's lease for this run (lease.acquire): before the stop request, so outside the measured
+        downtime. Raises LeaseHeldError naming the holder after ``lease_wait`` seconds; nothing changed."""
+        from gce_vm_backup.lease import acquire
+
+        self.failure_subject = "lease"
+        # Default wait: one full downtime of another operation on the VM.
+        wait = self.stop_timeout + self.snapshot_timeout + self.start_timeout
+        taken = acquire(
+            self.hook,
+            vm,
+            holder,
+            duration=self.lease_seconds(),
+            wait=self.lease_wait if self.lease_wait is not None else wait,
+            poll=self.lease_poll,
+        )
+        self.failure_subject = None
+        return taken
+
+    @staticmethod
+    def _stopped_by_someone_else(vm: str, status: str, record: dict[str, Any], run: RunKey) -> str:
+        """Why a VM that is not RUNNING, although the precheck saw it RUNNING, is left as it is."""
+        why = (
+            "this is the run's first try"
+            if run.try_number == 1
+            else "no earlier try of this run took its lease, which comes before any stop"
+        )
+        return (
+            f"VM {vm} is {status}, but the precheck saw it RUNNING at {record.get('checked_at')}, and this "
+            f"run did not stop it ({why}): someone else did. It is left {status}: neither stopped, "
+            "snapshotted nor started, so it was NOT backed up by this run. A retry backs it up once it is "
+            "RUNNING again."
+        )
 
     def _capture(self, record: dict[str, Any], run: RunKey) -> list[dict[str, Any]]:
         self.failure_subject = "snapshot"

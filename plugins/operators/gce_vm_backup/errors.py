@@ -43,3 +43,12 @@ class OperationTimeoutError(BackupError):
 
 class VmStateError(BackupError):
     """The VM is in a state this package refuses to act on (SUSPENDED, local SSDs without a choice, ...)."""
+
+
+class LabelsChangedError(ApiError):
+    """A label write was refused because the resource's labels changed since they were read (HTTP 412,
+    a stale ``labelFingerprint``): read again and retry."""
+
+
+class LeaseHeldError(BackupError):
+    """Another backup or restore holds the VM's lease (lease.py); its message names the holder and expiry."""

@@ -27,7 +27,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
 from gce_vm_backup.endpoint import ComputeEndpoint
-from gce_vm_backup.errors import ApiError, OperationTimeoutError, ResourceNotFoundError
+from gce_vm_backup.errors import ApiError, LabelsChangedError, OperationTimeoutError, ResourceNotFoundError
 from gce_vm_backup.operations import is_done, project_of, raise_if_failed, scope_of, target_of
 from gce_vm_backup.permissions import CLIENT_PRODUCT
 
@@ -216,6 +216,38 @@ class ComputeBackupHook(GoogleBaseHook):
         return self._instance_action(
             "resume", project_id=project_id, zone=zone, name=name, request_id=request_id
         )
+
+    def set_instance_labels(
+        self,
+        *,
+        project_id: str,
+        zone: str,
+        name: str,
+        labels: dict[str, str],
+        label_fingerprint: str,
+        request_id: str,
+    ) -> compute_v1.Operation:
+        """instances.setLabels: ``labels`` replace ALL the VM's labels (pass the others unchanged to keep
+        them); ``label_fingerprint`` is the one read with the VM. Returns the zonal operation. Raises
+        LabelsChangedError when Compute Engine refuses the fingerprint (HTTP 412 conditionNotMet: the
+        labels changed since the read; read again), ApiError otherwise."""
+        resource = compute_v1.InstancesSetLabelsRequest(
+            labels=dict(labels), label_fingerprint=label_fingerprint
+        )
+        request = {
+            "project": project_id,
+            "zone": zone,
+            "instance": name,
+            "instances_set_labels_request_resource": resource,
+            "request_id": request_id,
+        }
+        what = f"set labels of VM projects/{project_id}/zones/{zone}/instances/{name}"
+        try:
+            return self._call(what, lambda: self.instances.set_labels_unary(request=request, retry=NO_RETRY))
+        except ApiError as exc:
+            if isinstance(exc.__cause__, api_exceptions.PreconditionFailed):
+                raise LabelsChangedError(f"{what}: its labels changed since they were read") from exc
+            raise
 
     # ---- disks and snapshots -------------------------------------------------------------------
     def insert_snapshot(

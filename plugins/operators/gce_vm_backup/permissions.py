@@ -94,6 +94,8 @@ RESTORE_ROLE_METHODS: dict[str, frozenset[str]] = {
     "compute.instances.aggregatedList": frozenset({"compute.instances.list"}),
     "compute.instances.stop": frozenset({"compute.instances.stop"}),
     "compute.instances.start": frozenset({"compute.instances.start"}),
+    # The VM's lease (lease.py) around a replace-disks restore.
+    "compute.instances.setLabels": frozenset({"compute.instances.setLabels"}),
     # Find the snapshot sets (by label); hold the chosen set from retention (holds.py: read each snapshot's
     # labelFingerprint, set the hold label; snapshots.setLabels is a global operation).
     "compute.snapshots.list": frozenset({"compute.snapshots.list"}),

@@ -209,6 +209,10 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
     the worker (long-polls), for at most ``timeout`` + ``stop_timeout`` seconds. Used as ``ensure_running``
     in every tier and as ``start`` in the outer tiers of a tiered group.
 
+    With ``deployment`` (the run's lease holder, lease.py): the run's lease on the VM is given back once the
+    VM is RUNNING, or left as it is; a VM this run stopped whose lease another operation holds now is not
+    started (LeaseHeldError, retried).
+
     Returns ``{"vm", "status", "started", "running_at"}`` (``status``: what the VM is at the end).
     Raises OperationTimeoutError (retried: Airflow never retries a sensor timeout, and a VM must not be
     left down by a shutdown slower than the bounds), OperationFailedError when the start failed,
@@ -220,6 +224,7 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
     downtime_task: str
     timeout: float
     stop_timeout: float
+    deployment: str | None
 
     def __init__(
         self,
@@ -228,6 +233,7 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         downtime_task: str,
         timeout: float = 600,
         stop_timeout: float = 0,
+        deployment: str | None = None,
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
@@ -239,6 +245,7 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
             downtime_task=downtime_task,
             timeout=float(timeout),
             stop_timeout=float(stop_timeout),
+            deployment=deployment,
             gcp_conn_id=gcp_conn_id,
             impersonation_chain=impersonation_chain,
         )
@@ -273,13 +280,17 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
             self.log.info("VM %s is RUNNING (read by the downtime task at %s)", vm, outcome["running_at"])
             result["status"] = RESTARTABLE
             return result
-        result["status"] = status = self.hook.get_instance(**instance_args(record)).status
+        instance = self.hook.get_instance(**instance_args(record))
+        result["status"] = status = instance.status
         if status == RESTARTABLE:
             self.log.info("VM %s is RUNNING", vm)
+            self._give_back_lease(record, context, instance)
             return result
         if not stopped_here:
             self.log.warning("VM %s is %s, but this run did not stop it: leaving it as it is", vm, status)
+            self._give_back_lease(record, context, instance)
             return result
+        self._check_lease(vm, instance, context)
         timeout = self.timeout + self.stop_timeout  # a stop that timed out may still be shutting down
         start_vm(
             self.hook,
@@ -290,4 +301,37 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
             caller=f"{self.task_id.rsplit('.', 1)[-1]}-",
         )
         result.update(status=RESTARTABLE, started=True, running_at=now_iso())
+        self._give_back_lease(record, context)
         return result
+
+    def _holder(self, context: Any) -> Any:
+        from gce_vm_backup.lease import Holder
+
+        if not self.deployment:
+            return None
+        return Holder.of_context("backup", deployment=self.deployment, context=context)
+
+    def _give_back_lease(self, record: dict[str, Any], context: Any, instance: Any = None) -> None:
+        """Remove this run's lease from the VM (lease.release; nothing when it is not this run's)."""
+        from gce_vm_backup.instance_ops import instance_args
+        from gce_vm_backup.lease import release_quietly
+
+        holder = self._holder(context)
+        if holder is not None:
+            release_quietly(self.hook, instance_args(record), holder, instance=instance)
+
+    def _check_lease(self, vm: str, instance: Any, context: Any) -> None:
+        """Refuse to start a VM whose lease another operation holds now (it took over after this run's
+        lease ran out: the VM is that operation's to bring back). Raises LeaseHeldError (retried)."""
+        import time
+
+        from gce_vm_backup.errors import LeaseHeldError
+        from gce_vm_backup.lease import lease_of
+
+        holder, current = self._holder(context), lease_of(instance.labels)
+        if holder is None or current is None or current.held_by(holder) or current.expired(time.time()):
+            return
+        raise LeaseHeldError(
+            f"VM {vm} was stopped by this run and is {instance.status}, but {current.describe()} holds it "
+            "now: not starting it while that operation runs (a retry looks again)"
+        )

@@ -4,6 +4,11 @@ A group with ``restore_drill:`` gets a drill DAG (``restore_dags``). Validated a
 the config (``config.Group`` holds this model): unknown keys are refused, YAML ints and booleans are not
 converted, and every problem names the file, the group and the key (``restore_drill.<key>``).
 
+A drill is isolated from production: ``scratch_project`` and ``network`` are required; the scratch
+project, the network's project and the subnetwork's project may not be one of the group's target projects
+(``isolation_problems``, checked by ``config.Group`` with the whole group in hand), and the network is
+never a project's ``default`` one.
+
 This module imports nothing from ``gce_vm_backup.config`` at module level: config imports it.
 """
 
@@ -12,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ZONE = r"^[a-z]+-[a-z]+[0-9]+-[a-z]$"
 PROJECT_ID = r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$"
@@ -73,10 +79,12 @@ class RestoreDrill(_Model):
 
     schedule: str | None = None  # a cron expression or preset; null: manual runs only
     scratch_zone: str = Field(pattern=ZONE)
-    scratch_project: str | None = Field(default=None, pattern=PROJECT_ID)  # None: each VM's own project
+    # where the drill creates and deletes its disks and VM: a project of its own, none of the group's
+    scratch_project: str = Field(pattern=PROJECT_ID)
     create_vm: bool = True
     machine_type: str = Field(default="e2-small", pattern=MACHINE_TYPE)
-    network: str = Field(default="default", pattern=NETWORK)
+    # a name (a network of the scratch project) or projects/HOST/global/networks/NAME (a shared VPC host)
+    network: str = Field(pattern=NETWORK)
     subnetwork: str | None = Field(default=None, pattern=NETWORK)
     boot_check: BootCheck | None = None  # ``none`` in the file
     timeouts: DrillTimeouts = DrillTimeouts()
@@ -90,6 +98,49 @@ class RestoreDrill(_Model):
         if not isinstance(value, Mapping):
             raise ValueError(BOOT_CHECK_HELP)
         return value
+
+    @field_validator("network")
+    @classmethod
+    def _not_default(cls, network: str) -> str:
+        if network.rsplit("/", 1)[-1] == "default":
+            raise ValueError(
+                f"{network!r}: a drill boots copies of production VMs, so it needs a network made for "
+                "drills, not a project's default network (whose firewall rules let SSH, RDP and ICMP in "
+                "from anywhere); name one in the scratch project or projects/HOST/global/networks/NAME"
+            )
+        if "/" in network and "/global/networks/" not in network:
+            raise ValueError(f"{network!r} is a subnetwork path: put it under 'subnetwork'")
+        return network
+
+    @field_validator("subnetwork")
+    @classmethod
+    def _a_subnetwork(cls, subnetwork: str | None) -> str | None:
+        if subnetwork is not None and "/global/networks/" in subnetwork:
+            raise ValueError(f"{subnetwork!r} is a network path: put it under 'network'")
+        return subnetwork
+
+    @model_validator(mode="after")
+    def _network_where_the_vm_is(self) -> RestoreDrill:
+        region = self.scratch_zone.rsplit("-", 1)[0]
+        host = _project_of(self.network) or self.scratch_project
+        if self.subnetwork is not None:
+            if not self.subnetwork.startswith("projects/") and host != self.scratch_project:
+                raise _problem(
+                    "subnetwork",
+                    f"{self.subnetwork!r}: the network is in project {host}; give the subnetwork as "
+                    f"projects/{host}/regions/{region}/subnetworks/NAME",
+                )
+            if self.subnetwork.startswith("projects/"):
+                if _project_of(self.subnetwork) != host:
+                    raise _problem(
+                        "subnetwork", f"{self.subnetwork!r} is not in the network's project {host}"
+                    )
+                if self.subnetwork.split("/")[3] != region:
+                    raise _problem(
+                        "subnetwork",
+                        f"{self.subnetwork!r} is not in region {region}, the scratch zone's",
+                    )
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -123,3 +174,49 @@ class RestoreDrill(_Model):
         if check is not None and check.serial_port is not None:
             return {"kind": "serial_port", "text": check.serial_port}
         return {"kind": "none"}
+
+
+def _project_of(path: str | None) -> str | None:
+    """``projects/P/...`` -> P; a bare name -> None."""
+    return path.split("/")[1] if path and path.startswith("projects/") else None
+
+
+def _problem(key: str, message: str) -> ValidationError:
+    """A problem at ``<key>`` of the block, from a check that needs several keys (a plain ValueError of a
+    model validator would name the block only)."""
+    return ValidationError.from_exception_data(
+        "RestoreDrill",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("drill", "{message}", {"message": message}), loc=(key,), input=key
+            )
+        ],
+    )
+
+
+def isolation_problems(drill: RestoreDrill, target_projects: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``(key, message)`` for each of the drill's projects that is one of the group's target projects
+    (``target_projects``: project -> where the group names it, e.g. ``targets.0``). The drill creates and
+    deletes disks and VMs in its scratch project, and boots copies of production VMs on its network."""
+    problems = []
+    if drill.scratch_project in target_projects:
+        problems.append(
+            (
+                "scratch_project",
+                f"{drill.scratch_project!r} is a target project of the group "
+                f"({target_projects[drill.scratch_project]}); a drill creates and deletes disks and VMs "
+                "in its scratch project, so it must be a project where no VM of the group lives",
+            )
+        )
+    for key in ("network", "subnetwork"):
+        project = _project_of(getattr(drill, key))
+        if project is not None and project != drill.scratch_project and project in target_projects:
+            problems.append(
+                (
+                    key,
+                    f"{getattr(drill, key)!r} is in {project!r}, a target project of the group "
+                    f"({target_projects[project]}); the drill VM, a copy of a production VM, must not "
+                    "join a production network",
+                )
+            )
+    return problems

@@ -10,7 +10,8 @@ disk, nor one left stopped by the run) -> ``release_hold`` (teardown: the hold g
 ended) -> ``restore_report`` (all done; its first line is the VM's state).
 
 ``gce_vm_backup_drill__<group>``: ``plan`` (setup) -> ``drill_vm`` (mapped per VM) -> ``cleanup``
-(teardown: deletes what this drill run labelled) -> ``drill_report`` (all done; RPO/RTO per VM).
+(teardown: deletes, in the scratch project only, what this drill run planned and made) ->
+``drill_report`` (all done; RPO/RTO per VM).
 Both use the group's ``notify`` block as their failure callback.
 """
 

@@ -1,19 +1,26 @@
 """The restore drill's tasks: plan (read-only setup) -> drill_vm (mapped, per VM) -> cleanup (teardown)
 -> drill_report.
 
-Per VM, ``drill_vm`` takes the newest complete READY snapshot set, makes a disk from each snapshot in the
-scratch zone (labelled ``gce-vm-backup-drill=<run hash>``), optionally a VM with them (no external IP),
-waits until it is RUNNING and, when configured, until the boot check passes. ``cleanup`` then deletes
-everything in each scratch zone labelled as this drill run's, whatever failed (it is the teardown of the
-read-only plan), and checks that nothing is left. ``drill_report`` gives per VM the set, its age when
-the restore began (RPO), the time to a RUNNING VM (RTO) and the result, and fails the run (so the
-group's notifiers fire) when any VM's drill failed or anything was left behind.
+The drill works in its scratch project and zone only (``restore_drill.scratch_project`` /
+``scratch_zone``, never a project of the group): ``plan`` names, before anything exists, every disk and VM
+each VM's drill will make, from the run and a random nonce of this run (``gce-vm-backup-drill-nonce``),
+so no one can know a name or the nonce before the run plans. Per VM, ``drill_vm`` records in its XCom
+``drill_created`` every resource it is about to create (path and request id) BEFORE its insert, takes the
+newest complete READY snapshot set, makes a disk from each snapshot (labelled with the run and the
+nonce), optionally a VM with them (no external IP, no service account), waits until it is RUNNING and,
+when configured, until the boot check passes. ``cleanup`` then deletes, whatever failed, a resource only
+when all hold: it is in the scratch project and zone, its name is in this run's plan, it carries this
+run's labels and nonce, and a try of ``drill_vm`` recorded it; anything else carrying the run's label is
+left alone and reported, one line each. ``drill_report`` gives per VM the set, its age when the restore
+began (RPO), the time to a RUNNING VM (RTO) and the result, and fails the run (so the group's notifiers
+fire) when any VM's drill failed, or anything was left behind or left alone.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +44,8 @@ from gce_vm_backup.restore_steps import (
 
 DRILL_REPORT_KEY = "drill_report"
 PROGRESS_KEY = "drill_progress"
+CREATED_KEY = "drill_created"  # drill_vm's record of what it is creating, pushed before each insert
+NONCE_KEY = "gce-vm-backup-drill-nonce"  # a random nonce of the drill run, on everything it makes
 PLAN_TASK_ID, VM_TASK_ID, CLEANUP_TASK_ID, REPORT_TASK_ID = "plan", "drill_vm", "cleanup", "drill_report"
 
 
@@ -64,6 +73,13 @@ class DrillPlanOperator(RestoreTask):
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         run_hash = self.run_hash(context)
+        nonce = secrets.token_hex(8)  # known to this run only: nothing can carry it before the plan
+        scratch = self.drill.get("scratch_project")
+        if not scratch or scratch in {t["project_id"] for t in self.targets}:
+            raise BackupError(
+                f"The drill's scratch project {scratch!r} is missing or is a target project of group "
+                f"{self.group}: a drill creates and deletes only in a project of its own"
+            )
         vms = resolve_vms(self.hook, self.targets)
         projects = sorted({split_vm(vm)[0] for vm in vms})
         snapshots = [
@@ -85,7 +101,7 @@ class DrillPlanOperator(RestoreTask):
         sets = snapshot_sets(
             snapshots, group=self.group, deployment=self.deployment, vms=vms, attached=attached
         )
-        plans = [self._plan(vm, sets.get(vm, []), run_hash) for vm in vms]
+        plans = [self._plan(vm, sets.get(vm, []), run_hash, nonce) for vm in vms]
         if not plans:
             plans = [{"vm": None, "error": f"group {self.group} has no VM to drill", "run_hash": run_hash}]
         for plan in plans:
@@ -96,7 +112,7 @@ class DrillPlanOperator(RestoreTask):
             )
         return [{"plan": plan} for plan in plans]
 
-    def _plan(self, vm: str, sets: list[Any], run_hash: str) -> dict[str, Any]:
+    def _plan(self, vm: str, sets: list[Any], run_hash: str, nonce: str) -> dict[str, Any]:
         project, zone, instance = split_vm(vm)
         chosen = newest_complete(sets)
         if chosen is None:
@@ -110,11 +126,10 @@ class DrillPlanOperator(RestoreTask):
             named = [d for d in chosen.disks if d.rsplit("/", 1)[-1] == instance]
             boot = named[0] if named else chosen.disks[0] if len(chosen.disks) == 1 else None
         chosen = chosen.with_boot_disk(boot)
-        scratch_project = self.drill.get("scratch_project") or project
-        scratch_zone = self.drill["scratch_zone"]
+        scratch_project, scratch_zone = self.drill["scratch_project"], self.drill["scratch_zone"]
         disks = []
         for snapshot in chosen.snapshots:
-            key = f"{run_hash}|{vm}|{snapshot.disk_source}"
+            key = f"{run_hash}|{nonce}|{vm}|{snapshot.disk_source}"
             disks.append(
                 {
                     "name": resource_name("drill", snapshot.disk_name, key),
@@ -128,11 +143,12 @@ class DrillPlanOperator(RestoreTask):
         return {
             "vm": vm,
             "run_hash": run_hash,
+            "nonce": nonce,
             "error": None if boot else f"{vm}: cannot tell which disk of set {chosen.run} boots",
             "set": chosen.as_dict(),
             "project": scratch_project,
             "zone": scratch_zone,
-            "instance_name": resource_name("drill", instance, f"{run_hash}|{vm}"),
+            "instance_name": resource_name("drill", instance, f"{run_hash}|{nonce}|{vm}"),
             "disks": disks,
         }
 
@@ -167,24 +183,33 @@ class DrillVmOperator(RestoreTask):
             raise BackupError(plan["error"])
         started = iso(now())
         run_key = self.run_key(context)
-        labels = self.scope_labels(DRILL_KEY, plan["run_hash"])
-        project, zone = plan["project"], plan["zone"]
+        project, zone = scratch_place(plan, self.drill)
+        labels = drill_labels(self, plan["run_hash"], plan["nonce"])
         timeouts, poll = self.drill["timeouts"], float(self.drill.get("poll_interval", 10))
+        name = plan["instance_name"]
+        path = f"projects/{project}/zones/{zone}/instances/{name}"
+        # What this try may create, recorded before its first insert: the cleanup deletes only what a try
+        # recorded (a retry's own record replaces the record of the try before, and names the same).
+        records = [
+            {"path": p, "request_id": run_key.request_id(p, "insert"), "state": "requested"}
+            for p in planned_paths(plan, with_vm=bool(self.drill.get("create_vm", True)))
+        ]
+        ti = context["ti"]
+        ti.xcom_push(key=CREATED_KEY, value=records)
         deadline = time.monotonic() + float(timeouts["create"])
-        for disk in plan["disks"]:
+        for disk, record in zip(plan["disks"], records, strict=False):
             self.failure_subject = f"create disk {disk['name']} from {disk['source_snapshot']}"
-            ensure_disk(
+            record["state"] = ensure_disk(
                 self.hook,
                 project=project,
                 zone=zone,
                 name=disk["name"],
                 source_snapshot=disk["source_snapshot"],
                 labels=labels,
-                request_id=run_key.request_id(
-                    f"projects/{project}/zones/{zone}/disks/{disk['name']}", "insert"
-                ),
+                request_id=record["request_id"],
                 timeout=max(deadline - time.monotonic(), 1),
             )
+            ti.xcom_push(key=CREATED_KEY, value=records)
         result: dict[str, Any] = {
             "vm": plan["vm"],
             "snapshot_set": plan["set"]["run"],
@@ -200,7 +225,6 @@ class DrillVmOperator(RestoreTask):
         if not self.drill.get("create_vm", True):
             result["rto_seconds"] = seconds_between(started, iso(now()))  # disks READY: the restore's end
             return result
-        name = plan["instance_name"]
         check = self.drill.get("boot_check") or {"kind": "none"}
         instance = build_instance(
             project=project,
@@ -211,24 +235,24 @@ class DrillVmOperator(RestoreTask):
                 {**d, "source": f"projects/{project}/zones/{zone}/disks/{d['name']}"} for d in plan["disks"]
             ],
             labels=labels,
-            network=self.drill.get("network") or "default",
+            network=self.drill["network"],  # required: never a project's default network
             subnetwork=self.drill.get("subnetwork"),
             guest_attributes=check.get("kind") == "guest_attribute",
         )
         self.failure_subject = f"create VM {name}"
-        path = f"projects/{project}/zones/{zone}/instances/{name}"
-        ensure_instance(
+        records[-1]["state"] = ensure_instance(
             self.hook,
             project=project,
             zone=zone,
             instance=instance,
-            request_id=run_key.request_id(path, "insert"),
+            request_id=records[-1]["request_id"],
             timeout=max(deadline - time.monotonic(), 1),
         )
+        ti.xcom_push(key=CREATED_KEY, value=records)
         result["instance"] = path
         self.failure_subject = f"wait for VM {name} to be RUNNING"
         boot_deadline = time.monotonic() + float(timeouts["boot"])
-        wait_for_status(
+        running = wait_for_status(
             self.hook,
             project=project,
             zone=zone,
@@ -239,6 +263,8 @@ class DrillVmOperator(RestoreTask):
         )
         result["running_at"] = iso(now())
         result["rto_seconds"] = seconds_between(started, result["running_at"])
+        if any(nic.access_configs for nic in running.network_interfaces):
+            raise BackupError(f"VM {path} has an external IP; a drill VM never gets one")
         context["ti"].xcom_push(key=PROGRESS_KEY, value=result)  # the report's row if the boot check fails
         self.failure_subject = f"boot check of VM {name}"
         while not boot_check_passed(self.hook, project=project, zone=zone, name=name, check=check):
@@ -278,10 +304,45 @@ def _describe(check: Mapping[str, Any]) -> str:
     return "none"
 
 
+def drill_labels(task: RestoreTask, run_hash: str, nonce: str) -> dict[str, str]:
+    """The labels of everything a drill run makes: the run's scope labels and its plan's nonce."""
+    return {**task.scope_labels(DRILL_KEY, run_hash), NONCE_KEY: nonce}
+
+
+def scratch_place(plan: Mapping[str, Any], drill: Mapping[str, Any]) -> tuple[str, str]:
+    """The scratch project and zone of the drill's config, after checking that ``plan`` names them and
+    that the VM it drills is not in that project. Raises BackupError otherwise (nothing is touched)."""
+    project, zone = drill.get("scratch_project"), drill.get("scratch_zone")
+    vm_project = split_vm(plan["vm"])[0] if plan.get("vm") else None
+    if not project or not zone or (plan.get("project"), plan.get("zone")) != (project, zone):
+        raise BackupError(
+            f"The drill plan of {plan.get('vm')} names {plan.get('project')}/{plan.get('zone')}, not the "
+            f"scratch project and zone {project}/{zone}: nothing was created"
+        )
+    if project == vm_project:
+        raise BackupError(f"The scratch project {project} holds {plan['vm']}: nothing was created")
+    return project, zone
+
+
+def planned_paths(plan: Mapping[str, Any], *, with_vm: bool = True) -> list[str]:
+    """The paths of what a plan's drill makes: its disks (in plan order), then its VM."""
+    if not plan.get("project") or not plan.get("zone"):
+        return []
+    where = f"projects/{plan['project']}/zones/{plan['zone']}"
+    paths = [f"{where}/disks/{disk['name']}" for disk in plan.get("disks") or []]
+    if with_vm and plan.get("instance_name"):
+        paths.append(f"{where}/instances/{plan['instance_name']}")
+    return paths
+
+
 class DrillCleanupOperator(RestoreTask):
-    """Teardown: delete every VM and disk labelled as this drill run's in each scratch location, then list
-    again. Returns ``{"deleted", "refused", "failed", "left"}``; raises BackupError when anything
-    labelled as this run's is left (after the deletes of everything else)."""
+    """Teardown: delete what this drill run made, and only that (see the module docstring), then list
+    again.
+
+    Looks only in the config's scratch project and zone. Returns ``{"deleted", "refused", "failed",
+    "left"}``: "refused" holds one ``"<path>: left alone, <why>"`` per resource carrying the run's label
+    that it did not delete. Raises BackupError when the scratch project holds a VM of the plan (nothing is
+    deleted), or when anything this run made is left (after the deletes of everything else)."""
 
     template_fields = ("plans",)
 
@@ -291,39 +352,67 @@ class DrillCleanupOperator(RestoreTask):
 
     def execute(self, context: Any) -> dict[str, Any]:
         run_hash = self.run_hash(context)
-        labels = self.scope_labels(DRILL_KEY, run_hash)
-        run_key = self.run_key(context)
-        places = sorted(
-            {(p["plan"]["project"], p["plan"]["zone"]) for p in self.plans or [] if p["plan"].get("project")}
-        )
-        total: dict[str, list[str]] = {"deleted": [], "refused": [], "failed": [], "left": []}
-        for project, zone in places:
-            done = delete_labelled(
-                self.hook,
-                project=project,
-                zone=zone,
-                labels=labels,
-                request_id=run_key.request_id,
-                timeout=float(self.drill["timeouts"]["cleanup"]),
+        project, zone = self.drill.get("scratch_project"), self.drill.get("scratch_zone")
+        plans = [entry["plan"] for entry in self.plans or []]
+        vm_projects = {split_vm(plan["vm"])[0] for plan in plans if plan.get("vm")}
+        if not project or not zone or project in vm_projects:
+            raise BackupError(
+                f"Drill cleanup refused: the scratch project {project!r} is missing or holds a VM of "
+                f"group {self.group}; nothing was deleted"
             )
-            for key, items in done.items():
-                total[key] += items
-            left = [
-                f"projects/{project}/zones/{zone}/instances/{i.name}"
-                for _, i in self.hook.list_instances(project_id=project, zone=zone, filter=_filter(labels))
-            ] + [
-                f"projects/{project}/zones/{zone}/disks/{d.name}"
-                for d in self.hook.list_disks(project_id=project, zone=zone, filter=_filter(labels))
-            ]
-            total["left"] += left
+        total: dict[str, list[str]] = {"deleted": [], "refused": [], "failed": [], "left": []}
+        for plan in plans:
+            if plan.get("project") and (plan["project"], plan["zone"]) != (project, zone):
+                total["refused"] += [
+                    f"{path}: left alone, not in the scratch project and zone {project}/{zone}"
+                    for path in planned_paths(plan)
+                ]
+        planned = {path for plan in plans for path in planned_paths(plan)}
+        recorded = self._recorded(context["ti"], len(plans))
+        nonces = {plan["nonce"] for plan in plans if plan.get("nonce")}
+        listed_by = self.scope_labels(DRILL_KEY, run_hash)
+        mine = planned & recorded if len(nonces) == 1 else set()
+        labels = drill_labels(self, run_hash, next(iter(nonces))) if len(nonces) == 1 else listed_by
+        done = delete_labelled(
+            self.hook,
+            project=project,
+            zone=zone,
+            labels=labels,
+            listed_by=listed_by,
+            paths=mine,
+            request_id=self.run_key(context).request_id,
+            timeout=float(self.drill["timeouts"]["cleanup"]),
+        )
+        for key, items in done.items():
+            total[key] += items
+        still = [
+            f"projects/{project}/zones/{zone}/instances/{i.name}"
+            for _, i in self.hook.list_instances(project_id=project, zone=zone, filter=_filter(labels))
+        ] + [
+            f"projects/{project}/zones/{zone}/disks/{d.name}"
+            for d in self.hook.list_disks(project_id=project, zone=zone, filter=_filter(labels))
+        ]
+        total["left"] = [path for path in still if path in mine]  # this run's, and still there
         self.log.info("Drill cleanup: deleted %s", ", ".join(total["deleted"]) or "nothing")
+        for line in total["refused"]:
+            self.log.warning("Drill cleanup: %s", line)
         if total["left"]:
             context["ti"].xcom_push(key="cleanup", value=total)
             raise BackupError(
-                f"Drill cleanup left {len(total['left'])} resource(s) labelled {DRILL_KEY}={run_hash}: "
+                f"Drill cleanup left {len(total['left'])} resource(s) made by this run: "
                 f"{', '.join(total['left'])}; failures: {'; '.join(total['failed']) or 'none'}"
             )
         return total
+
+    def _recorded(self, ti: Any, count: int) -> set[str]:
+        """Every path a try of drill_vm recorded before creating it (XCom ``drill_created``)."""
+        paths: set[str] = set()
+        for index in range(count):
+            records: Iterable[Mapping[str, Any]] = (
+                ti.xcom_pull(task_ids=VM_TASK_ID, map_indexes=index, key=CREATED_KEY) or []
+            )
+            paths.update(record["path"] for record in records)
+        return paths
 
 
 def _filter(labels: Mapping[str, str]) -> str:
@@ -370,8 +459,9 @@ class DrillReportOperator(RestoreTask):
         )
         cleanup_error = ti.xcom_pull(task_ids=CLEANUP_TASK_ID, key=ERROR_XCOM_KEY)
         failed = [r for r in rows if r["result"] != "ok"]
+        left_alone = (cleanup or {}).get("refused") or []
         report = {
-            "status": "failed" if failed or cleanup_error or cleanup is None else "success",
+            "status": "failed" if failed or cleanup_error or cleanup is None or left_alone else "success",
             "vms": rows,
             "cleanup": cleanup,
             "cleanup_error": (cleanup_error or {}).get("cause"),
@@ -384,6 +474,7 @@ class DrillReportOperator(RestoreTask):
             if cleanup is not None or cleanup_error
             else "cleanup: did not run"
         )
+        lines += [f"cleanup: {line}" for line in left_alone]
         self.log.info("Drill report:\n%s", "\n".join(lines))
         if report["status"] != "success":
             raise BackupError("Restore drill failed:\n" + "\n".join(lines))

@@ -28,6 +28,10 @@ from gce_vm_backup.restore_steps import (
 )
 
 STOPPED = frozenset({"TERMINATED"})
+# How long a replace-disks restore's lease on the VM lasts from its stop (lease.py): the stop, then the
+# swap, the start and ensure_vm (each bounded by at most the restore's step timeout), with their retries.
+RESTORE_LEASE_STEPS = 4 * 1800.0
+LEASE_WAIT = 1800.0  # seconds the stop waits for another operation's lease on the VM (a backup's downtime)
 PLAN_TASK_ID = "plan"
 STOP_TASK_ID = "stop"
 SWAP_TASK_ID = "swap_disks"
@@ -160,13 +164,50 @@ class CreateRestoredVmOperator(_PlannedStep):
         return {"vm": path, "running_at": iso(now())}
 
 
-class StopForRestoreOperator(_PlannedStep):
-    """replace-disks: stop the VM (observe first: a stopped VM is left as it is). Returns
-    ``{"stopped": bool, "at"}``: whether this run stopped it."""
+def lease_vm(plan: Mapping[str, Any]) -> dict[str, str]:
+    return {"project_id": plan["project"], "zone": plan["zone"], "name": plan["instance"]}
+
+
+class _LeasedStep(_PlannedStep):
+    """A replace-disks step that acts on the VM under the restore run's lease (lease.py)."""
+
+    lease_wait: float
+
+    def __init__(self, *, lease_wait: float = LEASE_WAIT, **kwargs: Any) -> None:
+        init_super(_LeasedStep, self, kwargs)  # super().__init__: one apply_defaults
+        set_fields(self, lease_wait=float(lease_wait))
+
+    def holder(self, context: Any) -> Any:
+        from gce_vm_backup.lease import Holder
+
+        return Holder.of_context("restore", deployment=self.deployment, context=context)
+
+    def take_lease(self, context: Any) -> Any:
+        """Take (or extend) the run's lease on the VM; waits up to ``lease_wait`` seconds for another
+        operation's. Returns lease.Taken (the VM as read); raises LeaseHeldError naming the holder."""
+        from gce_vm_backup.lease import LEASE_MARGIN, acquire
+
+        self.failure_subject = f"lease on VM {self.plan['vm']}"
+        taken = acquire(
+            self.hook,
+            lease_vm(self.plan),
+            self.holder(context),
+            duration=self.timeout + RESTORE_LEASE_STEPS + LEASE_MARGIN,
+            wait=self.lease_wait,
+            poll=max(self.poll_interval, 1.0),
+        )
+        self.failure_subject = None
+        return taken
+
+
+class StopForRestoreOperator(_LeasedStep):
+    """replace-disks: take the VM's lease (waiting up to ``lease_wait`` seconds for a backup's), then stop
+    the VM (observe first: a stopped VM is left as it is). Returns ``{"stopped": bool, "at"}``: whether
+    this run stopped it. The lease stays until ensure_vm."""
 
     def execute(self, context: Any) -> dict[str, Any]:
         name = self.plan["instance"]
-        instance = self.hook.get_instance(**self.vm_args(), name=name)
+        instance = self.take_lease(context).instance
         stopped = False
         if instance.status == "RUNNING":
             operation = self.hook.stop_instance(
@@ -283,14 +324,16 @@ def attach(
     hook.wait_operation(operation, timeout=timeout)
 
 
-class StartAfterRestoreOperator(_PlannedStep):
-    """replace-disks: start the VM when it was RUNNING before the restore, wait until RUNNING."""
+class StartAfterRestoreOperator(_LeasedStep):
+    """replace-disks: start the VM when it was RUNNING before the restore, wait until RUNNING. The run's
+    lease is extended first: a VM whose lease another operation took over (this run's ran out) is not
+    started (LeaseHeldError after ``lease_wait`` seconds)."""
 
     def execute(self, context: Any) -> dict[str, Any]:
         name = self.plan["instance"]
-        instance = self.hook.get_instance(**self.vm_args(), name=name)
         if self.plan["prior_status"] != "RUNNING":
             return {"started": False, "running_at": None}
+        instance = self.take_lease(context).instance
         if instance.status == "TERMINATED":
             operation = self.hook.start_instance(
                 **self.vm_args(),
@@ -307,10 +350,15 @@ class StartAfterRestoreOperator(_PlannedStep):
         return {"started": True, "running_at": iso(now())}
 
 
-class EnsureVmOperator(_PlannedStep):
+class EnsureVmOperator(_LeasedStep):
     """Teardown of the plan (runs whatever failed): for a replace-disks run that stopped the VM, a VM with
-    no boot disk gets its old boot disk back, and a VM this run stopped is started again and waited for.
-    Returns ``{"actions": [...], "status"}``; does nothing for other runs."""
+    no boot disk gets its old boot disk back, and a VM this run stopped is started again and waited for;
+    then the run's lease on the VM is given back. The stop task "ran" when it left a result or a recorded
+    failure (other than a refusal for another operation's lease), or when the VM carries this run's lease
+    (the stop takes it before its stop request: a stop task killed, or failed without a record, may have
+    stopped the VM). A VM whose lease another operation holds now is not touched (LeaseHeldError after
+    ``lease_wait`` seconds, retried). Returns ``{"actions": [...], "status"}``; does nothing for other
+    runs."""
 
     def execute(self, context: Any) -> dict[str, Any]:
         plan = self.plan
@@ -320,14 +368,23 @@ class EnsureVmOperator(_PlannedStep):
         from gce_vm_backup._base import ERROR_XCOM_KEY
 
         stop = ti.xcom_pull(task_ids=STOP_TASK_ID)
-        stop_ran = stop is not None or ti.xcom_pull(task_ids=STOP_TASK_ID, key=ERROR_XCOM_KEY) is not None
+        stop_error = ti.xcom_pull(task_ids=STOP_TASK_ID, key=ERROR_XCOM_KEY)
+        # A stop refused for another operation's lease changed nothing: nothing to undo.
+        refused = isinstance(stop_error, dict) and stop_error.get("error") == "LeaseHeldError"
+        stop_ran = stop is not None or (stop_error is not None and not refused)
         name, actions = plan["instance"], []
         try:
             instance = self.hook.get_instance(**self.vm_args(), name=name)
         except ResourceNotFoundError:
             return {"actions": [], "status": "NOT_FOUND"}
-        if not stop_ran:
+        from gce_vm_backup.lease import lease_of, release_quietly
+
+        holder, lease = self.holder(context), lease_of(instance.labels)
+        leased = lease is not None and lease.held_by(holder)
+        if not (stop_ran or leased):
             return {"actions": [], "status": instance.status}
+        if not leased:
+            self.take_lease(context)  # a stop that failed before its lease, or a lease that ran out
         if instance.status in STOPPED:
             # A swap cut short leaves a device empty: its old disk goes back (the boot disk first), so the
             # VM never stays without a boot disk and every device holds its old or its new disk.
@@ -361,6 +418,8 @@ class EnsureVmOperator(_PlannedStep):
                 timeout=self.timeout,
                 poll=self.poll_interval,
             )
+        if release_quietly(self.hook, lease_vm(plan), holder):
+            actions.append("gave back the lease on the VM")
         for action in actions:
             self.log.info("ensure_vm: %s", action)
         return {"actions": actions, "status": instance.status}

@@ -190,6 +190,12 @@ class RestorePlanOperator(RestoreTask):
         if instance is not None:
             # the live VM's attached disks admit its snapshots made before manifests (restore_sets)
             sets = self._sets(project, [vm], attached={vm: attached_of(instance)}).get(vm, [])
+        if instance is None and not sets:
+            raise BackupError(
+                f"Cannot rebuild {vm}: it does not exist any more, and no snapshot set of group {self.group} "
+                "records it (snapshots made before sets carried the VM's manifest count only for a VM that "
+                "still has their disks attached). Nothing was done."
+            )
         if instance is None and form["mode"] == "replace-disks":
             raise BackupError(
                 f"Cannot restore {vm} (replace-disks): the VM does not exist any more, so it has no disks "

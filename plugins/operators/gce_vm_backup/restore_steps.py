@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from gce_vm_backup.errors import BackupError, OperationTimeoutError, ResourceNotFoundError
@@ -181,47 +181,48 @@ def delete_labelled(
     project: str,
     zone: str,
     labels: Mapping[str, str],
+    listed_by: Mapping[str, str],
+    paths: Collection[str],
     request_id: Callable[[str, str], str],
     timeout: float,
 ) -> dict[str, list[str]]:
-    """Delete every VM, then every disk, in ``project``/``zone`` carrying all of ``labels``.
+    """Delete the VMs, then the disks, of ``paths`` in ``project``/``zone`` that carry every one of
+    ``labels``; leave everything else alone.
 
-    Listed with a label filter and checked again one by one; a listed resource without the labels is
-    reported under "refused" and not touched. Returns ``{"deleted": [...], "refused": [...],
-    "failed": [...]}`` (paths; "failed" with the error). Raises nothing for one failed delete: the others
-    still go, and the caller reports what is left.
+    Every VM and disk of ``project``/``zone`` carrying ``listed_by`` (labels that mark the run) is listed
+    and checked one by one: deleted only when its path is one of ``paths`` and it carries all of
+    ``labels``; any other is reported under "refused" as ``"<path>: left alone, <why>"`` and not touched.
+    Nothing outside ``project``/``zone`` is ever looked at, whatever ``paths`` holds. Returns
+    ``{"deleted": [...], "refused": [...], "failed": [...]}`` (paths; "failed" with the error). Raises
+    nothing for one failed delete: the others still go, and the caller reports what is left.
     """
     result: dict[str, list[str]] = {"deleted": [], "refused": [], "failed": []}
-    where = label_filter(labels)
+    where = label_filter(listed_by)
     deadline = time.monotonic() + timeout
-    for _, instance in list(hook.list_instances(project_id=project, zone=zone, filter=where)):
-        path = f"projects/{project}/zones/{zone}/instances/{instance.name}"
-        if not owns(instance.labels, labels):
-            result["refused"].append(path)
+    wanted = set(paths)
+    listed = [
+        ("instances", instance, hook.delete_instance)
+        for _, instance in list(hook.list_instances(project_id=project, zone=zone, filter=where))
+    ] + [
+        ("disks", disk, hook.delete_disk)
+        for disk in list(hook.list_disks(project_id=project, zone=zone, filter=where))
+    ]
+    for kind, resource, delete in listed:
+        path = f"projects/{project}/zones/{zone}/{kind}/{resource.name}"
+        if not owns(resource.labels, labels):
+            result["refused"].append(f"{path}: left alone, it does not carry this run's labels")
+            continue
+        if path not in wanted:
+            result["refused"].append(f"{path}: left alone, this run did not plan and record it")
             continue
         try:
-            operation = hook.delete_instance(
-                project_id=project, zone=zone, name=instance.name, request_id=request_id(path, "delete")
+            operation = delete(
+                project_id=project, zone=zone, name=resource.name, request_id=request_id(path, "delete")
             )
             hook.wait_operation(operation, timeout=max(deadline - time.monotonic(), 1))
             result["deleted"].append(path)
         except ResourceNotFoundError:
             result["deleted"].append(path)  # already gone: what the cleanup wants
-        except BackupError as exc:
-            result["failed"].append(f"{path}: {exc}")
-    for disk in list(hook.list_disks(project_id=project, zone=zone, filter=where)):
-        path = f"projects/{project}/zones/{zone}/disks/{disk.name}"
-        if not owns(disk.labels, labels):
-            result["refused"].append(path)
-            continue
-        try:
-            operation = hook.delete_disk(
-                project_id=project, zone=zone, name=disk.name, request_id=request_id(path, "delete")
-            )
-            hook.wait_operation(operation, timeout=max(deadline - time.monotonic(), 1))
-            result["deleted"].append(path)
-        except ResourceNotFoundError:
-            result["deleted"].append(path)
         except BackupError as exc:
             result["failed"].append(f"{path}: {exc}")
     return result
