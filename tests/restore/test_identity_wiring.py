@@ -11,7 +11,7 @@ from ..conftest import TARGET, config, group
 
 RESTORE_SA = "vm-backup-restore@ops-project.iam.gserviceaccount.com"
 DRILL_SA = "vm-backup-drill@ops-project.iam.gserviceaccount.com"
-DRILL = "restore_drill: {scratch_zone: us-central1-b}"
+DRILL = "restore_drill: {scratch_zone: us-central1-b, scratch_project: drill-scratch, network: drills}"
 
 
 def all_dags(text):
