@@ -14,6 +14,9 @@ locals {
     "compute.instances.stop",
     "compute.instances.start",
     "compute.instances.resume",
+    # The per-VM lease: a label on the VM, written with its labelFingerprint, so that one backup, restore
+    # or drill acts on a VM at a time.
+    "compute.instances.setLabels",
     # snapshots.insert with a source disk (zonal or regional) needs createSnapshot on the disk ...
     "compute.disks.createSnapshot",
     "compute.regionDisks.createSnapshot",
@@ -78,75 +81,116 @@ resource "google_project_iam_member" "backup" {
   member  = "serviceAccount:${google_service_account.composer.email}"
 }
 
-# ---- restore (issue 14) -----------------------------------------------------------------------------
-# Restores and drills create and delete VMs and disks: rights the backup account must never hold. So they
-# get a role and a service account of their own, created only with var.enable_restore (default false).
-# tests/deploy/test_terraform.py keeps this list equal to gce_vm_backup.permissions.
-# RESTORE_REQUIRED_PERMISSIONS, and the test session's call log keeps the API methods behind it equal to
-# what the restore hook calls.
+# ---- restores and drills: accounts and roles of their own, off unless enable_restore ------------------
+# Restores create disks and VMs, and swap disks; drills also delete what they made. The backup account
+# holds none of these rights. Each list below is kept equal to its constant in gce_vm_backup.permissions
+# (tests/deploy/test_terraform.py), and the test session's call log keeps the API methods behind them equal
+# to what the restore hook calls. docs/access.md says which boundary this draws and which it does not.
 locals {
+  # The restore DAG, in each target project. It deletes nothing and sets no metadata.
   restore_permissions = [
-    # Read the VM to restore or swap disks on; stop and start it around the swap (replace-disks); find
-    # the group's VMs and a drill's leftovers by label (list covers aggregatedList).
+    # Read the VM to restore or swap disks on; stop and start it around the swap (replace-disks); find the
+    # group's VMs by label (list covers aggregatedList).
     "compute.instances.get",
     "compute.instances.list",
     "compute.instances.stop",
     "compute.instances.start",
-    # Find the snapshot sets by label, and read their snapshots into new disks.
+    # Find the snapshot sets by label; hold the chosen set from retention (read each snapshot's
+    # labelFingerprint, set the hold label: a global operation); read the snapshots into new disks.
     "compute.snapshots.list",
+    "compute.snapshots.get",
+    "compute.snapshots.setLabels",
     "compute.snapshots.useReadOnly",
-    # New disks (zonal and regional disks share these permissions), labelled at creation and after (the old
-    # disks replace-disks leaves detached for a rollback); drills delete only the disks they labelled.
+    "compute.globalOperations.get",
+    # New disks (zonal and regional disks share these permissions), labelled at creation, and the label on
+    # the old disks replace-disks leaves detached.
     "compute.disks.create",
     "compute.disks.get",
-    "compute.disks.list",
     "compute.disks.setLabels",
-    "compute.disks.delete",
-    # A VM from those disks: no external IP and no service account on it, so neither
-    # compute.subnetworks.useExternalIp nor iam.serviceAccounts.actAs.
+    # new-vm: a VM from those disks, labelled; no metadata, no external IP, no service account on it.
     "compute.instances.create",
     "compute.disks.use",
     "compute.subnetworks.use",
     "compute.instances.setLabels",
-    "compute.instances.setMetadata",
-    "compute.instances.delete",
     # Swap disks on the stopped VM.
     "compute.instances.attachDisk",
     "compute.instances.detachDisk",
-    # "The OS came up": a guest attribute or a serial port line.
-    "compute.instances.getGuestAttributes",
-    "compute.instances.getSerialPortOutput",
     # Wait on the operations: VMs and zonal disks are zonal, regional disks regional.
     "compute.zoneOperations.get",
     "compute.regionOperations.get",
   ]
 
-  restore_projects = var.enable_restore ? setunion(local.target_projects, toset(var.restore_project_ids)) : toset([])
+  # The drill, in its scratch project only: create, check and delete a copy.
+  drill_permissions = [
+    # Disks from the target projects' snapshots, labelled as the drill run's; found again and listed for
+    # the cleanup, which deletes them.
+    "compute.disks.create",
+    "compute.disks.get",
+    "compute.disks.list",
+    "compute.disks.setLabels",
+    "compute.disks.delete",
+    # A throwaway VM from them (metadata enable-guest-attributes for a guest-attribute boot check; no
+    # external IP, no service account), deleted by the cleanup.
+    "compute.instances.create",
+    "compute.instances.get",
+    "compute.instances.list",
+    "compute.instances.setLabels",
+    "compute.instances.setMetadata",
+    "compute.instances.delete",
+    "compute.disks.use",
+    "compute.subnetworks.use",
+    # "The OS came up": a guest attribute or a serial port line.
+    "compute.instances.getGuestAttributes",
+    "compute.instances.getSerialPortOutput",
+    "compute.zoneOperations.get",
+  ]
+
+  # The drill, in each target project: reads only. The group's VMs (by label) and their boot disks, their
+  # snapshot sets, and the snapshots read into the scratch project's disks.
+  drill_read_permissions = [
+    "compute.instances.get",
+    "compute.instances.list",
+    "compute.snapshots.list",
+    "compute.snapshots.useReadOnly",
+  ]
+
+  # Only with restore_rebuild_grants: what a VM rebuilt from its manifest needs beyond the restore role
+  # when it had metadata values, network tags or a service account.
+  restore_rebuild_permissions = [
+    "compute.instances.setMetadata",
+    "compute.instances.setTags",
+    "compute.instances.setServiceAccount",
+  ]
+
+  restore_projects = var.enable_restore ? local.target_projects : toset([])
+  rebuild_projects = var.enable_restore && var.restore_rebuild_grants ? local.target_projects : toset([])
+  drill_enabled    = var.enable_restore && var.drill_scratch_project != ""
+  drill_projects   = local.drill_enabled ? local.target_projects : toset([])
 }
 
-# The account restores and drills run as. The environment's account only impersonates it, so a backup
-# task (which does not impersonate) can never use these rights.
+# The account restores run as. The environment's account only impersonates it (the restore DAGs'
+# impersonation_chain, config key restore_service_account); the backup DAGs never do.
 resource "google_service_account" "restore" {
   count = var.enable_restore ? 1 : 0
 
   project      = var.project_id
   account_id   = var.restore_service_account_id
-  display_name = "gce-vm-backup restores and drills (${var.environment_name})"
-  description  = "Creates disks from snapshots and VMs from disks, swaps disks; impersonated by the Composer environment's account."
+  display_name = "gce-vm-backup restores (${var.environment_name})"
+  description  = "Creates disks from snapshots and VMs from disks, swaps disks; deletes nothing. Impersonated by the Composer environment's account."
 }
 
-# The restore role, in each project a restore reads snapshots from or creates resources in.
+# The restore role, in each target project.
 resource "google_project_iam_custom_role" "restore" {
   for_each = local.restore_projects
 
   project     = each.value
   role_id     = var.restore_role_id
   title       = "GCE VM backup restore"
-  description = "Restore VMs from gce-vm-backup snapshots, and run restore drills. Managed by terraform."
+  description = "Restore VMs from gce-vm-backup snapshots (no delete, no metadata). Managed by terraform."
   permissions = local.restore_permissions
 }
 
-# The restore account gets the restore role in each of those projects.
+# The restore account gets the restore role in each target project.
 resource "google_project_iam_member" "restore" {
   for_each = local.restore_projects
 
@@ -155,12 +199,97 @@ resource "google_project_iam_member" "restore" {
   member  = "serviceAccount:${google_service_account.restore[0].email}"
 }
 
-# The environment's account may mint tokens for the restore account (the restore DAGs' impersonation_chain),
-# on that one account only, never project-wide.
+# Rebuilding a VM that no longer exists with its metadata, tags and service account (off by default). The
+# service account also needs iam.serviceAccounts.actAs on that one account (roles/iam.serviceAccountUser
+# granted on it): never granted here, since project-wide it would let restores act as any account.
+resource "google_project_iam_custom_role" "restore_rebuild" {
+  for_each = local.rebuild_projects
+
+  project     = each.value
+  role_id     = var.restore_rebuild_role_id
+  title       = "GCE VM backup restore (rebuild settings)"
+  description = "Give a rebuilt VM its metadata, network tags and service account. Managed by terraform."
+  permissions = local.restore_rebuild_permissions
+}
+
+resource "google_project_iam_member" "restore_rebuild" {
+  for_each = local.rebuild_projects
+
+  project = each.value
+  role    = google_project_iam_custom_role.restore_rebuild[each.value].id
+  member  = "serviceAccount:${google_service_account.restore[0].email}"
+}
+
+# The environment's account may mint tokens for the restore account, on that one account only, never
+# project-wide.
 resource "google_service_account_iam_member" "composer_impersonates_restore" {
   count = var.enable_restore ? 1 : 0
 
   service_account_id = google_service_account.restore[0].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = "serviceAccount:${google_service_account.composer.email}"
+}
+
+# The account drills run as (config key drill_service_account): it creates and deletes only in the scratch
+# project, and only reads in the target projects.
+resource "google_service_account" "drill" {
+  count = local.drill_enabled ? 1 : 0
+
+  project      = var.project_id
+  account_id   = var.drill_service_account_id
+  display_name = "gce-vm-backup restore drills (${var.environment_name})"
+  description  = "Restores snapshot sets into the drill scratch project and deletes them again; reads only elsewhere. Impersonated by the Composer environment's account."
+}
+
+# The drill role, in the scratch project only.
+resource "google_project_iam_custom_role" "drill" {
+  count = local.drill_enabled ? 1 : 0
+
+  project     = var.drill_scratch_project
+  role_id     = var.drill_role_id
+  title       = "GCE VM backup restore drill"
+  description = "Create, boot-check and delete restore drill disks and VMs. Managed by terraform."
+  permissions = local.drill_permissions
+
+  lifecycle {
+    precondition {
+      condition     = !contains(tolist(local.target_projects), var.drill_scratch_project)
+      error_message = "drill_scratch_project must not be a target project: a drill creates and deletes there."
+    }
+  }
+}
+
+resource "google_project_iam_member" "drill" {
+  count = local.drill_enabled ? 1 : 0
+
+  project = var.drill_scratch_project
+  role    = google_project_iam_custom_role.drill[0].id
+  member  = "serviceAccount:${google_service_account.drill[0].email}"
+}
+
+# The drill's read role, in each target project.
+resource "google_project_iam_custom_role" "drill_read" {
+  for_each = local.drill_projects
+
+  project     = each.value
+  role_id     = var.drill_read_role_id
+  title       = "GCE VM backup restore drill (read)"
+  description = "Read the VMs and snapshots a restore drill copies. Managed by terraform."
+  permissions = local.drill_read_permissions
+}
+
+resource "google_project_iam_member" "drill_read" {
+  for_each = local.drill_projects
+
+  project = each.value
+  role    = google_project_iam_custom_role.drill_read[each.value].id
+  member  = "serviceAccount:${google_service_account.drill[0].email}"
+}
+
+resource "google_service_account_iam_member" "composer_impersonates_drill" {
+  count = local.drill_enabled ? 1 : 0
+
+  service_account_id = google_service_account.drill[0].name
   role               = "roles/iam.serviceAccountTokenCreator"
   member             = "serviceAccount:${google_service_account.composer.email}"
 }

@@ -22,3 +22,8 @@ output "restore_service_account_email" {
   description = "The restore service account (the restore DAGs' impersonation_chain), or null when enable_restore is false."
   value       = var.enable_restore ? google_service_account.restore[0].email : null
 }
+
+output "drill_service_account_email" {
+  description = "The drill service account (the drill DAGs' impersonation_chain), or null without enable_restore and drill_scratch_project."
+  value       = local.drill_enabled ? google_service_account.drill[0].email : null
+}

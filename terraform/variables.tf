@@ -112,15 +112,15 @@ variable "triggerer_count" {
   }
 }
 
-# ---- restore (issue 14): its own role and service account, off unless asked for ----------------------
+# ---- restores and drills: their own roles and accounts, off unless asked for -------------------------
 variable "enable_restore" {
-  description = "Create the restore role (gceVmBackupRestore: create disks from snapshots, create/delete VMs and disks, swap disks) and a restore service account the environment impersonates for restores and drills. Off by default, so that a backup-only deployment holds no right to create or delete a VM or a disk."
+  description = "Create the restore role (gceVmBackupRestore: disks from snapshots, VMs from disks, disk swaps; no delete) and a restore service account the environment impersonates for restores. Off by default, so that a backup-only deployment holds no right to create a VM or a disk."
   type        = bool
   default     = false
 }
 
 variable "restore_role_id" {
-  description = "Id of the custom IAM role created for restores and drills in each restore project (only with enable_restore)."
+  description = "Id of the custom IAM role created for restores in each target project (only with enable_restore)."
   type        = string
   default     = "gceVmBackupRestore"
 
@@ -131,7 +131,7 @@ variable "restore_role_id" {
 }
 
 variable "restore_service_account_id" {
-  description = "Account id (the part before @) of the restore service account (only with enable_restore). The restore DAGs run their Compute Engine calls as it, through impersonation."
+  description = "Account id (the part before @) of the restore service account (only with enable_restore). The restore DAGs run their Compute Engine calls as it (config key restore_service_account)."
   type        = string
   default     = "vm-backup-restore"
 
@@ -141,13 +141,63 @@ variable "restore_service_account_id" {
   }
 }
 
-variable "restore_project_ids" {
-  description = "Extra projects where restores and drills create disks and VMs (e.g. a drill's scratch project), besides the target projects (whose snapshots they read). Only with enable_restore."
-  type        = list(string)
-  default     = []
+variable "restore_rebuild_grants" {
+  description = "Also grant the restore account what rebuilding a deleted VM with its metadata, network tags and service account needs (setMetadata, setTags, setServiceAccount; role restore_rebuild_role_id). actAs on the VM's service account is never granted here. Only with enable_restore."
+  type        = bool
+  default     = false
+}
+
+variable "restore_rebuild_role_id" {
+  description = "Id of the custom IAM role with the rebuild permissions (only with restore_rebuild_grants)."
+  type        = string
+  default     = "gceVmBackupRestoreRebuild"
 
   validation {
-    condition     = alltrue([for p in var.restore_project_ids : can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", p))])
-    error_message = "Every entry of restore_project_ids must be a valid project id."
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.restore_rebuild_role_id))
+    error_message = "restore_rebuild_role_id must be 3-64 chars of letters, digits, underscores and dots."
+  }
+}
+
+variable "drill_scratch_project" {
+  description = "The project restore drills create (and delete) their disks and VMs in; never a target project. Empty: no drill account or roles (only with enable_restore)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.drill_scratch_project == "" || can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.drill_scratch_project))
+    error_message = "drill_scratch_project must be empty or a valid project id."
+  }
+}
+
+variable "drill_service_account_id" {
+  description = "Account id (the part before @) of the drill service account (only with enable_restore and drill_scratch_project). The drill DAGs run as it (config key drill_service_account)."
+  type        = string
+  default     = "vm-backup-drill"
+
+  validation {
+    condition     = can(regex("^[a-z][-a-z0-9]{4,28}[a-z0-9]$", var.drill_service_account_id))
+    error_message = "drill_service_account_id must be 6-30 chars: lowercase letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "drill_role_id" {
+  description = "Id of the custom IAM role created for drills in the scratch project."
+  type        = string
+  default     = "gceVmBackupDrill"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.drill_role_id))
+    error_message = "drill_role_id must be 3-64 chars of letters, digits, underscores and dots."
+  }
+}
+
+variable "drill_read_role_id" {
+  description = "Id of the custom IAM role created for drills (reads only) in each target project."
+  type        = string
+  default     = "gceVmBackupDrillRead"
+
+  validation {
+    condition     = can(regex("^[a-zA-Z0-9_.]{3,64}$", var.drill_read_role_id))
+    error_message = "drill_read_role_id must be 3-64 chars of letters, digits, underscores and dots."
   }
 }

@@ -140,6 +140,7 @@ def seed_snapshot(world: World, project: str, spec: Mapping[str, Any]) -> Json:
         "name": spec["name"],
         "status": spec.get("status", "READY"),
         "labels": dict(spec.get("labels") or {}),
+        "labelFingerprint": "42WmSpB8rSM=",  # as insert_snapshot's: every snapshot has one
         "creationTimestamp": spec.get("creationTimestamp", world.clock.timestamp()),
         "storageBytes": str(spec.get("storageBytes", 1 << 30)),
         "diskSizeGb": str(spec.get("diskSizeGb", 10)),

@@ -34,6 +34,11 @@ def _disk_routes(scope_re: str, scope_key: str, api: str) -> None:
         return restore.set_disk_labels(emu.world, p["project"], scope(p), p["disk"], body, q)
 
 
+@_route("POST", "global/snapshots/(?P<snapshot>[^/]+)/setLabels", "compute.snapshots.setLabels")
+def _set_snapshot_labels(emu: Emulator, p: dict[str, str], q: Mapping[str, str], body: Any) -> Any:
+    return restore.set_snapshot_labels(emu.world, p["project"], p["snapshot"], body, q)
+
+
 _disk_routes(Z, "zones", "disks")
 _disk_routes(R, "regions", "regionDisks")
 

@@ -11,8 +11,11 @@ import pytest
 from hcl2 import SerializationOptions
 
 from gce_vm_backup.permissions import (
+    DRILL_READ_PERMISSIONS,
+    DRILL_REQUIRED_PERMISSIONS,
     REQUIRED_PERMISSIONS,
     RESTORE_API_METHOD_PERMISSIONS,
+    RESTORE_REBUILD_PERMISSIONS,
     RESTORE_REQUIRED_PERMISSIONS,
 )
 
@@ -133,7 +136,11 @@ def test_every_variable_is_typed_and_described():
         "triggerer_count",
         "restore_role_id",
         "restore_service_account_id",
-        "restore_project_ids",
+        "restore_rebuild_role_id",
+        "drill_scratch_project",
+        "drill_service_account_id",
+        "drill_role_id",
+        "drill_read_role_id",
     ],
 )
 def test_name_and_enum_variables_are_validated(name):
@@ -150,6 +157,7 @@ def test_outputs_needed_for_deploy_exist():
         "airflow_uri",
         "service_account_email",
         "restore_service_account_email",
+        "drill_service_account_email",
     }
     assert "dag_gcs_prefix" in outputs["dags_prefix"]["value"]
     assert "airflow_uri" in outputs["airflow_uri"]["value"]
@@ -187,7 +195,7 @@ def test_compute_endpoint_variable_accepts_only_what_the_package_accepts_from_th
         assert accepted
 
 
-# ---- restore (issue 14): a role and an account of its own, off by default ----------------------------
+# ---- restores and drills: roles and accounts of their own, off by default ---------------------------
 def _locals(name: str) -> Any:
     for block in _load("iam.tf")["locals"]:
         if name in block:
@@ -199,7 +207,8 @@ def test_restore_role_holds_exactly_the_permissions_the_restore_hook_uses():
     permissions = _locals("restore_permissions")
     assert len(permissions) == len(set(permissions)), "duplicate permission in the restore role"
     assert set(permissions) == set(RESTORE_REQUIRED_PERMISSIONS)
-    assert frozenset().union(*RESTORE_API_METHOD_PERMISSIONS.values()) == RESTORE_REQUIRED_PERMISSIONS
+    every_role = RESTORE_REQUIRED_PERMISSIONS | DRILL_REQUIRED_PERMISSIONS | DRILL_READ_PERMISSIONS
+    assert frozenset().union(*RESTORE_API_METHOD_PERMISSIONS.values()) == every_role
     role = _resources("google_project_iam_custom_role")["restore"]
     assert role["permissions"] == "${local.restore_permissions}"
     assert role["role_id"] == "${var.restore_role_id}"
@@ -210,8 +219,9 @@ def test_restore_is_off_by_default_and_every_restore_resource_hangs_on_enable_re
     variable = _variables()["enable_restore"]
     assert variable["type"] in ("bool", "${bool}")
     assert variable["default"] is False
-    assert _locals("restore_projects").startswith("${var.enable_restore ? ")
-    assert _locals("restore_projects").endswith(": toset([])}")
+    assert _locals("restore_projects") == "${var.enable_restore ? local.target_projects : toset([])}"
+    assert _locals("drill_enabled") == '${var.enable_restore && var.drill_scratch_project != ""}'
+    assert _locals("drill_projects") == "${local.drill_enabled ? local.target_projects : toset([])}"
     assert _resources("google_service_account")["restore"]["count"] == "${var.enable_restore ? 1 : 0}"
     for kind in ("google_project_iam_custom_role", "google_project_iam_member"):
         assert _resources(kind)["restore"]["for_each"] == "${local.restore_projects}", kind
@@ -242,4 +252,103 @@ def test_the_backup_role_can_never_create_or_delete_a_vm_or_a_disk():
     }
     assert not forbidden & set(_locals("backup_permissions"))
     assert not forbidden & set(REQUIRED_PERMISSIONS)
-    assert forbidden <= set(_locals("restore_permissions"))
+    assert forbidden <= set(_locals("restore_permissions")) | set(_locals("drill_permissions"))
+
+
+def test_the_backup_role_may_label_a_vm_for_its_lease():
+    assert "compute.instances.setLabels" in _locals("backup_permissions")
+    assert "compute.instances.setLabels" in REQUIRED_PERMISSIONS
+
+
+def test_the_restore_role_deletes_nothing_and_sets_no_metadata():
+    never = {
+        "compute.instances.setMetadata",
+        "compute.instances.delete",
+        "compute.disks.delete",
+        "compute.snapshots.delete",
+        "compute.instances.setServiceAccount",
+        "compute.subnetworks.useExternalIp",
+        "iam.serviceAccounts.actAs",
+    }
+    assert not never & set(_locals("restore_permissions"))
+    assert not never & RESTORE_REQUIRED_PERMISSIONS
+    # what a hold needs: the snapshot's fingerprint, and its labels written
+    assert {"compute.snapshots.get", "compute.snapshots.setLabels"} <= set(_locals("restore_permissions"))
+
+
+def test_the_drill_creates_and_deletes_only_in_the_scratch_project():
+    permissions = _locals("drill_permissions")
+    assert len(permissions) == len(set(permissions)), "duplicate permission in the drill role"
+    assert set(permissions) == set(DRILL_REQUIRED_PERMISSIONS)
+    role = _resources("google_project_iam_custom_role")["drill"]
+    assert role["project"] == "${var.drill_scratch_project}"
+    assert role["count"] == "${local.drill_enabled ? 1 : 0}"
+    assert role["permissions"] == "${local.drill_permissions}"
+    grant = _resources("google_project_iam_member")["drill"]
+    assert grant["project"] == "${var.drill_scratch_project}"
+    assert grant["role"] == "${google_project_iam_custom_role.drill[0].id}"
+    assert grant["member"] == "serviceAccount:${google_service_account.drill[0].email}"
+    # a scratch project that is a target project is refused at plan time
+    precondition = role["lifecycle"][0]["precondition"][0]
+    assert precondition["condition"] == (
+        "${!contains(tolist(local.target_projects), var.drill_scratch_project)}"
+    )
+
+
+def test_in_the_target_projects_the_drill_account_only_reads():
+    permissions = _locals("drill_read_permissions")
+    assert set(permissions) == set(DRILL_READ_PERMISSIONS)
+    for permission in permissions:
+        assert permission.rsplit(".", 1)[-1] in {"get", "list", "useReadOnly"}, permission
+    role = _resources("google_project_iam_custom_role")["drill_read"]
+    assert role["for_each"] == "${local.drill_projects}"
+    assert role["permissions"] == "${local.drill_read_permissions}"
+    grant = _resources("google_project_iam_member")["drill_read"]
+    assert grant["member"] == "serviceAccount:${google_service_account.drill[0].email}"
+    assert grant["role"] == "${google_project_iam_custom_role.drill_read[each.value].id}"
+
+
+def test_only_the_drill_account_can_delete_a_vm_or_a_disk_and_only_in_the_scratch_project():
+    """Every role holding a delete of a VM or a disk is bound in the scratch project, to the drill account."""
+    deleting = {"compute.instances.delete", "compute.disks.delete"}
+    roles_with_delete = {
+        name
+        for name, role in _resources("google_project_iam_custom_role").items()
+        if deleting & set(_locals(role["permissions"].removeprefix("${local.").removesuffix("}")))
+    }
+    assert roles_with_delete == {"drill"}
+    for name, grant in _resources("google_project_iam_member").items():
+        if "custom_role.drill[" in grant["role"]:
+            assert grant["project"] == "${var.drill_scratch_project}", name
+
+
+def test_rebuild_settings_are_a_role_of_their_own_off_by_default_and_never_act_as():
+    assert set(_locals("restore_rebuild_permissions")) == set(RESTORE_REBUILD_PERMISSIONS)
+    assert _variables()["restore_rebuild_grants"]["default"] is False
+    assert _locals("rebuild_projects") == (
+        "${var.enable_restore && var.restore_rebuild_grants ? local.target_projects : toset([])}"
+    )
+    role = _resources("google_project_iam_custom_role")["restore_rebuild"]
+    assert role["for_each"] == "${local.rebuild_projects}"
+    assert role["permissions"] == "${local.restore_rebuild_permissions}"
+    grant = _resources("google_project_iam_member")["restore_rebuild"]
+    assert grant["member"] == "serviceAccount:${google_service_account.restore[0].email}"
+    for name in ("backup", "restore", "restore_rebuild", "drill", "drill_read"):
+        assert "iam.serviceAccounts.actAs" not in _locals(f"{name}_permissions"), name
+    for kind in ("google_project_iam_member", "google_service_account_iam_member"):
+        for name, grant in _resources(kind).items():
+            assert grant["role"] != "roles/iam.serviceAccountUser", name
+
+
+def test_the_environment_may_impersonate_the_drill_account_and_nothing_else_new():
+    grants = _resources("google_service_account_iam_member")
+    assert set(grants) == {
+        "composer_service_agent",
+        "composer_impersonates_restore",
+        "composer_impersonates_drill",
+    }
+    drill = grants["composer_impersonates_drill"]
+    assert drill["service_account_id"] == "${google_service_account.drill[0].name}"
+    assert drill["role"] == "roles/iam.serviceAccountTokenCreator"
+    assert drill["member"] == "serviceAccount:${google_service_account.composer.email}"
+    assert drill["count"] == "${local.drill_enabled ? 1 : 0}"

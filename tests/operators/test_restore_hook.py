@@ -335,9 +335,20 @@ def test_a_restore_through_the_hook_against_the_emulator(emulator):
     assert [d.name for d in hook.list_disks(project_id=P, zone=ZA, filter=label_filter(labels))] == [
         "new-boot"
     ]
-    assert [d.name for d in hook.list_disks(project_id=P, region=R, filter=label_filter(labels))] == [
-        "new-shared"
-    ]
+
+    # The hold on the chosen set (holds.py): the snapshot's labels, written with its labelFingerprint.
+    held = hook.get_snapshot(project_id=P, name="web-1-s")
+    wait(
+        hook.set_snapshot_labels(
+            project_id=P,
+            name="web-1-s",
+            labels={**held.labels, "gce-vm-backup-hold-r1": "20261208t000000z"},
+            label_fingerprint=held.label_fingerprint,
+        )
+    )
+    assert (
+        hook.get_snapshot(project_id=P, name="web-1-s").labels["gce-vm-backup-hold-r1"] == "20261208t000000z"
+    )
 
     # A throwaway VM from the new disk, no external IP, guest attributes on.
     instance = compute_v1.Instance(
@@ -416,11 +427,6 @@ def test_a_restore_through_the_hook_against_the_emulator(emulator):
     )
     assert (
         hook.get_instance(project_id=P, zone=ZA, name="batch-1").disks[0].source.endswith("/disks/new-boot")
-    )
-    wait(
-        hook.delete_disk(
-            project_id=P, region=R, name="new-shared", request_id="00000000-0000-4000-8000-00000000000a"
-        )
     )
     wait(
         hook.delete_disk(

@@ -116,3 +116,47 @@ def test_both_dags_notify_through_the_groups_notify_block():
         callbacks = dags[dag_id].on_failure_callback
         assert [type(c) for c in callbacks] == [EmailFailureNotifier]
     assert dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"].on_failure_callback is None
+
+
+def test_the_chosen_set_is_held_right_after_the_plan_and_released_by_a_teardown_after_ensure_vm():
+    dag = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"]
+
+    hold, release = dag.get_task("hold"), dag.get_task("release_hold")
+    assert hold.upstream_task_ids == {"plan"}
+    assert dag.get_task("choose").upstream_task_ids == {"plan", "hold"}  # plan: its XCom
+    assert release.is_teardown
+    assert {"plan", "hold", "ensure_vm"} <= release.upstream_task_ids
+    # a teardown of the plan: it runs however the restore ended, also after a failed or rejected one
+    assert release.trigger_rule == "all_done_setup_success"
+    assert "release_hold" in dag.get_task("restore_report").upstream_task_ids
+
+
+def test_the_approval_is_assigned_to_the_approvers_and_checked_before_any_change():
+    body = f"{TARGET}\nrestore_approval: {{approvers: [alice, {{id: '7', name: bob}}], four_eyes: true}}"
+    dag = dags_of(config(group(body)))["gce_vm_backup_restore__web"]
+
+    approve, check = dag.get_task("approve"), dag.get_task("check_approval")
+    assert approve.assigned_users == [{"id": "alice", "name": "alice"}, {"id": "7", "name": "bob"}]
+    assert check.approvers == ["alice", "7"]
+    assert check.four_eyes is True
+    assert check.upstream_task_ids == {"approve"}
+    assert dag.get_task("create_disks").upstream_task_ids == {"plan", "check_approval"}
+    assert check.retries == 0
+    unassigned = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"]
+    assert unassigned.get_task("approve").assigned_users is None
+    assert unassigned.get_task("check_approval").four_eyes is False
+
+
+@pytest.mark.parametrize(
+    ("block", "key"),
+    [
+        ("{four_eyes: 'yes'}", "restore_approval.four_eyes"),
+        ("{approvers: [{id: ''}]}", "restore_approval.approvers.0.id"),
+        ("{approver: [alice]}", "restore_approval.approver"),
+    ],
+)
+def test_a_bad_approval_block_is_refused_naming_the_key(block, key):
+    groups, problems = parse_config(config(group(f"{TARGET}\nrestore_approval: {block}")), "backup.yaml")
+
+    assert groups == {}
+    assert [p.key for p in problems] == [key]

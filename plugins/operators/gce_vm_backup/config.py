@@ -52,6 +52,8 @@ CONFIG_VERSION = 1
 # snapshot it makes, so retention (and sync) act only on what this deployment made.
 DEPLOYMENT = re.compile(r"^[a-z]([a-z0-9-]{0,38}[a-z0-9])?$")
 DEPLOYMENT_ENV = "GCE_VM_BACKUP_DEPLOYMENT"
+# A service account's email: the identity restores and drills impersonate (``impersonation_chain``).
+SERVICE_ACCOUNT = r"^[a-z0-9][-a-z0-9._]{0,62}@[a-z0-9][-a-z0-9.]{0,252}\.gserviceaccount\.com$"
 
 
 class _Model(BaseModel):
@@ -171,6 +173,35 @@ class NotifySettings(_Model):
     slack: SlackSettings | None = None
 
 
+class Approver(_Model):
+    """An Airflow user who may approve a replace-disks restore: ``id`` as the auth manager knows it (the
+    HITL ``assigned_users`` entry), ``name`` shown in the UI (default: the id)."""
+
+    id: str = Field(min_length=1, max_length=256)
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+
+    def as_hitl_user(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name or self.id}
+
+
+class RestoreApproval(_Model):
+    """Who approves a replace-disks restore (the ``restore_approval`` block of a group).
+
+    ``approvers``: the only users the approval is assigned to (and accepted from); empty: anyone Airflow
+    lets respond. ``four_eyes``: an approval given by the user who triggered the run is refused.
+    """
+
+    approvers: list[Approver] = []
+    four_eyes: bool = False
+
+    @field_validator("approvers", mode="before")
+    @classmethod
+    def _ids_or_mappings(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"id": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
 class Timeouts(_Model):
     stop: int = Field(default=900, ge=30, description="seconds to wait for a VM to stop")
     snapshot: int = Field(default=7200, ge=60, description="seconds to wait for all snapshots of a VM")
@@ -219,6 +250,11 @@ class Group(_Model):
     snapshot_mode: Literal["standard", "instant"] = "standard"
     instant_fallback: Literal["refuse", "standard"] = "refuse"
     gcp_conn_id: str = "google_cloud_default"
+    # The identity every restore and drill task impersonates (never a backup task); None: the connection's.
+    restore_service_account: str | None = Field(default=None, pattern=SERVICE_ACCOUNT)
+    # The drill's own identity (create and delete only in its scratch project); None: restore_service_account.
+    drill_service_account: str | None = Field(default=None, pattern=SERVICE_ACCOUNT)
+    restore_approval: RestoreApproval = RestoreApproval()
     retention: RetentionPolicy | None = None
     notify: NotifySettings | None = None
     restore_drill: RestoreDrill | None = None
@@ -345,6 +381,11 @@ class Group(_Model):
 
     def has_selectors(self) -> bool:
         return any(isinstance(t, SelectorTarget) for t in self.all_targets())
+
+    @property
+    def drill_identity(self) -> str | None:
+        """The account the drill tasks impersonate: ``drill_service_account``, else the restore's."""
+        return self.drill_service_account or self.restore_service_account
 
     @property
     def retry_timedelta(self) -> timedelta:

@@ -1,11 +1,13 @@
 """The restore DAGs of a config: per group a restore DAG (trigger form) and, with ``restore_drill:``, a
 drill DAG. Pure building, like dag_factory: no API call, no Google import at parse time.
 
-``gce_vm_backup_restore__<group>``: ``plan`` (setup, read-only) -> ``choose`` (branch on the mode; a dry
-run stops here) -> new-vm: ``new_vm_disks`` -> ``create_vm``; replace-disks: ``approve`` (the standard
-provider's human-in-the-loop ApprovalOperator) -> ``create_disks`` -> ``stop`` -> ``swap_disks`` ->
-``start``; ``ensure_vm`` (teardown of the plan: never a VM without a boot disk, nor one left stopped by
-the run) -> ``restore_report`` (all done; its first line is the VM's state).
+``gce_vm_backup_restore__<group>``: ``plan`` (setup, read-only) -> ``hold`` (the chosen set is held from
+retention) -> ``choose`` (branch on the mode; a dry run stops here) -> new-vm: ``new_vm_disks`` ->
+``create_vm``; replace-disks: ``approve`` (the standard provider's human-in-the-loop ApprovalOperator,
+assigned to the group's approvers) -> ``check_approval`` (approvers and four eyes) -> ``create_disks`` ->
+``stop`` -> ``swap_disks`` -> ``start``; ``ensure_vm`` (teardown of the plan: never a VM without a boot
+disk, nor one left stopped by the run) -> ``release_hold`` (teardown: the hold goes, however the run
+ended) -> ``restore_report`` (all done; its first line is the VM's state).
 
 ``gce_vm_backup_drill__<group>``: ``plan`` (setup) -> ``drill_vm`` (mapped per VM) -> ``cleanup``
 (teardown: deletes, in the scratch project only, what this drill run planned and made) ->
@@ -24,7 +26,9 @@ from airflow.sdk import DAG, Param, TriggerRule
 from airflow.sdk.definitions.param import ParamsDict
 
 from gce_vm_backup.config import BackupConfig, Group
+from gce_vm_backup.hold_ops import HoldSnapshotsOperator, ReleaseHoldsOperator
 from gce_vm_backup.report import notifiers_from_config
+from gce_vm_backup.restore_approval import CheckApprovalOperator
 from gce_vm_backup.restore_drill_ops import (
     DrillCleanupOperator,
     DrillPlanOperator,
@@ -52,6 +56,9 @@ VM_NAME_PATTERN = (
 )
 APPROVAL_TIMEOUT = timedelta(hours=12)  # an unanswered approval ends the run; the VM was not touched
 STEP_TIMEOUT = 1800  # seconds per restore step (disks from snapshots of large disks take a while)
+# How long the chosen set is held from retention at most: the approval's wait and every step's bound, with
+# room; the release (a teardown) removes the hold earlier, when the run ends.
+HOLD_FOR = APPROVAL_TIMEOUT + timedelta(hours=12)
 
 
 def restore_params(group_id: str, group: Group) -> dict[str, Param]:
@@ -118,8 +125,15 @@ def _choose(plan: dict[str, Any]) -> list[str]:
     return ["new_vm_disks"] if plan["mode"] == "new-vm" else ["approve"]
 
 
-def _common(group_id: str, group: Group, deployment: str) -> dict[str, Any]:
-    return {"deployment": deployment, "group": group_id, "gcp_conn_id": group.gcp_conn_id}
+def _common(group_id: str, group: Group, deployment: str, *, identity: str | None) -> dict[str, Any]:
+    """The arguments of every restore or drill task: scope, connection, and the identity it impersonates
+    (``restore_service_account`` / ``drill_service_account``; the backup DAGs never get one)."""
+    return {
+        "deployment": deployment,
+        "group": group_id,
+        "gcp_conn_id": group.gcp_conn_id,
+        "impersonation_chain": identity,
+    }
 
 
 def _default_args(group: Group) -> dict[str, Any]:
@@ -133,7 +147,7 @@ def _targets(group: Group) -> list[dict[str, Any]]:
 def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
     from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-    common = _common(group_id, group, deployment)
+    common = _common(group_id, group, deployment, identity=group.restore_service_account)
     with DAG(
         dag_id=f"{RESTORE_PREFIX}{group_id}",
         description=f"Restore a VM of group {group_id} from one of its snapshot sets",
@@ -162,17 +176,29 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
             **common,
         )
         step: dict[str, Any] = {"plan": plan.output, "poll_interval": group.poke_interval, **common}
+        hold = HoldSnapshotsOperator(
+            task_id="hold", plan=plan.output, hold_for=HOLD_FOR, retries=max(group.retries, 2), **common
+        )
         choose = BranchPythonOperator(
             task_id="choose", python_callable=_choose, op_kwargs={"plan": plan.output}
         )
         new_vm_disks = CreateRestoreDisksOperator(task_id="new_vm_disks", timeout=STEP_TIMEOUT, **step)
         create_vm = CreateRestoredVmOperator(task_id="create_vm", timeout=STEP_TIMEOUT, **step)
+        approval = group.restore_approval
         approve = ApprovalOperator(
             task_id="approve",
             subject="Restore: replace the disks of {{ params.vm }} (group " + group_id + ")?",
             body="{{ ti.xcom_pull(task_ids='plan', key='restore_plan_text') }}",
+            assigned_users=[a.as_hitl_user() for a in approval.approvers] or None,
             retries=0,
             **_approval_timeout(ApprovalOperator, APPROVAL_TIMEOUT),
+        )
+        check_approval = CheckApprovalOperator(
+            task_id="check_approval",
+            group=group_id,
+            approvers=[a.id for a in approval.approvers],
+            four_eyes=approval.four_eyes,
+            retries=0,  # a refusal is final: a retry would read the same approval
         )
         create_disks = CreateRestoreDisksOperator(task_id="create_disks", timeout=STEP_TIMEOUT, **step)
         stop = StopForRestoreOperator(task_id="stop", timeout=group.timeouts.stop, **step)
@@ -186,10 +212,15 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
             retries=max(group.retries, 3),
             **step,
         )
-        plan >> choose >> new_vm_disks >> create_vm
-        choose >> approve >> create_disks >> stop >> swap >> start
+        release = ReleaseHoldsOperator(
+            task_id="release_hold", plan=plan.output, retries=max(group.retries, 2), **common
+        )
+        plan >> hold >> choose >> new_vm_disks >> create_vm
+        choose >> approve >> check_approval >> create_disks >> stop >> swap >> start
         [create_vm, start] >> ensure
         ensure.as_teardown(setups=plan)
+        [ensure, hold] >> release
+        release.as_teardown(setups=plan)
         report = RestoreReportOperator(task_id="restore_report", trigger_rule=TriggerRule.ALL_DONE, **common)
         # Not straight after choose or approve: a branch, and a rejection, skip their direct downstream
         # tasks; the report must run whatever happened (every path reaches it anyway).
@@ -210,7 +241,7 @@ def build_drill_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
     drill = group.restore_drill
     assert drill is not None  # only groups with a drill get here
     spec = drill_spec(group)
-    common = _common(group_id, group, deployment)
+    common = _common(group_id, group, deployment, identity=group.drill_identity)
     with DAG(
         dag_id=f"{DRILL_PREFIX}{group_id}",
         description=f"Restore drill of group {group_id}: every VM's newest backup restored, booted, deleted",

@@ -179,6 +179,27 @@ class RestoreHook(ComputeBackupHook):
             )
         return self._call(what, lambda: client.set_labels_unary(request=request, retry=NO_RETRY))
 
+    # ---- snapshots -----------------------------------------------------------------------------
+    def set_snapshot_labels(
+        self, *, project_id: str, name: str, labels: dict[str, str], label_fingerprint: str
+    ) -> compute_v1.Operation:
+        """snapshots.setLabels (a global operation): ``labels`` replace the snapshot's labels (pass the old
+        ones merged in to keep them); ``label_fingerprint`` is the one read with the snapshot. The method
+        takes no request id: a repeat with the same fingerprint is refused once the first one applied.
+        Raises ResourceNotFoundError when the snapshot is gone, ApiError with HTTP 412 when its labels
+        changed since (read it again)."""
+        request = {
+            "project": project_id,
+            "resource": name,
+            "global_set_labels_request_resource": compute_v1.GlobalSetLabelsRequest(
+                labels=dict(labels), label_fingerprint=label_fingerprint
+            ),
+        }
+        return self._call(
+            f"set labels of snapshot projects/{project_id}/global/snapshots/{name}",
+            lambda: self.snapshots.set_labels_unary(request=request, retry=NO_RETRY),
+        )
+
     # ---- instances -----------------------------------------------------------------------------
     @staticmethod
     def _vm(project_id: str, zone: str, name: str) -> str:

@@ -6,7 +6,9 @@ Rules that no policy can break (tests/retention/test_retention_properties.py pin
   an in-flight one may become this run's good copy, and a FAILED one of ours is deleted by the snapshot
   operator itself, before its retry, so retention never has to judge it);
 - nothing is deleted for a disk unless this run produced a READY snapshot of it;
-- the newest READY snapshot of a disk is never deleted, and never fewer than ``keep_last`` are kept.
+- the newest READY snapshot of a disk is never deleted, and never fewer than ``keep_last`` are kept;
+- a snapshot with an unexpired hold (holds.py: a restore's chosen set, from its plan to its end) is never
+  deleted, whatever the policy says.
 
 A snapshot is deleted only when no rule keeps it: ``keep_last`` OR ``keep_days`` OR grandfather-father-son.
 GFS keeps the newest READY snapshot of each of the ``daily`` most recent calendar days (UTC) that have one,
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from gce_vm_backup.holds import hold_reason
 
 READY = "READY"
 
@@ -99,6 +103,9 @@ def plan_deletions(
         ready.sort(key=lambda s: (s.created, s.name), reverse=True)
         reasons = _keep_reasons(ready, policy, now)
         for snapshot in ready:
+            held = hold_reason(snapshot.labels, now)
+            if held:
+                reasons[snapshot.name].append(held)
             if reasons[snapshot.name]:
                 plan.kept[snapshot.name] = reasons[snapshot.name]
             else:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from gce_vm_backup._base import HookMixin, RunKey, as_bool
 from gce_vm_backup._build import init_super
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
+from gce_vm_backup.holds import hold_reason
 from gce_vm_backup.plan import NO_VM_STATUS
 from gce_vm_backup.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
 from gce_vm_backup.waits import SlotFreeWait
@@ -318,6 +319,7 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
             [*plan.to_delete, *stuck],
             RunKey.from_context(context, deployment=self.deployment),
             result,
+            now,
         )
         _raise_if(problems, failures)
         return result
@@ -381,13 +383,31 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
         return plan, now, {info.name: info for info in infos}, disks_with_new_ready, problems
 
     def _delete(
-        self, project: str, snapshots: list[SnapshotInfo], run: RunKey, result: dict[str, Any]
+        self,
+        project: str,
+        snapshots: list[SnapshotInfo],
+        run: RunKey,
+        result: dict[str, Any],
+        now: datetime,
     ) -> list[str]:
-        """Delete each snapshot (going on after a failure); returns the failures."""
+        """Delete each snapshot (going on after a failure); returns the failures.
+
+        Each is read again first: a restore may have held it since the listing (holds.py), and a held
+        snapshot is kept."""
         failures: list[str] = []
         for snapshot in snapshots:
             path = _snapshot_path(project, snapshot.name)
             try:
+                current = self.hook.get_snapshot(project_id=project, name=snapshot.name)
+                if current is None:
+                    raise ResourceNotFoundError(path)
+                held = hold_reason(dict(current.labels), now)
+                if held:
+                    self.log.info("  keep %s: %s (held since the listing)", snapshot.name, held)
+                    result["kept"].append(
+                        {"disk_source": snapshot.disk_key, "snapshot": snapshot.name, "reasons": [held]}
+                    )
+                    continue
                 operation = self.hook.delete_snapshot(
                     project_id=project,
                     name=snapshot.name,
