@@ -689,3 +689,23 @@ def test_the_old_import_names_still_resolve_for_callers_not_yet_moved():
     assert old.REPORT_TASK_ID == stages.REPORT
     with pytest.raises(AttributeError):
         old.no_such_name  # noqa: B018
+
+
+def test_a_vm_someone_else_stopped_after_the_precheck_is_down_but_on_call_is_not_told_to_start_it_blindly():
+    vm = failed_downtime(good_vm(), ensure_state="success", ensure={"status": "TERMINATED", "started": False})
+    vm.values[stages.ENSURE_RUNNING]["not_stopped_by_run"] = True
+    vm.status_now = "TERMINATED"
+    vm.errors[stages.STOP_SNAPSHOT_START] = {"cause": "VM web-1 is TERMINATED: stopped by someone else"}
+    result = report(vm)
+    command = f"gcloud compute instances start web-1 --project={PROJECT} --zone={ZONE}"
+    assert result["vms_down"] == [
+        {"vm": path("web-1"), "status": "TERMINATED", "command": command, "not_stopped_by_run": True}
+    ]
+    first = format_report(result).splitlines()[0]
+    assert first == (
+        f"VM DOWN: {path('web-1')} is TERMINATED, stopped by someone else after the precheck (not by this run; "
+        f"not backed up): find out who before you start it: {command}"
+    )
+    assert result["vms"][0]["problems"][0].startswith(
+        "VM web-1 IS DOWN (TERMINATED), but this run did not stop it"
+    )

@@ -289,6 +289,7 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         if not stopped_here:
             self.log.warning("VM %s is %s, but this run did not stop it: leaving it as it is", vm, status)
             self._give_back_lease(record, context, instance)
+            result["not_stopped_by_run"] = True  # the report must not tell on-call to start it blindly
             return result
         self._check_lease(vm, instance, context)
         timeout = self.timeout + self.stop_timeout  # a stop that timed out may still be shutting down

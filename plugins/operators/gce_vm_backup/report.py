@@ -160,6 +160,15 @@ def _down(vm: VmTaskResults, target: Mapping[str, Any]) -> dict[str, Any] | None
         line = f"VM {instance} was RUNNING before the backup and no longer exists ({how})"
         return {"status": GONE, "command": None, "line": line}
     command = start_command(project, zone, instance, status)
+    if _dict(vm.values.get(stages.ENSURE_RUNNING)).get("not_stopped_by_run"):
+        # Someone else stopped it after the precheck (an admin, another operation holding its lease):
+        # starting it blindly could break what they are doing.
+        line = (
+            f"VM {instance} IS DOWN ({status}), but this run did not stop it: it was stopped after the "
+            f"precheck saw it RUNNING, left as it is, and not backed up. Find out who stopped it before "
+            f"you start it: {command}"
+        )
+        return {"status": status, "command": command, "line": line, "not_stopped_by_run": True}
     when = " once it is TERMINATED" if status in STOPPING_STATES else ""
     if status is None:
         reason = f"; its status could not be read: {vm.status_error}" if vm.status_error else ""
@@ -264,7 +273,9 @@ def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
         "vm": path,
         "prior_status": record.get("prior_status"),
         "status_after": vm.status_now,
-        "down": None if down is None else {"status": down["status"], "command": down["command"]},
+        "down": None
+        if down is None
+        else {key: down[key] for key in ("status", "command", "not_stopped_by_run") if key in down},
         "mode": downtime.mode,
         "stopped": downtime.stopped,
         "stop_requested_at": downtime.stop_requested_at,
@@ -386,7 +397,12 @@ def build_run_report(
         "status": "success" if summary["vms_with_problems"] == 0 and not failed_other else "failed",
         "dry_run": bool(dry_run_plan),
         "vms_down": [
-            {"vm": row["vm"], "status": row["down"]["status"], "command": row["down"]["command"]}
+            {
+                "vm": row["vm"],
+                "status": row["down"]["status"],
+                "command": row["down"]["command"],
+                **({"not_stopped_by_run": True} if row["down"].get("not_stopped_by_run") else {}),
+            }
             for row in rows
             if row["down"]
         ],

@@ -28,6 +28,12 @@ def down_lines(report: Mapping[str, Any]) -> list[str]:
             )
             continue
         what = "no longer exists" if down["status"] == GONE else f"is {down['status']}"
+        if down.get("not_stopped_by_run"):
+            lines.append(
+                f"VM DOWN: {down['vm']} {what}, stopped by someone else after the precheck (not by this "
+                f"run; not backed up): find out who before you start it: {down['command']}"
+            )
+            continue
         lines.append(f"VM DOWN: {down['vm']} {what} (it was RUNNING before the backup){fix}")
     return lines
 
