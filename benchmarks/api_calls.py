@@ -44,6 +44,7 @@ METHODS = (
     "instances.stop",
     "instances.start",
     "instances.setLabels",
+    "disks.get",
     "zoneOperations.wait",
     "snapshots.insert",
     "snapshots.get",
