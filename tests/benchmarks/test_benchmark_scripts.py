@@ -75,7 +75,9 @@ def test_api_calls() -> None:
         assert int(row["instances.stop"]) == 1
         assert int(row["instances.start"]) == 1  # by the downtime task; ensure_running takes its RUNNING read
         assert int(row["instances.setLabels"]) == 2  # the VM's lease, taken and given back (lease.py)
-        assert int(row["disks.get"]) == 2  # the precheck reads each disk once (its id and type, for the manifest)
+        assert (
+            int(row["disks.get"]) == 2
+        )  # the precheck reads each disk once (its id and type, for the manifest)
         # every mode: the downtime task long-polls its operations (zone: stop, start and the two lease
         # writes; global: the inserts)
         assert int(row["zoneOperations.wait"]) >= 4
