@@ -198,14 +198,12 @@ def test_a_stale_fingerprint_is_read_again_and_the_other_writers_label_survives(
 
 
 def test_relabel_gives_up_after_a_bounded_number_of_stale_writes():
-    from google.api_core import exceptions
+    from gce_vm_backup.errors import LabelsChangedError
 
     hook = create_autospec(RestoreHook, instance=True)
     hook.get_snapshot.return_value.labels = {}
     hook.get_snapshot.return_value.label_fingerprint = "f"
-    stale = ApiError("set labels of snapshot s failed: HTTP 412")
-    stale.__cause__ = exceptions.PreconditionFailed("fingerprint")
-    hook.set_snapshot_labels.side_effect = stale
+    hook.set_snapshot_labels.side_effect = LabelsChangedError("set labels of snapshot s: its labels changed")
 
     with pytest.raises(BackupError, match="changed under each of 3 writes"):
         relabel(

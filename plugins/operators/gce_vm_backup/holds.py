@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from gce_vm_backup.errors import ApiError, BackupError, ResourceNotFoundError
+from gce_vm_backup.errors import BackupError, LabelsChangedError, ResourceNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +68,6 @@ def hold_reason(labels: Mapping[str, str] | None, now: datetime) -> str | None:
     return "; ".join(reasons) or None
 
 
-def _stale_fingerprint(error: ApiError) -> bool:
-    from google.api_core import exceptions
-
-    return isinstance(error.__cause__, exceptions.PreconditionFailed)
-
-
 def relabel(
     hook: Any,
     *,
@@ -106,9 +100,7 @@ def relabel(
             )
         except ResourceNotFoundError:
             return None
-        except ApiError as exc:
-            if not _stale_fingerprint(exc):
-                raise
+        except LabelsChangedError:
             log.info("Labels of %s changed since they were read: reading them again", path)
             continue
         hook.wait_operation(operation, timeout=timeout)

@@ -242,8 +242,15 @@ class ComputeBackupHook(GoogleBaseHook):
             "request_id": request_id,
         }
         what = f"set labels of VM projects/{project_id}/zones/{zone}/instances/{name}"
+        return self._label_call(
+            what, lambda: self.instances.set_labels_unary(request=request, retry=NO_RETRY)
+        )
+
+    def _label_call(self, what: str, call: Callable[[], T]) -> T:
+        """``_call`` for a setLabels method: a refused fingerprint (HTTP 412 conditionNotMet) is
+        LabelsChangedError, which a compare-and-set answers by reading again."""
         try:
-            return self._call(what, lambda: self.instances.set_labels_unary(request=request, retry=NO_RETRY))
+            return self._call(what, call)
         except ApiError as exc:
             if isinstance(exc.__cause__, api_exceptions.PreconditionFailed):
                 raise LabelsChangedError(f"{what}: its labels changed since they were read") from exc

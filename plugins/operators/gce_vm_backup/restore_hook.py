@@ -186,8 +186,8 @@ class RestoreHook(ComputeBackupHook):
         """snapshots.setLabels (a global operation): ``labels`` replace the snapshot's labels (pass the old
         ones merged in to keep them); ``label_fingerprint`` is the one read with the snapshot. The method
         takes no request id: a repeat with the same fingerprint is refused once the first one applied.
-        Raises ResourceNotFoundError when the snapshot is gone, ApiError with HTTP 412 when its labels
-        changed since (read it again)."""
+        Raises ResourceNotFoundError when the snapshot is gone, LabelsChangedError (HTTP 412) when its
+        labels changed since (read it again)."""
         request = {
             "project": project_id,
             "resource": name,
@@ -195,7 +195,7 @@ class RestoreHook(ComputeBackupHook):
                 labels=dict(labels), label_fingerprint=label_fingerprint
             ),
         }
-        return self._call(
+        return self._label_call(
             f"set labels of snapshot projects/{project_id}/global/snapshots/{name}",
             lambda: self.snapshots.set_labels_unary(request=request, retry=NO_RETRY),
         )
