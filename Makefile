@@ -18,6 +18,7 @@ demo: env
 lint: env
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync lint-imports --no-cache
 
 typecheck: env
 	$(UV) run --no-sync mypy

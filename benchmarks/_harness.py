@@ -23,7 +23,7 @@ from typing import Any
 
 from gce_emulator import Emulator
 from gce_emulator.server import operation_scope
-from gce_vm_backup import stages  # task ids only: no Google import
+from gce_vm_backup.backup import stages  # task ids only: no Google import
 
 PROJECT = "bench-project"
 RUN_TIME = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
@@ -90,11 +90,11 @@ class VirtualTime:
 
 # The modules whose waits and deadlines must run on the simulated clock (each does ``import time``).
 VIRTUAL_TIME_MODULES = (
-    "gce_vm_backup._base",
-    "gce_vm_backup.hook",
-    "gce_vm_backup.instance_ops",
-    "gce_vm_backup.snapshot_ops",
-    "gce_vm_backup.downtime_ops",
+    "gce_vm_backup.runtime.base",
+    "gce_vm_backup.compute.hook",
+    "gce_vm_backup.backup.instance",
+    "gce_vm_backup.backup.capture",
+    "gce_vm_backup.backup.downtime",
 )
 
 
@@ -422,7 +422,7 @@ def run_vm_backup(
     the shared XCom store under its task id, as the DAG's XComArgs pass it on.
     """
     quiet_logs()
-    import gce_vm_backup.hook  # noqa: F401  -- Google imports belong to the per-try overhead, not a poke
+    import gce_vm_backup.compute.hook  # noqa: F401  -- Google imports belong to the per-try overhead, not a poke
 
     timeouts = timeouts_for(minutes)
     emulator = VirtualEmulator(

@@ -77,8 +77,8 @@ from _fleet_measures import (
 from gce_emulator import Emulator
 from gce_emulator.__main__ import time_scale
 from gce_emulator.model import DEFAULT_TIMINGS
-from gce_vm_backup import stages
-from gce_vm_backup.config import Group, parse_config
+from gce_vm_backup.backup import stages
+from gce_vm_backup.config.models import Group, parse_config
 from vm_backup_cli.local_env import LocalAirflow, LocalEnvError
 
 PROJECT = "fleet-project"
@@ -90,7 +90,7 @@ TICK_INTERVAL = 0.05
 def dag_id_for(group_id: str) -> str:
     """The group's DAG id, as the DAG factory names it (imported late: the factory imports Airflow, which
     must not read or create ~/airflow in this process; main() points it at the benchmark's home)."""
-    from gce_vm_backup import dag_factory
+    from gce_vm_backup.dags import backup as dag_factory
 
     return dag_factory.dag_id_for(group_id)
 

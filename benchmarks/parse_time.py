@@ -61,8 +61,8 @@ print(json.dumps({"seconds": elapsed, "cpu": cpu, "dags": len(bag.dags), "tasks"
 SHAPE = """
 import json, sys
 sys.path.insert(0, sys.argv[2])
-from gce_vm_backup.config import load_config
-from gce_vm_backup.dag_factory import build_all_dags
+from gce_vm_backup.config.models import load_config
+from gce_vm_backup.dags.backup import build_all_dags
 sys.path.insert(0, sys.argv[3])
 from parse_time import dag_shape
 print(json.dumps([dag_shape(dag) for dag in build_all_dags(load_config(sys.argv[1])).values()]))

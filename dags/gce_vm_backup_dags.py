@@ -22,6 +22,6 @@ _package_root = Path(conf.get("core", "plugins_folder", fallback="") or Path(__f
 if str(_package_root / "operators") not in sys.path:
     sys.path.append(str(_package_root / "operators"))
 
-from gce_vm_backup.dag_factory import default_config_path, register_dags  # noqa: E402
+from gce_vm_backup.dags.backup import default_config_path, register_dags  # noqa: E402
 
 register_dags(globals(), default_config_path(__file__))

@@ -4,7 +4,7 @@ Composer 3 syncs plugins/ to the web server, which imports every .py file of the
 name (hence this file's unique name). The page is a FastAPI app (``fastapi_apps``, mounted at
 ``/gce-vm-backup``: ``/gce-vm-backup/backups`` and ``/gce-vm-backup/backups.json``) shown inside the UI
 through an external view (``external_views`` with a ``url_route``, so the UI frames it under
-``/plugin/vm-backups``). The app lives in ``gce_vm_backup.restore_ui_app`` and is built on the first
+``/plugin/vm-backups``). The app lives in ``gce_vm_backup.ui.app`` and is built on the first
 request: loading plugins (which every Airflow component does) imports nothing but this file.
 """
 
@@ -26,14 +26,14 @@ URL_PREFIX = "/gce-vm-backup"
 
 
 class _AppOnFirstRequest:
-    """An ASGI app that builds ``gce_vm_backup.restore_ui_app.create_app()`` when it is first called."""
+    """An ASGI app that builds ``gce_vm_backup.ui.app.create_app()`` when it is first called."""
 
     def __init__(self) -> None:
         self._app: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if self._app is None:
-            from gce_vm_backup.restore_ui_app import create_app
+            from gce_vm_backup.ui.app import create_app
 
             self._app = create_app()
         await self._app(scope, receive, send)

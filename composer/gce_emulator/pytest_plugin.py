@@ -1,7 +1,8 @@
 """pytest fixtures: a fresh emulator per test, seeded with the demo fleet, and client settings for it.
 
 It also checks, over a whole test session, that the API methods the package's code calls are exactly the
-keys of ``gce_vm_backup.permissions.API_METHOD_PERMISSIONS`` (IAM grants what the code calls, no more), and
+keys of ``gce_vm_backup.compute.permissions.API_METHOD_PERMISSIONS`` (IAM grants what the code calls,
+no more), and
 those the restore hook calls (product ``gce-vm-backup-restore``) exactly the keys of
 ``RESTORE_API_METHOD_PERMISSIONS`` (its own role and account):
 
@@ -122,7 +123,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     folder = state["folder"]
     try:
-        from gce_vm_backup import permissions
+        from gce_vm_backup.compute import permissions
 
         # Two accounts, two roles: the backup hook's calls (product gce-vm-backup) against the backup
         # role, the restore hook's (gce-vm-backup-restore) against the restore role. Products are whole
@@ -151,7 +152,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         listed, used = set(mapping), called[name]
         if used - listed:
             problems.append(
-                f"{who} called API methods that gce_vm_backup.permissions.{name} does not list "
+                f"{who} called API methods that gce_vm_backup.compute.permissions.{name} does not list "
                 f"(IAM would refuse them): {', '.join(sorted(used - listed))}"
             )
         # The restore role is held to equality only in a session where restore ran at all (a whole
@@ -159,8 +160,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         complete = partial is None and (used or name == "API_METHOD_PERMISSIONS")
         if complete and listed - used:
             problems.append(
-                f"gce_vm_backup.permissions.{name} lists API methods {who} never called in the whole test "
-                f"suite (IAM grants them for nothing): {', '.join(sorted(listed - used))}"
+                f"gce_vm_backup.compute.permissions.{name} lists API methods {who} never called in the whole "
+                f"test suite (IAM grants them for nothing): {', '.join(sorted(listed - used))}"
             )
         if complete:
             exact.append(f"{who} called exactly the {len(listed)} API methods its IAM role grants")

@@ -5,7 +5,7 @@ total size) and the age of its newest complete READY set against the group's sch
 schedule periods is flagged STALE (a group without a schedule never is). The snapshots are listed
 with the package's hook, as the backup DAG lists them: the group's connection (``gcp_conn_id``) when
 Airflow has it, else Application Default Credentials, and ``GCE_VM_BACKUP_COMPUTE_ENDPOINT`` for another
-endpoint (the emulator). The logic is ``gce_vm_backup.freshness`` (the freshness check DAG and the UI
+endpoint (the emulator). The logic is ``gce_vm_backup.report.freshness`` (the freshness check DAG and the UI
 page show the same).
 
 A VM is its path (project, zone, name): two VMs named alike in two zones are listed apart, each with
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from vm_backup_cli.demo import regular_file
 
 if TYPE_CHECKING:
-    from gce_vm_backup.freshness import VmBackups
+    from gce_vm_backup.report.freshness import VmBackups
 
 DEFAULT_CONFIG = "dags/gce_vm_backup.yaml"
 SETS_SHOWN = 10  # per VM in the table; --json has them all
@@ -37,7 +37,7 @@ SETS_SHOWN = 10  # per VM in the table; --json has them all
 
 def group_id(text: str) -> str:
     """argparse type: a group id as the config writes them."""
-    from gce_vm_backup.config import GROUP_ID
+    from gce_vm_backup.config.models import GROUP_ID
 
     if not GROUP_ID.fullmatch(text):
         raise argparse.ArgumentTypeError(
@@ -68,9 +68,9 @@ def add_parser(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from google.auth.exceptions import GoogleAuthError
 
-    from gce_vm_backup.config import read_config
+    from gce_vm_backup.config.models import read_config
     from gce_vm_backup.errors import BackupError
-    from gce_vm_backup.freshness import collect_group
+    from gce_vm_backup.report.freshness import collect_group
 
     parser: argparse.ArgumentParser = args.parser
     config, problems = read_config(args.config)
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _hook(gcp_conn_id: str) -> Any:
-    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.compute.hook import ComputeBackupHook
 
     return ComputeBackupHook(gcp_conn_id=gcp_conn_id)
 
@@ -144,7 +144,7 @@ def _size(storage_bytes: int) -> str:
 
 def format_table(found: dict[str, list[VmBackups]], schedules: dict[str, str | None]) -> str:
     """The human-readable listing: per group, per VM, a head line then its newest sets."""
-    from gce_vm_backup.freshness import STALE_AFTER_PERIODS, format_age, set_status, set_time
+    from gce_vm_backup.report.freshness import STALE_AFTER_PERIODS, format_age, set_status, set_time
 
     lines: list[str] = []
     for gid, vms in found.items():

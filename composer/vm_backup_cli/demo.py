@@ -163,7 +163,7 @@ def seed_history(emulator: Any) -> None:
     """Three READY snapshots of web-1's boot disk, 1 to 3 days old, labelled as this project's."""
     from datetime import datetime, timedelta
 
-    from gce_vm_backup.labels import managed_snapshot_labels
+    from gce_vm_backup.config.labels import managed_snapshot_labels
 
     now = datetime.fromisoformat(emulator.clock.timestamp())
     labels = managed_snapshot_labels(
@@ -216,7 +216,7 @@ def print_drill(database: Path, emulator: Any) -> None:
     in the scratch zone."""
     import sqlite3
 
-    from gce_vm_backup.restore_drill_ops import DRILL_REPORT_KEY, format_row
+    from gce_vm_backup.restore.drill import DRILL_REPORT_KEY, format_row
 
     with contextlib.closing(sqlite3.connect(database)) as db:
         row = db.execute(

@@ -144,7 +144,7 @@ def normalise_bucket(value: str) -> str:
 def validate_configs(source: Path) -> tuple[list[str], dict[str, str]]:
     """Every problem of every backup config under dags/, one line each (file, group, key), and the
     deployment each valid config names (GCE_VM_BACKUP_DEPLOYMENT overrides it, as at parse time)."""
-    from gce_vm_backup.config import read_config
+    from gce_vm_backup.config.models import read_config
 
     problems: list[str] = []
     deployments: dict[str, str] = {}
@@ -158,7 +158,7 @@ def validate_configs(source: Path) -> tuple[list[str], dict[str, str]]:
 
 def _deployment(parser: argparse.ArgumentParser, given: str | None, deployments: dict[str, str]) -> str:
     """The one deployment this sync acts for; exits 2 (usage) naming the argument otherwise."""
-    from gce_vm_backup.config import DEPLOYMENT
+    from gce_vm_backup.config.labels import DEPLOYMENT
 
     named = set(deployments.values())
     if given is not None and not DEPLOYMENT.match(given):

@@ -54,7 +54,7 @@ class ManifestError(ValueError):
 
 @dataclass(frozen=True)
 class LocalFile:
-    object_name: str  # e.g. "plugins/operators/gce_vm_backup/hook.py"
+    object_name: str  # e.g. "plugins/operators/gce_vm_backup/compute/hook.py"
     path: Path
     size: int
     md5_base64: str

@@ -3,7 +3,7 @@
 Prints every problem on its own line (file, group, key) and exits 1; otherwise builds every DAG in
 strict mode (no API call) and prints a short summary with each group's plan: per tier, the VMs it
 targets and the chain of tasks each VM runs, read from the built DAG by the task names of
-``gce_vm_backup.stages`` (so the plan shown is the DAG's, whatever its stages are). Default config:
+``gce_vm_backup.backup.stages`` (so the plan shown is the DAG's, whatever its stages are). Default config:
 dags/gce_vm_backup.yaml.
 """
 
@@ -30,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
 def tier_chain(dag: Any, tier: int) -> str:
     """The tasks each VM of tier ``tier`` runs, in dependency order (ties in creation order):
     ``precheck -> stop_snapshot_start -> ensure_running (teardown) -> verify -> retention``."""
-    from gce_vm_backup import stages
+    from gce_vm_backup.backup import stages
 
     prefix = stages.tier_task(tier, "")
     tasks = [task for task in dag.tasks if task.task_id.startswith(prefix)]
@@ -57,7 +57,7 @@ def _targets(tier: list[Any]) -> str:
 
 def plan_lines(dag: Any, group: Any) -> list[str]:
     """One line per tier: what it targets and the per-VM chain, then the report task."""
-    from gce_vm_backup import stages
+    from gce_vm_backup.backup import stages
 
     lines = [
         f"    {stages.tier_group(n)} ({_targets(tier)}): {stages.resolve_task(n)}, "
@@ -74,8 +74,8 @@ def plan_lines(dag: Any, group: Any) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gce_vm_backup.config import read_config
-    from gce_vm_backup.dag_factory import build_dags, dag_id_for
+    from gce_vm_backup.config.models import read_config
+    from gce_vm_backup.dags.backup import build_dags, dag_id_for
 
     failed = False
     for path in args.configs:

@@ -8,8 +8,8 @@ from unittest.mock import create_autospec
 
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-from gce_vm_backup import stages
-from gce_vm_backup.report_task import finished_tasks
+from gce_vm_backup.backup import stages
+from gce_vm_backup.report.task import finished_tasks
 
 
 def _airflow_3_1_ti(states: dict) -> RuntimeTaskInstance:

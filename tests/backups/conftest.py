@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from gce_emulator import Emulator
-from gce_vm_backup.labels import managed_snapshot_labels, run_label
-from gce_vm_backup.naming import snapshot_name
+from gce_vm_backup.compute.naming import snapshot_name
+from gce_vm_backup.config.labels import managed_snapshot_labels, run_label
 
 PROJECT, ZONE = "backup-project", "us-central1-a"
 GIB = 1 << 30

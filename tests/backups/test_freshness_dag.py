@@ -7,8 +7,13 @@ from datetime import timedelta
 
 import pytest
 
-from gce_vm_backup.config import parse_config
-from gce_vm_backup.freshness import FRESHNESS_DAG_ID, StaleBackupNotifier, build_freshness_dag, failure_reason
+from gce_vm_backup.config.models import parse_config
+from gce_vm_backup.report.freshness import (
+    FRESHNESS_DAG_ID,
+    StaleBackupNotifier,
+    build_freshness_dag,
+    failure_reason,
+)
 
 from .conftest import CONFIG, Run, dagbag_of
 
@@ -79,7 +84,7 @@ def _xcom(run, task_id):
 def test_each_check_is_retried_once_and_notifies_through_its_groups_notifier():
     groups, problems = parse_config(WITH_NOTIFY, "c.yaml")
     assert problems == []
-    from gce_vm_backup.config import BackupConfig
+    from gce_vm_backup.config.models import BackupConfig
 
     dag = build_freshness_dag(BackupConfig("c.yaml", groups, "test"))
     assert dag is not None
@@ -90,7 +95,7 @@ def test_each_check_is_retried_once_and_notifies_through_its_groups_notifier():
 
 
 def test_no_scheduled_group_means_no_freshness_dag():
-    from gce_vm_backup.config import BackupConfig
+    from gce_vm_backup.config.models import BackupConfig
 
     groups, _ = parse_config(CONFIG.replace('schedule: "0 3 * * *"', "schedule: null"), "c.yaml")
     assert build_freshness_dag(BackupConfig("c.yaml", groups, "test")) is None

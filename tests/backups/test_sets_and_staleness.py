@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gce_vm_backup.freshness import VmBackups, format_age, schedule_period, schedule_runs, set_status
-from gce_vm_backup.labels import managed_snapshot_labels, run_label
-from gce_vm_backup.restore_sets import newest_complete, snapshot_sets
+from gce_vm_backup.config.labels import managed_snapshot_labels, run_label
+from gce_vm_backup.report.freshness import VmBackups, format_age, schedule_period, schedule_runs, set_status
+from gce_vm_backup.restore.sets import newest_complete, snapshot_sets
 
 P, Z = "backup-project", "us-central1-a"
 T0 = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gce_vm_backup.restore_ui_app import build_view, run_points
+from gce_vm_backup.ui.app import build_view, run_points
 
 from ..conftest import migrate_airflow_db
 from .conftest import PROJECT, RUNS, ZONE, vm_path
@@ -207,7 +207,7 @@ def test_a_broken_config_is_shown_not_a_server_error(tmp_path, fleet):
 def test_a_report_of_a_run_without_snapshots_still_has_its_point():
     from datetime import UTC, datetime
 
-    from gce_vm_backup.freshness import VmBackups
+    from gce_vm_backup.report.freshness import VmBackups
 
     vm = VmBackups(
         group="web",
@@ -233,8 +233,8 @@ def test_the_run_reports_of_a_real_backup_run_are_read_from_the_database_and_cha
     """A backup run under dag.test against the emulator: its run report, read back from Airflow's database
     as the page reads it, gives the VM's downtime, and its point carries the run's snapshot size."""
     from gce_emulator import Emulator
-    from gce_vm_backup.hook import ComputeBackupHook
-    from gce_vm_backup.restore_ui_app import read_run_reports
+    from gce_vm_backup.compute.hook import ComputeBackupHook
+    from gce_vm_backup.ui.app import read_run_reports
 
     from .conftest import CONFIG, SEED, dagbag_of
 

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 
 from gce_emulator import Emulator
-from gce_vm_backup import vm_manifest
-from gce_vm_backup._base import RunKey
-from gce_vm_backup.config import Group
+from gce_vm_backup.backup.capture import CaptureSettings, capture_standard
+from gce_vm_backup.config import manifest as vm_manifest
+from gce_vm_backup.config.labels import managed_snapshot_labels, run_label
+from gce_vm_backup.config.models import Group
 from gce_vm_backup.errors import VmStateError
-from gce_vm_backup.freshness import collect_group
-from gce_vm_backup.labels import managed_snapshot_labels, run_label
 from gce_vm_backup.operators import PrecheckInstanceOperator
-from gce_vm_backup.restore_sets import snapshot_sets
-from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard
+from gce_vm_backup.report.freshness import collect_group
+from gce_vm_backup.restore.sets import snapshot_sets
+from gce_vm_backup.runtime.base import RunKey
 
 pytestmark = pytest.mark.emulator
 
@@ -79,7 +79,7 @@ def disk(zone: str, name: str) -> str:
 
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    from gce_vm_backup import snapshot_ops
+    from gce_vm_backup.backup import capture as snapshot_ops
 
     monkeypatch.setattr(snapshot_ops, "POLL", 0.02)
     with Emulator(SEED, time_scale=600.0, timings={"snapshot_rate_limit": 0.0}) as emulator:
@@ -409,9 +409,9 @@ def test_a_vm_whose_manifest_cannot_fit_is_refused_by_the_precheck_naming_it(emu
 
 
 def test_the_page_shows_each_web_1_apart_and_the_deleted_one_as_gone(emulator, tmp_path):
-    from gce_vm_backup.hook import ComputeBackupHook
-    from gce_vm_backup.restore_ui_app import build_view
-    from gce_vm_backup.restore_ui_page import render_page, view_json
+    from gce_vm_backup.compute.hook import ComputeBackupHook
+    from gce_vm_backup.ui.app import build_view
+    from gce_vm_backup.ui.page import render_page, view_json
 
     backup(A)
     with emulator.world.lock:

@@ -18,8 +18,8 @@ import pytest
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
 from gce_emulator.__main__ import main as emulator_main
-from gce_vm_backup.config import load_config, validate_file
-from gce_vm_backup.dag_factory import build_dags, register_dags
+from gce_vm_backup.config.models import load_config, validate_file
+from gce_vm_backup.dags.backup import build_dags, register_dags
 from gce_vm_backup.errors import ConfigError
 from vm_backup_cli.__main__ import main
 

@@ -18,7 +18,7 @@ import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.model import DEFAULT_TIMINGS, Operation
-from gce_vm_backup.config import Group, parse_config
+from gce_vm_backup.config.models import Group, parse_config
 
 from ..conftest import REPO
 

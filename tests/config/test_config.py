@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gce_vm_backup.config import load_config
+from gce_vm_backup.config.models import load_config
 from gce_vm_backup.errors import ConfigError
 from vm_backup_cli.__main__ import main
 
@@ -105,7 +105,7 @@ def test_a_start_date_with_an_offset_and_no_timezone_key_keeps_its_offset(tmp_pa
 
 def test_one_broken_group_does_not_hide_the_others(tmp_path):
     text = config(group(TARGET, name="good") + group(f'schedule: "bad"\n{TARGET}', name="bad"))
-    from gce_vm_backup.config import read_config
+    from gce_vm_backup.config.models import read_config
 
     parsed, problems = read_config(write(tmp_path, text))
     assert list(parsed.groups) == ["good"]
@@ -145,8 +145,8 @@ def test_validate_command_missing_file_is_one_line(tmp_path, capsys):
 
 
 def test_the_readme_config_reference_example_is_valid_and_names_every_key(tmp_path):
-    from gce_vm_backup.config import Group, SnapshotSettings, Timeouts
-    from gce_vm_backup.retention import GfsPolicy, RetentionPolicy
+    from gce_vm_backup.config.models import Group, SnapshotSettings, Timeouts
+    from gce_vm_backup.config.retention import GfsPolicy, RetentionPolicy
 
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Config reference") :]
@@ -162,7 +162,7 @@ def test_the_readme_config_reference_example_is_valid_and_names_every_key(tmp_pa
 
 
 def test_deployment_is_required_and_named_in_the_message(tmp_path):
-    from gce_vm_backup.config import validate_file
+    from gce_vm_backup.config.models import validate_file
 
     text = config(group(TARGET)).replace("deployment: test\n", "")
     problems = [str(p) for p in validate_file(write(tmp_path, text))]
@@ -172,7 +172,7 @@ def test_deployment_is_required_and_named_in_the_message(tmp_path):
 
 @pytest.mark.parametrize("value", ["Prod", "x y", "-prod", "prod-", "a" * 41, "1prod", '"x\\" OR"'])
 def test_deployment_must_be_a_label_value(tmp_path, value):
-    from gce_vm_backup.config import validate_file
+    from gce_vm_backup.config.models import validate_file
 
     text = config(group(TARGET)).replace("deployment: test", f"deployment: {value}")
     problems = [str(p) for p in validate_file(write(tmp_path, text))]

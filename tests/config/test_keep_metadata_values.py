@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gce_vm_backup.config import load_config, read_config
+from gce_vm_backup.config.models import load_config, read_config
 
 from ..conftest import TARGET, config, group
 
@@ -36,7 +36,7 @@ def test_a_value_that_is_not_a_boolean_gets_one_message_naming_group_and_key(tmp
 
 
 def test_the_backup_dags_precheck_gets_the_groups_choice_and_description(tmp_path):
-    from gce_vm_backup.dag_factory import build_dags
+    from gce_vm_backup.dags.backup import build_dags
 
     text = config(group('snapshot: {keep_metadata_values: true, description: "nightly"}\n' + TARGET))
     (dag,) = build_dags(load_config(write(tmp_path, text))).values()

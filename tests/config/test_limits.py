@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gce_vm_backup.config import cron_minutes, load_config, validate_file
+from gce_vm_backup.config.models import cron_minutes, load_config, validate_file
 from gce_vm_backup.errors import ConfigError
 
 from ..bad_input.test_corpus import BILLION_LAUGHS

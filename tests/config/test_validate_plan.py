@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ast
 
-from gce_vm_backup import stages
-from gce_vm_backup.config import load_config
-from gce_vm_backup.dag_factory import build_dags, dag_id_for
+from gce_vm_backup.backup import stages
+from gce_vm_backup.config.models import load_config
+from gce_vm_backup.dags.backup import build_dags, dag_id_for
 from vm_backup_cli import validate
 from vm_backup_cli.__main__ import main
 

@@ -17,8 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gce_vm_backup import config_file
-from gce_vm_backup.config_file import LOADERS, ConfigFileError, load_yaml
+from gce_vm_backup.config import loading as config_file
+from gce_vm_backup.config.loading import LOADERS, ConfigFileError, load_yaml
 
 from ..bad_input.test_corpus import BAD, LIMIT_CONFIGS, MORE_BAD_CONFIGS
 from ..conftest import REPO

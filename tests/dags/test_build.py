@@ -12,9 +12,9 @@ from airflow.sdk import DAG, BaseOperator
 from airflow.sdk.definitions._internal.abstractoperator import AbstractOperator
 from airflow.sdk.definitions.xcom_arg import XComArg
 
-from gce_vm_backup import _build
-from gce_vm_backup.config import BackupConfig, parse_config
-from gce_vm_backup.dag_factory import build_all_dags
+from gce_vm_backup.config.models import BackupConfig, parse_config
+from gce_vm_backup.dags.backup import build_all_dags
+from gce_vm_backup.runtime import build as _build
 
 from ..conftest import REPO
 
@@ -132,7 +132,7 @@ def test_every_task_is_built_as_airflows_own_path_builds_it(monkeypatch):
 def test_default_args_still_reach_a_skipped_layers_parameters():
     """A DAG's default_args fill the parameters of every class of the MRO, the skipped wrappers' too."""
     from gce_vm_backup.operators import VerifySnapshotsOperator
-    from gce_vm_backup.restore_ops import CreateRestoreDisksOperator
+    from gce_vm_backup.restore.ops import CreateRestoreDisksOperator
 
     with DAG("defaults", schedule=None, default_args={"gcp_conn_id": "theirs", "exponential_backoff": True}):
         verify = VerifySnapshotsOperator(task_id="verify", snapshot_records=[])
@@ -156,7 +156,7 @@ def test_an_xcomarg_in_a_template_field_is_still_an_upstream(monkeypatch):
 
 
 def test_the_shipped_config_builds_alike_too(monkeypatch):
-    from gce_vm_backup.config import load_config
+    from gce_vm_backup.config.models import load_config
 
     def build() -> dict[str, Any]:
         dags = build_all_dags(load_config(REPO / "dags" / "gce_vm_backup.yaml"))

@@ -18,7 +18,7 @@ import yaml
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
-from gce_vm_backup.stages import START, resolve_task, tier_task
+from gce_vm_backup.backup.stages import START, resolve_task, tier_task
 
 from ..conftest import generated_dagbag, most_down_at_once
 

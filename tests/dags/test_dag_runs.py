@@ -10,8 +10,8 @@ import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
-from gce_vm_backup.labels import managed_snapshot_labels
-from gce_vm_backup.stages import START, STOP_SNAPSHOT, STOP_SNAPSHOT_START, tier_task
+from gce_vm_backup.backup.stages import START, STOP_SNAPSHOT, STOP_SNAPSHOT_START, tier_task
+from gce_vm_backup.config.labels import managed_snapshot_labels
 
 from ..conftest import generated_dagbag
 

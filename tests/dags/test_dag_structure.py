@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gce_vm_backup.config import load_config
-from gce_vm_backup.dag_factory import build_dags, register_dags
-from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.stages import (
+from gce_vm_backup.backup.stages import (
     CONVERT,
     ENSURE_RUNNING,
     PRECHECK,
@@ -23,6 +20,9 @@ from gce_vm_backup.stages import (
     tier_stopped_task,
     tier_task,
 )
+from gce_vm_backup.config.models import load_config
+from gce_vm_backup.dags.backup import build_dags, register_dags
+from gce_vm_backup.errors import ConfigError
 
 from ..conftest import REPO
 
@@ -92,7 +92,7 @@ def test_a_group_without_retention_verifies_and_deletes_nothing(tmp_path):
 
 
 def test_failure_notification_only_where_a_group_configures_it(dags):
-    from gce_vm_backup.report import EmailFailureNotifier
+    from gce_vm_backup.report.notify import EmailFailureNotifier
 
     (notifier,) = dags["gce_vm_backup__shop-nightly"].on_failure_callback
     assert isinstance(notifier, EmailFailureNotifier)
@@ -267,7 +267,7 @@ def test_register_dags_raises_when_no_group_is_valid(tmp_path):
 
 
 def test_the_form_fields_are_exactly_the_conf_keys_the_resolve_task_accepts(dags):
-    from gce_vm_backup.resolve_ops import TRIGGER_CONF_KEYS
+    from gce_vm_backup.backup.resolve import TRIGGER_CONF_KEYS
 
     for dag in dags.values():
         assert set(dag.params) == set(TRIGGER_CONF_KEYS)

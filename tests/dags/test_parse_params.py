@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.definitions.param import ParamsDict, process_params
 
-from gce_vm_backup import stages
-from gce_vm_backup.config import load_config
-from gce_vm_backup.dag_factory import build_dags
+from gce_vm_backup.backup import stages
+from gce_vm_backup.config.models import load_config
+from gce_vm_backup.dags.backup import build_dags
 
 from ..conftest import REPO
 

@@ -57,8 +57,8 @@ def test_the_parse_benchmarks_floor_rebuilds_the_same_graph_from_empty_operators
     sys.path.insert(0, str(REPO / "benchmarks"))
     from parse_time import big_config, dag_shape, floor_file
 
-    from gce_vm_backup.config import load_config
-    from gce_vm_backup.dag_factory import build_dags
+    from gce_vm_backup.config.models import load_config
+    from gce_vm_backup.dags.backup import build_dags
 
     config = tmp_path / "gce_vm_backup.yaml"
     config.write_text(big_config(12, 2))

@@ -60,7 +60,7 @@ def repo(tmp_path: Path) -> Path:
         "dags/gce_vm_backup_dags.py": "# thin DAG file\n",
         "dags/gce_vm_backup.yaml": VALID_CONFIG,
         "plugins/operators/gce_vm_backup/__init__.py": '"""pkg"""\n',
-        "plugins/operators/gce_vm_backup/hook.py": "X = 1\n",
+        "plugins/operators/gce_vm_backup/compute/hook.py": "X = 1\n",
         "plugins/operators/gce_vm_backup/data/seed.json": "{}\n",
         # excluded by default
         "plugins/operators/gce_vm_backup/__pycache__/hook.cpython-311.pyc": "bytecode",

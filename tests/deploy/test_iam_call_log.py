@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gce_emulator.server import CALL_LOG_ENV
-from gce_vm_backup.permissions import API_METHOD_PERMISSIONS, RESTORE_API_METHOD_PERMISSIONS
+from gce_vm_backup.compute.permissions import API_METHOD_PERMISSIONS, RESTORE_API_METHOD_PERMISSIONS
 
 pytestmark = pytest.mark.slow  # each case is a pytest session of its own (about 3 s, 10 s with xdist)
 ALL = sorted(API_METHOD_PERMISSIONS)
@@ -161,7 +161,7 @@ def test_the_backup_hook_creating_a_disk_fails_even_when_the_restore_role_grants
     result = run_inner(tmp_path, [*ALL, "compute.disks.insert"], restore=ALL_RESTORE)
     assert result.returncode == 1, result.stdout
     assert (
-        "the package called API methods that gce_vm_backup.permissions.API_METHOD_PERMISSIONS"
+        "the package called API methods that gce_vm_backup.compute.permissions.API_METHOD_PERMISSIONS"
         in result.stdout
     )
     assert "(IAM would refuse them): compute.disks.insert" in result.stdout

@@ -14,7 +14,7 @@ EXPECTED = {
     "dags/gce_vm_backup_dags.py",
     "dags/gce_vm_backup.yaml",
     "plugins/operators/gce_vm_backup/__init__.py",
-    "plugins/operators/gce_vm_backup/hook.py",
+    "plugins/operators/gce_vm_backup/compute/hook.py",
     "plugins/operators/gce_vm_backup/data/seed.json",
 }
 
@@ -48,20 +48,20 @@ def test_second_sync_with_no_change_uploads_nothing(storage_emulator, repo, caps
 
 def test_one_changed_file_is_the_only_upload(storage_emulator, repo, capsys):
     _sync(repo, storage_emulator)
-    (repo / "plugins/operators/gce_vm_backup/hook.py").write_text("X = 2\n")
+    (repo / "plugins/operators/gce_vm_backup/compute/hook.py").write_text("X = 2\n")
     capsys.readouterr()
     assert _sync(repo, storage_emulator) == 0
     out = capsys.readouterr().out
-    assert "upload gs://composer-test-bucket/plugins/operators/gce_vm_backup/hook.py" in out
+    assert "upload gs://composer-test-bucket/plugins/operators/gce_vm_backup/compute/hook.py" in out
     assert "uploaded 1 " in out
-    assert _objects(storage_emulator)["plugins/operators/gce_vm_backup/hook.py"] == b"X = 2\n"
+    assert _objects(storage_emulator)["plugins/operators/gce_vm_backup/compute/hook.py"] == b"X = 2\n"
 
 
 def test_deleted_local_file_is_kept_remotely_without_delete_flag(storage_emulator, repo):
     _sync(repo, storage_emulator)
-    (repo / "plugins/operators/gce_vm_backup/hook.py").unlink()
+    (repo / "plugins/operators/gce_vm_backup/compute/hook.py").unlink()
     assert _sync(repo, storage_emulator) == 0
-    assert "plugins/operators/gce_vm_backup/hook.py" in _objects(storage_emulator)
+    assert "plugins/operators/gce_vm_backup/compute/hook.py" in _objects(storage_emulator)
 
 
 def test_delete_removes_only_stale_objects_this_command_uploaded(storage_emulator, repo):
@@ -74,15 +74,15 @@ def test_delete_removes_only_stale_objects_this_command_uploaded(storage_emulato
     for name, content in foreign.items():
         bucket.blob(name).upload_from_string(content)
     _sync(repo, storage_emulator)
-    (repo / "plugins/operators/gce_vm_backup/hook.py").unlink()
+    (repo / "plugins/operators/gce_vm_backup/compute/hook.py").unlink()
 
     assert _sync(repo, storage_emulator, "--delete") == 0
 
     objects = _objects(storage_emulator)
-    assert "plugins/operators/gce_vm_backup/hook.py" not in objects
+    assert "plugins/operators/gce_vm_backup/compute/hook.py" not in objects
     for name, content in foreign.items():
         assert objects[name] == content
-    assert set(objects) == (EXPECTED - {"plugins/operators/gce_vm_backup/hook.py"}) | set(foreign)
+    assert set(objects) == (EXPECTED - {"plugins/operators/gce_vm_backup/compute/hook.py"}) | set(foreign)
 
 
 def test_uploaded_objects_carry_the_managed_marker(storage_emulator, repo):

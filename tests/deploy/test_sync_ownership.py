@@ -19,7 +19,7 @@ from vm_backup_cli.sync_plan import MANAGED_METADATA_KEY, md5_base64
 from .conftest import VALID_CONFIG, write_tree
 from .test_sync import EXPECTED, _objects, _sync
 
-HOOK = "plugins/operators/gce_vm_backup/hook.py"
+HOOK = "plugins/operators/gce_vm_backup/compute/hook.py"
 SEED = "plugins/operators/gce_vm_backup/data/seed.json"
 CONFIG = "dags/gce_vm_backup.yaml"
 
@@ -42,7 +42,7 @@ def other_team(tmp_path: Path) -> Path:
             "dags/team_b/gce_vm_backup_dags.py": "# team b's thin DAG file\n",
             "dags/team_b/gce_vm_backup.yaml": VALID_CONFIG.replace("deployment: test", "deployment: team-b"),
             "plugins/operators/gce_vm_backup/__init__.py": '"""pkg"""\n',
-            "plugins/operators/gce_vm_backup/hook.py": "X = 1\n",
+            "plugins/operators/gce_vm_backup/compute/hook.py": "X = 1\n",
         },
     )
 
@@ -260,7 +260,7 @@ def test_a_symlink_to_anything_sync_does_not_upload_is_refused(
 
 
 def test_a_symlink_to_a_synced_file_is_uploaded_with_its_content(storage_emulator, repo):
-    os.symlink("../plugins/operators/gce_vm_backup/hook.py", repo / "dags/hook_copy.py")
+    os.symlink("../plugins/operators/gce_vm_backup/compute/hook.py", repo / "dags/hook_copy.py")
     assert _sync(repo, storage_emulator) == 0
     assert _objects(storage_emulator)["dags/hook_copy.py"] == b"X = 1\n"
 

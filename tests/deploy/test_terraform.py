@@ -10,7 +10,7 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 
-from gce_vm_backup.permissions import (
+from gce_vm_backup.compute.permissions import (
     DRILL_READ_PERMISSIONS,
     DRILL_REQUIRED_PERMISSIONS,
     REQUIRED_PERMISSIONS,
@@ -85,7 +85,7 @@ def test_the_environment_runs_as_the_dedicated_service_account_on_the_configured
 
 
 def test_the_environment_runs_a_triggerer_because_the_default_wait_mode_defers():
-    from gce_vm_backup.config import Group
+    from gce_vm_backup.config.models import Group
 
     triggerer = _resources("google_composer_environment")["this"]["config"][0]["workloads_config"][0]
     assert triggerer["triggerer"][0]["count"] == "${var.triggerer_count}"
@@ -179,7 +179,7 @@ def test_outputs_needed_for_deploy_exist():
     ],
 )
 def test_compute_endpoint_variable_accepts_only_what_the_package_accepts_from_the_env(value, accepted):
-    from gce_vm_backup.endpoint import ENV_VAR, ComputeEndpoint
+    from gce_vm_backup.compute.endpoint import ENV_VAR, ComputeEndpoint
     from gce_vm_backup.errors import ConfigError
 
     condition = _variables()["compute_endpoint"]["validation"][0]["condition"]

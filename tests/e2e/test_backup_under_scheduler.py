@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from gce_emulator import Emulator
-from gce_vm_backup.stages import (
+from gce_vm_backup.backup.stages import (
     ENSURE_RUNNING,
     PRECHECK,
     START,

@@ -598,7 +598,7 @@ def _restore_holds_web_1(emu: Emulator) -> None:
     """A replace-disks restore took web-1's lease (for an hour) and stopped it, after the backup's precheck."""
     import time
 
-    from gce_vm_backup.lease import HOLDER_KEY, LEASE_KEY, Holder
+    from gce_vm_backup.runtime.lease import HOLDER_KEY, LEASE_KEY, Holder
 
     restore = Holder.of_run(
         "restore", deployment="test", dag_id="gce_vm_backup_restore__web", run_id="manual__1"

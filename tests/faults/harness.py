@@ -28,8 +28,8 @@ from typing import Any
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
-from gce_vm_backup.labels import managed_snapshot_labels
-from gce_vm_backup.stages import ENSURE_RUNNING, REPORT, STOP_SNAPSHOT_START, VERIFY, tier_task
+from gce_vm_backup.backup.stages import ENSURE_RUNNING, REPORT, STOP_SNAPSHOT_START, VERIFY, tier_task
+from gce_vm_backup.config.labels import managed_snapshot_labels
 
 REPO = Path(__file__).resolve().parents[2]
 P, ZONE = "demo-project", "us-central1-a"
@@ -221,7 +221,7 @@ def prepare_airflow(home: Path, migrate: Callable[[], None] = migrate_db) -> Any
 @contextmanager
 def fast_hook_retries() -> Iterator[None]:
     """The hook's tenacity waits shrunk (attempts and the overall bound unchanged) for test speed."""
-    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.compute.hook import ComputeBackupHook
 
     defaults = ComputeBackupHook.__init__.__kwdefaults__
     saved = dict(defaults)
@@ -337,7 +337,8 @@ def _patched_dag(dag: Any, timeouts: dict[str, float]) -> Iterator[None]:
     """
     import airflow.sdk.definitions.dag as dag_module
 
-    from gce_vm_backup import instance_ops, snapshot_ops
+    from gce_vm_backup.backup import capture as snapshot_ops
+    from gce_vm_backup.backup import instance as instance_ops
 
     saved: dict[tuple[str, str], Any] = {}
 
@@ -566,6 +567,6 @@ FIRST_LINE = "does not name web-1 as down in its first line"
 
 def _first_line(report: dict[str, Any]) -> str:
     """The first line of the report as the report task logs it (and the notification leads with)."""
-    from gce_vm_backup.report import format_report
+    from gce_vm_backup.report.text import format_report
 
     return format_report(report).splitlines()[0]

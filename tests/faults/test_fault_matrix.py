@@ -72,7 +72,7 @@ def hook_on_emulator(monkeypatch):
     with Emulator(DEMO_SEED) as emulator:
         connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
         monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
-        from gce_vm_backup.hook import ComputeBackupHook
+        from gce_vm_backup.compute.hook import ComputeBackupHook
 
         from .harness import fast_hook_retries
 

@@ -25,21 +25,21 @@ from google.cloud import compute_v1
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
-from gce_vm_backup._base import RunKey
+from gce_vm_backup.backup.capture import CaptureSettings
+from gce_vm_backup.backup.instant import (
+    MAX_INSTANT_PER_DISK,
+    ConvertInstantSnapshotsOperator,
+    capture_instant,
+    prepare_instant,
+)
+from gce_vm_backup.compute.hook import ComputeBackupHook
 from gce_vm_backup.errors import (
     BackupError,
     OperationFailedError,
     OperationTimeoutError,
     ResourceNotFoundError,
 )
-from gce_vm_backup.hook import ComputeBackupHook
-from gce_vm_backup.instant_ops import (
-    MAX_INSTANT_PER_DISK,
-    ConvertInstantSnapshotsOperator,
-    capture_instant,
-    prepare_instant,
-)
-from gce_vm_backup.snapshot_ops import CaptureSettings
+from gce_vm_backup.runtime.base import RunKey
 
 from .harness import DATA_DISK, TIME_SCALE, TIMINGS, WEB_DISK, ZONE, P, seeded_snapshots
 
@@ -318,7 +318,7 @@ class DagOutcome:
 
 
 def run_instant_dag(dag: Any, inject: Any = None, group: str = DAG_GROUP) -> DagOutcome:
-    from gce_vm_backup import stages
+    from gce_vm_backup.backup import stages
 
     from .harness import _captured_errors, fast_hook_retries, fine_trigger_sleeps, quiet_output
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from google.cloud import compute_v1
 
-from gce_vm_backup import vm_manifest
+from gce_vm_backup.config import manifest as vm_manifest
 
 BOOT = "projects/p/zones/us-central1-a/disks/web-1"
 DATA = "projects/p/zones/us-central1-a/disks/web-1-data"

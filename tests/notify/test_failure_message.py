@@ -7,15 +7,15 @@ from unittest.mock import create_autospec
 import pytest
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-from gce_vm_backup import stages
+from gce_vm_backup.backup import stages
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.notify import (
+from gce_vm_backup.report.model import REPORT_XCOM_KEY, VmTaskResults, build_run_report
+from gce_vm_backup.report.notify import (
     EmailFailureNotifier,
     SlackFailureNotifier,
     failure_message,
     notifiers_from_config,
 )
-from gce_vm_backup.report import REPORT_XCOM_KEY, VmTaskResults, build_run_report
 
 PROJECT, ZONE = "demo-project", "us-central1-a"
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from gce_vm_backup.errors import BackupError, ConfigError
-from gce_vm_backup.notify import notifiers_from_config
+from gce_vm_backup.report.notify import notifiers_from_config
 
 SUBJECT = "[gce-vm-backup] Backup run failed: gce_vm_backup__web (r1)"
 
@@ -126,7 +126,7 @@ def test_a_provider_gone_by_notification_time_is_a_clear_error(monkeypatch):
 
 
 def test_the_hand_written_webhook_post_is_gone():
-    import gce_vm_backup.notify as notify
+    import gce_vm_backup.report.notify as notify
 
     assert not hasattr(notify.SlackFailureNotifier, "_post")
     assert "requests" not in notify.__dict__

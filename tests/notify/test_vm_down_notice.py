@@ -16,10 +16,10 @@ import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
+from gce_vm_backup.backup.stages import DOWN_XCOM_KEY, ENSURE_RUNNING, STOP_SNAPSHOT_START, tier_task
 from gce_vm_backup.errors import OperationTimeoutError
-from gce_vm_backup.notify import DOWN_NOTICE_XCOM_KEY, VmDownNotice
 from gce_vm_backup.operators import PrecheckInstanceOperator, StopSnapshotStartOperator
-from gce_vm_backup.stages import DOWN_XCOM_KEY, ENSURE_RUNNING, STOP_SNAPSHOT_START, tier_task
+from gce_vm_backup.report.notify import DOWN_NOTICE_XCOM_KEY, VmDownNotice
 
 from ..conftest import generated_dagbag
 
@@ -65,7 +65,8 @@ def context_of(ti: TI, **more: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def emulator(monkeypatch):
-    from gce_vm_backup import instance_ops, snapshot_ops
+    from gce_vm_backup.backup import capture as snapshot_ops
+    from gce_vm_backup.backup import instance as instance_ops
 
     monkeypatch.setattr(instance_ops, "POLL", 0.05)
     monkeypatch.setattr(snapshot_ops, "POLL", 0.05)

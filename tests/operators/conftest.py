@@ -73,7 +73,8 @@ def fast_emulator(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The demo emulator at 600x (the downtime task waits in real time, on operations.wait), with the
     Airflow connection pointing the operators at it, and reads with nothing to long-poll every 20 ms."""
     from gce_emulator.__main__ import DEMO_SEED
-    from gce_vm_backup import instance_ops, snapshot_ops
+    from gce_vm_backup.backup import capture as snapshot_ops
+    from gce_vm_backup.backup import instance as instance_ops
 
     monkeypatch.setattr(instance_ops, "POLL", 0.02)
     monkeypatch.setattr(snapshot_ops, "POLL", 0.02)

@@ -6,6 +6,16 @@ import contextlib
 
 import pytest
 
+from gce_vm_backup.backup.capture import CaptureSettings, capture_standard
+from gce_vm_backup.backup.plan import NO_VM
+from gce_vm_backup.compute.naming import snapshot_name
+from gce_vm_backup.compute.permissions import API_METHOD_PERMISSIONS, CLIENT_PRODUCT
+from gce_vm_backup.config.labels import (
+    DEPLOYMENT_KEY,
+    MANAGED_BY_KEY,
+    is_managed_snapshot_of,
+    managed_snapshot_labels,
+)
 from gce_vm_backup.errors import (
     BackupError,
     ConfigError,
@@ -15,21 +25,11 @@ from gce_vm_backup.errors import (
     ResourceNotFoundError,
     VmStateError,
 )
-from gce_vm_backup.labels import (
-    DEPLOYMENT_KEY,
-    MANAGED_BY_KEY,
-    is_managed_snapshot_of,
-    managed_snapshot_labels,
-)
-from gce_vm_backup.naming import snapshot_name
 from gce_vm_backup.operators import (
     PrecheckInstanceOperator,
     ResolveTargetsOperator,
     StopSnapshotStartOperator,
 )
-from gce_vm_backup.permissions import API_METHOD_PERMISSIONS, CLIENT_PRODUCT
-from gce_vm_backup.plan import NO_VM
-from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard
 
 from .conftest import FAST, PROJECT, RUN_TIME, ZONE_A, ZONE_B
 
@@ -53,7 +53,8 @@ def emulator(monkeypatch):
 
     from gce_emulator import Emulator
     from gce_emulator.__main__ import DEMO_SEED
-    from gce_vm_backup import instance_ops, snapshot_ops
+    from gce_vm_backup.backup import capture as snapshot_ops
+    from gce_vm_backup.backup import instance as instance_ops
 
     monkeypatch.setattr(instance_ops, "POLL", 0.02)
     monkeypatch.setattr(snapshot_ops, "POLL", 0.02)
@@ -80,7 +81,7 @@ def capture(record, context, *, timeout=60.0, **settings):
     """The capture step alone (what the downtime task does between stop and start)."""
     import time
 
-    from gce_vm_backup._base import RunKey
+    from gce_vm_backup.runtime.base import RunKey
 
     hook = PrecheckInstanceOperator(task_id="p", project_id=PROJECT, zone=ZONE_A, instance="x").hook
     run = RunKey.from_context(context.as_dict())
@@ -166,7 +167,7 @@ def test_snapshot_operation_done_with_quota_exceeded_fails_and_the_vm_is_still_r
 
 
 def test_operation_that_never_finishes_hits_the_deadline_in_worker_mode(emulator, context):
-    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.compute.hook import ComputeBackupHook
 
     emulator.faults.hang_operation("compute.instances.stop")
     hook = ComputeBackupHook()
@@ -180,8 +181,8 @@ def test_operation_that_never_finishes_hits_the_deadline_in_worker_mode(emulator
 
 
 def test_retry_after_a_crash_between_request_and_ready_adopts_the_snapshot(emulator, context):
-    from gce_vm_backup.hook import ComputeBackupHook
-    from gce_vm_backup.lease import Holder, acquire
+    from gce_vm_backup.compute.hook import ComputeBackupHook
+    from gce_vm_backup.runtime.lease import Holder, acquire
 
     record = precheck(context)
     holder = Holder.of_run("backup", deployment="test", dag_id=context.ti.dag_id, run_id=context.run_id)
@@ -247,8 +248,8 @@ def test_vm_suspended_before_the_backup_is_refused(emulator, context):
 
 
 def test_vm_suspended_after_this_run_stopped_it_is_resumed(emulator, context):
-    from gce_vm_backup._base import RunKey
-    from gce_vm_backup.instance_ops import start_vm
+    from gce_vm_backup.backup.instance import start_vm
+    from gce_vm_backup.runtime.base import RunKey
 
     record = precheck(context)
     emulator.set_instance_status(PROJECT, ZONE_A, "web-1", "SUSPENDED")  # e.g. by hand while it was down
@@ -335,8 +336,8 @@ def test_dry_run_plans_and_mutates_nothing(emulator, context, caplog):
 
 
 def test_stop_is_sent_once_and_not_again_while_the_vm_is_stopping(emulator, context):
-    from gce_vm_backup._base import RunKey
-    from gce_vm_backup.instance_ops import stop_vm
+    from gce_vm_backup.backup.instance import stop_vm
+    from gce_vm_backup.runtime.base import RunKey
 
     record = precheck(context)
     hook = downtime(record).hook

@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from gce_vm_backup._base import ERROR_XCOM_KEY
+from gce_vm_backup.backup.stages import (
+    DOWN_XCOM_KEY,
+    ENSURE_RUNNING,
+    STOP_SNAPSHOT,
+    STOP_SNAPSHOT_START,
+    tier_task,
+)
 from gce_vm_backup.errors import ConfigError, OperationFailedError, OperationTimeoutError, VmStateError
 from gce_vm_backup.operators import (
     EnsureRunningOperator,
@@ -23,7 +29,7 @@ from gce_vm_backup.operators import (
     StopSnapshotOperator,
     StopSnapshotStartOperator,
 )
-from gce_vm_backup.stages import DOWN_XCOM_KEY, ENSURE_RUNNING, STOP_SNAPSHOT, STOP_SNAPSHOT_START, tier_task
+from gce_vm_backup.runtime.base import ERROR_XCOM_KEY
 
 from .conftest import PROJECT, RUN_TIME, ZONE_A, ZONE_B
 
@@ -372,7 +378,7 @@ def on_state_read(ti: RunTI, number: int, change: Any) -> dict[str, int]:
 
 
 def test_the_count_is_running_tries_plus_vms_left_down_by_tries_that_are_not_running():
-    from gce_vm_backup.cap import count_down, tier_indexes
+    from gce_vm_backup.backup.cap import count_down, tier_indexes
 
     # 0 is me; 1 runs; 2 was killed mid-downtime (marker down, up for retry); 3 failed but its
     # ensure_running brought it back; 4 is back up (marker false); 5 has not started.
@@ -400,7 +406,7 @@ def test_a_tier_no_bigger_than_the_cap_is_not_counted(fast_emulator):
 def test_reading_states_before_markers_would_miss_a_retry_that_started_in_between():
     """The race the order prevents: VM 1 is down (killed try, marker down, up_for_retry); its retry starts
     (clearing the marker) between two reads. Markers first: the marker is seen, or the retry is running."""
-    from gce_vm_backup.cap import count_down, tier_indexes
+    from gce_vm_backup.backup.cap import count_down, tier_indexes
 
     ti = cap_ti({0: "running", 1: "up_for_retry", 2: None}, {1: True})
 
@@ -436,8 +442,8 @@ def test_over_the_cap_a_try_gives_its_slot_back_before_stopping_anything(fast_em
 
 
 def test_a_vm_already_down_from_an_earlier_try_goes_on_without_waiting_for_room(fast_emulator):
-    from gce_vm_backup.hook import ComputeBackupHook
-    from gce_vm_backup.lease import Holder, acquire
+    from gce_vm_backup.compute.hook import ComputeBackupHook
+    from gce_vm_backup.runtime.lease import Holder, acquire
 
     record = precheck()
     ti = cap_ti({0: "running", 1: "running", 2: None}, {1: True})
@@ -457,7 +463,7 @@ def test_a_vm_already_down_from_an_earlier_try_goes_on_without_waiting_for_room(
 
 
 def test_a_running_try_that_says_it_is_not_down_is_not_counted_and_one_just_started_is():
-    from gce_vm_backup.cap import count_down
+    from gce_vm_backup.backup.cap import count_down
 
     # 1 waits for room (started ahead), 2 is back up and finishing, 3 has just started (no marker yet:
     # it may be the retry of a try that left its VM down), 4 has its VM down
@@ -470,7 +476,7 @@ def test_a_running_try_that_says_it_is_not_down_is_not_counted_and_one_just_star
 
 @pytest.fixture
 def quick_room_poll(monkeypatch):
-    import gce_vm_backup.downtime_ops as downtime_ops
+    import gce_vm_backup.backup.downtime as downtime_ops
 
     monkeypatch.setattr(downtime_ops, "ROOM_POLL", 0.02)
 

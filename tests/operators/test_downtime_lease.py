@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from gce_vm_backup._base import ERROR_XCOM_KEY
+from gce_vm_backup.backup.stages import DOWN_XCOM_KEY
 from gce_vm_backup.errors import LeaseHeldError, OperationFailedError, VmStateError
-from gce_vm_backup.lease import HOLDER_KEY, LEASE_KEY, Holder, acquire, lease_of
 from gce_vm_backup.operators import EnsureRunningOperator, StopSnapshotOperator
-from gce_vm_backup.stages import DOWN_XCOM_KEY
+from gce_vm_backup.runtime.base import ERROR_XCOM_KEY
+from gce_vm_backup.runtime.lease import HOLDER_KEY, LEASE_KEY, Holder, acquire, lease_of
 
 from .conftest import PROJECT, ZONE_A
 from .test_downtime import DOWNTIME, ENSURE, VM, RunTI, cap_ti, context_of, downtime, precheck
@@ -29,7 +29,7 @@ QUICK = {"lease_wait": 0.3, "lease_poll": 0.05}
 
 
 def hook() -> Any:
-    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.compute.hook import ComputeBackupHook
 
     return ComputeBackupHook()
 

@@ -8,7 +8,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 from urllib3.util import parse_url
 
-from gce_vm_backup.endpoint import ALLOWED_HOSTS_KEY, ENV_VAR, ComputeEndpoint
+from gce_vm_backup.compute.endpoint import ALLOWED_HOSTS_KEY, ENV_VAR, ComputeEndpoint
 from gce_vm_backup.errors import ConfigError
 
 EXTRA = "connection extra 'compute_endpoint'"

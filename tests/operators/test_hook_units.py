@@ -9,8 +9,8 @@ import pytest
 from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
+from gce_vm_backup.compute.hook import ComputeBackupHook
 from gce_vm_backup.errors import ApiError, OperationFailedError, RateLimitedError, ResourceNotFoundError
-from gce_vm_backup.hook import ComputeBackupHook
 
 ZONE_URL = "https://compute.googleapis.com/compute/v1/projects/p/zones/z"
 

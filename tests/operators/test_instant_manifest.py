@@ -7,13 +7,13 @@ import time
 
 import pytest
 
-from gce_vm_backup import vm_manifest
-from gce_vm_backup._base import RunKey
-from gce_vm_backup.hook import ComputeBackupHook
-from gce_vm_backup.instant_ops import ConvertInstantSnapshotsOperator, capture_instant
+from gce_vm_backup.backup.capture import CaptureSettings
+from gce_vm_backup.backup.instant import ConvertInstantSnapshotsOperator, capture_instant
+from gce_vm_backup.compute.hook import ComputeBackupHook
+from gce_vm_backup.config import manifest as vm_manifest
 from gce_vm_backup.operators import PrecheckInstanceOperator
-from gce_vm_backup.restore_sets import snapshot_sets
-from gce_vm_backup.snapshot_ops import CaptureSettings
+from gce_vm_backup.restore.sets import snapshot_sets
+from gce_vm_backup.runtime.base import RunKey
 
 from .conftest import PROJECT, ZONE_A, converge
 

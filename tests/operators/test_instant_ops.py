@@ -11,16 +11,8 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
-from gce_vm_backup._base import RunKey
-from gce_vm_backup.errors import (
-    BackupError,
-    OperationFailedError,
-    OperationTimeoutError,
-    ResourceNotFoundError,
-    VmStateError,
-)
-from gce_vm_backup.hook import ComputeBackupHook
-from gce_vm_backup.instant_ops import (
+from gce_vm_backup.backup.capture import CaptureSettings
+from gce_vm_backup.backup.instant import (
     MAX_INSTANT_PER_DISK,
     TARGET_LABEL,
     ConvertInstantSnapshotsOperator,
@@ -34,9 +26,17 @@ from gce_vm_backup.instant_ops import (
     settle_instant,
     standard_name,
 )
-from gce_vm_backup.labels import managed_snapshot_labels, run_label
-from gce_vm_backup.naming import snapshot_name
-from gce_vm_backup.snapshot_ops import CaptureSettings
+from gce_vm_backup.compute.hook import ComputeBackupHook
+from gce_vm_backup.compute.naming import snapshot_name
+from gce_vm_backup.config.labels import managed_snapshot_labels, run_label
+from gce_vm_backup.errors import (
+    BackupError,
+    OperationFailedError,
+    OperationTimeoutError,
+    ResourceNotFoundError,
+    VmStateError,
+)
+from gce_vm_backup.runtime.base import RunKey
 
 from .conftest import PROJECT, ZONE_A, ZONE_B, converge
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from gce_vm_backup.errors import BackupError, LeaseHeldError, OperationFailedError
-from gce_vm_backup.lease import HOLDER_KEY, LEASE_KEY, Holder, acquire, lease_of, release
+from gce_vm_backup.runtime.lease import HOLDER_KEY, LEASE_KEY, Holder, acquire, lease_of, release
 
 from .conftest import PROJECT, ZONE_A
 
@@ -28,7 +28,7 @@ RESTORE = Holder.of_run("restore", deployment="prod", dag_id="gce_vm_backup_rest
 
 @pytest.fixture
 def hook(emulator):
-    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.compute.hook import ComputeBackupHook
 
     return ComputeBackupHook()
 
@@ -211,7 +211,7 @@ def test_labels_that_keep_changing_end_in_a_bounded_failure(emulator, hook):
 
 
 def test_a_failed_wait_on_the_label_write_falls_back_to_reading_the_vm(emulator):
-    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.compute.hook import ComputeBackupHook
 
     hook = ComputeBackupHook(retry_initial=0.01, retry_max=0.02)
     emulator.faults.http_error("compute.zoneOperations.wait", 503, times=1000)

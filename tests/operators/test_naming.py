@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gce_vm_backup.naming import NAME_RE, request_id, snapshot_name
+from gce_vm_backup.compute.naming import NAME_RE, request_id, snapshot_name
 
 gce_names = st.from_regex(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True)
 locations = st.sampled_from(["us-central1-a", "europe-west1-b", "us-central1", "asia-southeast1-c"])

@@ -10,16 +10,16 @@ from google.api_core import exceptions as api_exceptions
 from google.cloud import compute_v1
 
 from gce_emulator.restore_guest import write_guest_attribute
-from gce_vm_backup.errors import ApiError, OperationFailedError
-from gce_vm_backup.hook import ComputeBackupHook
-from gce_vm_backup.labels import label_filter
-from gce_vm_backup.permissions import (
+from gce_vm_backup.compute.hook import ComputeBackupHook
+from gce_vm_backup.compute.permissions import (
     API_METHOD_PERMISSIONS,
     CLIENT_PRODUCT,
     RESTORE_API_METHOD_PERMISSIONS,
     RESTORE_CLIENT_PRODUCT,
 )
-from gce_vm_backup.restore_hook import RestoreHook
+from gce_vm_backup.compute.restore_hook import RestoreHook
+from gce_vm_backup.config.labels import label_filter
+from gce_vm_backup.errors import ApiError, OperationFailedError
 
 REGION_URL = "https://compute.googleapis.com/compute/v1/projects/p/regions/r"
 ZONE_URL = "https://compute.googleapis.com/compute/v1/projects/p/zones/z"

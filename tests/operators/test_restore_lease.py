@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from gce_vm_backup._base import ERROR_XCOM_KEY
 from gce_vm_backup.errors import LeaseHeldError
-from gce_vm_backup.lease import Holder, acquire, lease_of
-from gce_vm_backup.restore_ops import EnsureVmOperator, StartAfterRestoreOperator, StopForRestoreOperator
+from gce_vm_backup.restore.ops import EnsureVmOperator, StartAfterRestoreOperator, StopForRestoreOperator
+from gce_vm_backup.runtime.base import ERROR_XCOM_KEY
+from gce_vm_backup.runtime.lease import Holder, acquire, lease_of
 
 from .conftest import PROJECT, ZONE_A
 
@@ -76,7 +76,7 @@ def step(cls: type, task_id: str, **kwargs: Any) -> Any:
 
 
 def hook() -> Any:
-    from gce_vm_backup.hook import ComputeBackupHook
+    from gce_vm_backup.compute.hook import ComputeBackupHook
 
     return ComputeBackupHook()
 

@@ -9,7 +9,9 @@ import json
 import pytest
 
 from gce_emulator import Emulator
-from gce_vm_backup._base import ERROR_XCOM_KEY, failure_cause
+from gce_vm_backup.backup.capture import CaptureSettings, capture_standard
+from gce_vm_backup.backup.resolve import disk_carriers
+from gce_vm_backup.backup.stages import DOWN_XCOM_KEY
 from gce_vm_backup.errors import ApiError, ConfigError, OperationFailedError, OperationTimeoutError
 from gce_vm_backup.operators import (
     EnsureRunningOperator,
@@ -17,9 +19,7 @@ from gce_vm_backup.operators import (
     ResolveTargetsOperator,
     StopSnapshotStartOperator,
 )
-from gce_vm_backup.resolve_ops import disk_carriers
-from gce_vm_backup.snapshot_ops import CaptureSettings, capture_standard
-from gce_vm_backup.stages import DOWN_XCOM_KEY
+from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, failure_cause
 
 from .conftest import PROJECT, ZONE_A, ZONE_B
 
@@ -291,7 +291,7 @@ def test_a_vm_whose_disk_subset_leaves_the_shared_disk_out_does_not_carry_it(sha
 def test_each_shared_disk_is_snapshotted_once_by_the_backup_of_its_carrier(shared_emulator, context):
     import time
 
-    from gce_vm_backup._base import RunKey
+    from gce_vm_backup.runtime.base import RunKey
 
     snapshotted: dict[str, list[str]] = {}
     settings = CaptureSettings(deployment="test", group="web")

@@ -34,7 +34,7 @@ def test_the_wheel_pins_no_airflow_and_carries_the_packages(wheel):
     assert str(requirements["apache-airflow"].specifier) == "<4,>=3.1.7"
     assert "apache-airflow-providers-slack" not in requirements  # only with the extra [slack]
     names = zipfile.ZipFile(wheel).namelist()
-    for package in ("gce_vm_backup/report.py", "vm_backup_cli/__main__.py", "gce_emulator/__init__.py"):
+    for package in ("gce_vm_backup/report/model.py", "vm_backup_cli/__main__.py", "gce_emulator/__init__.py"):
         assert package in names
 
 

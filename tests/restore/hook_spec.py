@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from gce_vm_backup.restore_hook import RestoreHook as RestoreHookSpec
+from gce_vm_backup.compute.restore_hook import RestoreHook as RestoreHookSpec
 
 __all__ = ["RestoreHookSpec"]

@@ -15,9 +15,9 @@ from google.cloud import compute_v1
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
+from gce_vm_backup.config.labels import run_label
 from gce_vm_backup.errors import BackupError
-from gce_vm_backup.labels import run_label
-from gce_vm_backup.restore_drill_ops import (
+from gce_vm_backup.restore.drill import (
     CREATED_KEY,
     NONCE_KEY,
     VM_TASK_ID,
@@ -25,7 +25,7 @@ from gce_vm_backup.restore_drill_ops import (
     DrillPlanOperator,
     DrillVmOperator,
 )
-from gce_vm_backup.restore_steps import DRILL_KEY
+from gce_vm_backup.restore.steps import DRILL_KEY
 
 from .hook_spec import RestoreHookSpec
 
@@ -207,7 +207,7 @@ def test_in_the_scratch_project_only_what_is_planned_recorded_and_carries_the_no
 def hook(monkeypatch):
     """The restore hook every drill task of the test builds (an autospec of the real one)."""
     spec = create_autospec(RestoreHookSpec, instance=True)
-    monkeypatch.setattr("gce_vm_backup.restore_hook.RestoreHook", lambda **kwargs: spec)
+    monkeypatch.setattr("gce_vm_backup.compute.restore_hook.RestoreHook", lambda **kwargs: spec)
     return spec
 
 

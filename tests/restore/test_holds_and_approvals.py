@@ -19,11 +19,11 @@ import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
+from gce_vm_backup.compute.holds import HOLD_PREFIX, hold_key, relabel
+from gce_vm_backup.compute.restore_hook import RestoreHook
 from gce_vm_backup.errors import ApiError, BackupError
-from gce_vm_backup.hold_ops import HoldSnapshotsOperator, ReleaseHoldsOperator, planned_snapshots
-from gce_vm_backup.holds import HOLD_PREFIX, hold_key, relabel
-from gce_vm_backup.restore_approval import CheckApprovalOperator, approval_problem
-from gce_vm_backup.restore_hook import RestoreHook
+from gce_vm_backup.restore.approval import CheckApprovalOperator, approval_problem
+from gce_vm_backup.restore.holds import HoldSnapshotsOperator, ReleaseHoldsOperator, planned_snapshots
 
 from ..conftest import generated_dagbag
 from .test_restore_runs import (

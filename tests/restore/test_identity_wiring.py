@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gce_vm_backup.config import BackupConfig, parse_config
-from gce_vm_backup.dag_factory import build_all_dags
+from gce_vm_backup.config.models import BackupConfig, parse_config
+from gce_vm_backup.dags.backup import build_all_dags
 
 from ..conftest import TARGET, config, group
 

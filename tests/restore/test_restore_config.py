@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gce_vm_backup.config import parse_config
-from gce_vm_backup.restore_config import RestoreDrill
+from gce_vm_backup.config.models import parse_config
+from gce_vm_backup.config.restore import RestoreDrill
 
 from ..conftest import TARGET, config, group
 

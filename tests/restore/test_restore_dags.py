@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gce_vm_backup.config import BackupConfig, parse_config
-from gce_vm_backup.report import EmailFailureNotifier
-from gce_vm_backup.restore_dags import build_restore_dags
+from gce_vm_backup.config.models import BackupConfig, parse_config
+from gce_vm_backup.dags.restore import build_restore_dags
+from gce_vm_backup.report.notify import EmailFailureNotifier
 
 from ..conftest import TARGET, config, group
 

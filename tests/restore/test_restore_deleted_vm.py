@@ -18,9 +18,9 @@ from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
 from gce_emulator.model import ApiError
 from gce_emulator.restore_vm import delete_instance
-from gce_vm_backup import vm_manifest
-from gce_vm_backup.labels import managed_snapshot_labels
-from gce_vm_backup.restore_steps import RESTORE_KEY
+from gce_vm_backup.config import manifest as vm_manifest
+from gce_vm_backup.config.labels import managed_snapshot_labels
+from gce_vm_backup.restore.steps import RESTORE_KEY
 
 from ..conftest import generated_dagbag
 

@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import pytest
 from google.cloud import compute_v1
 
-from gce_vm_backup import restore_plan
+from gce_vm_backup.config.manifest import Manifest, ManifestDisk, VmIdentity
 from gce_vm_backup.errors import BackupError, ConfigError, ResourceNotFoundError
-from gce_vm_backup.restore_plan import NOT_FOUND, RestorePlanOperator, plan_text
-from gce_vm_backup.restore_sets import SetSnapshot, SnapshotSet
-from gce_vm_backup.restore_steps import RESTORE_KEY
-from gce_vm_backup.vm_manifest import Manifest, ManifestDisk, VmIdentity
+from gce_vm_backup.restore import plan as restore_plan
+from gce_vm_backup.restore.plan import NOT_FOUND, RestorePlanOperator, plan_text
+from gce_vm_backup.restore.sets import SetSnapshot, SnapshotSet
+from gce_vm_backup.restore.steps import RESTORE_KEY
 
 from .hook_spec import RestoreHookSpec
 

@@ -16,8 +16,8 @@ import pytest
 
 from gce_emulator import Emulator
 from gce_emulator.__main__ import DEMO_SEED
-from gce_vm_backup.labels import managed_snapshot_labels
-from gce_vm_backup.restore_steps import DRILL_KEY, REPLACED_BY_KEY, RESTORE_KEY
+from gce_vm_backup.config.labels import managed_snapshot_labels
+from gce_vm_backup.restore.steps import DRILL_KEY, REPLACED_BY_KEY, RESTORE_KEY
 
 from ..conftest import generated_dagbag
 
@@ -295,7 +295,7 @@ def coming_run(dag_id="gce_vm_backup_drill__web"):
     from airflow.models.dagrun import DagRun
     from airflow.utils.types import DagRunType
 
-    from gce_vm_backup.labels import run_label
+    from gce_vm_backup.config.labels import run_label
 
     logical_date = datetime(2026, 12, 13, 5, 0, tzinfo=UTC)
     run_id = DagRun.generate_run_id(
@@ -375,7 +375,7 @@ def test_a_resource_in_the_scratch_project_with_the_runs_labels_but_not_its_plan
 
 
 def test_what_a_drill_task_killed_after_its_insert_made_is_still_deleted(dagbag, emulator, monkeypatch):
-    from gce_vm_backup import restore_drill_ops
+    from gce_vm_backup.restore import drill as restore_drill_ops
 
     def insert_then_die(hook, **kwargs):  # the insert is sent; the worker dies before anything else
         hook.insert_disk(
@@ -545,7 +545,7 @@ def assert_report_matches(dag_run, emulator):
 def test_a_worker_killed_after_the_boot_disk_detach_gets_the_old_boot_disk_back_and_running(
     dagbag, emulator, monkeypatch
 ):
-    from gce_vm_backup.restore_ops import SwapDisksOperator
+    from gce_vm_backup.restore.ops import SwapDisksOperator
 
     def killed(self, disk):
         if disk["boot"]:
@@ -563,7 +563,7 @@ def test_a_worker_killed_after_the_boot_disk_detach_gets_the_old_boot_disk_back_
 
 
 def test_a_retry_after_a_worker_killed_mid_swap_finishes_the_swap(dagbag, emulator, monkeypatch):
-    from gce_vm_backup.restore_ops import SwapDisksOperator
+    from gce_vm_backup.restore.ops import SwapDisksOperator
 
     calls = []
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gce_vm_backup.labels import RUN_KEY, managed_snapshot_labels
-from gce_vm_backup.restore_sets import choose_set, group_filter, newest_complete, snapshot_sets
+from gce_vm_backup.config.labels import RUN_KEY, managed_snapshot_labels
+from gce_vm_backup.restore.sets import choose_set, group_filter, newest_complete, snapshot_sets
 
 P = "demo-project"
 WEB = f"projects/{P}/zones/us-central1-a/disks/web-1"
@@ -153,7 +153,7 @@ def manifest(
 
 
 def described(name, disk, *, body=None, source_id=None, **kwargs):
-    from gce_vm_backup import vm_manifest
+    from gce_vm_backup.config import manifest as vm_manifest
 
     snapshot = snap(name, disk, **kwargs)
     body = body or manifest()

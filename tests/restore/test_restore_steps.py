@@ -8,9 +8,9 @@ from unittest.mock import create_autospec
 import pytest
 from google.cloud import compute_v1
 
+from gce_vm_backup.compute.naming import NAME_RE
 from gce_vm_backup.errors import BackupError, OperationTimeoutError
-from gce_vm_backup.naming import NAME_RE
-from gce_vm_backup.restore_steps import (
+from gce_vm_backup.restore.steps import (
     DRILL_KEY,
     boot_check_passed,
     build_instance,
@@ -237,7 +237,7 @@ def test_delete_labelled_never_deletes_a_path_outside_its_project_and_zone(hook)
 
 def test_wait_for_status_is_bounded(hook, monkeypatch):
     clock = iter(range(0, 10_000, 30))
-    monkeypatch.setattr("gce_vm_backup.restore_steps.time.monotonic", lambda: next(clock))
+    monkeypatch.setattr("gce_vm_backup.restore.steps.time.monotonic", lambda: next(clock))
     hook.get_instance.return_value = compute_v1.Instance(name="vm", status="STAGING")
 
     with pytest.raises(OperationTimeoutError, match="is STAGING, not RUNNING, after 100 seconds"):

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gce_vm_backup.holds import hold_expiry, hold_key, hold_reason, hold_value
-from gce_vm_backup.retention import RetentionPolicy, SnapshotInfo, plan_deletions
+from gce_vm_backup.compute.holds import hold_expiry, hold_key, hold_reason, hold_value
+from gce_vm_backup.config.retention import RetentionPolicy, SnapshotInfo, plan_deletions
 
 from .test_retention_ops_units import (
     NEW_TIME,

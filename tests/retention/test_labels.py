@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.labels import (
+from gce_vm_backup.config.labels import (
     DEPLOYMENT_KEY,
     DISK_ID_KEY,
     GROUP_KEY,
@@ -18,6 +17,7 @@ from gce_vm_backup.labels import (
     managed_snapshot_labels,
     scope_mismatch,
 )
+from gce_vm_backup.errors import ConfigError
 
 DISK = "projects/p/zones/us-central1-a/disks/web-1"
 URL = f"https://compute.googleapis.com/compute/v1/{DISK}"

@@ -6,11 +6,16 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from gce_vm_backup.backup.retention import ApplyRetentionOperator, VerifySnapshotsOperator
+from gce_vm_backup.compute.naming import snapshot_name
+from gce_vm_backup.config.labels import (
+    DEPLOYMENT_KEY,
+    GROUP_KEY,
+    managed_disk_filter,
+    managed_snapshot_labels,
+)
 from gce_vm_backup.errors import BackupError, OperationFailedError
-from gce_vm_backup.labels import DEPLOYMENT_KEY, GROUP_KEY, managed_disk_filter, managed_snapshot_labels
-from gce_vm_backup.naming import snapshot_name
 from gce_vm_backup.operators import PrecheckInstanceOperator
-from gce_vm_backup.retention_ops import ApplyRetentionOperator, VerifySnapshotsOperator
 
 from .conftest import PROJECT, RUN_TIME, ZONE, converge
 
@@ -61,16 +66,16 @@ class CaptureLooks:
     task_id = "capture"
 
     def __init__(self, *, instance_record, deployment, group, ready_when="READY"):
-        from gce_vm_backup.snapshot_ops import CaptureSettings
+        from gce_vm_backup.backup.capture import CaptureSettings
 
         self.record = instance_record
         self.settings = CaptureSettings(deployment, group, early_restart=ready_when == "UPLOADING")
 
     def poke(self, context):
-        from gce_vm_backup._base import RunKey
+        from gce_vm_backup.backup.capture import capture_standard
+        from gce_vm_backup.compute.hook import ComputeBackupHook
         from gce_vm_backup.errors import OperationTimeoutError
-        from gce_vm_backup.hook import ComputeBackupHook
-        from gce_vm_backup.snapshot_ops import capture_standard
+        from gce_vm_backup.runtime.base import RunKey
 
         run = RunKey.from_context(context)
         try:

@@ -9,16 +9,16 @@ import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout
 from google.cloud import compute_v1
 
+from gce_vm_backup.backup.retention import ApplyRetentionOperator, VerifySnapshotsOperator
+from gce_vm_backup.compute.hook import ComputeBackupHook
+from gce_vm_backup.compute.naming import request_id
+from gce_vm_backup.config.labels import GROUP_KEY, disk_key, managed_disk_filter, managed_snapshot_labels
 from gce_vm_backup.errors import (
     BackupError,
     ConfigError,
     OperationFailedError,
     ResourceNotFoundError,
 )
-from gce_vm_backup.hook import ComputeBackupHook
-from gce_vm_backup.labels import GROUP_KEY, disk_key, managed_disk_filter, managed_snapshot_labels
-from gce_vm_backup.naming import request_id
-from gce_vm_backup.retention_ops import ApplyRetentionOperator, VerifySnapshotsOperator
 
 from .conftest import PROJECT, ZONE
 

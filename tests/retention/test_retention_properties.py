@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gce_vm_backup.retention import GfsPolicy, RetentionPolicy, SnapshotInfo, plan_deletions
+from gce_vm_backup.config.retention import GfsPolicy, RetentionPolicy, SnapshotInfo, plan_deletions
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 DISKS = ["p/z/disk-a", "p/z/disk-b", "p/r/disk-c"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from gce_vm_backup.config import DEPLOYMENT_ENV, load_config
-from gce_vm_backup.dag_factory import build_dags
-from gce_vm_backup.stages import RETENTION, STOP_SNAPSHOT, STOP_SNAPSHOT_START, resolve_task, tier_task
+from gce_vm_backup.backup.stages import RETENTION, STOP_SNAPSHOT, STOP_SNAPSHOT_START, resolve_task, tier_task
+from gce_vm_backup.config.models import DEPLOYMENT_ENV, load_config
+from gce_vm_backup.dags.backup import build_dags
 
 from ..conftest import REPO
 

@@ -1,0 +1,1 @@
+"""The DAG factory: backup, restore, drill and freshness DAGs from the config."""

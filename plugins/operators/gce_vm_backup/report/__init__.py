@@ -1,0 +1,1 @@
+"""The run report, its text, the failure notifiers and the backups view."""

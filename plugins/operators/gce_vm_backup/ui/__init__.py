@@ -1,0 +1,1 @@
+"""The VM backups page served by the UI plugin."""
