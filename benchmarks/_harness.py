@@ -203,11 +203,14 @@ def one_vm_seed(name: str = "vm-1", zone: str = "us-central1-a") -> dict[str, An
 
 
 # ---- operators ---------------------------------------------------------------------------------------
-# One VM's backup in a one-tier group, in DAG order (stages.py); ensure_running is the teardown.
-STAGES = (stages.PRECHECK, stages.STOP_SNAPSHOT_START, stages.VERIFY, stages.RETENTION, stages.ENSURE_RUNNING)
-WAIT_STAGES = (stages.VERIFY,)  # the slot-free waits (waits.SlotFreeWait): the only stages wait_mode changes
+# One VM's backup in a one-tier standard group with a retention policy, in DAG order (stages.VM_STAGES),
+# the teardown (ensure_running) last.
+_CHAIN = sorted(stages.vm_chain(innermost=True, options={"retention"}), key=lambda stage: stage.teardown)
+STAGES = tuple(stage.id for stage in _CHAIN)
+# the slot-free waits (waits.SlotFreeWait): the only stages wait_mode changes
+WAIT_STAGES = tuple(stage.id for stage in _CHAIN if stage.slot_free)
 WAIT_MODES = ("defer", "reschedule", "worker")
-DOWNTIME = stages.STOP_SNAPSHOT_START
+DOWNTIME = next(stage.id for stage in _CHAIN if stage.returns == "downtime")
 CAP = 10  # config.Group.max_concurrent_vms default
 
 

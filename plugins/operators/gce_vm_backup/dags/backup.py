@@ -18,8 +18,12 @@ the run when any VM had a problem; the group's ``notify`` block becomes the DAG'
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,18 +36,8 @@ from gce_vm_backup.backup import stages
 from gce_vm_backup.config.models import BackupConfig, Group, read_config
 from gce_vm_backup.dags.restore import build_restore_dags
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.operators import (
-    ApplyRetentionOperator,
-    EnsureRunningOperator,
-    PrecheckInstanceOperator,
-    ResolveTargetsOperator,
-    RunReportOperator,
-    StopSnapshotOperator,
-    StopSnapshotStartOperator,
-    VerifySnapshotsOperator,
-)
+from gce_vm_backup.operators import ResolveTargetsOperator, RunReportOperator
 from gce_vm_backup.report.notify import VmDownNotice, notifiers_from_config
-from gce_vm_backup.runtime.waits import SlotFreeWait
 
 log = logging.getLogger(__name__)
 DAG_ID_PREFIX = "gce_vm_backup__"
@@ -236,14 +230,144 @@ def downtime_tasks(tier_count: int) -> list[str]:
     """The downtime task of every tier of a run of ``tier_count`` tiers (outer tiers ``stop_snapshot``,
     the innermost ``stop_snapshot_start``): the tasks whose VMs the cap counts."""
     return [
-        stages.tier_task(n, stages.STOP_SNAPSHOT_START if n == tier_count else stages.STOP_SNAPSHOT)
+        stages.tier_task(n, stage.id)
         for n in range(1, tier_count + 1)
+        for stage in stages.vm_chain(innermost=n == tier_count)
+        if stage.returns == "downtime"
     ]
 
 
 def snapshot_mode(group: Group) -> str:
     """``standard`` or ``instant`` (config key ``snapshot_mode``)."""
     return group.snapshot_mode
+
+
+def _options(group: Group) -> frozenset[str]:
+    """The opt-in stages' group keys that this group turns on (``Stage.option``)."""
+    return frozenset(
+        stage.option for stage in stages.VM_STAGES if stage.option and getattr(group, stage.option, None)
+    )
+
+
+@functools.cache
+def _operator_class(path: str) -> Any:
+    """The class ``module:Class`` of a ``Stage.operator``, imported when a stage first uses it."""
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@dataclass
+class _VmTasks:
+    """What a stage's arguments are made of: the group, the tier, the VM's mapped arguments and the
+    stages of its chain built so far."""
+
+    group_id: str
+    group: Group
+    deployment: str
+    number: int
+    tier_count: int
+    chain: tuple[stages.Stage, ...]
+    vm: dict[str, Any]
+    built: dict[str, Any] = field(default_factory=dict)
+
+    def output(self, returns: str) -> Any:
+        """The output of the VM's stage that returns ``returns`` (``downtime`` or ``snapshots``)."""
+        return next(self.built[s.id] for s in self.chain if s.returns == returns).output
+
+    @property
+    def precheck(self) -> Any:
+        return self.built[stages.PRECHECK].output
+
+    @property
+    def downtime_task(self) -> str:
+        return stages.tier_task(self.number, next(s.id for s in self.chain if s.returns == "downtime"))
+
+
+def _precheck_args(vm: _VmTasks) -> dict[str, Any]:
+    group = vm.group
+    return {
+        **vm.vm,
+        "local_ssd": group.local_ssd,
+        "snapshot_mode": group.snapshot_mode,
+        "instant_fallback": group.instant_fallback,
+        "deployment": vm.deployment,
+        "group": vm.group_id,
+        "description": group.snapshot.description,  # the manifest's note
+        "metadata_values": group.snapshot.keep_metadata_values,
+    }
+
+
+def _downtime_args(vm: _VmTasks) -> dict[str, Any]:
+    return {
+        "instance_record": vm.precheck,
+        **_capture_kwargs(vm.group_id, vm.group, vm.deployment),
+        # The cap counts the VMs down in every tier of the run (cap.py), not only this one's.
+        "cap_tasks": downtime_tasks(vm.tier_count),
+        # On-call hears at once when a try leaves (or may leave) its VM down, not at the run's end.
+        "down_notice": VmDownNotice(vm.group.notify) if vm.group.notify is not None else None,
+    }
+
+
+def _bring_back_args(vm: _VmTasks) -> dict[str, Any]:
+    group = vm.group
+    return {
+        "downtime_task": vm.downtime_task,
+        "instance_record": vm.precheck,
+        "timeout": group.timeouts.start,
+        # A stop that timed out may still be shutting down: the start waits that out too, then starts.
+        "stop_timeout": group.timeouts.stop,
+        "retries": max(group.retries, 3),  # bringing a VM back is worth more tries than the rest
+        "retry_delay": timedelta(seconds=min(group.retry_delay, 60)),
+        "deployment": vm.deployment,  # the run's lease holder: given back once the VM is back
+    }
+
+
+def _verify_args(vm: _VmTasks) -> dict[str, Any]:
+    # With the VM back (or on its way): this run's snapshots READY (with early restart the capture
+    # stopped waiting at UPLOADING).
+    return {"snapshot_records": vm.output("downtime"), "timeout": vm.group.timeouts.verify}
+
+
+def _convert_args(vm: _VmTasks) -> dict[str, Any]:
+    # Instant snapshots become standard ones with the VM running (imported only for such groups).
+    group = vm.group
+    return {
+        "instance_record": vm.precheck,
+        "instant_records": vm.output("downtime"),
+        "labels": dict(group.snapshot.labels),
+        "storage_locations": group.snapshot.storage_locations,
+        "snapshot_type": group.snapshot.snapshot_type,
+        "description": group.snapshot.description,
+        "deployment": vm.deployment,
+        "group": vm.group_id,
+        "timeout": group.timeouts.verify,
+    }
+
+
+def _retention_args(vm: _VmTasks) -> dict[str, Any]:
+    # The old snapshots the policy lets go. A failed capture or verify leaves retention upstream_failed:
+    # nothing is deleted for a VM without a new READY snapshot.
+    assert vm.group.retention is not None  # the stage's option
+    return {
+        "instance_record": vm.precheck,
+        "snapshot_records": vm.output("snapshots"),
+        "policy": vm.group.retention.model_dump(),
+        "deployment": vm.deployment,
+        "group": vm.group_id,
+    }
+
+
+# Each stage's arguments from the group (stages.VM_STAGES says which operator, where and after what).
+STAGE_ARGUMENTS: dict[str, Callable[[_VmTasks], dict[str, Any]]] = {
+    stages.PRECHECK: _precheck_args,
+    stages.STOP_SNAPSHOT_START: _downtime_args,
+    stages.STOP_SNAPSHOT: _downtime_args,
+    stages.START: _bring_back_args,
+    stages.ENSURE_RUNNING: _bring_back_args,
+    stages.VERIFY: _verify_args,
+    stages.CONVERT: _convert_args,
+    stages.RETENTION: _retention_args,
+}
 
 
 def _tier_group(
@@ -256,100 +380,43 @@ def _tier_group(
     deployment: str,
     tier_count: int = 1,
 ) -> Any:
+    """The tier's mapped task group: the VM's chain of stages.VM_STAGES, each built from the group by its
+    STAGE_ARGUMENTS, after the stages it names; its teardowns are the teardowns of its setup."""
+    chain = stages.vm_chain(innermost=innermost, mode=snapshot_mode(group), options=_options(group))
+
     @task_group(group_id=stages.tier_group(number))
     def backup_vm(
         project_id: str, zone: str, instance: str, disks: list[str] | None, carried_by: dict[str, str]
     ) -> None:
-        precheck = PrecheckInstanceOperator(
-            task_id=stages.PRECHECK,
-            project_id=project_id,
-            zone=zone,
-            instance=instance,
-            disks=disks,
-            local_ssd=group.local_ssd,
-            carried_by=carried_by,
-            snapshot_mode=group.snapshot_mode,
-            instant_fallback=group.instant_fallback,
-            deployment=deployment,
-            group=group_id,
-            description=group.snapshot.description,  # the manifest's note
-            metadata_values=group.snapshot.keep_metadata_values,
-            **common,
+        vm = _VmTasks(
+            group_id,
+            group,
+            deployment,
+            number,
+            tier_count,
+            chain,
+            {
+                "project_id": project_id,
+                "zone": zone,
+                "instance": instance,
+                "disks": disks,
+                "carried_by": carried_by,
+            },
         )
-        bring_back: dict[str, Any] = {
-            **common,
-            "instance_record": precheck.output,
-            "timeout": group.timeouts.start,
-            # A stop that timed out may still be shutting down: the start waits that out too, then starts.
-            "stop_timeout": group.timeouts.stop,
-            "retries": max(group.retries, 3),  # bringing a VM back is worth more tries than the rest
-            "retry_delay": timedelta(seconds=min(group.retry_delay, 60)),
-            "deployment": deployment,  # the run's lease holder: given back once the VM is back
-        }
-        downtime_cls = StopSnapshotStartOperator if innermost else StopSnapshotOperator
-        downtime_id = stages.STOP_SNAPSHOT_START if innermost else stages.STOP_SNAPSHOT
-        downtime = downtime_cls(
-            task_id=downtime_id,
-            instance_record=precheck.output,
-            **_capture_kwargs(group_id, group, deployment),
-            # The cap counts the VMs down in every tier of the run (cap.py), not only this one's.
-            cap_tasks=downtime_tasks(tier_count),
-            # On-call hears at once when a try leaves (or may leave) its VM down, not at the run's end.
-            down_notice=VmDownNotice(group.notify) if group.notify is not None else None,
-            **common,
-        )
-        ensure = EnsureRunningOperator(
-            task_id=stages.ENSURE_RUNNING, downtime_task=stages.tier_task(number, downtime_id), **bring_back
-        )
-        precheck >> downtime
-        if innermost:
-            downtime >> ensure
-        else:  # the VM stays down until the inner tiers are back: the tier barrier feeds `start`
-            start = EnsureRunningOperator(
-                task_id=stages.START, downtime_task=stages.tier_task(number, downtime_id), **bring_back
+        for stage in chain:
+            task = _operator_class(stage.operator)(
+                task_id=stage.id,
+                **STAGE_ARGUMENTS[stage.id](vm),
+                **(slot_free if stage.slot_free else common),
             )
-            downtime >> start >> ensure
-            start.as_teardown(setups=precheck)
-        ensure.as_teardown(setups=precheck)
-        # With the VM back (or on its way): this run's snapshots READY (with early restart the capture
-        # stopped waiting at UPLOADING), then the old ones the policy lets go. A failed capture or verify
-        # leaves retention upstream_failed: nothing is deleted for a VM without a new READY snapshot.
-        if snapshot_mode(group) == "instant":
-            # Instant snapshots become standard ones with the VM running (imported only for such groups).
-            from gce_vm_backup.backup.instant import ConvertInstantSnapshotsOperator
-
-            verify: SlotFreeWait = ConvertInstantSnapshotsOperator(
-                task_id=stages.CONVERT,
-                instance_record=precheck.output,
-                instant_records=downtime.output,
-                labels=dict(group.snapshot.labels),
-                storage_locations=group.snapshot.storage_locations,
-                snapshot_type=group.snapshot.snapshot_type,
-                description=group.snapshot.description,
-                deployment=deployment,
-                group=group_id,
-                timeout=group.timeouts.verify,
-                **slot_free,
-            )
-        else:
-            verify = VerifySnapshotsOperator(
-                task_id=stages.VERIFY,
-                snapshot_records=downtime.output,
-                timeout=group.timeouts.verify,
-                **slot_free,
-            )
-        downtime >> verify
-        if group.retention is not None:
-            retention = ApplyRetentionOperator(
-                task_id=stages.RETENTION,
-                instance_record=precheck.output,
-                snapshot_records=verify.output,
-                policy=group.retention.model_dump(),
-                deployment=deployment,
-                group=group_id,
-                **common,
-            )
-            verify >> retention
+            for upstream in stage.after:
+                if upstream in vm.built:
+                    vm.built[upstream] >> task
+            vm.built[stage.id] = task
+        setups = [vm.built[stage.id] for stage in chain if stage.setup]
+        for stage in chain:
+            if stage.teardown:
+                vm.built[stage.id].as_teardown(setups=setups)
 
     return backup_vm
 

@@ -33,18 +33,9 @@ from typing import Any
 from gce_vm_backup.backup import stages
 from gce_vm_backup.backup.plan import NO_VM_STATUS
 
-# Each VM's tasks in the order they run (a problem list follows it).
-VM_TASKS = (
-    stages.PRECHECK,
-    stages.STOP_SNAPSHOT_START,
-    stages.STOP_SNAPSHOT,
-    stages.START,
-    stages.ENSURE_RUNNING,
-    stages.VERIFY,
-    stages.CONVERT,
-    stages.RETENTION,
-)
-DOWNTIME_TASKS = (stages.STOP_SNAPSHOT_START, stages.STOP_SNAPSHOT)  # their return value: the VM's downtime
+# Each VM's tasks in the order they run (a problem list follows it): the reported stages of stages.py.
+VM_TASKS = stages.REPORTED
+DOWNTIME_TASKS = stages.DOWNTIME_STAGES  # their return value: the VM's downtime
 REPORT_XCOM_KEY = "run_report"
 OK_STATES = frozenset({"success", "skipped"})
 NOT_RUN = "upstream_failed"
@@ -129,8 +120,7 @@ def downtime_of(vm: VmTaskResults) -> Downtime:
 
 def _restart_tasks(vm: VmTaskResults) -> list[str]:
     """How each task that could have brought the VM back ended (``stop_snapshot_start failed``)."""
-    tasks = (stages.STOP_SNAPSHOT_START, stages.START, stages.ENSURE_RUNNING)
-    return [f"{task} {vm.states[task]}" for task in tasks if task in vm.states]
+    return [f"{task} {vm.states[task]}" for task in stages.BRINGS_BACK if task in vm.states]
 
 
 def needs_status_check(vm: VmTaskResults) -> bool:
@@ -206,8 +196,9 @@ def _causes(vm: VmTaskResults) -> list[str]:
 
 
 def _snapshots(vm: VmTaskResults, record: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The row's snapshots: verify's or convert's (standard), else the downtime task's, then shared disks."""
-    made = _records(vm.values.get(stages.VERIFY)) or _records(vm.values.get(stages.CONVERT))
+    """The row's snapshots: those of the stage that returns them (verify or convert: standard), else the
+    downtime task's, then shared disks."""
+    made = next((made for task in stages.SNAPSHOT_STAGES if (made := _records(vm.values.get(task)))), [])
     if not made:
         down = next((_dict(vm.values.get(t)) for t in DOWNTIME_TASKS if vm.values.get(t)), {})
         made = _records(down.get("snapshots"))
