@@ -59,6 +59,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         ``retention``) deleted, push that plan to XCom (key ``dry_run_plan``), and return the placeholder
         only, so nothing downstream acts.
     :param retention: the group's retention policy (a dict), for the dry run's preview of deletions.
+    :param chain: the stages each VM of the tier runs (``stages.vm_chain``'s ids, from the DAG factory),
+        named in the dry run's plan.
     :param max_concurrent_vms: set on every tier of a tiered group, whose VMs are all down at once (outer
         tiers stay down until the inner ones are back). Tier 1 refuses a run with more VMs than this
         before anything is stopped. A later tier counts again at its own run time, since its selectors
@@ -91,6 +93,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     only: list[str] | str | None
     plan_only: bool | str
     tier: int
+    chain: list[str]
     _listed_disks: dict[str, list[str]]
     _disks_of: dict[str, list[str] | None]
 
@@ -107,6 +110,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         retention: dict[str, Any] | None = None,
         conf: Any = None,
         max_concurrent_vms: int | None = None,
+        chain: Sequence[str] = (),
         gcp_conn_id: str = "google_cloud_default",
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
@@ -131,6 +135,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             only=only,
             plan_only=plan_only,
             tier=tier,
+            chain=list(chain),
             gcp_conn_id=gcp_conn_id,
             impersonation_chain=impersonation_chain,
             _listed_disks={},
@@ -362,6 +367,8 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
 
         policy = load_policy(self.retention)
         self.log.info("DRY RUN: nothing will be changed. Plan:")
+        if self.chain:
+            self.log.info("  each VM of tier %d would run: %s", self.tier, " -> ".join(self.chain))
         plan = []
         for vm in vms:
             instance = self.hook.get_instance(

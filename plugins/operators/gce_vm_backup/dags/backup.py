@@ -152,6 +152,7 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
                 # tier 1 for the whole run and by each later tier for its VMs at its own run time (a
                 # selector may match more then) with those the outer tiers keep down.
                 max_concurrent_vms=cap if len(tiers) > 1 else None,
+                chain=[stage.id for stage in _chain(group, innermost=number == len(tiers))],
                 **common,
             )
             innermost = number == len(tiers)
@@ -247,6 +248,11 @@ def _options(group: Group) -> frozenset[str]:
     return frozenset(
         stage.option for stage in stages.VM_STAGES if stage.option and getattr(group, stage.option, None)
     )
+
+
+def _chain(group: Group, *, innermost: bool) -> tuple[stages.Stage, ...]:
+    """The stages each VM of an innermost or outer tier of the group runs."""
+    return stages.vm_chain(innermost=innermost, mode=snapshot_mode(group), options=_options(group))
 
 
 @functools.cache
@@ -382,7 +388,7 @@ def _tier_group(
 ) -> Any:
     """The tier's mapped task group: the VM's chain of stages.VM_STAGES, each built from the group by its
     STAGE_ARGUMENTS, after the stages it names; its teardowns are the teardowns of its setup."""
-    chain = stages.vm_chain(innermost=innermost, mode=snapshot_mode(group), options=_options(group))
+    chain = _chain(group, innermost=innermost)
 
     @task_group(group_id=stages.tier_group(number))
     def backup_vm(
