@@ -18,6 +18,7 @@ Per tier ``N`` (``resolve_tier_N`` then a mapped task group ``tier_N``, one inst
 - ``ensure_running`` (teardown of the precheck): starts the VM if this run stopped it and it is still
   down, whatever failed before;
 - ``verify`` (standard snapshots READY) or ``convert`` (instant snapshots into standard ones), slot-free;
+- ``listed`` (opt-in, group key ``check_listed``): retention's own listing finds each new snapshot;
 - ``retention`` (only with a policy).
 ``run_report`` runs last, whatever happened.
 """
@@ -34,6 +35,7 @@ START = "start"
 ENSURE_RUNNING = "ensure_running"
 VERIFY = "verify"
 CONVERT = "convert"
+LISTED = "listed"
 RETENTION = "retention"
 REPORT = "run_report"
 
@@ -134,9 +136,15 @@ VM_STAGES: tuple[Stage, ...] = (
         slot_free=True,
     ),
     Stage(
+        LISTED,
+        f"{_BACKUP}.listed:CheckListedOperator",
+        after=(VERIFY, CONVERT),
+        option="check_listed",
+    ),
+    Stage(
         RETENTION,
         f"{_BACKUP}.retention:ApplyRetentionOperator",
-        after=(VERIFY, CONVERT),
+        after=(VERIFY, CONVERT, LISTED),
         option="retention",
     ),
 )

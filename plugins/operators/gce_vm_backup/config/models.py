@@ -244,6 +244,8 @@ class Group(_Model):
     )
     max_concurrent_vms: int = Field(default=10, ge=1, le=500)
     early_restart: bool = False
+    # true: after verify (or convert), check that retention's own listing finds each new snapshot (listed.py)
+    check_listed: bool = False
     # instant: capture instant snapshots while the VM is down, convert them to standard ones once it runs
     # again (instant_ops); instant_fallback says what a disk whose type has no instant snapshots gets.
     snapshot_mode: Literal["standard", "instant"] = "standard"

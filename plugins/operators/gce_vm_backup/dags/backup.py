@@ -350,6 +350,15 @@ def _convert_args(vm: _VmTasks) -> dict[str, Any]:
     }
 
 
+def _listed_args(vm: _VmTasks) -> dict[str, Any]:
+    return {
+        "instance_record": vm.precheck,
+        "snapshot_records": vm.output("snapshots"),
+        "deployment": vm.deployment,
+        "group": vm.group_id,
+    }
+
+
 def _retention_args(vm: _VmTasks) -> dict[str, Any]:
     # The old snapshots the policy lets go. A failed capture or verify leaves retention upstream_failed:
     # nothing is deleted for a VM without a new READY snapshot.
@@ -372,6 +381,7 @@ STAGE_ARGUMENTS: dict[str, Callable[[_VmTasks], dict[str, Any]]] = {
     stages.ENSURE_RUNNING: _bring_back_args,
     stages.VERIFY: _verify_args,
     stages.CONVERT: _convert_args,
+    stages.LISTED: _listed_args,
     stages.RETENTION: _retention_args,
 }
 
