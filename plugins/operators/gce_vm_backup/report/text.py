@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from gce_vm_backup.report.model import GONE
+
+
+def table_lines(
+    columns: Sequence[tuple[str, str, int]], entries: Iterable[Sequence[str] | str], *, header: bool = True
+) -> list[str]:
+    """A plain-text table laid out by ``rich``: ``columns`` are (title, ``left`` or ``right``, least width),
+    one space apart (a column titled "" of width 0 adds one more); each entry is a row (its cells) or a line
+    of its own (a str) kept where it is among the rows. A row is one line, never wrapped or cut (a longer
+    cell widens its column); no colour or style codes, no trailing spaces."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    entries = list(entries)
+    table = Table(box=None, show_header=header, header_style=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for title, justify, width in columns:
+        table.add_column(title, justify=justify, min_width=width, no_wrap=True)  # type: ignore[arg-type]
+    rows = [entry for entry in entries if not isinstance(entry, str)]
+    for row in rows:
+        table.add_row(*(Text(" ".join(str(cell).splitlines())) for cell in row))
+    if not rows and not header:
+        return list(entries)  # type: ignore[arg-type]
+    width = sum(max([len(t), w, *(len(str(r[i])) for r in rows)]) + 1 for i, (t, _, w) in enumerate(columns))
+    console = Console(width=width + 16, color_system=None, highlight=False, markup=False, emoji=False)
+    with console.capture() as capture:
+        console.print(table)
+    rendered = iter(line.rstrip() for line in capture.get().splitlines())
+    lines = [next(rendered)] if header else []
+    for entry in entries:
+        lines.append(entry if isinstance(entry, str) else next(rendered))
+    return lines
 
 
 def _size(storage_bytes: int) -> str:
@@ -14,6 +45,19 @@ def _size(storage_bytes: int) -> str:
 
 def vm_name(path: str | None) -> str:
     return (path or "?").rsplit("/", 1)[-1]
+
+
+# The task log's table of VMs and snapshots (table_lines); the empty column: a wider gap after the downtime.
+VM_COLUMNS = (
+    ("VM", "left", 48),
+    ("before", "left", 10),
+    ("downtime", "right", 9),
+    ("", "left", 0),
+    ("disk", "left", 24),
+    ("snapshot", "left", 63),
+    ("status", "left", 9),
+    ("size", "left", 0),
+)
 
 
 def down_lines(report: Mapping[str, Any]) -> list[str]:
@@ -90,29 +134,33 @@ def format_report(report: Mapping[str, Any]) -> str:
         ]
         if planned.get("would_delete"):
             lines.append(f"    retention would delete: {', '.join(planned['would_delete'])}")
-    header = f"{'VM':<48} {'before':<10} {'downtime':>9}  {'disk':<24} {'snapshot':<63} {'status':<9} size"
-    lines += [header, "-" * len(header)]
+    entries: list[Sequence[str] | str] = []
     for row in report["vms"]:
         vm = (row["vm"] or f"{row['group']}[{row['map_index']}]").split("/zones/")[-1]
         downtime = "-" if row["downtime_seconds"] is None else f"{row['downtime_seconds']}s"
-        first = f"{vm:<48} {row['prior_status'] or '?':<10} {downtime:>9}  "
+        first = [vm, row["prior_status"] or "?", downtime, ""]
         for index, snap in enumerate(row["snapshots"] or [{}]):
-            prefix = first if index == 0 else " " * len(first)
             size = f"carried by {vm_name(snap['carried_by'])}" if snap.get("carried_by") else None
             status = snap.get("status") or "-"
             if snap.get("kind") == "instant":
                 size, status = size or "instant", f"{status}*"
-            lines.append(
-                f"{prefix}{snap.get('disk') or '-':<24} {snap.get('snapshot') or '-':<63} "
-                f"{status:<9} {size or _size(snap.get('storage_bytes') or 0)}"
+            entries.append(
+                [
+                    *(first if index == 0 else ["", "", "", ""]),
+                    snap.get("disk") or "-",
+                    snap.get("snapshot") or "-",
+                    status,
+                    size or _size(snap.get("storage_bytes") or 0),
+                ]
             )
         retention = row["retention"]
         if retention and (retention["deleted"] or retention["would_delete"]):
             verb = "would delete" if retention["dry_run"] else "deleted"
             names = retention["would_delete"] if retention["dry_run"] else retention["deleted"]
-            lines.append(f"    retention {verb}: {', '.join(names)}")
-        for problem in row["problems"]:
-            lines.append(f"    PROBLEM: {problem}")
+            entries.append(f"    retention {verb}: {', '.join(names)}")
+        entries += [f"    PROBLEM: {problem}" for problem in row["problems"]]
+    header, *table = table_lines(VM_COLUMNS, entries)
+    lines += [header, "-" * len(header), *table]
     if any(s.get("kind") == "instant" for row in report["vms"] for s in row["snapshots"]):
         lines.append("* an instant snapshot (kept in the disk's zone or region, deleted with the disk)")
     return "\n".join(lines)
