@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 from vm_backup_cli.demo import regular_file
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from gce_vm_backup.report.freshness import VmBackups
 
 DEFAULT_CONFIG = "dags/gce_vm_backup.yaml"
@@ -145,8 +147,9 @@ def _size(storage_bytes: int) -> str:
 def format_table(found: dict[str, list[VmBackups]], schedules: dict[str, str | None]) -> str:
     """The human-readable listing: per group, per VM, a head line then its newest sets."""
     from gce_vm_backup.report.freshness import STALE_AFTER_PERIODS, format_age, set_status, set_time
+    from gce_vm_backup.report.text import table_lines
 
-    lines: list[str] = []
+    lines: list[Sequence[str] | str] = []  # a line, or a set's row of SET_COLUMNS
     for gid, vms in found.items():
         limit = vms[0].stale_before if vms else None
         when = (
@@ -169,10 +172,31 @@ def format_table(found: dict[str, list[VmBackups]], schedules: dict[str, str | N
             for snapshot_set in vm.sets[:SETS_SHOWN]:
                 disks = ", ".join(f"{s.disk_name} {s.status}" for s in snapshot_set.snapshots)
                 lines.append(
-                    f"           {set_time(snapshot_set):%Y-%m-%d %H:%M:%S} UTC  {snapshot_set.run:<16} "
-                    f"{set_status(snapshot_set):<10} {_size(snapshot_set.storage_bytes):>10}  "
-                    f"{len(snapshot_set.disks)} disk(s): {disks}"
+                    (
+                        "",
+                        f"{set_time(snapshot_set):%Y-%m-%d %H:%M:%S} UTC",
+                        "",
+                        snapshot_set.run,
+                        set_status(snapshot_set),
+                        _size(snapshot_set.storage_bytes),
+                        "",
+                        f"{len(snapshot_set.disks)} disk(s): {disks}",
+                    )
                 )
             if len(vm.sets) > SETS_SHOWN:
                 lines.append(f"           ... {len(vm.sets) - SETS_SHOWN} older set(s) (--json lists all)")
-    return "\n".join(lines)
+    return "\n".join(table_lines(SET_COLUMNS, lines, header=False))
+
+
+# A set's row under its VM (report.text.table_lines): indented under the VM, its time, run, status, size
+# and disks; the empty columns are the wider gaps.
+SET_COLUMNS = (
+    ("", "left", 10),
+    ("", "left", 0),
+    ("", "left", 0),
+    ("", "left", 16),
+    ("", "left", 10),
+    ("", "right", 10),
+    ("", "left", 0),
+    ("", "left", 0),
+)
