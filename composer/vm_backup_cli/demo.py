@@ -185,9 +185,11 @@ def seed_history(emulator: Any) -> None:
 def print_summary(emulator: Any, before: dict[str, str], snapshots_before: set[str]) -> None:
     """VMs (state before/after, stopped/started, simulated downtime), the snapshots that exist now and the
     ones retention deleted."""
+    from gce_vm_backup.report.text import table_lines
+
     operations = list(emulator.world.operations.values())
     print("\nVMs")
-    print(f"  {'VM':<22} {'before':<11} {'after':<11} {'stopped':<8} {'started':<8} downtime (simulated)")
+    rows = []
     for zone, name in _vms():
         path = f"projects/{PROJECT}/zones/{zone}/instances/{name}"
         stops = [op for op in operations if op.target == path and op.operation_type == "stop"]
@@ -196,15 +198,26 @@ def print_summary(emulator: Any, before: dict[str, str], snapshots_before: set[s
         if stops and starts and starts[-1].end_time is not None:
             downtime = _duration(starts[-1].end_time - stops[0].insert_time)
         after = emulator.instance(PROJECT, zone, name)["status"]
-        print(
-            f"  {zone + '/' + name:<22} {before[name]:<11} {after:<11} {'yes' if stops else 'no':<8} "
-            f"{'yes' if starts else 'no':<8} {downtime}"
-        )
+        stopped, started = "yes" if stops else "no", "yes" if starts else "no"
+        rows.append(("", f"{zone}/{name}", before[name], after, stopped, started, downtime))
+    columns = [("", "left", 1), ("VM", "left", 22), ("before", "left", 11), ("after", "left", 11)]
+    columns += [("stopped", "left", 8), ("started", "left", 8), ("downtime (simulated)", "left", 0)]
+    print("\n".join(table_lines(columns, rows)))
     print("\nSnapshots")
-    for snapshot in emulator.snapshots(PROJECT):
-        disk = snapshot.get("sourceDisk", "").split("/compute/v1/")[-1]
-        size = int(snapshot.get("storageBytes", 0)) / (1 << 30)
-        print(f"  {snapshot['name']:<56} {snapshot['status']:<9} {size:6.1f} GiB  {disk}")
+    snapshots = [
+        (
+            "",
+            snapshot["name"],
+            snapshot["status"],
+            f"{int(snapshot.get('storageBytes', 0)) / (1 << 30):.1f} GiB",
+            "",
+            snapshot.get("sourceDisk", "").split("/compute/v1/")[-1],
+        )
+        for snapshot in emulator.snapshots(PROJECT)
+    ]
+    columns = [("", "left", 1), ("", "left", 56), ("", "left", 9), ("", "right", 10), ("", "left", 0)]
+    for line in table_lines([*columns, ("", "left", 0)], snapshots, header=False):
+        print(line)
     deleted = sorted(snapshots_before - {s["name"] for s in emulator.snapshots(PROJECT)})
     print("\nDeleted by retention (keep_last 2 per disk)")
     for name in deleted or ["(none)"]:
