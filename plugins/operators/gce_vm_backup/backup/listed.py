@@ -73,7 +73,11 @@ class CheckListedOperator(HookMixin, BaseOperator):
         for new in snapshot_records(self.snapshot_records):
             source = disk_path(new["disk_source"])
             listed = list_managed_snapshots(
-                self.hook, project_id=record["project_id"], disk_source=source, **scope
+                self.hook,
+                project_id=record["project_id"],
+                disk_source=source,
+                deployment=self.deployment,
+                group=self.group,
             )
             mine = next((info for info in listed if info.name == new["snapshot"]), None)
             if mine is None:
