@@ -144,3 +144,20 @@ def test_against_the_emulator_the_real_listing_finds_ours_and_misses_one_without
     check = CheckListedOperator(task_id="listed", instance_record=record, snapshot_records=both, **SCOPE)
     with pytest.raises(BackupError, match=r"web-1-data-new of disk .* missing from retention's listing"):
         check.execute(context.as_dict())
+
+
+def test_a_failed_check_is_a_problem_on_its_vms_row_and_retention_after_it_did_not_run():
+    from .test_report import good_vm, report
+
+    vm = good_vm()
+    vm.states.update({stages.LISTED: "failed", stages.RETENTION: "upstream_failed"})
+    vm.values.update({stages.LISTED: None, stages.RETENTION: None})
+    vm.errors[stages.LISTED] = {
+        "cause": "retention would not see this run's snapshot(s): snapshot web-1-snap"
+    }
+    row = report(vm)["vms"][0]
+    assert row["ok"] is False
+    assert row["problems"] == [
+        "retention would not see this run's snapshot(s): snapshot web-1-snap",
+        "not run because of the failure above: retention",
+    ]
