@@ -250,7 +250,7 @@ def make_operator(
     )
 
     task_id = stages.tier_task(1, stage)
-    if stage == "precheck":
+    if stage == stages.PRECHECK:
         return PrecheckInstanceOperator(
             task_id=task_id,
             project_id=project,
@@ -273,7 +273,7 @@ def make_operator(
             max_active_tis_per_dagrun=CAP,
             cap_poll=poke_interval,
         )
-    if stage == "verify":
+    if stage == stages.VERIFY:
         return VerifySnapshotsOperator(
             task_id=task_id,
             snapshot_records=downtime,
@@ -282,7 +282,7 @@ def make_operator(
             poke_interval=poke_interval,
             max_active_tis_per_dagrun=CAP,
         )
-    if stage == "retention":
+    if stage == stages.RETENTION:
         return ApplyRetentionOperator(
             task_id=task_id,
             instance_record=record,
@@ -291,7 +291,7 @@ def make_operator(
             deployment="bench",
             group="bench",
         )
-    if stage == "ensure_running":
+    if stage == stages.ENSURE_RUNNING:
         return EnsureRunningOperator(
             task_id=task_id,
             instance_record=record,

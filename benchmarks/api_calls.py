@@ -35,6 +35,7 @@ from _harness import (
     POKE_INTERVAL,
     STAGES,
     WAIT_MODES,
+    WAIT_STAGES,
     markdown_table,
     run_vm_backup,
 )
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(headers, rows))
     if len(minutes) > 1:
         print("\n### Growth: API calls per simulated minute of operation, between the shortest and longest\n")
-        headers = ["wait_mode", f"{DOWNTIME} calls/min", "verify calls/min", "total calls/min"]
+        headers = ["wait_mode", f"{DOWNTIME} calls/min", *(f"{s} calls/min" for s in WAIT_STAGES)]
+        headers.append("total calls/min")
         rows = []
         for mode in WAIT_MODES:
             short, long = (
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 a, b = sum(short.stages[stage].calls.values()), sum(long.stages[stage].calls.values())
                 return f"{(b - a) / span:.1f}"
 
-            rows.append([mode, slope(DOWNTIME), slope("verify"), slope(None)])
+            rows.append([mode, slope(DOWNTIME), *(slope(s) for s in WAIT_STAGES), slope(None)])
         print(markdown_table(headers, rows))
     return 0
 
