@@ -161,3 +161,43 @@ def test_a_failed_check_is_a_problem_on_its_vms_row_and_retention_after_it_did_n
         "retention would not see this run's snapshot(s): snapshot web-1-snap",
         "not run because of the failure above: retention",
     ]
+
+
+RUN_CONFIG = """\
+version: 1
+deployment: test
+defaults:
+  start_date: "2026-01-01T00:00:00+00:00"
+  poke_interval: 1
+  retries: 0
+groups:
+  checked:
+    check_listed: true
+    retention: {keep_last: 2}
+    targets:
+      - {project: demo-project, zone: us-central1-a, instance: web-1}
+"""
+
+
+@pytest.mark.airflow
+@pytest.mark.emulator
+@pytest.mark.slow
+def test_a_real_run_checks_each_new_snapshot_between_verify_and_retention(monkeypatch):
+    import json
+
+    from gce_emulator import Emulator
+    from gce_emulator.__main__ import DEMO_SEED
+
+    from ..conftest import generated_dagbag
+
+    dag = generated_dagbag("listed", RUN_CONFIG).get_dag("gce_vm_backup__checked")
+    with Emulator(DEMO_SEED, time_scale=60) as emulator:
+        connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator.url}}
+        monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+        run = dag.test(run_conf={"vms": [], "dry_run": False})
+    tasks = {ti.task_id: ti for ti in run.get_task_instances()}
+    assert run.state == "success", {task: ti.state for task, ti in tasks.items()}
+    check = tasks[stages.tier_task(1, stages.LISTED)]
+    assert check.state == "success"
+    assert len(check.xcom_pull(task_ids=check.task_id, map_indexes=check.map_index)["listed"]) == 2
+    assert tasks[stages.tier_task(1, stages.RETENTION)].start_date >= check.end_date
