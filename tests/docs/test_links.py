@@ -153,4 +153,5 @@ def test_the_checker_accepts_good_links(tmp_path):
 def test_the_checker_reports_a_broken_link(tmp_path, link, problem):
     page = plant(tmp_path, f"# Page\n\nSee {link}.\n\n```sh\n# not a heading\n```\n")
     problems = broken_links(page)
-    assert len(problems) == 1 and problems[0].endswith(problem), problems
+    assert len(problems) == 1, problems
+    assert problems[0].endswith(problem), problems
