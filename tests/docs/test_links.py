@@ -115,6 +115,18 @@ def test_the_docs_folder_has_the_reference_pages():
     assert expected | {"benchmarks.md", "fault-matrix.md", "architecture.md"} <= names
 
 
+def test_the_docs_name_no_issue_of_this_project():
+    """The docs describe the product as it is: no "issue 13", no "#13" of this project (an upstream
+    reference such as ``apache/airflow#71172`` names its repository)."""
+    found = [
+        f"{page.relative_to(REPO)}:{number}: {line.strip()}"
+        for page in pages()
+        for number, line in prose_lines(page.read_text(encoding="utf-8"))
+        if re.search(r"\bissues? #?\d+|(?<![\w/.-])#\d+\b", INLINE_CODE.sub("", line), re.IGNORECASE)
+    ]
+    assert found == []
+
+
 # ---- the checker itself, on planted pages ------------------------------------------------------------------
 
 
