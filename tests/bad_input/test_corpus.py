@@ -594,7 +594,7 @@ CLI_CASES = [
         2,
         "vm-backup demo: error: argument --time-scale: must be greater than 0, got 0",
     ),
-    # Issue 12, item 11: every numeric and path argument is checked by its argparse type.
+    # every numeric and path argument is checked by its argparse type.
     (
         ["demo", "--time-scale", "inf"],
         2,
