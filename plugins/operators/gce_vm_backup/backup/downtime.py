@@ -22,14 +22,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
 from gce_vm_backup.backup.capture import CaptureSettings, capture_standard, settle_standard
 from gce_vm_backup.backup.instance import instance_args, start_vm, stop_vm
 from gce_vm_backup.backup.plan import NO_VM_STATUS, RESTARTABLE, SUSPENDED_STATES, now_iso, vm_path
 from gce_vm_backup.backup.stages import DOWN_XCOM_KEY
 from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
-from gce_vm_backup.runtime.base import HookMixin, RunKey, check_choice
+from gce_vm_backup.runtime.base import ComputeOperator, RunKey, check_choice
 
 SNAPSHOT_MODES = ("standard", "instant")
 ROOM_POLL = 2.0  # seconds between two looks of a try waiting for room under the cap (x 0.5-1.5)
@@ -71,7 +69,7 @@ def vm_snapshot_mode(record: dict[str, Any], group_mode: str) -> str:
     return str(record.get("snapshot_mode") or group_mode)
 
 
-class StopSnapshotOperator(HookMixin, BaseOperator):
+class StopSnapshotOperator(ComputeOperator):
     """Stop the VM (if it was RUNNING before the backup) and capture every disk; leave it stopped.
 
     A VM that was not RUNNING is captured and left as it was. Before its stop request a try pushes the
@@ -137,8 +135,6 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         lease_wait: float | None = None,
         lease_poll: float = 15,
         down_notice: Any = None,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -167,8 +163,6 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         self.lease_wait = float(lease_wait) if lease_wait is not None else None
         self.lease_poll = float(lease_poll)
         self.down_notice = down_notice
-        self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = impersonation_chain
         if down_notice is not None:  # notify.VmDownNotice: also when a try ends with its VM maybe down
             for name in ("on_retry_callback", "on_failure_callback"):
                 found = getattr(self, name, None)

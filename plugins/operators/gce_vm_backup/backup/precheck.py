@@ -6,8 +6,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
 from gce_vm_backup.backup.plan import (
     NO_VM_RECORD,
     STARTING_STATES,
@@ -18,10 +16,10 @@ from gce_vm_backup.backup.plan import (
     vm_manifest_of,
 )
 from gce_vm_backup.errors import ConfigError, VmStateError
-from gce_vm_backup.runtime.base import LOCAL_SSD_CHOICES, HookMixin, as_bool, check_choice
+from gce_vm_backup.runtime.base import LOCAL_SSD_CHOICES, ComputeOperator, as_bool, check_choice
 
 
-class PrecheckInstanceOperator(HookMixin, BaseOperator):
+class PrecheckInstanceOperator(ComputeOperator):
     """Read a VM and record what the backup needs (read-only). The setup of the per-VM chain.
 
     Returns the InstanceRecord: project_id, zone, instance, the instance ``id``, prior_status,
@@ -68,8 +66,6 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         instant_timeout: float = 900,
         description: str | None = None,
         metadata_values: bool = False,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -86,8 +82,6 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         self.instant_timeout = instant_timeout
         self.description = description
         self.metadata_values = metadata_values
-        self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         if not (self.project_id or self.zone or self.instance):
@@ -194,7 +188,7 @@ def confirmed_running(marker: Any, outcome: Any) -> bool:
     )
 
 
-class EnsureRunningOperator(HookMixin, BaseOperator):
+class EnsureRunningOperator(ComputeOperator):
     """Bring the VM back if this run stopped it and it is still down (a teardown: it runs whatever failed).
 
     One instances.get, none when the downtime task succeeded and read the VM RUNNING after its start
@@ -230,8 +224,6 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         timeout: float = 600,
         stop_timeout: float = 0,
         deployment: str | None = None,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -240,8 +232,6 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         self.timeout = float(timeout)
         self.stop_timeout = float(stop_timeout)
         self.deployment = deployment
-        self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         import time

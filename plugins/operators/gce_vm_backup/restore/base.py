@@ -6,11 +6,8 @@ for the reports like the backup tasks' (``_base.RecordsFailures``: XCom ``gce_vm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-from airflow.sdk import BaseOperator
 
 from gce_vm_backup.config.labels import (
     DEPLOYMENT_KEY,
@@ -22,7 +19,7 @@ from gce_vm_backup.config.labels import (
     label_value,
     run_label,
 )
-from gce_vm_backup.runtime.base import HookMixin, RunKey
+from gce_vm_backup.runtime.base import ComputeOperator, RunKey
 
 
 def now() -> datetime:
@@ -39,7 +36,7 @@ def seconds_between(start: str | None, end: str | None) -> int | None:
     return max(int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()), 0)
 
 
-class RestoreTask(HookMixin, BaseOperator):
+class RestoreTask(ComputeOperator):
     """Base of the restore and drill operators: ``deployment`` and ``group`` scope every label."""
 
     deployment: str
@@ -50,15 +47,11 @@ class RestoreTask(HookMixin, BaseOperator):
         *,
         deployment: str,
         group: str,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.deployment = check_deployment(deployment)
         self.group = check_group(group)
-        self.gcp_conn_id = gcp_conn_id
-        self.impersonation_chain = impersonation_chain
 
     @property
     def hook(self) -> Any:  # a RestoreHook (the backup hook plus disks/instances create and delete)
