@@ -19,6 +19,7 @@ lint: env
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync lint-imports --no-cache
+	$(UV) run --no-sync python tests/lint/check_private_internals.py
 
 typecheck: env
 	$(UV) run --no-sync mypy
@@ -45,7 +46,7 @@ clean:
 
 # ---- the oldest supported Airflow, and the package Composer installs ---------------------------------
 # compat/airflow-3.1 holds its own lock (Airflow 3.1.7 and the provider floors): its venv gets the
-# DAG-level suite and the fault matrix's quick subset (README "Supported Airflow versions").
+# DAG-level suite and the fault matrix's quick subset (docs/deploy.md, "Supported Airflow versions").
 COMPAT_TESTS := tests/dags tests/notify tests/faults/test_fault_matrix.py
 # Two xdist workers, each with its own Airflow home and emulators: Airflow 3.1 runs each task's execution
 # API calls through an in-process bridge (~0.8 s a call here), so the time is waiting, not CPU.
@@ -58,7 +59,7 @@ test-compat: $(UV)
 	compat/airflow-3.1/.venv/bin/python -m pytest $(COMPAT_TESTS) -k "$(COMPAT_QUICK_FAULTS)" -p no:cacheprovider \
 		$(COMPAT_PYTEST_ARGS)
 
-# A wheel and an sdist in dist/, and a check that the wheel pins no Airflow (README "Install").
+# A wheel and an sdist in dist/, and a check that the wheel pins no Airflow (docs/deploy.md).
 dist: $(UV)
 	rm -rf dist
 	$(UV) build --out-dir dist

@@ -1,4 +1,4 @@
-"""Print the fault matrix (issue #7) as a Markdown table: every case of tests/faults/cases.py, run end to
+"""Print the fault matrix as a Markdown table: every case of tests/faults/cases.py, run end to
 end with dag.test() against the emulator, with the outcome the pytest module asserts.
 
     uv run --no-sync python benchmarks/fault_matrix.py            # every case (about 10 minutes)

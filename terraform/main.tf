@@ -2,7 +2,7 @@ locals {
   # The projects whose VMs this environment backs up.
   target_projects = toset(length(var.target_project_ids) > 0 ? var.target_project_ids : [var.project_id])
 
-  # Environment variables read by the gce_vm_backup package (see README "Configuration").
+  # Environment variables read by the gce_vm_backup package (see docs/config.md).
   backup_env = merge(
     # Strict mode would hide every group when one is broken; in production we prefer the other
     # groups keep running and the broken one shows as an import error.

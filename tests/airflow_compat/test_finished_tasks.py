@@ -1,6 +1,6 @@
 """The run report's view of a run on Airflow 3.1, whose task instances have no get_task_breadcrumbs: the
-same (task id, map index, finished state) triples come from get_task_states (README "Supported Airflow
-versions"). On 3.1 itself the DAG runs of tests/dags check it end to end (`make test-compat`)."""
+same (task id, map index, finished state) triples come from get_task_states (docs/deploy.md, "Supported
+Airflow versions"). On 3.1 itself the DAG runs of tests/dags check it end to end (`make test-compat`)."""
 
 from __future__ import annotations
 

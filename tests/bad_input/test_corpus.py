@@ -174,7 +174,7 @@ MORE_BAD_CONFIGS = [
     ),
 ]
 
-# Issue 12, item 9: a config that could take the DAG processor down (time, memory, a traceback wall).
+# A config that could take the DAG processor down (time, memory, a traceback wall).
 # Nine levels of nine aliases: 9**9 (387 million) strings once expanded, in about 400 bytes. Before the
 # limits, the message "must be 1, got <repr of version>" expanded it: a minute, then MemoryError.
 BILLION_LAUGHS = (
@@ -230,7 +230,7 @@ def _selector(labels: str, zones: str = "all") -> str:
 
 
 LABEL_VALUE_RULE = "a label value is 0-63 characters: lowercase ASCII letters, digits, _ and -"
-# Issue 12, item 10 (schedules and types that mean something else) and item 2 (selector label values).
+# Schedules and types that mean something else, and selector label values.
 MEANING_CONFIGS = [
     (
         config(group(f'schedule: "0 0 3 * * *"\n{TARGET}')),
@@ -594,7 +594,7 @@ CLI_CASES = [
         2,
         "vm-backup demo: error: argument --time-scale: must be greater than 0, got 0",
     ),
-    # Issue 12, item 11: every numeric and path argument is checked by its argparse type.
+    # every numeric and path argument is checked by its argparse type.
     (
         ["demo", "--time-scale", "inf"],
         2,

@@ -148,7 +148,7 @@ def test_the_readme_config_reference_example_is_valid_and_names_every_key(tmp_pa
     from gce_vm_backup.config.models import Group, SnapshotSettings, Timeouts
     from gce_vm_backup.config.retention import GfsPolicy, RetentionPolicy
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "config.md").read_text()
     section = readme[readme.index("## Config reference") :]
     start = section.index("```yaml\n") + len("```yaml\n")
     example = section[start : section.index("```\n", start)]

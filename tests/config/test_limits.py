@@ -1,4 +1,4 @@
-"""The config cannot take the DAG processor down, and means what it says (issue 12, items 9 and 10).
+"""The config cannot take the DAG processor down, and means what it says.
 
 The exact message of each refused file is pinned in tests/bad_input/test_corpus.py; these tests pin the
 time it takes, what the DAG processor shows, and what is still accepted (merge keys, ISO dates, hourly).

@@ -313,7 +313,7 @@ def test_deferred_wait_is_bounded_and_still_restarts_the_vm(dagbag, emulator, mo
     ) in out + err
 
 
-# ---- issue 12 items 5 and 6 under dag.test -------------------------------------------------------------
+# ---- run safety under dag.test -------------------------------------------------------------
 SHARED_SEED = {
     "projects": {
         P: {

@@ -285,7 +285,7 @@ def test_room_for_every_capped_stage_and_later_stages_go_first(dags):
 
 
 def test_bringing_a_vm_back_waits_out_a_stop_that_timed_out_and_is_retried(dags):
-    """Issue 12 item 4: the bound covers the stop's (a VM still shutting down when the stop timed out) as
+    """The bound covers the stop's (a VM still shutting down when the stop timed out) as
     well as the start's; its timeout is an OperationTimeoutError, which Airflow retries."""
     dag = dags["gce_vm_backup__shop-nightly"]
     for task_id in (tier_task(2, ENSURE_RUNNING), tier_task(1, START), tier_task(1, ENSURE_RUNNING)):

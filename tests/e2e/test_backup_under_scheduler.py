@@ -257,7 +257,7 @@ def test_killed_worker_task_is_retried_without_a_duplicate_snapshot(
 def test_a_vm_left_down_by_a_killed_try_counts_against_the_cap(
     airflow_env: LocalAirflow, e2e_emulator: Emulator
 ) -> None:
-    """Issue 13 item 2: the killed try's VM stays down until its retry brings it back; meanwhile the
+    """The killed try's VM stays down until its retry brings it back; meanwhile the
     scheduler no longer counts that try (up_for_retry), so the other tries must count its marker."""
     dag_id, run_id = "gce_vm_backup__e2e-cap-kill", "e2e-cap-kill-1"
     response = airflow_env.trigger(dag_id, {"vms": [], "dry_run": False}, run_id=run_id)

@@ -118,7 +118,7 @@ def _new_run_id(env: LocalAirflow, before: set[str], timeout: float = 30.0, dag_
     raise AssertionError(f"submitting the form created no run of {dag_id} in {timeout:.0f} s")
 
 
-# ---- the VM backups page and the restore form (issue 14) --------------------------------------------
+# ---- the VM backups page and the restore form --------------------------------------------
 RESTORE_DAG_ID = "gce_vm_backup_restore__e2e-form"
 FORM_2 = f"projects/{PROJECT}/zones/{ZONE}/instances/form-2"
 

@@ -309,7 +309,7 @@ def _vm_cases() -> list[FaultCase]:
             deletions=ONLY_BATCH_PRUNED,
             vm_after={WEB: "SUSPENDED"},
             note="this run never stopped it, so nothing resumes it: ensure_running starts only a VM this "
-            "run stopped (issue 13); the report names it as down",
+            "run stopped; the report names it as down",
         ),
         FaultCase(
             id="vm-deleted-before-stop",
@@ -508,7 +508,7 @@ def _reschedule_twins(cases: list[FaultCase]) -> list[FaultCase]:
     ]
 
 
-# ---- issue 12 item 4: a slow shutdown must not leave a VM stopped ------------------------------------------
+# ---- a slow shutdown must not leave a VM stopped ------------------------------------------
 # Simulated seconds: 10 s of real time, well past the stop's and the start's bounds (SHORT each).
 SLOW_STOP = 6000.0
 
@@ -542,7 +542,7 @@ def _slow_shutdown_cases() -> list[FaultCase]:
     ]
 
 
-# ---- issue 13: the downtime in one task --------------------------------------------------------------
+# ---- the downtime in one task --------------------------------------------------------------
 def _fail_second_insert(emu: Emulator) -> None:
     """web-1's second disk's insert (the third insert: batch-1's, then web-1's two) ends with QUOTA_EXCEEDED,
     once: its first disk's snapshot is already being made when the capture fails."""

@@ -1,4 +1,4 @@
-"""Issue #7, the fault matrix: every fault of tests/faults/cases.py, end to end with dag.test().
+"""The fault matrix: every fault of tests/faults/cases.py, end to end with dag.test().
 
 For each case the run must: leave every VM that was RUNNING running again (unless the fault itself made
 that impossible, which the run must then report as a failure), make at most one snapshot per disk,

@@ -1,4 +1,4 @@
-"""Issue 13 items 1 and 2 at the operator level: one task per VM's downtime, against the emulator (600x).
+"""The downtime at the operator level: one task per VM's downtime, against the emulator (600x).
 
 The downtime task stops, captures and starts with no poke between; whatever fails after its stop request
 it starts the VM again; a retry never makes a second snapshot of a disk; a VM that was stopped before is

@@ -1,4 +1,4 @@
-"""Issue 12, items 4, 5, 6 and 12 at the operator level, through the real client against the emulator:
+"""Run safety at the operator level, through the real client against the emulator:
 a slow shutdown cannot leave a VM stopped, a shared disk is snapshotted once per run, the run's conf
 decides what is acted on whatever Airflow's settings, and every failed try records why it failed."""
 

@@ -679,20 +679,6 @@ def test_report_operator_needs_tier_groups_of_the_stages(groups):
         RunReportOperator(task_id=stages.REPORT, vm_groups=groups)
 
 
-def test_the_old_import_names_still_resolve_for_callers_not_yet_moved():
-    import gce_vm_backup.report.model as old
-    from gce_vm_backup.report import notify
-    from gce_vm_backup.report import task as report_task
-    from gce_vm_backup.report import text as report_format
-
-    assert old.RunReportOperator is report_task.RunReportOperator
-    assert old.format_report is report_format.format_report
-    assert old.notifiers_from_config is notify.notifiers_from_config
-    assert old.REPORT_TASK_ID == stages.REPORT
-    with pytest.raises(AttributeError):
-        old.no_such_name  # noqa: B018
-
-
 def test_a_vm_someone_else_stopped_after_the_precheck_is_down_but_on_call_is_not_told_to_start_it_blindly():
     vm = failed_downtime(good_vm(), ensure_state="success", ensure={"status": "TERMINATED", "started": False})
     vm.values[stages.ENSURE_RUNNING]["not_stopped_by_run"] = True

@@ -61,7 +61,7 @@ def seed_old(
 
 class CaptureLooks:
     """The downtime task's capture step (snapshot_ops.capture_standard), one look per poke: the emulator's
-    clock is advanced between looks (issue 13 replaced the snapshot sensor with that step)."""
+    clock is advanced between looks."""
 
     task_id = "capture"
 

@@ -15,15 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
 from gce_vm_backup.backup.plan import NO_VM_STATUS
 from gce_vm_backup.backup.retention import list_managed_snapshots, snapshot_records
 from gce_vm_backup.errors import BackupError, ConfigError
-from gce_vm_backup.runtime.base import HookMixin
+from gce_vm_backup.runtime.base import ComputeOperator
 
 
-class CheckListedOperator(HookMixin, BaseOperator):
+class CheckListedOperator(ComputeOperator):
     """Check that retention's listing of each disk finds this run's snapshot of it, as this deployment's and
     group's.
 
@@ -45,8 +43,6 @@ class CheckListedOperator(HookMixin, BaseOperator):
         snapshot_records: Any,
         deployment: str,
         group: str,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         from gce_vm_backup.config.labels import check_deployment, check_group
@@ -54,7 +50,6 @@ class CheckListedOperator(HookMixin, BaseOperator):
         super().__init__(**kwargs)
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.instance_record, self.snapshot_records = instance_record, snapshot_records
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         from gce_vm_backup.config.labels import disk_path, managed_disk_filter, scope_mismatch

@@ -6,8 +6,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
 from gce_vm_backup.backup.plan import (
     NO_VM_RECORD,
     STARTING_STATES,
@@ -18,11 +16,10 @@ from gce_vm_backup.backup.plan import (
     vm_manifest_of,
 )
 from gce_vm_backup.errors import ConfigError, VmStateError
-from gce_vm_backup.runtime.base import LOCAL_SSD_CHOICES, HookMixin, as_bool, check_choice
-from gce_vm_backup.runtime.build import init_super, set_fields
+from gce_vm_backup.runtime.base import LOCAL_SSD_CHOICES, ComputeOperator, as_bool, check_choice
 
 
-class PrecheckInstanceOperator(HookMixin, BaseOperator):
+class PrecheckInstanceOperator(ComputeOperator):
     """Read a VM and record what the backup needs (read-only). The setup of the per-VM chain.
 
     Returns the InstanceRecord: project_id, zone, instance, the instance ``id``, prior_status,
@@ -69,29 +66,22 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         instant_timeout: float = 900,
         description: str | None = None,
         metadata_values: bool = False,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(PrecheckInstanceOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            project_id=project_id,
-            zone=zone,
-            instance=instance,
-            disks=disks,
-            local_ssd=local_ssd,
-            carried_by=carried_by,
-            snapshot_mode=snapshot_mode,
-            instant_fallback=instant_fallback,
-            deployment=deployment,
-            group=group,
-            instant_timeout=instant_timeout,
-            description=description,
-            metadata_values=metadata_values,
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-        )
+        super().__init__(**kwargs)
+        self.project_id = project_id
+        self.zone = zone
+        self.instance = instance
+        self.disks = disks
+        self.local_ssd = local_ssd
+        self.carried_by = carried_by
+        self.snapshot_mode = snapshot_mode
+        self.instant_fallback = instant_fallback
+        self.deployment = deployment
+        self.group = group
+        self.instant_timeout = instant_timeout
+        self.description = description
+        self.metadata_values = metadata_values
 
     def execute(self, context: Any) -> dict[str, Any]:
         if not (self.project_id or self.zone or self.instance):
@@ -198,7 +188,7 @@ def confirmed_running(marker: Any, outcome: Any) -> bool:
     )
 
 
-class EnsureRunningOperator(HookMixin, BaseOperator):
+class EnsureRunningOperator(ComputeOperator):
     """Bring the VM back if this run stopped it and it is still down (a teardown: it runs whatever failed).
 
     One instances.get, none when the downtime task succeeded and read the VM RUNNING after its start
@@ -234,21 +224,14 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         timeout: float = 600,
         stop_timeout: float = 0,
         deployment: str | None = None,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(EnsureRunningOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            instance_record=instance_record,
-            downtime_task=downtime_task,
-            timeout=float(timeout),
-            stop_timeout=float(stop_timeout),
-            deployment=deployment,
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-        )
+        super().__init__(**kwargs)
+        self.instance_record = instance_record
+        self.downtime_task = downtime_task
+        self.timeout = float(timeout)
+        self.stop_timeout = float(stop_timeout)
+        self.deployment = deployment
 
     def execute(self, context: Any) -> dict[str, Any]:
         import time

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
 from gce_vm_backup.backup.plan import (
     NO_VM,
     RESTARTABLE,
@@ -23,8 +21,7 @@ from gce_vm_backup.backup.plan import (
     vm_path,
 )
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.runtime.base import HookMixin, RunKey, as_bool
-from gce_vm_backup.runtime.build import init_super, set_fields
+from gce_vm_backup.runtime.base import ComputeOperator, RunKey, as_bool
 
 TRIGGER_CONF_KEYS = ("vms", "dry_run")  # the trigger form's fields (dag_factory.trigger_params)
 DRY_RUN_PLAN_KEY = "dry_run_plan"  # the XCom key of the dry run's plan (read by the run report)
@@ -45,7 +42,7 @@ def disk_carriers(vms: list[dict[str, Any]], disks_of: dict[str, list[str] | Non
     return carriers
 
 
-class ResolveTargetsOperator(HookMixin, BaseOperator):
+class ResolveTargetsOperator(ComputeOperator):
     """Turn a group's targets into the list of VMs to back up in this run (read-only).
 
     :param tiers: ordered tiers, each a list of targets (a group without tiers is one tier). Every tier
@@ -111,36 +108,29 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
         conf: Any = None,
         max_concurrent_vms: int | None = None,
         chain: Sequence[str] = (),
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         from gce_vm_backup.config.labels import check_deployment, check_group
 
-        init_super(ResolveTargetsOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         deployment, group = check_deployment(deployment), check_group(group)
         if (tiers is None) == (targets is None):
             raise ConfigError("ResolveTargetsOperator takes exactly one of 'tiers' or 'targets'")
         tiers = tiers if tiers is not None else [targets or []]
         if not 1 <= tier <= len(tiers):
             raise ConfigError(f"The parameter 'tier' must be between 1 and {len(tiers)}, not {tier}")
-        set_fields(
-            self,
-            deployment=deployment,
-            group=group,
-            retention=retention,
-            conf=conf,
-            max_concurrent_vms=max_concurrent_vms,
-            tiers=tiers,
-            only=only,
-            plan_only=plan_only,
-            tier=tier,
-            chain=list(chain),
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-            _listed_disks={},
-            _disks_of={},
-        )
+        self.deployment = deployment
+        self.group = group
+        self.retention = retention
+        self.conf = conf
+        self.max_concurrent_vms = max_concurrent_vms
+        self.tiers = tiers
+        self.only = only
+        self.plan_only = plan_only
+        self.tier = tier
+        self.chain = list(chain)
+        self._listed_disks = {}
+        self._disks_of = {}
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         unknown = sorted(set(self.conf or {}) - set(TRIGGER_CONF_KEYS)) if isinstance(self.conf, dict) else []

@@ -19,15 +19,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow.sdk import BaseOperator
 from pydantic import ValidationError
 
 from gce_vm_backup.backup.plan import NO_VM_STATUS
 from gce_vm_backup.compute.holds import hold_reason
 from gce_vm_backup.config.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
-from gce_vm_backup.runtime.base import HookMixin, RunKey, as_bool
-from gce_vm_backup.runtime.build import init_super
+from gce_vm_backup.runtime.base import ComputeOperator, RunKey, as_bool
 from gce_vm_backup.runtime.waits import SlotFreeWait
 
 DELETING = "DELETING"
@@ -80,10 +78,7 @@ class VerifySnapshotsOperator(SlotFreeWait):
     def __init__(
         self, *, snapshot_records: Any, timeout: float = 7200, poke_interval: float = 60, **kwargs: Any
     ):
-        # super().__init__, without a second apply_defaults (_build.init_super)
-        init_super(
-            VerifySnapshotsOperator, self, {"timeout": timeout, "poke_interval": poke_interval, **kwargs}
-        )
+        super().__init__(timeout=timeout, poke_interval=poke_interval, **kwargs)
         self.snapshot_records = snapshot_records
         self._pending: list[str] = []
 
@@ -218,7 +213,7 @@ def preview_retention(
     return plan_deletions(infos, policy, now=now, disks_with_new_ready={disk_path(s) for s in planned})
 
 
-class ApplyRetentionOperator(HookMixin, BaseOperator):
+class ApplyRetentionOperator(ComputeOperator):
     """Delete this VM's old snapshots that ``policy`` lets go (see retention.py for the rules).
 
     Only this ``deployment``'s and ``group``'s snapshots of each disk are listed (server-side label filter
@@ -253,19 +248,16 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
         plan_only: bool | str = False,
         delete_timeout: float = DELETE_TIMEOUT,
         max_results: int | None = None,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         from gce_vm_backup.config.labels import check_deployment, check_group
 
-        init_super(ApplyRetentionOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.policy = load_policy(policy)
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.instance_record, self.snapshot_records = instance_record, snapshot_records
         self.plan_only = plan_only  # the dry run (BaseOperator.dry_run is a method, hence the name)
         self.delete_timeout, self.max_results = delete_timeout, max_results
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         record = self.instance_record

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, BaseOperator
+from airflow.sdk import DAG
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from gce_vm_backup.config.models import BackupConfig, ExplicitTarget, Group, SelectorTarget
@@ -41,8 +41,7 @@ from gce_vm_backup.restore.sets import (
     newest_complete,
     snapshot_sets,
 )
-from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, HookMixin
-from gce_vm_backup.runtime.build import init_super
+from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, GCP_CONN_ID, ComputeOperator
 from gce_vm_backup.runtime.compat import AirflowFailException
 
 if TYPE_CHECKING:
@@ -283,7 +282,7 @@ def stale_message(group_id: str, stale: Sequence[VmBackups]) -> str:
     )
 
 
-class FreshnessCheckOperator(HookMixin, BaseOperator):
+class FreshnessCheckOperator(ComputeOperator):
     """Fails (no retry) naming every stale VM of the group, with the age of its newest READY set; returns
     every VM's freshness (XCom) otherwise. Raises the hook's ApiError when a listing fails (retried).
 
@@ -293,10 +292,9 @@ class FreshnessCheckOperator(HookMixin, BaseOperator):
     def __init__(
         self, *, group: str, group_config: Mapping[str, Any], deployment: str, **kwargs: Any
     ) -> None:
-        init_super(FreshnessCheckOperator, self, kwargs)  # super().__init__: one apply_defaults
+        gcp_conn_id = str(group_config.get("gcp_conn_id") or GCP_CONN_ID)  # the group's connection
+        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=None, **kwargs)
         self.group, self.group_config, self.deployment = group, dict(group_config), deployment
-        self.gcp_conn_id = str(self.group_config.get("gcp_conn_id") or "google_cloud_default")
-        self.impersonation_chain = None
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         group = Group.model_validate(self.group_config)

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator, TriggerRule
+from airflow.sdk import TriggerRule
 
 from gce_vm_backup.backup import stages
 from gce_vm_backup.backup.resolve import DRY_RUN_PLAN_KEY
@@ -28,8 +28,7 @@ from gce_vm_backup.report.model import (
     needs_status_check,
 )
 from gce_vm_backup.report.text import down_lines, format_report, problem_lines
-from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, HookMixin
-from gce_vm_backup.runtime.build import init_super
+from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, ComputeOperator
 from gce_vm_backup.runtime.compat import AirflowFailException
 
 MAX_TIERS = 100  # far above any config: the tier groups the report recognises
@@ -119,7 +118,7 @@ def collect_vm_results(
     return [vms[key] for key in sorted(vms)], other
 
 
-class RunReportOperator(HookMixin, BaseOperator):
+class RunReportOperator(ComputeOperator):
     """Build the run report, log it as a table and push it to XCom (key ``run_report``, and as the return
     value when the run had no problems).
 
@@ -142,17 +141,14 @@ class RunReportOperator(HookMixin, BaseOperator):
         vm_groups: Sequence[str],
         max_concurrent_vms: int | None = None,
         fail_on_problems: bool = True,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         kwargs.setdefault("retries", 0)
-        init_super(RunReportOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.tiers = tier_numbers(vm_groups)
         self.vm_groups, self.fail_on_problems = list(vm_groups), fail_on_problems
         self.max_concurrent_vms = max_concurrent_vms
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]

@@ -6,11 +6,8 @@ for the reports like the backup tasks' (``_base.RecordsFailures``: XCom ``gce_vm
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-from airflow.sdk import BaseOperator
 
 from gce_vm_backup.config.labels import (
     DEPLOYMENT_KEY,
@@ -22,8 +19,7 @@ from gce_vm_backup.config.labels import (
     label_value,
     run_label,
 )
-from gce_vm_backup.runtime.base import HookMixin, RunKey
-from gce_vm_backup.runtime.build import init_super, set_fields
+from gce_vm_backup.runtime.base import ComputeOperator, RunKey
 
 
 def now() -> datetime:
@@ -40,7 +36,7 @@ def seconds_between(start: str | None, end: str | None) -> int | None:
     return max(int((datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()), 0)
 
 
-class RestoreTask(HookMixin, BaseOperator):
+class RestoreTask(ComputeOperator):
     """Base of the restore and drill operators: ``deployment`` and ``group`` scope every label."""
 
     deployment: str
@@ -51,18 +47,11 @@ class RestoreTask(HookMixin, BaseOperator):
         *,
         deployment: str,
         group: str,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(RestoreTask, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            deployment=check_deployment(deployment),
-            group=check_group(group),
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-        )
+        super().__init__(**kwargs)
+        self.deployment = check_deployment(deployment)
+        self.group = check_group(group)
 
     @property
     def hook(self) -> Any:  # a RestoreHook (the backup hook plus disks/instances create and delete)

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from airflow.sdk import BaseOperator
+
 from gce_vm_backup.compute.naming import request_id
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.runtime.build import FastBuild
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -33,6 +34,7 @@ _NOT_FAILURES = (
 )
 _log = logging.getLogger(__name__)
 LOCAL_SSD_CHOICES = ("refuse", "discard", "preserve")
+GCP_CONN_ID = "google_cloud_default"
 TRUE_STRINGS = frozenset({"true", "1", "yes", "on"})
 
 
@@ -176,14 +178,34 @@ class RecordsFailures:
             _log.warning("Could not record the failure of %s in XCom: %s", self.task_id, push_error)
 
 
-class HookMixin(FastBuild, RecordsFailures):
-    """Builds the hook lazily, inside execute/poke: nothing Google is imported at DAG parse time.
-    Every failed try records its cause (see RecordsFailures); built for less than Airflow's generic path
-    costs (see _build.FastBuild)."""
+class ComputeOperator(RecordsFailures, BaseOperator):
+    """The base of every operator and sensor of the package that calls Compute Engine.
 
-    gcp_conn_id: str
-    impersonation_chain: str | Sequence[str] | None
+    :param gcp_conn_id: the Airflow connection (Google Cloud type) of the hook; none defined is fine (see
+        ComputeBackupHook.get_connection).
+    :param impersonation_chain: a service account to impersonate (or a chain of them), as the Google
+        provider's operators take it.
+
+    Both are keyword-only and, like any operator argument, filled from ``default_args`` and accepted by
+    ``partial()``: this ``__init__`` is one Airflow wraps, as the Google provider's ComputeEngineBaseOperator
+    is. A sensor puts BaseSensorOperator after it (``class Wait(ComputeOperator, BaseSensorOperator)``).
+
+    The hook is built lazily, inside execute/poke: nothing Google is imported at DAG parse time. Every
+    failed try records its cause (see RecordsFailures).
+    """
+
     _hook: ComputeBackupHook | None = None
+
+    def __init__(
+        self,
+        *,
+        gcp_conn_id: str = GCP_CONN_ID,
+        impersonation_chain: str | Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
 
     @property
     def hook(self) -> ComputeBackupHook:

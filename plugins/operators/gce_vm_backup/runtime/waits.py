@@ -8,18 +8,16 @@ here: it long-polls on the worker (downtime_ops.py), because every second there 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 from gce_vm_backup.errors import OperationTimeoutError
-from gce_vm_backup.runtime.base import WAIT_MODES, DeferringWait, HookMixin, check_choice, sensor_mode
-from gce_vm_backup.runtime.build import init_super
+from gce_vm_backup.runtime.base import WAIT_MODES, ComputeOperator, DeferringWait, check_choice, sensor_mode
 from gce_vm_backup.runtime.compat import AirflowSensorTimeout
 
 
-class SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
+class SlotFreeWait(ComputeOperator, DeferringWait, BaseSensorOperator):
     """A bounded wait that looks (``poke``), then frees its worker slot until the next look.
 
     ``wait_mode``: ``"defer"`` defers on the standard provider's TimeDeltaTrigger between pokes (a built-in
@@ -47,19 +45,11 @@ class SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
         wait_mode: str = "defer",
         timeout: float = 3600,
         poke_interval: float = 30,
-        gcp_conn_id: str = "google_cloud_default",
-        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        # super().__init__ (BaseSensorOperator's), without a second apply_defaults (_build.init_super)
-        init_super(
-            SlotFreeWait,
-            self,
-            {"mode": sensor_mode(wait_mode), "timeout": timeout, "poke_interval": poke_interval, **kwargs},
-        )
+        super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
         self.wait_mode = wait_mode
-        self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
     def describe(self) -> str:
         """What is waited on ("the snapshots of VM ..."), for the timeout message."""
