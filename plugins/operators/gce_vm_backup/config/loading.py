@@ -68,17 +68,17 @@ def _check_regular(mode: int) -> None:
         raise ConfigFileError(f"cannot read the file: it is {_kind(mode)}; a config must be a regular file")
 
 
-def _check_size(size: int, *, known: bool = True) -> None:
-    if size > MAX_BYTES:
+def _check_size(size: int, limit: int, *, known: bool = True) -> None:
+    if size > limit:
         raise ConfigFileError(
-            f"the file is {size if known else 'more than ' + str(MAX_BYTES)} bytes; a config may be at most "
+            f"the file is {size if known else 'more than ' + str(limit)} bytes; a config may be at most "
             f"1 MiB ({MAX_BYTES} bytes)"
         )
 
 
-def read_config_text(path: str | os.PathLike[str]) -> str:
-    """The file's text. Raises ConfigFileError when it is missing or unreadable, not a regular file,
-    larger than MAX_BYTES or not UTF-8."""
+def read_limited(path: str | os.PathLike[str], limit: int = MAX_BYTES) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them. Raises ConfigFileError when it
+    is missing or unreadable, not a regular file or larger."""
     try:
         _check_regular(os.stat(path).st_mode)  # before opening: opening a FIFO blocks until a writer comes
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -87,14 +87,19 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
     try:
         info = os.fstat(fd)
         _check_regular(info.st_mode)  # the path was swapped for something else after the stat
-        _check_size(info.st_size)
+        _check_size(info.st_size, limit)
         with open(fd, "rb", closefd=False) as stream:
-            data = stream.read(MAX_BYTES + 1)
+            data = stream.read(limit + 1)
     except OSError as exc:
         raise ConfigFileError(f"cannot read the file: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    _check_size(len(data), known=False)  # it grew after the fstat
+    _check_size(len(data), limit, known=False)  # it grew after the fstat
+    return data
+
+
+def decode_config(data: bytes) -> str:
+    """The config file's bytes as text. Raises ConfigFileError when they are not UTF-8."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -102,6 +107,12 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
         raise ConfigFileError(
             f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
         ) from None
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The file's text. Raises ConfigFileError when it is missing or unreadable, not a regular file,
+    larger than MAX_BYTES or not UTF-8."""
+    return decode_config(read_limited(path))
 
 
 class _ResolveCache:
