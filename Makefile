@@ -19,6 +19,7 @@ lint: env
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync lint-imports --no-cache
+	$(UV) run --no-sync python tests/lint/check_private_internals.py
 
 typecheck: env
 	$(UV) run --no-sync mypy

@@ -134,7 +134,7 @@ def dag_shape(dag: Any) -> dict[str, Any]:
         if not isinstance(group, MappedTaskGroup) or group.parent_group.group_id is not None:
             raise ValueError(f"{task.task_id}: the floor models root tasks and top-level mapped groups only")
         if group.group_id not in groups:
-            source = group._expand_input.value.operator.task_id
+            source = next(group.iter_mapped_dependencies()).task_id  # the task whose XCom it expands
             groups[group.group_id] = {"group": group.group_id, "source": source, "tasks": []}
             items.append(groups[group.group_id])
         groups[group.group_id]["tasks"].append(entry)

@@ -30,7 +30,6 @@ from gce_vm_backup.backup.plan import NO_VM_STATUS, RESTARTABLE, SUSPENDED_STATE
 from gce_vm_backup.backup.stages import DOWN_XCOM_KEY
 from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
 from gce_vm_backup.runtime.base import HookMixin, RunKey, check_choice
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 SNAPSHOT_MODES = ("standard", "instant")
 ROOM_POLL = 2.0  # seconds between two looks of a try waiting for room under the cap (x 0.5-1.5)
@@ -142,40 +141,34 @@ class StopSnapshotOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(StopSnapshotOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         from gce_vm_backup.config.labels import check_deployment, check_group
 
-        set_fields(
-            self,
-            deployment=check_deployment(deployment),
-            group=check_group(group),
-            snapshot_mode=check_choice(snapshot_mode, SNAPSHOT_MODES, name="snapshot_mode"),
-        )
+        self.deployment = check_deployment(deployment)
+        self.group = check_group(group)
+        self.snapshot_mode = check_choice(snapshot_mode, SNAPSHOT_MODES, name="snapshot_mode")
         CaptureSettings(deployment, group, snapshot_type=snapshot_type)  # checks them at parse time
         bounds = float(stop_timeout), float(snapshot_timeout), float(start_timeout)
-        set_fields(
-            self,
-            instance_record=instance_record,
-            labels=labels or {},
-            description=description,
-            storage_locations=storage_locations,
-            snapshot_type=snapshot_type,
-            guest_flush=guest_flush,
-            early_restart=early_restart,
-            stop_timeout=bounds[0],
-            snapshot_timeout=bounds[1],
-            start_timeout=bounds[2],
-            max_concurrent_vms=max_concurrent_vms,
-            cap_tasks=list(cap_tasks) if cap_tasks else None,
-            # Default wait budget: one full downtime of another VM (its bounds), twice over.
-            cap_wait=float(cap_wait) if cap_wait is not None else 2 * sum(bounds),
-            cap_poll=float(cap_poll),
-            lease_wait=float(lease_wait) if lease_wait is not None else None,
-            lease_poll=float(lease_poll),
-            down_notice=down_notice,
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-        )
+        self.instance_record = instance_record
+        self.labels = labels or {}
+        self.description = description
+        self.storage_locations = storage_locations
+        self.snapshot_type = snapshot_type
+        self.guest_flush = guest_flush
+        self.early_restart = early_restart
+        self.stop_timeout = bounds[0]
+        self.snapshot_timeout = bounds[1]
+        self.start_timeout = bounds[2]
+        self.max_concurrent_vms = max_concurrent_vms
+        self.cap_tasks = list(cap_tasks) if cap_tasks else None
+        # Default wait budget: one full downtime of another VM (its bounds), twice over.
+        self.cap_wait = float(cap_wait) if cap_wait is not None else 2 * sum(bounds)
+        self.cap_poll = float(cap_poll)
+        self.lease_wait = float(lease_wait) if lease_wait is not None else None
+        self.lease_poll = float(lease_poll)
+        self.down_notice = down_notice
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
         if down_notice is not None:  # notify.VmDownNotice: also when a try ends with its VM maybe down
             for name in ("on_retry_callback", "on_failure_callback"):
                 found = getattr(self, name, None)

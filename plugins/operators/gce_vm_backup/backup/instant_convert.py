@@ -16,7 +16,6 @@ from gce_vm_backup.backup.instant_names import (
 from gce_vm_backup.backup.plan import snapshot_description
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.runtime.base import RunKey, check_choice
-from gce_vm_backup.runtime.build import init_super
 from gce_vm_backup.runtime.waits import SlotFreeWait
 
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
@@ -80,7 +79,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
     ) -> None:
         from gce_vm_backup.config.labels import check_deployment, check_group
 
-        init_super(ConvertInstantSnapshotsOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         if snapshot_type is not None:
             check_choice(snapshot_type, SNAPSHOT_TYPES, name="snapshot_type")

@@ -19,7 +19,6 @@ from gce_vm_backup.backup.plan import (
 )
 from gce_vm_backup.errors import ConfigError, VmStateError
 from gce_vm_backup.runtime.base import LOCAL_SSD_CHOICES, HookMixin, as_bool, check_choice
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 
 class PrecheckInstanceOperator(HookMixin, BaseOperator):
@@ -73,25 +72,22 @@ class PrecheckInstanceOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(PrecheckInstanceOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            project_id=project_id,
-            zone=zone,
-            instance=instance,
-            disks=disks,
-            local_ssd=local_ssd,
-            carried_by=carried_by,
-            snapshot_mode=snapshot_mode,
-            instant_fallback=instant_fallback,
-            deployment=deployment,
-            group=group,
-            instant_timeout=instant_timeout,
-            description=description,
-            metadata_values=metadata_values,
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-        )
+        super().__init__(**kwargs)
+        self.project_id = project_id
+        self.zone = zone
+        self.instance = instance
+        self.disks = disks
+        self.local_ssd = local_ssd
+        self.carried_by = carried_by
+        self.snapshot_mode = snapshot_mode
+        self.instant_fallback = instant_fallback
+        self.deployment = deployment
+        self.group = group
+        self.instant_timeout = instant_timeout
+        self.description = description
+        self.metadata_values = metadata_values
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         if not (self.project_id or self.zone or self.instance):
@@ -238,17 +234,14 @@ class EnsureRunningOperator(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(EnsureRunningOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            instance_record=instance_record,
-            downtime_task=downtime_task,
-            timeout=float(timeout),
-            stop_timeout=float(stop_timeout),
-            deployment=deployment,
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-        )
+        super().__init__(**kwargs)
+        self.instance_record = instance_record
+        self.downtime_task = downtime_task
+        self.timeout = float(timeout)
+        self.stop_timeout = float(stop_timeout)
+        self.deployment = deployment
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
 
     def execute(self, context: Any) -> dict[str, Any]:
         import time

@@ -24,7 +24,6 @@ from gce_vm_backup.backup.plan import (
 )
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.runtime.base import HookMixin, RunKey, as_bool
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 TRIGGER_CONF_KEYS = ("vms", "dry_run")  # the trigger form's fields (dag_factory.trigger_params)
 DRY_RUN_PLAN_KEY = "dry_run_plan"  # the XCom key of the dry run's plan (read by the run report)
@@ -113,29 +112,26 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
     ) -> None:
         from gce_vm_backup.config.labels import check_deployment, check_group
 
-        init_super(ResolveTargetsOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         deployment, group = check_deployment(deployment), check_group(group)
         if (tiers is None) == (targets is None):
             raise ConfigError("ResolveTargetsOperator takes exactly one of 'tiers' or 'targets'")
         tiers = tiers if tiers is not None else [targets or []]
         if not 1 <= tier <= len(tiers):
             raise ConfigError(f"The parameter 'tier' must be between 1 and {len(tiers)}, not {tier}")
-        set_fields(
-            self,
-            deployment=deployment,
-            group=group,
-            retention=retention,
-            conf=conf,
-            max_concurrent_vms=max_concurrent_vms,
-            tiers=tiers,
-            only=only,
-            plan_only=plan_only,
-            tier=tier,
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-            _listed_disks={},
-            _disks_of={},
-        )
+        self.deployment = deployment
+        self.group = group
+        self.retention = retention
+        self.conf = conf
+        self.max_concurrent_vms = max_concurrent_vms
+        self.tiers = tiers
+        self.only = only
+        self.plan_only = plan_only
+        self.tier = tier
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+        self._listed_disks = {}
+        self._disks_of = {}
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
         unknown = sorted(set(self.conf or {}) - set(TRIGGER_CONF_KEYS)) if isinstance(self.conf, dict) else []

@@ -27,7 +27,6 @@ from gce_vm_backup.compute.holds import hold_reason
 from gce_vm_backup.config.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.runtime.base import HookMixin, RunKey, as_bool
-from gce_vm_backup.runtime.build import init_super
 from gce_vm_backup.runtime.waits import SlotFreeWait
 
 DELETING = "DELETING"
@@ -80,10 +79,7 @@ class VerifySnapshotsOperator(SlotFreeWait):
     def __init__(
         self, *, snapshot_records: Any, timeout: float = 7200, poke_interval: float = 60, **kwargs: Any
     ):
-        # super().__init__, without a second apply_defaults (_build.init_super)
-        init_super(
-            VerifySnapshotsOperator, self, {"timeout": timeout, "poke_interval": poke_interval, **kwargs}
-        )
+        super().__init__(timeout=timeout, poke_interval=poke_interval, **kwargs)
         self.snapshot_records = snapshot_records
         self._pending: list[str] = []
 
@@ -259,7 +255,7 @@ class ApplyRetentionOperator(HookMixin, BaseOperator):
     ) -> None:
         from gce_vm_backup.config.labels import check_deployment, check_group
 
-        init_super(ApplyRetentionOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.policy = load_policy(policy)
         self.deployment, self.group = check_deployment(deployment), check_group(group)
         self.instance_record, self.snapshot_records = instance_record, snapshot_records

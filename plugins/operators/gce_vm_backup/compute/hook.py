@@ -15,7 +15,7 @@ import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache, cached_property
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 import tenacity
@@ -30,6 +30,9 @@ from gce_vm_backup.compute.endpoint import ComputeEndpoint
 from gce_vm_backup.compute.operations import is_done, project_of, raise_if_failed, scope_of, target_of
 from gce_vm_backup.compute.permissions import CLIENT_PRODUCT
 from gce_vm_backup.errors import ApiError, LabelsChangedError, OperationTimeoutError, ResourceNotFoundError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
 
 T = TypeVar("T")
 TRANSIENT = (
@@ -74,19 +77,7 @@ class ComputeBackupHook(GoogleBaseHook):
         retry_initial: float = 1.0,
         retry_max: float = 30.0,
     ) -> None:
-        try:
-            super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
-        except AirflowNotFoundException:
-            # No connection: fine with a loopback emulator endpoint from the environment (anonymous),
-            # otherwise Application Default Credentials are used, as the provider's hooks do.
-            self.gcp_conn_id, self.impersonation_chain, self.quota_project_id = (
-                gcp_conn_id,
-                impersonation_chain,
-                None,
-            )
-            self.extras = {}
-            self._cached_credentials = None
-            self._cached_project_id = None
+        super().__init__(gcp_conn_id=gcp_conn_id, impersonation_chain=impersonation_chain)
         self.endpoint = ComputeEndpoint.resolve(self.extras)
         self._retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(TRANSIENT),
@@ -99,6 +90,20 @@ class ComputeBackupHook(GoogleBaseHook):
             ),
             reraise=True,
         )
+
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Connection:
+        """The Airflow connection ``conn_id``; an empty one of the Google type when none is defined.
+
+        No connection is fine: a loopback emulator endpoint from the environment is used anonymously,
+        otherwise Application Default Credentials (the provider's path for a connection without keys).
+        """
+        try:
+            return super().get_connection(conn_id)
+        except AirflowNotFoundException:
+            from airflow.sdk import Connection
+
+            return Connection(conn_id=conn_id, conn_type="google_cloud_platform")
 
     # ---- clients -------------------------------------------------------------------------------
     def _client(self, cls: type[T]) -> T:

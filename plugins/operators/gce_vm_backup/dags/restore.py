@@ -23,7 +23,6 @@ from typing import Any
 
 from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, Param, TriggerRule
-from airflow.sdk.definitions.param import ParamsDict
 
 from gce_vm_backup.config.models import BackupConfig, Group
 from gce_vm_backup.report.notify import notifiers_from_config
@@ -227,7 +226,7 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
         [t for t in dag.tasks if t not in (report, choose, approve) and not t.is_setup] >> report
     # The form's params go on the DAG once its tasks exist, as in the backup DAGs (dag_factory.build_dag:
     # an operator built while its DAG has params deep-copies them).
-    object.__setattr__(dag, "params", ParamsDict(restore_params(group_id, group)))
+    dag.params = restore_params(group_id, group)  # type: ignore[assignment]  # converted to a ParamsDict
     return dag
 
 

@@ -42,7 +42,6 @@ from gce_vm_backup.restore.sets import (
     snapshot_sets,
 )
 from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, HookMixin
-from gce_vm_backup.runtime.build import init_super
 from gce_vm_backup.runtime.compat import AirflowFailException
 
 if TYPE_CHECKING:
@@ -293,7 +292,7 @@ class FreshnessCheckOperator(HookMixin, BaseOperator):
     def __init__(
         self, *, group: str, group_config: Mapping[str, Any], deployment: str, **kwargs: Any
     ) -> None:
-        init_super(FreshnessCheckOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.group, self.group_config, self.deployment = group, dict(group_config), deployment
         self.gcp_conn_id = str(self.group_config.get("gcp_conn_id") or "google_cloud_default")
         self.impersonation_chain = None

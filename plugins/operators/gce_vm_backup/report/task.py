@@ -29,7 +29,6 @@ from gce_vm_backup.report.model import (
 )
 from gce_vm_backup.report.text import down_lines, format_report, problem_lines
 from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, HookMixin
-from gce_vm_backup.runtime.build import init_super
 from gce_vm_backup.runtime.compat import AirflowFailException
 
 MAX_TIERS = 100  # far above any config: the tier groups the report recognises
@@ -148,7 +147,7 @@ class RunReportOperator(HookMixin, BaseOperator):
     ) -> None:
         kwargs.setdefault("trigger_rule", TriggerRule.ALL_DONE)
         kwargs.setdefault("retries", 0)
-        init_super(RunReportOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.tiers = tier_numbers(vm_groups)
         self.vm_groups, self.fail_on_problems = list(vm_groups), fail_on_problems
         self.max_concurrent_vms = max_concurrent_vms

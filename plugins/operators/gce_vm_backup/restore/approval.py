@@ -22,7 +22,6 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from gce_vm_backup.errors import BackupError
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 
 def approval_problem(
@@ -82,14 +81,11 @@ class CheckApprovalOperator(BaseOperator):
         approval_task_id: str = "approve",
         **kwargs: Any,
     ) -> None:
-        init_super(CheckApprovalOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            group=group,
-            approvers=list(approvers),
-            four_eyes=four_eyes,
-            approval_task_id=approval_task_id,
-        )
+        super().__init__(**kwargs)
+        self.group = group
+        self.approvers = list(approvers)
+        self.four_eyes = four_eyes
+        self.approval_task_id = approval_task_id
 
     def execute(self, context: Any) -> dict[str, Any]:
         response = context["ti"].xcom_pull(task_ids=self.approval_task_id)

@@ -23,7 +23,6 @@ from gce_vm_backup.config.labels import (
     run_label,
 )
 from gce_vm_backup.runtime.base import HookMixin, RunKey
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 
 def now() -> datetime:
@@ -55,14 +54,11 @@ class RestoreTask(HookMixin, BaseOperator):
         impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        init_super(RestoreTask, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            deployment=check_deployment(deployment),
-            group=check_group(group),
-            gcp_conn_id=gcp_conn_id,
-            impersonation_chain=impersonation_chain,
-        )
+        super().__init__(**kwargs)
+        self.deployment = check_deployment(deployment)
+        self.group = check_group(group)
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
 
     @property
     def hook(self) -> Any:  # a RestoreHook (the backup hook plus disks/instances create and delete)

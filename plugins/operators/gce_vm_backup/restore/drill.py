@@ -40,7 +40,6 @@ from gce_vm_backup.restore.steps import (
     wait_for_status,
 )
 from gce_vm_backup.runtime.base import ERROR_XCOM_KEY
-from gce_vm_backup.runtime.build import init_super
 
 DRILL_REPORT_KEY = "drill_report"
 PROGRESS_KEY = "drill_progress"
@@ -68,7 +67,7 @@ class DrillPlanOperator(RestoreTask):
     template_fields = ("targets",)
 
     def __init__(self, *, targets: list[dict[str, Any]], drill: dict[str, Any], **kwargs: Any) -> None:
-        init_super(DrillPlanOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.targets, self.drill = targets, drill
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
@@ -165,7 +164,7 @@ class DrillVmOperator(RestoreTask):
     template_fields = ("plan",)
 
     def __init__(self, *, plan: Any, drill: dict[str, Any], **kwargs: Any) -> None:
-        init_super(DrillVmOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.plan, self.drill = plan, drill
 
     def _restored_at(self, plan: Mapping[str, Any]) -> str | None:
@@ -347,7 +346,7 @@ class DrillCleanupOperator(RestoreTask):
     template_fields = ("plans",)
 
     def __init__(self, *, plans: Any, drill: dict[str, Any], **kwargs: Any) -> None:
-        init_super(DrillCleanupOperator, self, kwargs)  # super().__init__: one apply_defaults
+        super().__init__(**kwargs)
         self.plans, self.drill = plans, drill
 
     def execute(self, context: Any) -> dict[str, Any]:

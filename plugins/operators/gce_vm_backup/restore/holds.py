@@ -14,7 +14,6 @@ from typing import Any
 from gce_vm_backup.compute.holds import hold_key, hold_value, relabel
 from gce_vm_backup.errors import BackupError
 from gce_vm_backup.restore.base import RestoreTask, iso, now
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 LABEL_TIMEOUT = 120.0  # seconds for one setLabels operation
 
@@ -45,8 +44,9 @@ class HoldSnapshotsOperator(RestoreTask):
     hold_for: timedelta
 
     def __init__(self, *, plan: Any, hold_for: timedelta, **kwargs: Any) -> None:
-        init_super(HoldSnapshotsOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(self, plan=plan, hold_for=hold_for)
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.hold_for = hold_for
 
     def execute(self, context: Any) -> dict[str, Any]:
         key = hold_key(self.run_hash(context))
@@ -91,8 +91,8 @@ class ReleaseHoldsOperator(RestoreTask):
     plan: Any
 
     def __init__(self, *, plan: Any, **kwargs: Any) -> None:
-        init_super(ReleaseHoldsOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(self, plan=plan)
+        super().__init__(**kwargs)
+        self.plan = plan
 
     def execute(self, context: Any) -> list[str]:
         key = hold_key(self.run_hash(context))

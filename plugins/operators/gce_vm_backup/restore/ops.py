@@ -25,7 +25,6 @@ from gce_vm_backup.restore.steps import (
     ensure_instance,
     wait_for_status,
 )
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 STOPPED = frozenset({"TERMINATED"})
 # How long a replace-disks restore's lease on the VM lasts from its stop (lease.py): the stop, then the
@@ -54,8 +53,10 @@ class _PlannedStep(RestoreTask):
     poll_interval: float
 
     def __init__(self, *, plan: Any, timeout: float = 1800, poll_interval: float = 10, **kwargs: Any) -> None:
-        init_super(_PlannedStep, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(self, plan=plan, timeout=float(timeout), poll_interval=float(poll_interval))
+        super().__init__(**kwargs)
+        self.plan = plan
+        self.timeout = float(timeout)
+        self.poll_interval = float(poll_interval)
 
     def labels(self) -> dict[str, str]:
         return self.scope_labels(RESTORE_KEY, self.plan["run_hash"])
@@ -174,8 +175,8 @@ class _LeasedStep(_PlannedStep):
     lease_wait: float
 
     def __init__(self, *, lease_wait: float = LEASE_WAIT, **kwargs: Any) -> None:
-        init_super(_LeasedStep, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(self, lease_wait=float(lease_wait))
+        super().__init__(**kwargs)
+        self.lease_wait = float(lease_wait)
 
     def holder(self, context: Any) -> Any:
         from gce_vm_backup.runtime.lease import Holder

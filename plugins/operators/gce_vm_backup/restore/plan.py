@@ -34,7 +34,6 @@ from gce_vm_backup.restore.steps import (
     split_vm,
 )
 from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, as_bool
-from gce_vm_backup.runtime.build import init_super, set_fields
 
 MODES = ("new-vm", "replace-disks")
 FORM_KEYS = ("vm", "snapshot_set", "mode", "new_name", "machine_type", "network", "dry_run")
@@ -123,19 +122,16 @@ class RestorePlanOperator(RestoreTask):
         conf: Any = None,
         **kwargs: Any,
     ) -> None:
-        init_super(RestorePlanOperator, self, kwargs)  # super().__init__: one apply_defaults
-        set_fields(
-            self,
-            targets=targets,
-            vm=vm,
-            snapshot_set=snapshot_set,
-            mode=mode,
-            new_name=new_name,
-            machine_type=machine_type,
-            network=network,
-            preview=dry_run,  # not dry_run: a BaseOperator method
-            conf=conf,
-        )
+        super().__init__(**kwargs)
+        self.targets = targets
+        self.vm = vm
+        self.snapshot_set = snapshot_set
+        self.mode = mode
+        self.new_name = new_name
+        self.machine_type = machine_type
+        self.network = network
+        self.preview = dry_run  # not dry_run: a BaseOperator method
+        self.conf = conf
 
     def _form(self) -> dict[str, Any]:
         form = {

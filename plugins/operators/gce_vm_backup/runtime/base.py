@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from gce_vm_backup.compute.naming import request_id
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.runtime.build import FastBuild
 
 if TYPE_CHECKING:
     from airflow.triggers.base import BaseTrigger
@@ -176,10 +175,9 @@ class RecordsFailures:
             _log.warning("Could not record the failure of %s in XCom: %s", self.task_id, push_error)
 
 
-class HookMixin(FastBuild, RecordsFailures):
+class HookMixin(RecordsFailures):
     """Builds the hook lazily, inside execute/poke: nothing Google is imported at DAG parse time.
-    Every failed try records its cause (see RecordsFailures); built for less than Airflow's generic path
-    costs (see _build.FastBuild)."""
+    Every failed try records its cause (see RecordsFailures)."""
 
     gcp_conn_id: str
     impersonation_chain: str | Sequence[str] | None

@@ -15,7 +15,6 @@ from airflow.sdk.bases.sensor import BaseSensorOperator
 
 from gce_vm_backup.errors import OperationTimeoutError
 from gce_vm_backup.runtime.base import WAIT_MODES, DeferringWait, HookMixin, check_choice, sensor_mode
-from gce_vm_backup.runtime.build import init_super
 from gce_vm_backup.runtime.compat import AirflowSensorTimeout
 
 
@@ -52,12 +51,7 @@ class SlotFreeWait(HookMixin, DeferringWait, BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         check_choice(wait_mode, WAIT_MODES, name="wait_mode")
-        # super().__init__ (BaseSensorOperator's), without a second apply_defaults (_build.init_super)
-        init_super(
-            SlotFreeWait,
-            self,
-            {"mode": sensor_mode(wait_mode), "timeout": timeout, "poke_interval": poke_interval, **kwargs},
-        )
+        super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
         self.wait_mode = wait_mode
         self.gcp_conn_id, self.impersonation_chain = gcp_conn_id, impersonation_chain
 
