@@ -1,21 +1,23 @@
-"""gce-vm-backup: one backup DAG per group of gce_vm_backup.yaml (next to this file).
+"""gce-vm-backup: the DAGs of gce_vm_backup.yaml (next to this file): per group a backup DAG, a restore DAG
+and, with ``restore_drill:``, a drill DAG; and the freshness check.
 
 Kept thin on purpose: the DAG processor re-parses this file all the time. It imports no Google library
-and makes no API or database call. The code lives in plugins/operators/gce_vm_backup, imported under its
-unique name (a top-level `operators` package could belong to any team sharing the bucket).
+and makes no API or database call. It reads the config's compiled form (gce_vm_backup.compiled.json,
+written by `vm-backup validate` and `vm-backup sync`) while that one matches the YAML, else the YAML.
+The code lives in plugins/operators/gce_vm_backup, imported under its unique name (a top-level
+`operators` package could belong to any team sharing the bucket).
 """
 
 import sys
 from pathlib import Path
 
-# The Airflow modules the package builds its DAGs with, named here so that the DAG processor imports them
+# The provider modules the package builds its DAGs with, named here so that the DAG processor imports them
 # once, before it forks the process that parses this file (Airflow's [dag_processor]
-# parsing_pre_import_modules, on by default), rather than in every parse.
+# parsing_pre_import_modules, on by default), rather than in every parse. (What the package takes from
+# airflow.sdk is imported at its first use, in the parse: a few milliseconds.)
 import airflow.providers.standard.operators.empty
 import airflow.providers.standard.operators.hitl
-import airflow.providers.standard.operators.python
-import airflow.sdk.bases.sensor
-import airflow.sdk.definitions.decorators.task_group  # noqa: F401
+import airflow.providers.standard.operators.python  # noqa: F401
 from airflow.configuration import conf
 
 _package_root = Path(conf.get("core", "plugins_folder", fallback="") or Path(__file__).parents[1] / "plugins")

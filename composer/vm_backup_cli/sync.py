@@ -4,10 +4,12 @@
     vm-backup sync --environment vm-backup --location europe-west1 [--project my-project]
 
 Before anything is uploaded the backup config (dags/**/gce_vm_backup*.yaml) is validated; a broken
-config never reaches the bucket. The config's ``deployment`` (or ``--deployment``) names what this sync
-owns: its manifest lists exactly what it uploaded, and ``--delete`` removes nothing else (sync_plan.py).
-Uploads go plugins/ first, then dags/, the configs last; deletes after every upload. A symlink that does
-not point to a file sync uploads anyway is refused, and nothing is uploaded. Exit codes: 0 ok (also when
+config never reaches the bucket. Each valid config is compiled beside it (``gce_vm_backup.compiled.json``:
+what the DAG file reads while it matches the YAML, gce_vm_backup/config/compiled.py). The config's
+``deployment`` (or ``--deployment``) names what this sync owns: its manifest lists exactly what it
+uploaded, and ``--delete`` removes nothing else (sync_plan.py). Uploads go plugins/ first, then dags/, the
+compiled forms, the configs last; deletes after every upload. A symlink that does not point to a file
+sync uploads anyway is refused, and nothing is uploaded. Exit codes: 0 ok (also when
 nothing changed), 1 invalid config, refused symlink or a failed sync, 2 wrong usage.
 """
 
@@ -143,7 +145,9 @@ def normalise_bucket(value: str) -> str:
 
 def validate_configs(source: Path) -> tuple[list[str], dict[str, str]]:
     """Every problem of every backup config under dags/, one line each (file, group, key), and the
-    deployment each valid config names (GCE_VM_BACKUP_DEPLOYMENT overrides it, as at parse time)."""
+    deployment each valid config names (GCE_VM_BACKUP_DEPLOYMENT overrides it, as at parse time). Each
+    valid config is compiled beside it (a config that cannot be is read as YAML by the DAG file)."""
+    from gce_vm_backup.config.compiled import write_compiled
     from gce_vm_backup.config.models import read_config
 
     problems: list[str] = []
@@ -153,6 +157,10 @@ def validate_configs(source: Path) -> tuple[list[str], dict[str, str]]:
         problems.extend(str(problem) for problem in found)
         if not found:
             deployments[path.relative_to(source).as_posix()] = config.deployment
+            try:
+                write_compiled(path)
+            except (OSError, ValueError) as exc:  # ValueError: ConfigFileError, the file changed since
+                log.warning("%s: not compiled (%s); the DAG file reads the YAML", path, exc)
     return problems, deployments
 
 

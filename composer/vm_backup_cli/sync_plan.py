@@ -9,6 +9,11 @@ is in this deployment's previous manifest, is gone locally, still holds the cont
 uploaded (same MD5, same metadata marker), is listed by no other deployment's manifest, and lies in a
 folder this sync covers. An object that a new ignore line now excludes is kept unless the user asks
 (``--delete-excluded``).
+
+A config's compiled form (``gce_vm_backup*.compiled.json``, written by sync beside each valid config) is
+an object like any other: uploaded right before its config, listed in the manifest, deleted by ``--delete``
+once gone. One whose config is not in the tree is not synced (as if it were not there): the DAG file would
+never read it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from pathlib import Path, PurePosixPath
 
 import pathspec
 
+from gce_vm_backup.config.compiled import SUFFIX as COMPILED_SUFFIX
+
 SYNCED_FOLDERS = ("plugins", "dags")  # upload order: the code before the DAG files that import it
 IGNORE_FILE = ".vmbackupignore"
 CONFIG_GLOB = "**/gce_vm_backup*.yaml"
+COMPILED_PATTERN = f"gce_vm_backup*{COMPILED_SUFFIX}"  # beside its config: gce_vm_backup.compiled.json
 # Every object this command uploads carries this metadata key; its value is the uploading deployment.
 MANAGED_METADATA_KEY = "gce-vm-backup-sync"
 # Manifests live outside dags/, plugins/ and data/, so Composer neither syncs nor parses them.
@@ -159,12 +167,25 @@ def load_ignore_spec(source: Path) -> pathspec.PathSpec:
 
 
 def upload_rank(object_name: str) -> tuple[int, str]:
-    """plugins/ first, then dags/, the backup configs last: Composer never parses a new config against
-    old code, nor a new DAG file against a plugin that is not there yet."""
+    """plugins/ first, then dags/, the configs' compiled forms, the backup configs last: Composer never
+    parses a new config against old code, nor a new DAG file against a plugin that is not there yet, and a
+    new config finds its compiled form already there (until then the old config and the new compiled form
+    do not match, and the DAG file reads the YAML)."""
     folder = object_name.split("/", 1)[0]
     if folder != "dags":
         return 0, object_name
-    return (2 if PurePosixPath(object_name).match("gce_vm_backup*.yaml") else 1), object_name
+    path = PurePosixPath(object_name)
+    if path.match(COMPILED_PATTERN):
+        return 2, object_name
+    return (3 if path.match("gce_vm_backup*.yaml") else 1), object_name
+
+
+def _orphan_compiled(path: Path) -> bool:
+    """A compiled form whose config is not beside it."""
+    return (
+        path.match(COMPILED_PATTERN)
+        and not path.with_name(path.name.removesuffix(COMPILED_SUFFIX) + ".yaml").is_file()
+    )
 
 
 def _symlink_problem(
@@ -216,6 +237,8 @@ def scan_local(source: Path, folders: Iterable[str] = SYNCED_FOLDERS) -> LocalTr
                         continue
                 elif not path.is_file():
                     continue  # sockets, FIFOs, devices
+                if _orphan_compiled(path):
+                    continue
                 tree.files.append(LocalFile(relative, path, path.stat().st_size, md5_base64(path)))
     tree.files.sort(key=lambda item: upload_rank(item.object_name))
     synced = {item.object_name.split("/", 1)[0] for item in tree.files}

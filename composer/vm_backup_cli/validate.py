@@ -3,8 +3,9 @@
 Prints every problem on its own line (file, group, key) and exits 1; otherwise builds every DAG in
 strict mode (no API call) and prints a short summary with each group's plan: per tier, the VMs it
 targets and the chain of tasks each VM runs, read from the built DAG by the task names of
-``gce_vm_backup.backup.stages`` (so the plan shown is the DAG's, whatever its stages are). Default config:
-dags/gce_vm_backup.yaml.
+``gce_vm_backup.backup.stages`` (so the plan shown is the DAG's, whatever its stages are). A valid config
+is compiled beside it (``gce_vm_backup.compiled.json``, see gce_vm_backup/config/compiled.py): the DAG
+file reads that instead of the YAML while it matches the YAML. Default config: dags/gce_vm_backup.yaml.
 """
 
 from __future__ import annotations
@@ -73,6 +74,20 @@ def plan_lines(dag: Any, group: Any) -> list[str]:
     return lines
 
 
+def compile_line(path: Path) -> str:
+    """Write the compiled form of the valid config ``path``; the line that says what became of it."""
+    from gce_vm_backup.config.compiled import write_compiled
+    from gce_vm_backup.config.loading import ConfigFileError
+
+    try:
+        written = write_compiled(path)
+    except (OSError, ConfigFileError) as exc:
+        return f"  not compiled ({exc}): the DAG file reads the YAML"
+    if written is None:
+        return "  not compiled (a value JSON cannot hold exactly): the DAG file reads the YAML"
+    return f"  compiled to {written}: the DAG file reads it while it matches {path.name}"
+
+
 def run(args: argparse.Namespace) -> int:
     from gce_vm_backup.config.models import read_config
     from gce_vm_backup.dags.backup import build_dags, dag_id_for
@@ -93,4 +108,5 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {dag.dag_id}: {group.schedule or 'manual only'}, {len(dag.tasks)} tasks")
             for line in plan_lines(dag, group):
                 print(line)
+        print(compile_line(path))
     return 1 if failed else 0

@@ -38,25 +38,14 @@ def _typed(value):
     return (type(value).__name__, value)
 
 
-HANDED_OVER = object()
-
-
 def _read(text: str, loader: type) -> object:
-    """The loader's reading, typed; HANDED_OVER when the direct loader leaves the document to the next."""
-    try:
-        return _typed(yaml.load(text, Loader=loader))
-    except config_file._HandOver:
-        return HANDED_OVER
+    """The loader's reading, typed."""
+    return _typed(yaml.load(text, Loader=loader))
 
 
 def _both(text: str) -> list:
-    """[the fast loaders' reading, the pure one's]: the direct loader, unless it hands the document over,
-    reads what _FastLoader reads."""
-    *fast, pure = [_read(text, loader) for loader in LOADERS]
-    readings = [reading for reading in fast if reading is not HANDED_OVER]
-    assert readings  # _FastLoader never hands over
-    assert all(reading == readings[-1] for reading in readings)
-    return [readings[-1], pure]
+    """[the fast loader's reading, the pure one's]."""
+    return [_read(text, loader) for loader in LOADERS]
 
 
 EXAMPLES = sorted((REPO / "dags").glob("*.yaml")) + sorted((REPO / "docs").glob("**/*.yaml"))
@@ -65,7 +54,7 @@ EXAMPLES = sorted((REPO / "dags").glob("*.yaml")) + sorted((REPO / "docs").glob(
 @FAST
 def test_libyaml_is_used_when_pyyaml_has_it():
     assert yaml.__with_libyaml__
-    assert (config_file._DirectLoader, config_file._FastLoader, config_file._Loader) == LOADERS
+    assert (config_file._FastLoader, config_file._Loader) == LOADERS
 
 
 @FAST
@@ -149,9 +138,7 @@ def test_each_loader_reads_a_document_as_safe_load_does(text: str):
     """Not only alike: what yaml.safe_load reads (the shortcuts of the tag cache and the mapping
     constructor must not change a value or a type)."""
     expected = _typed(yaml.safe_load(text))
-    readings = [_read(text, loader) for loader in LOADERS]
-    assert readings[1:] == [expected] * (len(LOADERS) - 1)  # only the direct loader may hand over
-    assert readings[0] in (expected, HANDED_OVER)
+    assert [_read(text, loader) for loader in LOADERS] == [expected] * len(LOADERS)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -159,46 +146,7 @@ def test_each_loader_reads_a_document_as_safe_load_does(text: str):
 def test_each_loader_reads_any_dumped_document_as_safe_load_does(document, flow):
     text = yaml.safe_dump(document, default_flow_style=flow, allow_unicode=True)
     expected = _typed(yaml.safe_load(text))
-    assert [_read(text, loader) for loader in LOADERS] == [expected] * len(LOADERS)  # none handed over
-
-
-@FAST
-@pytest.mark.parametrize(
-    "text", [p.read_text() for p in EXAMPLES] + [big_config(1000, 50)], ids=lambda t: t[:20]
-)
-def test_the_direct_loader_reads_the_shipped_and_benchmark_configs_itself(text):
-    assert _read(text, config_file._DirectLoader) == _read(text, config_file._FastLoader)
-
-
-@FAST
-@pytest.mark.parametrize(
-    "text",
-    [
-        "a: &x [1]\nb: *x\n",  # aliases: their limits need the composed tree
-        "a: {<<: {b: 1}}\n",  # a merge key
-        "a: !!set {x, y}\n",  # an explicit tag on a collection
-        "a: 1\na: 2\n",  # a duplicate key: named by the next loader, after any limit further on
-        "a: !!int x\n",  # a scalar the constructor refuses
-        "--- a\n--- b\n",  # two documents
-    ],
-)
-def test_the_direct_loader_hands_over_what_needs_the_composer(text):
-    with pytest.raises(config_file._HandOver):
-        yaml.load(text, Loader=config_file._DirectLoader)
-
-
-@FAST
-@pytest.mark.parametrize(
-    ("text", "limit"),
-    [
-        ("[" * 70 + "]" * 70 + "\n", "nested more than 64 levels deep"),
-        ("[" + ", ".join(["1"] * 100_001) + "]\n", "more than 100000 values"),
-    ],
-)
-def test_the_direct_loader_enforces_the_depth_and_value_limits_itself(text, limit):
-    with pytest.raises(yaml.YAMLError, match=limit) as refused:
-        yaml.load(text, Loader=config_file._DirectLoader)
-    assert not isinstance(refused.value, config_file._HandOver)
+    assert [_read(text, loader) for loader in LOADERS] == [expected] * len(LOADERS)
 
 
 # Every refused document of the corpus, hostile ones first: each loader refuses it by itself.
@@ -308,11 +256,10 @@ def test_a_document_only_libyaml_refuses_is_read_as_the_pure_python_loader_reads
 
 
 @FAST
-def test_the_fast_loaders_take_their_events_from_libyamls_c_parser():
+def test_the_fast_loader_takes_its_events_from_libyamls_c_parser():
     """What makes them fast (benchmarks/parse_time.py measures how much; a timed assertion here failed
     in CI once the pure-Python loader got faster too)."""
     assert yaml.__with_libyaml__
-    for loader in (config_file._FastLoader, config_file._DirectLoader):
-        assert issubclass(loader, config_file.CParser)  # yaml.cyaml.CParser
-        assert not issubclass(loader, yaml.SafeLoader)  # not the pure-Python scanner and parser
+    assert issubclass(config_file._FastLoader, config_file.CParser)  # yaml.cyaml.CParser
+    assert not issubclass(config_file._FastLoader, yaml.SafeLoader)  # not the pure-Python scanner and parser
     assert issubclass(config_file._Loader, yaml.SafeLoader)

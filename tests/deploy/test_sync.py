@@ -13,6 +13,7 @@ from vm_backup_cli.sync_plan import MANAGED_METADATA_KEY, MANIFEST_PREFIX
 EXPECTED = {
     "dags/gce_vm_backup_dags.py",
     "dags/gce_vm_backup.yaml",
+    "dags/gce_vm_backup.compiled.json",  # written by sync beside the valid config
     "plugins/operators/gce_vm_backup/__init__.py",
     "plugins/operators/gce_vm_backup/compute/hook.py",
     "plugins/operators/gce_vm_backup/data/seed.json",
@@ -36,14 +37,14 @@ def _sync(repo: Path, bucket: str, *extra: str) -> int:
 def test_first_sync_uploads_dags_and_plugins_but_nothing_excluded(storage_emulator, repo, capsys):
     assert _sync(repo, storage_emulator) == 0
     assert set(_objects(storage_emulator)) == EXPECTED
-    assert "uploaded 5" in capsys.readouterr().out
+    assert "uploaded 6" in capsys.readouterr().out
 
 
 def test_second_sync_with_no_change_uploads_nothing(storage_emulator, repo, capsys):
     _sync(repo, storage_emulator)
     capsys.readouterr()
     assert _sync(repo, storage_emulator) == 0
-    assert "uploaded 0 (0 bytes), deleted 0, unchanged 5" in capsys.readouterr().out
+    assert "uploaded 0 (0 bytes), deleted 0, unchanged 6" in capsys.readouterr().out
 
 
 def test_one_changed_file_is_the_only_upload(storage_emulator, repo, capsys):

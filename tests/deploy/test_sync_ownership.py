@@ -22,6 +22,7 @@ from .test_sync import EXPECTED, _objects, _sync
 HOOK = "plugins/operators/gce_vm_backup/compute/hook.py"
 SEED = "plugins/operators/gce_vm_backup/data/seed.json"
 CONFIG = "dags/gce_vm_backup.yaml"
+COMPILED = "dags/gce_vm_backup.compiled.json"  # the config's compiled form, written by sync
 
 
 def _bucket(name: str) -> storage.Bucket:
@@ -301,7 +302,7 @@ def test_changed_plugin_and_config_upload_plugin_first(storage_emulator, repo, u
     (repo / CONFIG).write_text(VALID_CONFIG.replace("@daily", "@weekly"))
     (repo / "dags/aaa_first_by_name.py").write_text("# sorts before the config\n")
     assert _sync(repo, storage_emulator) == 0
-    assert uploads == [HOOK, "dags/aaa_first_by_name.py", CONFIG]
+    assert uploads == [HOOK, "dags/aaa_first_by_name.py", COMPILED, CONFIG]
 
 
 def test_a_failed_plugin_upload_leaves_the_old_config_in_place(storage_emulator, repo, monkeypatch, capsys):

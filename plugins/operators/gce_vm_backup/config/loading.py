@@ -18,11 +18,6 @@ elsewhere, so a document it refuses as a syntax error is read again by the pure-
 (``_Loader``), whose message (or, if it reads the document after all, whose result) is the one given. A
 limit, a duplicate key or a bad merge is refused by our own code in both loaders, in the same words at the
 same line and column, so it is refused at once, not read again by the pure-Python loader.
-Before both, ``_DirectLoader`` builds the values straight from libyaml's events, without the node tree
-(a third of the time of ``_FastLoader`` for a 1,000-VM config): it counts the depth and value limits
-itself, in the composer's order and at its marks, and hands every other case (anchors and aliases, merge
-keys, tagged collections, a refusal that is not a limit) over to ``_FastLoader``: an alias bomb is handed
-over at its first anchor, and no document is read past a limit or more than twice by libyaml.
 """
 
 from __future__ import annotations
@@ -73,17 +68,17 @@ def _check_regular(mode: int) -> None:
         raise ConfigFileError(f"cannot read the file: it is {_kind(mode)}; a config must be a regular file")
 
 
-def _check_size(size: int, *, known: bool = True) -> None:
-    if size > MAX_BYTES:
+def _check_size(size: int, limit: int, *, known: bool = True) -> None:
+    if size > limit:
         raise ConfigFileError(
-            f"the file is {size if known else 'more than ' + str(MAX_BYTES)} bytes; a config may be at most "
+            f"the file is {size if known else 'more than ' + str(limit)} bytes; a config may be at most "
             f"1 MiB ({MAX_BYTES} bytes)"
         )
 
 
-def read_config_text(path: str | os.PathLike[str]) -> str:
-    """The file's text. Raises ConfigFileError when it is missing or unreadable, not a regular file,
-    larger than MAX_BYTES or not UTF-8."""
+def read_limited(path: str | os.PathLike[str], limit: int = MAX_BYTES) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them. Raises ConfigFileError when it
+    is missing or unreadable, not a regular file or larger."""
     try:
         _check_regular(os.stat(path).st_mode)  # before opening: opening a FIFO blocks until a writer comes
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -92,14 +87,19 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
     try:
         info = os.fstat(fd)
         _check_regular(info.st_mode)  # the path was swapped for something else after the stat
-        _check_size(info.st_size)
+        _check_size(info.st_size, limit)
         with open(fd, "rb", closefd=False) as stream:
-            data = stream.read(MAX_BYTES + 1)
+            data = stream.read(limit + 1)
     except OSError as exc:
         raise ConfigFileError(f"cannot read the file: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
-    _check_size(len(data), known=False)  # it grew after the fstat
+    _check_size(len(data), limit, known=False)  # it grew after the fstat
+    return data
+
+
+def decode_config(data: bytes) -> str:
+    """The config file's bytes as text. Raises ConfigFileError when they are not UTF-8."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -107,6 +107,12 @@ def read_config_text(path: str | os.PathLike[str]) -> str:
         raise ConfigFileError(
             f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8"
         ) from None
+
+
+def read_config_text(path: str | os.PathLike[str]) -> str:
+    """The file's text. Raises ConfigFileError when it is missing or unreadable, not a regular file,
+    larger than MAX_BYTES or not UTF-8."""
+    return decode_config(read_limited(path))
 
 
 class _ResolveCache:
@@ -191,88 +197,6 @@ if CParser is not None:
             Resolver.__init__(self)
 
 
-class _HandOver(yaml.YAMLError):
-    """What ``_DirectLoader`` leaves to ``_FastLoader``: anchors and aliases (their limits need the
-    composed tree), merge keys, explicit tags on collections, and every refusal but a limit (so that the
-    first problem named is the one the composer-first loaders name)."""
-
-
-if CParser is not None:
-
-    class _DirectLoader(_ResolveCache, CParser, SafeConstructor, Resolver):
-        """The values straight from libyaml's events, without building the node tree first: a document
-        without anchors or aliases (any config written by hand) reads to exactly what ``_FastLoader``
-        reads, in about half the time. The depth and value limits are counted here, in the composer's
-        order and at its marks; anything else is handed over (``_HandOver``), so a document is read at
-        most twice and never past a limit."""
-
-        _nodes = 0
-
-        def __init__(self, stream: str):
-            CParser.__init__(self, stream)
-            SafeConstructor.__init__(self)
-            Resolver.__init__(self)
-
-        def get_single_data(self) -> Any:
-            self.get_event()  # stream start
-            data = None
-            if not self.check_event(yaml.StreamEndEvent):
-                self.get_event()  # document start
-                data = self._value(0)
-                self.get_event()  # document end
-            if not self.check_event(yaml.StreamEndEvent):
-                raise _HandOver("more than one document")  # the composer words it
-            self.get_event()
-            return data
-
-        def _value(self, depth: int) -> Any:
-            event = self.get_event()
-            kind = type(event)
-            if kind is yaml.AliasEvent or event.anchor is not None:
-                raise _HandOver("anchor or alias")
-            depth += 1
-            self._nodes += 1
-            if depth > MAX_DEPTH:
-                raise _LimitError(None, None, f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
-            if self._nodes > MAX_NODES:
-                raise _LimitError(None, None, f"more than {MAX_NODES} values", event.start_mark)
-            if kind is yaml.ScalarEvent:
-                return self._scalar(event)
-            if event.tag not in (None, "!"):
-                raise _HandOver("explicit tag on a collection")
-            if kind is yaml.SequenceStartEvent:
-                items = []
-                while not self.check_event(yaml.SequenceEndEvent):
-                    items.append(self._value(depth))
-                self.get_event()
-                return items
-            mapping: dict[Any, Any] = {}
-            while not self.check_event(yaml.MappingEndEvent):
-                key = self._value(depth)
-                try:
-                    if key in mapping:
-                        raise _HandOver("duplicate key")
-                except TypeError:
-                    raise _HandOver("unhashable key") from None
-                mapping[key] = self._value(depth)
-            self.get_event()
-            return mapping
-
-        def _scalar(self, event: Any) -> Any:
-            tag = event.tag
-            if tag is None or tag == "!":
-                tag = self.resolve(ScalarNode, event.value, event.implicit)
-            if tag == STR_TAG:
-                return event.value
-            if tag == MERGE_TAG:
-                raise _HandOver("merge key")
-            try:  # an int, a float, a bool, null, a timestamp: SafeConstructor's own constructors
-                node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
-                return self.construct_object(node)
-            except Exception:
-                raise _HandOver("a scalar the constructor refuses") from None
-
-
 def _check_expansion(node: Node, memo: dict[int, tuple[int, int]], active: set[int]) -> tuple[int, int]:
     """(values, depth) of ``node`` with its aliases expanded, memoised per node: an alias bomb is measured
     without being expanded. Raises _LimitError past MAX_NODES or MAX_DEPTH, or on a recursive alias."""
@@ -349,7 +273,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 LOADERS: tuple[type, ...] = (_Loader,)
 if CParser is not None:
     _FastLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-    LOADERS = (_DirectLoader, _FastLoader, _Loader)
+    LOADERS = (_FastLoader, _Loader)
 
 
 def load_yaml(text: str) -> Any:

@@ -14,7 +14,7 @@ import functools
 import os
 import re
 import reprlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -34,8 +34,9 @@ from pydantic import (
     model_validator,
 )
 
+from gce_vm_backup.config.compiled import read_document
 from gce_vm_backup.config.labels import DEPLOYMENT, LABEL_KEY, LABEL_VALUE
-from gce_vm_backup.config.loading import ConfigFileError, load_yaml, read_config_text
+from gce_vm_backup.config.loading import ConfigFileError, load_yaml
 from gce_vm_backup.config.restore import RestoreDrill
 from gce_vm_backup.config.retention import RetentionPolicy
 from gce_vm_backup.errors import ConfigError
@@ -537,8 +538,16 @@ def parse_config(
 def _parse_config(
     text: str, file: str, environ: Mapping[str, str]
 ) -> tuple[str, dict[str, Group], list[ConfigProblem]]:
+    return _parse_document(functools.partial(load_yaml, text), file, environ)
+
+
+def _parse_document(
+    load: Callable[[], Any], file: str, environ: Mapping[str, str]
+) -> tuple[str, dict[str, Group], list[ConfigProblem]]:
+    """The deployment, the valid groups and every problem of the document ``load()`` returns (a
+    ConfigFileError it raises is one problem)."""
     try:
-        raw = load_yaml(text)
+        raw = load()
     except ConfigFileError as exc:
         return "", {}, [ConfigProblem(file, None, None, str(exc))]
     if not isinstance(raw, Mapping):
@@ -596,14 +605,14 @@ def _parse_config(
     return deployment, groups, problems
 
 
-def read_config(path: str | Path) -> tuple[BackupConfig, list[ConfigProblem]]:
-    """The valid groups of the file and every problem found (a missing file is one problem)."""
+def read_config(path: str | Path, *, compiled: bool = False) -> tuple[BackupConfig, list[ConfigProblem]]:
+    """The valid groups of the file and every problem found (a missing file is one problem).
+
+    ``compiled``: the document comes from the config's compiled form when that one was made from the
+    file as it is now (config/compiled.py), and is validated the same way; what the DAG file reads."""
     path = Path(path)
-    try:
-        text = read_config_text(path)
-    except ConfigFileError as exc:
-        return BackupConfig(str(path), {}), [ConfigProblem(str(path), None, None, str(exc))]
-    deployment, groups, problems = _parse_config(text, str(path), os.environ)
+    load = functools.partial(read_document, path, compiled=compiled)
+    deployment, groups, problems = _parse_document(load, str(path), os.environ)
     return BackupConfig(str(path), groups, deployment), problems
 
 

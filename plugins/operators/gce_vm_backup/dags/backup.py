@@ -482,7 +482,9 @@ def register_dags(
     whenever anything is wrong, ConfigError is raised, so Airflow shows it as the DAG file's import error.
     """
     strict = strict_mode() if strict is None else strict
-    config, problems = read_config(config_path)
+    # The config's compiled form, when `vm-backup validate` or `sync` made it from the file as it is now
+    # (config/compiled.py): the same document as the YAML's, validated the same way, without libyaml.
+    config, problems = read_config(config_path, compiled=True)
     if problems and (strict or not config.groups):
         raise ConfigError(problems)
     for problem in problems:
