@@ -15,7 +15,7 @@ import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache, cached_property
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import requests
 import tenacity
@@ -52,17 +52,22 @@ NO_RETRY = None
 
 
 @cache
-def client_info() -> ClientInfo:
-    """``gce-vm-backup/<version>`` (``unknown`` when the package is synced to plugins/, not installed)."""
+def client_info(product: str = CLIENT_PRODUCT) -> ClientInfo:
+    """``<product>/<version of the gce-vm-backup package>`` (``unknown`` when the package is synced to
+    plugins/, not installed): ``gce-vm-backup/...`` for backups, ``gce-vm-backup-restore/...`` for
+    restores (permissions.py)."""
     try:
         version = importlib.metadata.version(CLIENT_PRODUCT)
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    return ClientInfo(user_agent=f"{CLIENT_PRODUCT}/{version}")
+    return ClientInfo(user_agent=f"{product}/{version}")
 
 
 class ComputeBackupHook(GoogleBaseHook):
     """Compute Engine calls for backups. Connection, project and impersonation come from GoogleBaseHook."""
+
+    # The product every client of this hook names in its x-goog-api-client header (see client_info).
+    client_product: ClassVar[str] = CLIENT_PRODUCT
 
     def __init__(
         self,
@@ -104,7 +109,9 @@ class ComputeBackupHook(GoogleBaseHook):
     def _client(self, cls: type[T]) -> T:
         credentials = AnonymousCredentials() if self.endpoint.anonymous else self.get_credentials()
         return cls(  # type: ignore[call-arg]
-            credentials=credentials, client_options=self.endpoint.client_options(), client_info=client_info()
+            credentials=credentials,
+            client_options=self.endpoint.client_options(),
+            client_info=client_info(self.client_product),
         )
 
     @cached_property
@@ -428,6 +435,8 @@ class ComputeBackupHook(GoogleBaseHook):
         what = f"wait operation {operation.name} on {target_of(operation)}"
         if wait_seconds <= 0:
             raise ValueError(f"{what}: wait_seconds must be positive, not {wait_seconds}")
+        if kind == "region" and not location:
+            raise ApiError(f"{what}: the operation names no region")
         timeout = max(wait_seconds, SERVER_WAIT_HOLD) + 30
         if kind == "zone":
             client: Any = self.zone_operations
