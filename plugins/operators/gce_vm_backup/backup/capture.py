@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gce_vm_backup.backup.plan import planned_snapshot_name, snapshot_description, snapshot_record, vm_path
+from gce_vm_backup.compute.paths import SnapshotRef
 from gce_vm_backup.errors import (
     BackupError,
     OperationFailedError,
@@ -244,7 +245,7 @@ def _check_adoptable(
     if "made from disk" not in mismatch:
         mismatch += f"; it was made from disk {made_from}"
     raise BackupError(
-        f"Snapshot projects/{project}/global/snapshots/{name} exists with this run's name but is not "
+        f"Snapshot {SnapshotRef(project, name)} exists with this run's name but is not "
         f"gce-vm-backup's snapshot (deployment {settings.deployment}, group {settings.group}) of disk "
         f"{disk_path(disk['source'])}: {mismatch}; refusing to adopt or replace it"
     )
@@ -275,7 +276,7 @@ def _await_snapshots(
                 if snapshot is None:
                     _raise_if_insert_failed(hook, operations.get(name), deadline)
                     raise ResourceNotFoundError(
-                        f"Snapshot projects/{project}/global/snapshots/{name} of disk {disk['source']} "
+                        f"Snapshot {SnapshotRef(project, name)} of disk {disk['source']} "
                         "disappeared while it was being created"
                     )
                 if snapshot.status == "FAILED":
@@ -336,6 +337,6 @@ def _delete_failed(hook: Any, project: str, name: str, disk: dict[str, Any], run
         f"Snapshot {name} of disk {disk['source']} FAILED; it was deleted so that the task's retry can "
         "create it again",
         operation=operation.name,
-        resource=f"projects/{project}/global/snapshots/{name}",
+        resource=SnapshotRef(project, name).path,
         codes=["SNAPSHOT_FAILED"],
     )

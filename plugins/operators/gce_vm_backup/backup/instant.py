@@ -38,6 +38,7 @@ from gce_vm_backup.backup.instant_names import (
     standard_name,
 )
 from gce_vm_backup.backup.instant_precheck import INSTANT_DISK_TYPES, choose_mode, disk_types, instant_capable
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.errors import BackupError, OperationFailedError, OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def precheck_instant(
     for a disk without room). Makes no call in standard mode."""
     if snapshot_mode != "instant":
         return choose_mode({}, vm="", snapshot_mode=snapshot_mode, instant_fallback=instant_fallback)
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    vm = VmRef(record["project_id"], record["zone"], record["instance"]).path
     mode = choose_mode(
         disk_types(hook, record), vm=vm, snapshot_mode=snapshot_mode, instant_fallback=instant_fallback
     )
@@ -188,7 +189,7 @@ def capture_instant(
     from gce_vm_backup.config.labels import managed_snapshot_labels, run_label
 
     deployment, group = settings.deployment, settings.group
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    vm = VmRef(record["project_id"], record["zone"], record["instance"]).path
     mode = record.get("snapshot_mode")  # chosen by the precheck (precheck_instant), when it did
     if mode is None:  # not chosen yet: read the disk types now (one disks.get per disk, VM down)
         fallback = str(getattr(settings, "instant_fallback", "refuse"))

@@ -22,6 +22,7 @@ from gce_vm_backup.backup.plan import (
     planned_snapshot_name,
     vm_path,
 )
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.runtime.base import HookMixin, RunKey, as_bool
 from gce_vm_backup.runtime.build import init_super, set_fields
@@ -317,7 +318,7 @@ class ResolveTargetsOperator(HookMixin, BaseOperator):
             for vm_zone, instance in self.hook.list_instances(
                 project_id=target["project_id"], zone=zone, filter=expression or None
             ):
-                path = f"projects/{target['project_id']}/zones/{vm_zone}/instances/{instance.name}"
+                path = VmRef(target["project_id"], vm_zone, instance.name).path
                 self._listed_disks[path] = persistent_disks(instance)
                 found.append(
                     {

@@ -28,6 +28,7 @@ from google.cloud import compute_v1
 
 from gce_vm_backup.compute.endpoint import ComputeEndpoint
 from gce_vm_backup.compute.operations import is_done, project_of, raise_if_failed, scope_of, target_of
+from gce_vm_backup.compute.paths import SnapshotRef, VmRef
 from gce_vm_backup.compute.permissions import CLIENT_PRODUCT
 from gce_vm_backup.errors import ApiError, LabelsChangedError, OperationTimeoutError, ResourceNotFoundError
 
@@ -165,7 +166,7 @@ class ComputeBackupHook(GoogleBaseHook):
     # ---- instances -----------------------------------------------------------------------------
     def get_instance(self, *, project_id: str, zone: str, name: str) -> compute_v1.Instance:
         return self._call(
-            f"get VM projects/{project_id}/zones/{zone}/instances/{name}",
+            f"get VM {VmRef(project_id, zone, name)}",
             lambda: self.instances.get(project=project_id, zone=zone, instance=name, retry=NO_RETRY),
         )
 
@@ -198,7 +199,7 @@ class ComputeBackupHook(GoogleBaseHook):
         request = {"project": project_id, "zone": zone, "instance": name, "request_id": request_id, **extra}
         method = getattr(self.instances, f"{action}_unary")
         return self._call(
-            f"{action} VM projects/{project_id}/zones/{zone}/instances/{name}",
+            f"{action} VM {VmRef(project_id, zone, name)}",
             lambda: method(request=request, retry=NO_RETRY),
         )
 
@@ -248,7 +249,7 @@ class ComputeBackupHook(GoogleBaseHook):
             "instances_set_labels_request_resource": resource,
             "request_id": request_id,
         }
-        what = f"set labels of VM projects/{project_id}/zones/{zone}/instances/{name}"
+        what = f"set labels of VM {VmRef(project_id, zone, name)}"
         return self._label_call(
             what, lambda: self.instances.set_labels_unary(request=request, retry=NO_RETRY)
         )
@@ -292,7 +293,7 @@ class ComputeBackupHook(GoogleBaseHook):
         """The snapshot, or None if it does not exist."""
         try:
             return self._call(
-                f"get snapshot projects/{project_id}/global/snapshots/{name}",
+                f"get snapshot {SnapshotRef(project_id, name)}",
                 lambda: self.snapshots.get(project=project_id, snapshot=name, retry=NO_RETRY),
             )
         except ResourceNotFoundError:
@@ -315,7 +316,7 @@ class ComputeBackupHook(GoogleBaseHook):
     def delete_snapshot(self, *, project_id: str, name: str, request_id: str) -> compute_v1.Operation:
         request = {"project": project_id, "snapshot": name, "request_id": request_id}
         return self._call(
-            f"delete snapshot projects/{project_id}/global/snapshots/{name}",
+            f"delete snapshot {SnapshotRef(project_id, name)}",
             lambda: self.snapshots.delete_unary(request=request, retry=NO_RETRY),
         )
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from google.cloud import compute_v1
 
 from gce_vm_backup.compute.hook import NO_RETRY, ComputeBackupHook
+from gce_vm_backup.compute.paths import DiskRef, SnapshotRef, VmRef
 from gce_vm_backup.compute.permissions import RESTORE_CLIENT_PRODUCT
 from gce_vm_backup.errors import ResourceNotFoundError
 
@@ -37,8 +38,7 @@ class RestoreHook(ComputeBackupHook):
 
     @staticmethod
     def _disk_path(project_id: str, zone: str | None, region: str | None, name: str) -> str:
-        scope = f"zones/{zone}" if zone else f"regions/{region}"
-        return f"projects/{project_id}/{scope}/disks/{name}"
+        return DiskRef.of(project_id, zone, region, name).path
 
     # ---- disks ---------------------------------------------------------------------------------
     def insert_disk(
@@ -172,14 +172,14 @@ class RestoreHook(ComputeBackupHook):
             ),
         }
         return self._label_call(
-            f"set labels of snapshot projects/{project_id}/global/snapshots/{name}",
+            f"set labels of snapshot {SnapshotRef(project_id, name)}",
             lambda: self.snapshots.set_labels_unary(request=request, retry=NO_RETRY),
         )
 
     # ---- instances -----------------------------------------------------------------------------
     @staticmethod
     def _vm(project_id: str, zone: str, name: str) -> str:
-        return f"projects/{project_id}/zones/{zone}/instances/{name}"
+        return VmRef(project_id, zone, name).path
 
     def insert_instance(
         self, *, project_id: str, zone: str, instance: compute_v1.Instance, request_id: str
@@ -194,7 +194,7 @@ class RestoreHook(ComputeBackupHook):
             "request_id": request_id,
         }
         return self._call(
-            f"create VM projects/{project_id}/zones/{zone}/instances/{instance.name}",
+            f"create VM {VmRef(project_id, zone, instance.name)}",
             lambda: self.instances.insert_unary(request=request, retry=NO_RETRY),
         )
 
@@ -242,7 +242,7 @@ class RestoreHook(ComputeBackupHook):
             "request_id": request_id,
         }
         return self._call(
-            f"detach disk {device_name} from VM projects/{project_id}/zones/{zone}/instances/{instance}",
+            f"detach disk {device_name} from VM {VmRef(project_id, zone, instance)}",
             lambda: self.instances.detach_disk_unary(request=request, retry=NO_RETRY),
         )
 
@@ -266,6 +266,6 @@ class RestoreHook(ComputeBackupHook):
         """Serial port 1 from byte ``start``; pass the answer's ``next_`` as the next ``start``."""
         request = {"project": project_id, "zone": zone, "instance": instance, "port": 1, "start": start}
         return self._call(
-            f"get serial port output of VM projects/{project_id}/zones/{zone}/instances/{instance}",
+            f"get serial port output of VM {VmRef(project_id, zone, instance)}",
             lambda: self.instances.get_serial_port_output(request=request, retry=NO_RETRY),
         )

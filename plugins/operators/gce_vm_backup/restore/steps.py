@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.config.labels import label_filter
 from gce_vm_backup.errors import BackupError, OperationTimeoutError, ResourceNotFoundError
 
@@ -169,7 +170,7 @@ def wait_for_status(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise OperationTimeoutError(
-                f"VM projects/{project}/zones/{zone}/instances/{name} is {instance.status}, not "
+                f"VM {VmRef(project, zone, name)} is {instance.status}, not "
                 f"{' or '.join(sorted(wanted))}, after {timeout:.0f} seconds"
             )
         sleep(min(poll, remaining))
@@ -355,7 +356,7 @@ def resolve_vms(hook: Any, targets: Sequence[Mapping[str, Any]]) -> list[str]:
     for target in targets:
         project = target["project_id"]
         if "instance" in target:
-            paths.add(f"projects/{project}/zones/{target['zone']}/instances/{target['instance']}")
+            paths.add(VmRef(project, target["zone"], target["instance"]).path)
             continue
         wanted = dict(target["labels"])
         for zone in target.get("zones") or [None]:
@@ -363,11 +364,11 @@ def resolve_vms(hook: Any, targets: Sequence[Mapping[str, Any]]) -> list[str]:
                 project_id=project, zone=zone, filter=label_filter(wanted)
             ):
                 if owns(instance.labels, wanted):
-                    paths.add(f"projects/{project}/zones/{found_zone}/instances/{instance.name}")
+                    paths.add(VmRef(project, found_zone, instance.name).path)
     return sorted(paths)
 
 
 def split_vm(path: str) -> tuple[str, str, str]:
     """'projects/P/zones/Z/instances/I' -> (P, Z, I)."""
-    parts = path.split("/")
-    return parts[1], parts[3], parts[5]
+    ref = VmRef.parse(path)
+    return ref.project, ref.zone, ref.name

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.config.labels import label_value
 from gce_vm_backup.errors import (
     ApiError,
@@ -124,7 +125,7 @@ class Taken:
 
 
 def vm_name(vm: Mapping[str, str]) -> str:
-    return f"projects/{vm['project_id']}/zones/{vm['zone']}/instances/{vm['name']}"
+    return VmRef(vm["project_id"], vm["zone"], vm["name"]).path
 
 
 def _write(hook: Any, vm: Mapping[str, str], instance: Any, labels: dict[str, str], timeout: float) -> None:
