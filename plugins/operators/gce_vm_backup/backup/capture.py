@@ -12,10 +12,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, NoReturn
 
 from gce_vm_backup.backup.plan import planned_snapshot_name, snapshot_description, snapshot_record, vm_path
 from gce_vm_backup.compute.paths import SnapshotRef
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import (
     BackupError,
     OperationFailedError,
@@ -148,23 +150,24 @@ def settle_standard(
             group=settings.group,
         )
         try:
-            while True:
-                snapshot = hook.get_snapshot(project_id=record["project_id"], name=name)
-                if snapshot is None or snapshot.status in wanted:
-                    break
-                if snapshot.status == "FAILED" or time.monotonic() >= deadline:
-                    _check_adoptable(snapshot, record, disk, name, settings)  # never delete a stranger's
-                    _log.warning(
-                        "Snapshot %s is %s: deleting it before the VM runs again", name, snapshot.status
-                    )
-                    operation = hook.delete_snapshot(
-                        project_id=record["project_id"],
-                        name=name,
-                        request_id=run.request_id(name, "unsettled"),
-                    )
-                    hook.wait_operation(operation, timeout=DELETE_FAILED_TIMEOUT)
-                    break
-                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+            snapshot = poll_until(
+                partial(hook.get_snapshot, project_id=record["project_id"], name=name),
+                lambda snapshot: snapshot is None or snapshot.status in wanted or snapshot.status == "FAILED",
+                deadline=deadline,
+                pause=lambda remaining: max(0.0, min(POLL, remaining)),
+                on_timeout=lambda snapshot: snapshot,  # still in the making: deleted below
+                clock=time.monotonic,
+                sleep=time.sleep,
+            )
+            if snapshot is not None and snapshot.status not in wanted:  # FAILED, or unsettled at the deadline
+                _check_adoptable(snapshot, record, disk, name, settings)  # never delete a stranger's
+                _log.warning("Snapshot %s is %s: deleting it before the VM runs again", name, snapshot.status)
+                operation = hook.delete_snapshot(
+                    project_id=record["project_id"],
+                    name=name,
+                    request_id=run.request_id(name, "unsettled"),
+                )
+                hook.wait_operation(operation, timeout=DELETE_FAILED_TIMEOUT)
         except BackupError as exc:
             problems.append(f"snapshot {name} of disk {disk['source']}: {exc}")
     return problems
@@ -267,8 +270,12 @@ def _await_snapshots(
 
     project = record["project_id"]
     poll = POLL
-    while True:
-        results, pending = [], []
+    pending: list[tuple[str, dict[str, Any], str]] = []
+
+    def read() -> list[dict[str, Any]]:
+        """The snapshots' records; ``pending`` the ones not ``wanted`` yet."""
+        results = []
+        pending.clear()
         for disk in disks:
             name = names[disk["source"]]
             with for_disk(disk):
@@ -288,14 +295,18 @@ def _await_snapshots(
             )
             if snapshot.status not in wanted:
                 pending.append((name, disk, snapshot.status))
-        if not pending:
-            return results
-        if time.monotonic() >= deadline:
-            raise OperationTimeoutError(
-                f"Snapshot(s) of VM {vm_path(record)} not {' or '.join(sorted(wanted, reverse=True))} "
-                f"within {max(bound, 0):.0f} seconds: "
-                + "; ".join(f"{name} of disk {disk['source']} ({status})" for name, disk, status in pending)
-            )
+        return results
+
+    def timed_out(_: list[dict[str, Any]]) -> NoReturn:
+        raise OperationTimeoutError(
+            f"Snapshot(s) of VM {vm_path(record)} not {' or '.join(sorted(wanted, reverse=True))} "
+            f"within {max(bound, 0):.0f} seconds: "
+            + "; ".join(f"{name} of disk {disk['source']} ({status})" for name, disk, status in pending)
+        )
+
+    def pause(remaining: float) -> float | None:
+        """Long-poll the first pending snapshot's insert (None: no sleep after it), or sleep a while."""
+        nonlocal poll
         name = pending[0][0]
         operation = operations.get(name)
         if "READY" in wanted and len(wanted) == 1 and operation is not None and not is_done(operation):
@@ -307,11 +318,22 @@ def _await_snapshots(
                 raise
             except BackupError as exc:  # the wait failed, not the snapshot: read the snapshots again
                 _log.warning("Waiting on operation %s failed (%s); reading the snapshot", operation.name, exc)
-                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+                return max(0.0, min(POLL, deadline - time.monotonic()))
             # DONE (READY, or an error): the next read of the snapshots says which, and acts on it
-        else:
-            time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
-            poll = min(poll * POLL_GROWTH, MAX_POLL)
+            return None
+        seconds = max(0.0, min(poll, deadline - time.monotonic()))
+        poll = min(poll * POLL_GROWTH, MAX_POLL)
+        return seconds
+
+    return poll_until(
+        read,
+        lambda results: not pending,
+        deadline=deadline,
+        pause=pause,
+        on_timeout=timed_out,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
 
 
 def _raise_if_insert_failed(hook: Any, operation: Any, deadline: float) -> None:

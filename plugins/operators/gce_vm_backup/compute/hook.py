@@ -15,7 +15,7 @@ import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache, cached_property
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 import requests
 import tenacity
@@ -30,6 +30,7 @@ from gce_vm_backup.compute.endpoint import ComputeEndpoint
 from gce_vm_backup.compute.operations import is_done, project_of, raise_if_failed, scope_of, target_of
 from gce_vm_backup.compute.paths import SnapshotRef, VmRef
 from gce_vm_backup.compute.permissions import CLIENT_PRODUCT
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import ApiError, LabelsChangedError, OperationTimeoutError, ResourceNotFoundError
 
 T = TypeVar("T")
@@ -458,13 +459,31 @@ class ComputeBackupHook(GoogleBaseHook):
         OperationTimeoutError when the deadline passes first.
         """
         deadline = time.monotonic() + timeout
-        while not is_done(operation):
+        current = operation
+
+        def timed_out(last: compute_v1.Operation) -> NoReturn:
+            raise OperationTimeoutError(
+                f"The {last.operation_type or ''} operation {last.name} on "
+                f"{target_of(last)} did not finish within {timeout:.0f} seconds"
+            )
+
+        def long_poll() -> compute_v1.Operation:
+            nonlocal current
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise OperationTimeoutError(
-                    f"The {operation.operation_type or ''} operation {operation.name} on "
-                    f"{target_of(operation)} did not finish within {timeout:.0f} seconds"
-                )
-            operation = self.get_operation(operation, wait_seconds=min(remaining, MAX_WAIT_CALL))
+                timed_out(current)
+            current = self.get_operation(current, wait_seconds=min(remaining, MAX_WAIT_CALL))
+            return current
+
+        if not is_done(operation):
+            operation = poll_until(
+                long_poll,
+                is_done,
+                deadline=deadline,
+                pause=lambda remaining: None,  # the next long-poll is the pause
+                on_timeout=timed_out,
+                clock=time.monotonic,
+                sleep=time.sleep,
+            )
         raise_if_failed(operation)
         return operation

@@ -22,9 +22,10 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from gce_vm_backup.compute.paths import DiskRef, SnapshotRef, VmRef
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import BackupError
 from gce_vm_backup.restore.base import RestoreTask, iso, now, seconds_between
 from gce_vm_backup.restore.sets import attached_of, group_filter, newest_complete, snapshot_sets
@@ -266,14 +267,22 @@ class DrillVmOperator(RestoreTask):
             raise BackupError(f"VM {path} has an external IP; a drill VM never gets one")
         context["ti"].xcom_push(key=PROGRESS_KEY, value=result)  # the report's row if the boot check fails
         self.failure_subject = f"boot check of VM {name}"
-        while not boot_check_passed(self.hook, project=project, zone=zone, name=name, check=check):
-            remaining = boot_deadline - time.monotonic()
-            if remaining <= 0:
-                raise BackupError(
-                    f"VM {path} is RUNNING but its boot check ({_describe(check)}) did not pass within "
-                    f"{timeouts['boot']} seconds"
-                )
-            time.sleep(min(poll, remaining))
+
+        def not_booted(_: bool) -> NoReturn:
+            raise BackupError(
+                f"VM {path} is RUNNING but its boot check ({_describe(check)}) did not pass within "
+                f"{timeouts['boot']} seconds"
+            )
+
+        poll_until(
+            lambda: boot_check_passed(self.hook, project=project, zone=zone, name=name, check=check),
+            bool,
+            deadline=boot_deadline,
+            pause=lambda remaining: min(poll, remaining),
+            on_timeout=not_booted,
+            clock=time.monotonic,
+            sleep=time.sleep,
+        )
         result["booted_at"] = iso(now())
         self.log.info(
             "Drill of %s: set %s restored as %s, RUNNING after %ss (RPO %ss)",
