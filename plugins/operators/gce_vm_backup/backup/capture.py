@@ -12,9 +12,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, NoReturn
 
 from gce_vm_backup.backup.plan import planned_snapshot_name, snapshot_description, snapshot_record, vm_path
+from gce_vm_backup.compute.paths import SnapshotRef
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import (
     BackupError,
     OperationFailedError,
@@ -147,23 +150,24 @@ def settle_standard(
             group=settings.group,
         )
         try:
-            while True:
-                snapshot = hook.get_snapshot(project_id=record["project_id"], name=name)
-                if snapshot is None or snapshot.status in wanted:
-                    break
-                if snapshot.status == "FAILED" or time.monotonic() >= deadline:
-                    _check_adoptable(snapshot, record, disk, name, settings)  # never delete a stranger's
-                    _log.warning(
-                        "Snapshot %s is %s: deleting it before the VM runs again", name, snapshot.status
-                    )
-                    operation = hook.delete_snapshot(
-                        project_id=record["project_id"],
-                        name=name,
-                        request_id=run.request_id(name, "unsettled"),
-                    )
-                    hook.wait_operation(operation, timeout=DELETE_FAILED_TIMEOUT)
-                    break
-                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+            snapshot = poll_until(
+                partial(hook.get_snapshot, project_id=record["project_id"], name=name),
+                lambda snapshot: snapshot is None or snapshot.status in wanted or snapshot.status == "FAILED",
+                deadline=deadline,
+                pause=lambda remaining: max(0.0, min(POLL, remaining)),
+                on_timeout=lambda snapshot: snapshot,  # still in the making: deleted below
+                clock=time.monotonic,
+                sleep=time.sleep,
+            )
+            if snapshot is not None and snapshot.status not in wanted:  # FAILED, or unsettled at the deadline
+                _check_adoptable(snapshot, record, disk, name, settings)  # never delete a stranger's
+                _log.warning("Snapshot %s is %s: deleting it before the VM runs again", name, snapshot.status)
+                operation = hook.delete_snapshot(
+                    project_id=record["project_id"],
+                    name=name,
+                    request_id=run.request_id(name, "unsettled"),
+                )
+                hook.wait_operation(operation, timeout=DELETE_FAILED_TIMEOUT)
         except BackupError as exc:
             problems.append(f"snapshot {name} of disk {disk['source']}: {exc}")
     return problems
@@ -244,7 +248,7 @@ def _check_adoptable(
     if "made from disk" not in mismatch:
         mismatch += f"; it was made from disk {made_from}"
     raise BackupError(
-        f"Snapshot projects/{project}/global/snapshots/{name} exists with this run's name but is not "
+        f"Snapshot {SnapshotRef(project, name)} exists with this run's name but is not "
         f"gce-vm-backup's snapshot (deployment {settings.deployment}, group {settings.group}) of disk "
         f"{disk_path(disk['source'])}: {mismatch}; refusing to adopt or replace it"
     )
@@ -266,8 +270,12 @@ def _await_snapshots(
 
     project = record["project_id"]
     poll = POLL
-    while True:
-        results, pending = [], []
+    pending: list[tuple[str, dict[str, Any], str]] = []
+
+    def read() -> list[dict[str, Any]]:
+        """The snapshots' records; ``pending`` the ones not ``wanted`` yet."""
+        results = []
+        pending.clear()
         for disk in disks:
             name = names[disk["source"]]
             with for_disk(disk):
@@ -275,7 +283,7 @@ def _await_snapshots(
                 if snapshot is None:
                     _raise_if_insert_failed(hook, operations.get(name), deadline)
                     raise ResourceNotFoundError(
-                        f"Snapshot projects/{project}/global/snapshots/{name} of disk {disk['source']} "
+                        f"Snapshot {SnapshotRef(project, name)} of disk {disk['source']} "
                         "disappeared while it was being created"
                     )
                 if snapshot.status == "FAILED":
@@ -287,14 +295,18 @@ def _await_snapshots(
             )
             if snapshot.status not in wanted:
                 pending.append((name, disk, snapshot.status))
-        if not pending:
-            return results
-        if time.monotonic() >= deadline:
-            raise OperationTimeoutError(
-                f"Snapshot(s) of VM {vm_path(record)} not {' or '.join(sorted(wanted, reverse=True))} "
-                f"within {max(bound, 0):.0f} seconds: "
-                + "; ".join(f"{name} of disk {disk['source']} ({status})" for name, disk, status in pending)
-            )
+        return results
+
+    def timed_out(_: list[dict[str, Any]]) -> NoReturn:
+        raise OperationTimeoutError(
+            f"Snapshot(s) of VM {vm_path(record)} not {' or '.join(sorted(wanted, reverse=True))} "
+            f"within {max(bound, 0):.0f} seconds: "
+            + "; ".join(f"{name} of disk {disk['source']} ({status})" for name, disk, status in pending)
+        )
+
+    def pause(remaining: float) -> float | None:
+        """Long-poll the first pending snapshot's insert (None: no sleep after it), or sleep a while."""
+        nonlocal poll
         name = pending[0][0]
         operation = operations.get(name)
         if "READY" in wanted and len(wanted) == 1 and operation is not None and not is_done(operation):
@@ -306,11 +318,22 @@ def _await_snapshots(
                 raise
             except BackupError as exc:  # the wait failed, not the snapshot: read the snapshots again
                 _log.warning("Waiting on operation %s failed (%s); reading the snapshot", operation.name, exc)
-                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+                return max(0.0, min(POLL, deadline - time.monotonic()))
             # DONE (READY, or an error): the next read of the snapshots says which, and acts on it
-        else:
-            time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
-            poll = min(poll * POLL_GROWTH, MAX_POLL)
+            return None
+        seconds = max(0.0, min(poll, deadline - time.monotonic()))
+        poll = min(poll * POLL_GROWTH, MAX_POLL)
+        return seconds
+
+    return poll_until(
+        read,
+        lambda results: not pending,
+        deadline=deadline,
+        pause=pause,
+        on_timeout=timed_out,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
 
 
 def _raise_if_insert_failed(hook: Any, operation: Any, deadline: float) -> None:
@@ -336,6 +359,6 @@ def _delete_failed(hook: Any, project: str, name: str, disk: dict[str, Any], run
         f"Snapshot {name} of disk {disk['source']} FAILED; it was deleted so that the task's retry can "
         "create it again",
         operation=operation.name,
-        resource=f"projects/{project}/global/snapshots/{name}",
+        resource=SnapshotRef(project, name).path,
         codes=["SNAPSHOT_FAILED"],
     )

@@ -20,12 +20,13 @@ import random
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from gce_vm_backup.backup.capture import CaptureSettings, capture_standard, settle_standard
 from gce_vm_backup.backup.instance import instance_args, start_vm, stop_vm
 from gce_vm_backup.backup.plan import NO_VM_STATUS, RESTARTABLE, SUSPENDED_STATES, now_iso, vm_path
 from gce_vm_backup.backup.stages import DOWN_XCOM_KEY
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
 from gce_vm_backup.runtime.base import ComputeOperator, RunKey, check_choice
 
@@ -419,9 +420,13 @@ class StopSnapshotOperator(ComputeOperator):
             return
         first = ti.get_first_reschedule_date(context) if hasattr(ti, "get_first_reschedule_date") else None
         waited_before = (datetime.now(UTC) - first).total_seconds() if first else 0.0
-        started, looks, seen = time.monotonic(), 0, None
+        started, looks, seen, waited = time.monotonic(), 0, None, 0.0
         detail, left_down, suspects = "not counted yet", set[tuple[str, int]](), set[tuple[str, int]]()
-        while True:
+
+        def look() -> bool:
+            """Whether this try claimed room; how long it had waited, taken before the look, is the
+            wait's clock."""
+            nonlocal looks, seen, waited, detail, left_down, suspects
             waited = waited_before + time.monotonic() - started
             try:
                 # A look reads the tries' states only. A VM back is followed within a second by its try's
@@ -436,7 +441,7 @@ class StopSnapshotOperator(ComputeOperator):
                         found = count_down(ti, task_id=self.task_id, indexes=indexes, others=others)
                         if found.total <= cap:
                             self.log.info("Room to stop %s: %s, cap %d", vm, found.detail, cap)
-                            return
+                            return True
                         self._mark(ti, vm, down=False, waiting=True)  # another try claimed it: withdraw
                     # A VM left down by a try that is not running, seen in two counts in a row: one
                     # count alone may have read a try's marker just before its VM came back and its
@@ -450,16 +455,30 @@ class StopSnapshotOperator(ComputeOperator):
                 self._mark(ti, vm, down=False, waiting=True)
                 detail, left_down, seen = f"could not count the VMs down at once: {exc}", set(), None
             looks += 1
-            if waited >= self.cap_wait:
-                raise OperationTimeoutError(
-                    f"VM {vm} waited {waited:.0f} seconds for room under max_concurrent_vms={cap} "
-                    f"({detail}); the task's retry waits again"
-                )
+            return False
+
+        def no_room(_: bool) -> NoReturn:
+            raise OperationTimeoutError(
+                f"VM {vm} waited {waited:.0f} seconds for room under max_concurrent_vms={cap} "
+                f"({detail}); the task's retry waits again"
+            )
+
+        def pause(remaining: float) -> float:
             if left_down or time.monotonic() - started >= PRESTART_WAIT:
                 delay = self.cap_poll * (1 + random.random())  # jitter: waiting tries must not wake together
                 self.log.info("No room to stop %s (%s): giving the slot back for %.0f s", vm, detail, delay)
                 raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + timedelta(seconds=delay))
-            time.sleep(ROOM_POLL * (0.5 + random.random()))
+            return ROOM_POLL * (0.5 + random.random())
+
+        poll_until(
+            look,
+            bool,
+            deadline=float(self.cap_wait),
+            pause=pause,
+            on_timeout=no_room,
+            clock=lambda: waited,  # the time waited when the last look began
+            sleep=time.sleep,
+        )
 
 
 class StopSnapshotStartOperator(StopSnapshotOperator):

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from gce_vm_backup.backup.plan import RESTARTABLE, STOPPING_STATES, SUSPENDED_STATES, vm_path
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import ApiError, OperationTimeoutError, ResourceNotFoundError, VmStateError
 
 LONG_POLL = 30.0  # seconds of one operations.wait call (the server may return earlier, never later)
@@ -52,7 +53,10 @@ def await_status(
     from gce_vm_backup.compute.operations import is_done, raise_if_failed
 
     vm = vm_path(record)
-    while True:
+
+    def look() -> str:
+        """Long-poll the operation while it runs (then check it), and read the VM's status."""
+        nonlocal operation
         if operation is not None and not is_done(operation) and deadline > time.monotonic():
             try:
                 wait = min(deadline - time.monotonic(), LONG_POLL)
@@ -67,16 +71,27 @@ def await_status(
         if operation is not None and is_done(operation):
             raise_if_failed(operation)
         status = hook.get_instance(**instance_args(record)).status
-        if status == want:
-            return
-        if status in refuse:
+        if status != want and status in refuse:
             raise VmStateError(f"VM {vm} became {status} during the backup; refusing to {what} it")
-        if time.monotonic() >= deadline:
-            raise OperationTimeoutError(
-                f"The {what} of VM {vm} did not finish within {timeout:.0f} seconds (the VM is {status})"
-            )
-        if operation is None or is_done(operation):
-            _sleep(deadline)
+        return status
+
+    def timed_out(status: str) -> NoReturn:
+        raise OperationTimeoutError(
+            f"The {what} of VM {vm} did not finish within {timeout:.0f} seconds (the VM is {status})"
+        )
+
+    poll_until(
+        look,
+        lambda status: status == want,
+        deadline=deadline,
+        # no sleep while an operation runs: the next look long-polls it
+        pause=lambda remaining: (
+            max(0.0, min(POLL, remaining)) if operation is None or is_done(operation) else None
+        ),
+        on_timeout=timed_out,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
 
 
 def stop_vm(hook: Any, record: dict[str, Any], run: Any, *, deadline: float, timeout: float) -> None:
@@ -124,35 +139,41 @@ def start_vm(
     the VM is gone, OperationTimeoutError when ``deadline`` passes first.
     """
     vm = vm_path(record)
-    while True:
-        status = hook.get_instance(**instance_args(record)).status
-        if status == RESTARTABLE:
-            _log.info("VM %s is RUNNING", vm)
-            return
-        if status == TERMINATED:
-            operation = hook.start_instance(
-                **instance_args(record), request_id=run.request_id(vm, f"{caller}start")
-            )
-        elif status == "SUSPENDED":
-            operation = hook.resume_instance(
-                **instance_args(record), request_id=run.request_id(vm, f"{caller}resume")
-            )
-        elif time.monotonic() >= deadline:
-            raise OperationTimeoutError(
-                f"The start of VM {vm} did not finish within {timeout:.0f} seconds (the VM is {status})"
-            )
-        else:
-            _log.info("VM %s is %s; waiting before starting it", vm, status)
-            _sleep(deadline)
-            continue
-        _log.info("VM %s is %s; %s operation %s", vm, status, operation.operation_type, operation.name)
-        await_status(
-            hook,
-            record,
-            operation=operation,
-            want=RESTARTABLE,
-            deadline=deadline,
-            what="start",
-            timeout=timeout,
+
+    def timed_out(status: str) -> NoReturn:
+        raise OperationTimeoutError(
+            f"The start of VM {vm} did not finish within {timeout:.0f} seconds (the VM is {status})"
         )
+
+    # STOPPING, STAGING and the like: wait them out, then start or resume.
+    status = poll_until(
+        lambda: hook.get_instance(**instance_args(record)).status,
+        lambda status: status in (RESTARTABLE, TERMINATED, "SUSPENDED"),
+        deadline=deadline,
+        pause=lambda remaining: max(0.0, min(POLL, remaining)),
+        on_timeout=timed_out,
+        clock=time.monotonic,
+        sleep=time.sleep,
+        before_pause=lambda status: _log.info("VM %s is %s; waiting before starting it", vm, status),
+    )
+    if status == RESTARTABLE:
+        _log.info("VM %s is RUNNING", vm)
         return
+    if status == TERMINATED:
+        operation = hook.start_instance(
+            **instance_args(record), request_id=run.request_id(vm, f"{caller}start")
+        )
+    else:  # SUSPENDED
+        operation = hook.resume_instance(
+            **instance_args(record), request_id=run.request_id(vm, f"{caller}resume")
+        )
+    _log.info("VM %s is %s; %s operation %s", vm, status, operation.operation_type, operation.name)
+    await_status(
+        hook,
+        record,
+        operation=operation,
+        want=RESTARTABLE,
+        deadline=deadline,
+        what="start",
+        timeout=timeout,
+    )

@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from gce_vm_backup.backup.instant_convert import ConvertInstantSnapshotsOperator
 from gce_vm_backup.backup.instant_names import (
@@ -38,6 +39,8 @@ from gce_vm_backup.backup.instant_names import (
     standard_name,
 )
 from gce_vm_backup.backup.instant_precheck import INSTANT_DISK_TYPES, choose_mode, disk_types, instant_capable
+from gce_vm_backup.compute.paths import VmRef
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import BackupError, OperationFailedError, OperationTimeoutError
 
 if TYPE_CHECKING:
@@ -157,7 +160,7 @@ def precheck_instant(
     for a disk without room). Makes no call in standard mode."""
     if snapshot_mode != "instant":
         return choose_mode({}, vm="", snapshot_mode=snapshot_mode, instant_fallback=instant_fallback)
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    vm = VmRef(record["project_id"], record["zone"], record["instance"]).path
     mode = choose_mode(
         disk_types(hook, record), vm=vm, snapshot_mode=snapshot_mode, instant_fallback=instant_fallback
     )
@@ -188,7 +191,7 @@ def capture_instant(
     from gce_vm_backup.config.labels import managed_snapshot_labels, run_label
 
     deployment, group = settings.deployment, settings.group
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    vm = VmRef(record["project_id"], record["zone"], record["instance"]).path
     mode = record.get("snapshot_mode")  # chosen by the precheck (precheck_instant), when it did
     if mode is None:  # not chosen yet: read the disk types now (one disks.get per disk, VM down)
         fallback = str(getattr(settings, "instant_fallback", "refuse"))
@@ -295,25 +298,28 @@ def settle_instant(
         name = instant_name(**names, deployment=settings.deployment, group=settings.group)
         scope = instant_scope(disk["source"])
         try:
-            while True:
-                item = hook.get_instant_snapshot(**location_kwargs(scope), name=name)
-                if item is None or item.status in ("READY", "DELETING"):
-                    break
-                if item.status != "CREATING" or time.monotonic() >= deadline:
-                    why = ownership_mismatch(item, disk, deployment=settings.deployment, group=settings.group)
-                    if why is not None:  # never delete a stranger's
-                        raise BackupError(f"instant snapshot {scope}/{name} is not ours: {why}")
-                    _log.warning(
-                        "Instant snapshot %s is %s: deleting it before the VM runs again", name, item.status
-                    )
-                    operation = hook.delete_instant_snapshot(
-                        **location_kwargs(scope),
-                        name=name,
-                        request_id=run.request_id(f"{scope}/{name}", "unsettled"),
-                    )
-                    hook.wait_operation(operation, timeout=60)
-                    break
-                time.sleep(max(0.0, min(POLL, deadline - time.monotonic())))
+            item = poll_until(
+                partial(hook.get_instant_snapshot, **location_kwargs(scope), name=name),
+                lambda item: item is None or item.status != "CREATING",
+                deadline=deadline,
+                pause=lambda remaining: max(0.0, min(POLL, remaining)),
+                on_timeout=lambda item: item,  # still CREATING: deleted below
+                clock=time.monotonic,
+                sleep=time.sleep,
+            )
+            if item is not None and item.status not in ("READY", "DELETING"):  # failed, or unsettled
+                why = ownership_mismatch(item, disk, deployment=settings.deployment, group=settings.group)
+                if why is not None:  # never delete a stranger's
+                    raise BackupError(f"instant snapshot {scope}/{name} is not ours: {why}")
+                _log.warning(
+                    "Instant snapshot %s is %s: deleting it before the VM runs again", name, item.status
+                )
+                operation = hook.delete_instant_snapshot(
+                    **location_kwargs(scope),
+                    name=name,
+                    request_id=run.request_id(f"{scope}/{name}", "unsettled"),
+                )
+                hook.wait_operation(operation, timeout=60)
         except BackupError as exc:
             problems.append(f"instant snapshot {name} of disk {disk['source']}: {exc}")
     return problems
@@ -321,11 +327,10 @@ def settle_instant(
 
 def _await_ready(hook: Any, scope: str, name: str, disk: dict[str, Any], deadline: float) -> str:
     path = f"{scope}/instantSnapshots/{name}"
-    while True:
+
+    def status_of() -> str:
         item = hook.get_instant_snapshot(**location_kwargs(scope), name=name)
         status = "GONE" if item is None else str(item.status)
-        if status == "READY":
-            return status
         if status in ("FAILED", "UNAVAILABLE", "GONE", "DELETING"):
             raise OperationFailedError(
                 f"Instant snapshot {path} of disk {disk['source']} is {status}: no backup of that disk this "
@@ -334,9 +339,20 @@ def _await_ready(hook: Any, scope: str, name: str, disk: dict[str, Any], deadlin
                 resource=path,
                 codes=[f"INSTANT_SNAPSHOT_{status}"],
             )
-        if deadline - time.monotonic() <= 0:
-            raise OperationTimeoutError(f"Instant snapshot {path} of disk {disk['source']} is still {status}")
-        time.sleep(min(POLL, max(deadline - time.monotonic(), 0.01)))
+        return status
+
+    def still(status: str) -> NoReturn:
+        raise OperationTimeoutError(f"Instant snapshot {path} of disk {disk['source']} is still {status}")
+
+    return poll_until(
+        status_of,
+        lambda status: status == "READY",
+        deadline=deadline,
+        pause=lambda remaining: min(POLL, max(remaining, 0.01)),
+        on_timeout=still,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
 
 
 __all__: Sequence[str] = (

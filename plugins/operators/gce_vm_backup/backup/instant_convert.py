@@ -14,6 +14,7 @@ from gce_vm_backup.backup.instant_names import (
     standard_name,
 )
 from gce_vm_backup.backup.plan import snapshot_description
+from gce_vm_backup.compute.paths import SnapshotRef, VmRef
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.runtime.base import RunKey, check_choice
 from gce_vm_backup.runtime.waits import SlotFreeWait
@@ -93,7 +94,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
         vms = sorted({str(item["vm"]) for item in instant_records(self.instant_records)})
         record = self.instance_record if isinstance(self.instance_record, dict) else {}
         if not vms and record.get("instance"):
-            vms = [f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"]
+            vms = [VmRef(record["project_id"], record["zone"], record["instance"]).path]
         return f"the instant snapshots of {', '.join(vms) or 'no VM'}"
 
     def pending(self) -> str:
@@ -121,9 +122,9 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
     def _converge(self, item: dict[str, Any], run: RunKey) -> tuple[dict[str, Any], str]:
         """(the SnapshotRecord, "" when done, else what it waits for); acts when something is missing."""
         location = disk_parts(item["disk_source"])[2]
-        vm_parts = item["vm"].split("/")
-        project = vm_parts[1]  # snapshots are made in the VM's project, as in standard mode
-        names = dict(instance=vm_parts[5], disk=item["disk"], location=location, run=run)
+        vm = VmRef.parse(item["vm"])
+        project = vm.project  # snapshots are made in the VM's project, as in standard mode
+        names = dict(instance=vm.name, disk=item["disk"], location=location, run=run)
         if "instant_snapshot" not in item:  # backed up the standard way (instant_fallback: standard)
             name, source = str(item["snapshot"]), ""
         else:
@@ -147,7 +148,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
         if snapshot is None:
             if not source:
                 raise ResourceNotFoundError(
-                    f"Snapshot projects/{project}/global/snapshots/{name} of disk {item['disk_source']} no "
+                    f"Snapshot {SnapshotRef(project, name)} of disk {item['disk_source']} no "
                     "longer exists; this run has no usable backup of that disk"
                 )
             return record, self._convert(item, project, name, source, run)
@@ -198,7 +199,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
         labels = managed_snapshot_labels(
             deployment=self.deployment,
             group=self.group,
-            instance=item["vm"].split("/")[5],
+            instance=VmRef.parse(item["vm"]).name,
             disk_source=item["disk_source"],
             extra=self.labels,
             run=run_label(run.dag_id, run.run_id),
@@ -246,7 +247,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
             )
         if why is not None:
             raise BackupError(
-                f"Snapshot projects/{project}/global/snapshots/{name} exists with this run's name but is not "
+                f"Snapshot {SnapshotRef(project, name)} exists with this run's name but is not "
                 f"gce-vm-backup's (deployment {self.deployment}, group {self.group}) snapshot of disk "
                 f"{item['disk_source']}: {why}; refusing to adopt or replace it"
             )
@@ -260,7 +261,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
             f"Snapshot {name} of disk {item['disk_source']} FAILED; it was deleted so that the task's retry "
             "converts again (the instant snapshot is kept)",
             operation=operation.name,
-            resource=f"projects/{project}/global/snapshots/{name}",
+            resource=SnapshotRef(project, name).path,
             codes=["SNAPSHOT_FAILED"],
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gce_vm_backup.compute.paths import DiskRef
 from gce_vm_backup.config.labels import INSTANT_TARGET_KEY
 
 # The standard snapshot an instant snapshot is meant to become: lets a later run tell a converted leftover
@@ -13,14 +14,13 @@ TARGET_LABEL = INSTANT_TARGET_KEY
 
 def disk_parts(disk_source: str) -> tuple[str, str, str, str]:
     """(project, "zones"|"regions", zone or region, name) of a disk path or URL."""
-    parts = disk_source[disk_source.find("projects/") :].split("/")
-    return parts[1], parts[2], parts[3], parts[5]
+    disk = DiskRef.parse(disk_source)
+    return disk.project, disk.kind, disk.location, disk.name
 
 
 def instant_scope(disk_source: str) -> str:
     """Where the disk's instant snapshots live: ``projects/P/zones/Z`` or ``projects/P/regions/R``."""
-    project, where, location, _ = disk_parts(disk_source)
-    return f"projects/{project}/{where}/{location}"
+    return DiskRef.parse(disk_source).location_path
 
 
 def location_kwargs(scope: str) -> dict[str, str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from gce_vm_backup.compute.paths import DiskRef, VmRef
+
 RESTARTABLE = "RUNNING"
 # States a backup may begin from. A VM in transition (STAGING, STOPPING, REPAIRING...) is refused:
 # we could not tell afterwards which state to give back.
@@ -28,7 +30,7 @@ def now_iso() -> str:
 
 def vm_path(record: dict[str, Any]) -> str:
     """``projects/P/zones/Z/instances/I`` of a target, a resolved VM or an InstanceRecord."""
-    return f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    return VmRef(record["project_id"], record["zone"], record["instance"]).path
 
 
 def persistent_disks(instance: Any) -> list[str]:
@@ -39,15 +41,14 @@ def persistent_disks(instance: Any) -> list[str]:
 def disk_entry(attached: Any) -> dict[str, Any]:
     """One attached persistent disk (compute_v1.AttachedDisk) as the InstanceRecord keeps it:
     ``{"name", "source", "boot", "size_gb", "location", "regional"}``."""
-    path = str(attached.source[attached.source.find("projects/") :])
-    parts = path.split("/")
+    disk = DiskRef.parse(attached.source)
     return {
-        "name": parts[5],
-        "source": path,
+        "name": disk.name,
+        "source": disk.path,
         "boot": bool(attached.boot),
         "size_gb": int(attached.disk_size_gb or 0),
-        "location": parts[3],
-        "regional": parts[2] == "regions",
+        "location": disk.location,
+        "regional": disk.regional,
     }
 
 
@@ -116,9 +117,8 @@ def disk_details(hook: Any, instance: Any) -> dict[str, dict[str, str]]:
     ApiError (ResourceNotFoundError for a disk deleted meanwhile)."""
     details = {}
     for source in persistent_disks(instance):
-        parts = source.split("/")
-        scope = {"region": parts[3]} if parts[2] == "regions" else {"zone": parts[3]}
-        disk = hook.get_disk(project_id=parts[1], name=parts[5], **scope)
+        ref = DiskRef.parse(source)
+        disk = hook.get_disk(project_id=ref.project, name=ref.name, **ref.where)
         details[source] = {"id": str(disk.id), "type": str(disk.type_).rstrip("/").rsplit("/", 1)[-1]}
     return details
 
@@ -173,7 +173,7 @@ def vm_manifest_of(
         problem = _fits(manifest, covered)
     if problem is not None:
         raise VmStateError(
-            f"VM projects/{project}/zones/{zone}/instances/{manifest['vm']['name']} cannot be backed up: "
+            f"VM {VmRef(project, zone, manifest['vm']['name'])} cannot be backed up: "
             f"{problem}. Its snapshots would carry no record of the VM, so no restore could place them."
         )
     return manifest

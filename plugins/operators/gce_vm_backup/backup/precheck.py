@@ -15,6 +15,7 @@ from gce_vm_backup.backup.plan import (
     now_iso,
     vm_manifest_of,
 )
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.errors import ConfigError, VmStateError
 from gce_vm_backup.runtime.base import LOCAL_SSD_CHOICES, ComputeOperator, as_bool, check_choice
 
@@ -93,7 +94,7 @@ class PrecheckInstanceOperator(ComputeOperator):
             if not getattr(self, name):
                 raise ConfigError(f"The required parameter {name!r} is missing")
         check_choice(self.local_ssd, LOCAL_SSD_CHOICES, name="local_ssd")
-        vm = f"projects/{self.project_id}/zones/{self.zone}/instances/{self.instance}"
+        vm = VmRef(self.project_id, self.zone, self.instance).path
         instance = self.hook.get_instance(project_id=self.project_id, zone=self.zone, name=self.instance)
         status = instance.status
         if status in SUSPENDED_STATES:

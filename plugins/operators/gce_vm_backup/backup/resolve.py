@@ -20,6 +20,7 @@ from gce_vm_backup.backup.plan import (
     planned_snapshot_name,
     vm_path,
 )
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.runtime.base import ComputeOperator, RunKey, as_bool
 
@@ -312,7 +313,7 @@ class ResolveTargetsOperator(ComputeOperator):
             for vm_zone, instance in self.hook.list_instances(
                 project_id=target["project_id"], zone=zone, filter=expression or None
             ):
-                path = f"projects/{target['project_id']}/zones/{vm_zone}/instances/{instance.name}"
+                path = VmRef(target["project_id"], vm_zone, instance.name).path
                 self._listed_disks[path] = persistent_disks(instance)
                 found.append(
                     {

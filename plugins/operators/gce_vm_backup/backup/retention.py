@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from gce_vm_backup.backup.plan import NO_VM_STATUS
 from gce_vm_backup.compute.holds import hold_reason
+from gce_vm_backup.compute.paths import DiskRef, SnapshotRef, VmRef
 from gce_vm_backup.config.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.runtime.base import ComputeOperator, RunKey, as_bool
@@ -54,12 +55,12 @@ def snapshot_records(value: Any, *, name: str = "snapshot_records") -> list[dict
 
 def _snapshot_project(record: dict[str, Any]) -> str:
     """Snapshots are made in the VM's project; the record names the VM (or at least the disk)."""
-    path = record.get("vm") or record["disk_source"]
-    return str(path[path.find("projects/") :].split("/")[1])
+    vm = record.get("vm")
+    return VmRef.parse(vm).project if vm else DiskRef.parse(record["disk_source"]).project
 
 
 def _snapshot_path(project: str, name: str) -> str:
-    return f"projects/{project}/global/snapshots/{name}"
+    return SnapshotRef(project, name).path
 
 
 class VerifySnapshotsOperator(SlotFreeWait):
@@ -267,7 +268,7 @@ class ApplyRetentionOperator(ComputeOperator):
             )
         records = snapshot_records(self.snapshot_records)
         dry_run = as_bool(self.plan_only, name="plan_only")
-        vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+        vm = VmRef(record["project_id"], record["zone"], record["instance"]).path
         result: dict[str, Any] = {"vm": vm, "dry_run": dry_run, "deleted": [], "kept": [], "not_pruned": []}
         if self.policy is None or record.get("prior_status") == NO_VM_STATUS or not record.get("disks"):
             self.log.info("Retention for %s: nothing to do (no policy, or no VM in this run)", vm)

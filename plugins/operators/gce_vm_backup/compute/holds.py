@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from gce_vm_backup.compute.paths import SnapshotRef
 from gce_vm_backup.errors import BackupError, LabelsChangedError, ResourceNotFoundError
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def relabel(
     when the labels kept changing, ApiError for another refusal, OperationFailedError /
     OperationTimeoutError from the wait (bounded by ``timeout`` per write).
     """
-    path = f"projects/{project}/global/snapshots/{name}"
+    path = SnapshotRef(project, name).path
     for _ in range(max_writes):
         snapshot = hook.get_snapshot(project_id=project, name=name)
         if snapshot is None:

@@ -15,7 +15,7 @@ import importlib.metadata
 import time
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache, cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, TypeVar
 
 import requests
 import tenacity
@@ -28,7 +28,9 @@ from google.cloud import compute_v1
 
 from gce_vm_backup.compute.endpoint import ComputeEndpoint
 from gce_vm_backup.compute.operations import is_done, project_of, raise_if_failed, scope_of, target_of
+from gce_vm_backup.compute.paths import SnapshotRef, VmRef
 from gce_vm_backup.compute.permissions import CLIENT_PRODUCT
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import ApiError, LabelsChangedError, OperationTimeoutError, ResourceNotFoundError
 
 if TYPE_CHECKING:
@@ -55,17 +57,22 @@ NO_RETRY = None
 
 
 @cache
-def client_info() -> ClientInfo:
-    """``gce-vm-backup/<version>`` (``unknown`` when the package is synced to plugins/, not installed)."""
+def client_info(product: str = CLIENT_PRODUCT) -> ClientInfo:
+    """``<product>/<version of the gce-vm-backup package>`` (``unknown`` when the package is synced to
+    plugins/, not installed): ``gce-vm-backup/...`` for backups, ``gce-vm-backup-restore/...`` for
+    restores (permissions.py)."""
     try:
         version = importlib.metadata.version(CLIENT_PRODUCT)
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
-    return ClientInfo(user_agent=f"{CLIENT_PRODUCT}/{version}")
+    return ClientInfo(user_agent=f"{product}/{version}")
 
 
 class ComputeBackupHook(GoogleBaseHook):
     """Compute Engine calls for backups. Connection, project and impersonation come from GoogleBaseHook."""
+
+    # The product every client of this hook names in its x-goog-api-client header (see client_info).
+    client_product: ClassVar[str] = CLIENT_PRODUCT
 
     def __init__(
         self,
@@ -109,7 +116,9 @@ class ComputeBackupHook(GoogleBaseHook):
     def _client(self, cls: type[T]) -> T:
         credentials = AnonymousCredentials() if self.endpoint.anonymous else self.get_credentials()
         return cls(  # type: ignore[call-arg]
-            credentials=credentials, client_options=self.endpoint.client_options(), client_info=client_info()
+            credentials=credentials,
+            client_options=self.endpoint.client_options(),
+            client_info=client_info(self.client_product),
         )
 
     @cached_property
@@ -163,7 +172,7 @@ class ComputeBackupHook(GoogleBaseHook):
     # ---- instances -----------------------------------------------------------------------------
     def get_instance(self, *, project_id: str, zone: str, name: str) -> compute_v1.Instance:
         return self._call(
-            f"get VM projects/{project_id}/zones/{zone}/instances/{name}",
+            f"get VM {VmRef(project_id, zone, name)}",
             lambda: self.instances.get(project=project_id, zone=zone, instance=name, retry=NO_RETRY),
         )
 
@@ -196,7 +205,7 @@ class ComputeBackupHook(GoogleBaseHook):
         request = {"project": project_id, "zone": zone, "instance": name, "request_id": request_id, **extra}
         method = getattr(self.instances, f"{action}_unary")
         return self._call(
-            f"{action} VM projects/{project_id}/zones/{zone}/instances/{name}",
+            f"{action} VM {VmRef(project_id, zone, name)}",
             lambda: method(request=request, retry=NO_RETRY),
         )
 
@@ -246,7 +255,7 @@ class ComputeBackupHook(GoogleBaseHook):
             "instances_set_labels_request_resource": resource,
             "request_id": request_id,
         }
-        what = f"set labels of VM projects/{project_id}/zones/{zone}/instances/{name}"
+        what = f"set labels of VM {VmRef(project_id, zone, name)}"
         return self._label_call(
             what, lambda: self.instances.set_labels_unary(request=request, retry=NO_RETRY)
         )
@@ -290,7 +299,7 @@ class ComputeBackupHook(GoogleBaseHook):
         """The snapshot, or None if it does not exist."""
         try:
             return self._call(
-                f"get snapshot projects/{project_id}/global/snapshots/{name}",
+                f"get snapshot {SnapshotRef(project_id, name)}",
                 lambda: self.snapshots.get(project=project_id, snapshot=name, retry=NO_RETRY),
             )
         except ResourceNotFoundError:
@@ -313,7 +322,7 @@ class ComputeBackupHook(GoogleBaseHook):
     def delete_snapshot(self, *, project_id: str, name: str, request_id: str) -> compute_v1.Operation:
         request = {"project": project_id, "snapshot": name, "request_id": request_id}
         return self._call(
-            f"delete snapshot projects/{project_id}/global/snapshots/{name}",
+            f"delete snapshot {SnapshotRef(project_id, name)}",
             lambda: self.snapshots.delete_unary(request=request, retry=NO_RETRY),
         )
 
@@ -433,6 +442,8 @@ class ComputeBackupHook(GoogleBaseHook):
         what = f"wait operation {operation.name} on {target_of(operation)}"
         if wait_seconds <= 0:
             raise ValueError(f"{what}: wait_seconds must be positive, not {wait_seconds}")
+        if kind == "region" and not location:
+            raise ApiError(f"{what}: the operation names no region")
         timeout = max(wait_seconds, SERVER_WAIT_HOLD) + 30
         if kind == "zone":
             client: Any = self.zone_operations
@@ -453,13 +464,31 @@ class ComputeBackupHook(GoogleBaseHook):
         OperationTimeoutError when the deadline passes first.
         """
         deadline = time.monotonic() + timeout
-        while not is_done(operation):
+        current = operation
+
+        def timed_out(last: compute_v1.Operation) -> NoReturn:
+            raise OperationTimeoutError(
+                f"The {last.operation_type or ''} operation {last.name} on "
+                f"{target_of(last)} did not finish within {timeout:.0f} seconds"
+            )
+
+        def long_poll() -> compute_v1.Operation:
+            nonlocal current
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise OperationTimeoutError(
-                    f"The {operation.operation_type or ''} operation {operation.name} on "
-                    f"{target_of(operation)} did not finish within {timeout:.0f} seconds"
-                )
-            operation = self.get_operation(operation, wait_seconds=min(remaining, MAX_WAIT_CALL))
+                timed_out(current)
+            current = self.get_operation(current, wait_seconds=min(remaining, MAX_WAIT_CALL))
+            return current
+
+        if not is_done(operation):
+            operation = poll_until(
+                long_poll,
+                is_done,
+                deadline=deadline,
+                pause=lambda remaining: None,  # the next long-poll is the pause
+                on_timeout=timed_out,
+                clock=time.monotonic,
+                sleep=time.sleep,
+            )
         raise_if_failed(operation)
         return operation

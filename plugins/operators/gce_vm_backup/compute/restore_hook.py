@@ -12,48 +12,25 @@ operations, regional disks region operations (this hook waits on those too).
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterator
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
-from google.api_core.gapic_v1.client_info import ClientInfo
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1
 
-from gce_vm_backup.compute.hook import NO_RETRY, SERVER_WAIT_HOLD, ComputeBackupHook
-from gce_vm_backup.compute.operations import project_of, scope_of, target_of
-from gce_vm_backup.compute.permissions import CLIENT_PRODUCT, RESTORE_CLIENT_PRODUCT
-from gce_vm_backup.errors import ApiError, ResourceNotFoundError
-
-T = TypeVar("T")
-
-
-@cache
-def restore_client_info() -> ClientInfo:
-    """``gce-vm-backup-restore/<version of the gce-vm-backup package>`` (``unknown`` when not installed)."""
-    try:
-        version = importlib.metadata.version(CLIENT_PRODUCT)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return ClientInfo(user_agent=f"{RESTORE_CLIENT_PRODUCT}/{version}")
+from gce_vm_backup.compute.hook import NO_RETRY, ComputeBackupHook
+from gce_vm_backup.compute.paths import DiskRef, SnapshotRef, VmRef
+from gce_vm_backup.compute.permissions import RESTORE_CLIENT_PRODUCT
+from gce_vm_backup.errors import ResourceNotFoundError
 
 
 class RestoreHook(ComputeBackupHook):
     """Compute Engine calls for restores and drills. Connection, project and impersonation as the backup
     hook's (GoogleBaseHook); a restore service account is used through ``impersonation_chain``."""
 
-    # ---- clients -------------------------------------------------------------------------------
-    def _client(self, cls: type[T]) -> T:
-        credentials = AnonymousCredentials() if self.endpoint.anonymous else self.get_credentials()
-        return cls(  # type: ignore[call-arg]
-            credentials=credentials,
-            client_options=self.endpoint.client_options(),
-            client_info=restore_client_info(),
-        )
-
-    # disks, region_disks, region_operations and the other clients are the backup hook's properties,
-    # built through this _client: with the restore product in their x-goog-api-client header.
+    # Every client (disks, region_disks, region_operations, ... : the backup hook's properties) names
+    # the restore product in its x-goog-api-client header; calls, retries and typed errors are the
+    # backup hook's (_call, _label_call, _located, get_operation and wait_operation).
+    client_product: ClassVar[str] = RESTORE_CLIENT_PRODUCT
 
     def _disk_client(self, zone: str | None, region: str | None, what: str) -> tuple[Any, dict[str, str]]:
         client, location, _ = self._located("disks", "region_disks", zone, region, what)
@@ -61,8 +38,7 @@ class RestoreHook(ComputeBackupHook):
 
     @staticmethod
     def _disk_path(project_id: str, zone: str | None, region: str | None, name: str) -> str:
-        scope = f"zones/{zone}" if zone else f"regions/{region}"
-        return f"projects/{project_id}/{scope}/disks/{name}"
+        return DiskRef.of(project_id, zone, region, name).path
 
     # ---- disks ---------------------------------------------------------------------------------
     def insert_disk(
@@ -196,14 +172,14 @@ class RestoreHook(ComputeBackupHook):
             ),
         }
         return self._label_call(
-            f"set labels of snapshot projects/{project_id}/global/snapshots/{name}",
+            f"set labels of snapshot {SnapshotRef(project_id, name)}",
             lambda: self.snapshots.set_labels_unary(request=request, retry=NO_RETRY),
         )
 
     # ---- instances -----------------------------------------------------------------------------
     @staticmethod
     def _vm(project_id: str, zone: str, name: str) -> str:
-        return f"projects/{project_id}/zones/{zone}/instances/{name}"
+        return VmRef(project_id, zone, name).path
 
     def insert_instance(
         self, *, project_id: str, zone: str, instance: compute_v1.Instance, request_id: str
@@ -218,7 +194,7 @@ class RestoreHook(ComputeBackupHook):
             "request_id": request_id,
         }
         return self._call(
-            f"create VM projects/{project_id}/zones/{zone}/instances/{instance.name}",
+            f"create VM {VmRef(project_id, zone, instance.name)}",
             lambda: self.instances.insert_unary(request=request, retry=NO_RETRY),
         )
 
@@ -266,7 +242,7 @@ class RestoreHook(ComputeBackupHook):
             "request_id": request_id,
         }
         return self._call(
-            f"detach disk {device_name} from VM projects/{project_id}/zones/{zone}/instances/{instance}",
+            f"detach disk {device_name} from VM {VmRef(project_id, zone, instance)}",
             lambda: self.instances.detach_disk_unary(request=request, retry=NO_RETRY),
         )
 
@@ -290,23 +266,6 @@ class RestoreHook(ComputeBackupHook):
         """Serial port 1 from byte ``start``; pass the answer's ``next_`` as the next ``start``."""
         request = {"project": project_id, "zone": zone, "instance": instance, "port": 1, "start": start}
         return self._call(
-            f"get serial port output of VM projects/{project_id}/zones/{zone}/instances/{instance}",
+            f"get serial port output of VM {VmRef(project_id, zone, instance)}",
             lambda: self.instances.get_serial_port_output(request=request, retry=NO_RETRY),
-        )
-
-    # ---- operations ----------------------------------------------------------------------------
-    def get_operation(self, operation: compute_v1.Operation, *, wait_seconds: float) -> compute_v1.Operation:
-        """As the backup hook's, plus region operations (regional disks' insert, delete, setLabels)."""
-        kind, location = scope_of(operation)
-        if kind != "region":
-            return super().get_operation(operation, wait_seconds=wait_seconds)
-        what = f"wait operation {operation.name} on {target_of(operation)}"
-        if wait_seconds <= 0:
-            raise ValueError(f"{what}: wait_seconds must be positive, not {wait_seconds}")
-        if not location:
-            raise ApiError(f"{what}: the operation names no region")
-        request = {"project": project_of(operation), "region": location, "operation": operation.name}
-        timeout = max(wait_seconds, SERVER_WAIT_HOLD) + 30
-        return self._call(
-            what, lambda: self.region_operations.wait(request=request, retry=NO_RETRY, timeout=timeout)
         )

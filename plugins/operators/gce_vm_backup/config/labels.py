@@ -18,6 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gce_vm_backup.compute.paths import DiskRef
 from gce_vm_backup.errors import ConfigError
 
 MANAGED_BY_KEY = "managed-by"
@@ -130,7 +131,7 @@ def managed_snapshot_labels(
     """The labels of a snapshot this project makes. User labels cannot override the reserved ones.
     ``run`` (``run_label(dag_id, run_id)``) marks the backup run, so a VM's snapshot set can be found."""
     path = disk_path(disk_source)
-    parts = path.split("/")  # projects/P/(zones|regions)/L/disks/D
+    disk = DiskRef.parse(path)
     labels = dict(extra or {})
     labels.update(
         {
@@ -138,8 +139,8 @@ def managed_snapshot_labels(
             DEPLOYMENT_KEY: check_deployment(deployment),
             GROUP_KEY: label_value(group),
             INSTANCE_KEY: label_value(instance),
-            DISK_KEY: label_value(parts[5]),
-            LOCATION_KEY: label_value(parts[3]),
+            DISK_KEY: label_value(disk.name),
+            LOCATION_KEY: label_value(disk.location),
             DISK_ID_KEY: disk_key(path),
         }
     )

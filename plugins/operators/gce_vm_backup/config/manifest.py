@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gce_vm_backup.compute.paths import VmRef
+
 PREFIX = "gce-vm-backup manifest v1 "
 MAX_DESCRIPTION = 2048
 # What is dropped first when the description would be too long (least needed for a rebuild first).
@@ -50,7 +52,7 @@ class VmIdentity:
 
     @property
     def path(self) -> str:
-        return f"projects/{self.project}/zones/{self.zone}/instances/{self.name}"
+        return VmRef(self.project, self.zone, self.name).path
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import DAG
 from airflow.sdk.bases.notifier import BaseNotifier
 
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.config.models import BackupConfig, ExplicitTarget, Group, SelectorTarget
 from gce_vm_backup.report.notify import notifiers_from_config
 from gce_vm_backup.restore.sets import (
@@ -213,10 +214,11 @@ def _targets(live: Mapping[str, Any], targets: Iterable[ExplicitTarget | Selecto
     vms: set[str] = set()
     for target in targets:
         if isinstance(target, ExplicitTarget):
-            vms.add(f"projects/{target.project}/zones/{target.zone}/instances/{target.instance}")
+            vms.add(VmRef(target.project, target.zone, target.instance).path)
             continue
         for path, instance in live.items():
-            _, project, _, zone, _, _ = path.split("/")
+            vm = VmRef.parse(path)
+            project, zone = vm.project, vm.zone
             labels = dict(instance.labels or {})
             if (
                 project == target.project
@@ -230,7 +232,7 @@ def _targets(live: Mapping[str, Any], targets: Iterable[ExplicitTarget | Selecto
 def live_vms(hook: ComputeBackupHook, projects: Iterable[str]) -> dict[str, Any]:
     """Every VM of ``projects`` now, by path (one ``instances.aggregatedList`` per project)."""
     return {
-        f"projects/{project}/zones/{zone}/instances/{instance.name}": instance
+        VmRef(project, zone, instance.name).path: instance
         for project in sorted(projects)
         for zone, instance in hook.list_instances(project_id=project, zone=None)
     }

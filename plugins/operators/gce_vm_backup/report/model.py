@@ -32,6 +32,7 @@ from typing import Any
 
 from gce_vm_backup.backup import stages
 from gce_vm_backup.backup.plan import NO_VM_STATUS
+from gce_vm_backup.compute.paths import VmRef
 
 # Each VM's tasks in the order they run (a problem list follows it): the reported stages of stages.py.
 VM_TASKS = stages.REPORTED
@@ -236,7 +237,7 @@ def _vm_row(vm: VmTaskResults) -> dict[str, Any] | None:
         return None
     target = vm.target or record
     path = (
-        f"projects/{target.get('project_id')}/zones/{target.get('zone')}/instances/{target.get('instance')}"
+        VmRef(str(target.get("project_id")), str(target.get("zone")), str(target.get("instance"))).path
         if target
         else None
     )

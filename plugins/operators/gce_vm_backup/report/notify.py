@@ -25,6 +25,7 @@ from airflow.sdk.bases.notifier import BaseNotifier
 from pydantic import ValidationError
 
 from gce_vm_backup.backup import stages
+from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.config.models import EmailSettings, NotifySettings, SlackSettings
 from gce_vm_backup.errors import BackupError, ConfigError
 from gce_vm_backup.report.model import REPORT_XCOM_KEY, start_command
@@ -169,7 +170,7 @@ def vm_down_message(context: Mapping[str, Any], record: Mapping[str, Any], cause
     """(subject, body) of the notice that the VM of ``record`` (the precheck's InstanceRecord) may be down,
     sent by its downtime try (``context``) at once, before the run ends."""
     dag_id, run_id, ti = _where(context)
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    vm = VmRef(record["project_id"], record["zone"], record["instance"]).path
     command = start_command(str(record["project_id"]), str(record["zone"]), str(record["instance"]), None)
     subject = f"[gce-vm-backup] VM MAY BE DOWN: {record['instance']} - backup {dag_id} ({run_id})"
     body = (
@@ -186,7 +187,7 @@ def vm_down_message(context: Mapping[str, Any], record: Mapping[str, Any], cause
 def vm_back_message(context: Mapping[str, Any], record: Mapping[str, Any]) -> tuple[str, str]:
     """(subject, body) of the all-clear after a VM-down notice: the try's own start brought the VM back."""
     dag_id, run_id, ti = _where(context)
-    vm = f"projects/{record['project_id']}/zones/{record['zone']}/instances/{record['instance']}"
+    vm = VmRef(record["project_id"], record["zone"], record["instance"]).path
     subject = f"[gce-vm-backup] VM RUNNING again: {record['instance']} - backup {dag_id} ({run_id})"
     body = (
         f"VM {vm} is RUNNING again: the backup's task {getattr(ti, 'task_id', '?')} (try "

@@ -22,8 +22,10 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
+from gce_vm_backup.compute.paths import DiskRef, SnapshotRef, VmRef
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import BackupError
 from gce_vm_backup.restore.base import RestoreTask, iso, now, seconds_between
 from gce_vm_backup.restore.sets import attached_of, group_filter, newest_complete, snapshot_sets
@@ -132,7 +134,7 @@ class DrillPlanOperator(RestoreTask):
             disks.append(
                 {
                     "name": resource_name("drill", snapshot.disk_name, key),
-                    "source_snapshot": f"projects/{project}/global/snapshots/{snapshot.name}",
+                    "source_snapshot": SnapshotRef(project, snapshot.name).path,
                     "disk_source": snapshot.disk_source,
                     "device_name": snapshot.disk_name,
                     "boot": bool(snapshot.boot),
@@ -186,7 +188,7 @@ class DrillVmOperator(RestoreTask):
         labels = drill_labels(self, plan["run_hash"], plan["nonce"])
         timeouts, poll = self.drill["timeouts"], float(self.drill.get("poll_interval", 10))
         name = plan["instance_name"]
-        path = f"projects/{project}/zones/{zone}/instances/{name}"
+        path = VmRef(project, zone, name).path
         # What this try may create, recorded before its first insert: the cleanup deletes only what a try
         # recorded (a retry's own record replaces the record of the try before, and names the same).
         records = [
@@ -215,7 +217,7 @@ class DrillVmOperator(RestoreTask):
             "set_created_at": plan["set"]["created_at"],
             "restore_started_at": started,
             "rpo_seconds": seconds_between(plan["set"]["created_at"], self._restored_at(plan) or started),
-            "disks": [f"projects/{project}/zones/{zone}/disks/{d['name']}" for d in plan["disks"]],
+            "disks": [DiskRef(project, zone, d["name"]).path for d in plan["disks"]],
             "instance": None,
             "running_at": None,
             "booted_at": None,
@@ -230,9 +232,7 @@ class DrillVmOperator(RestoreTask):
             zone=zone,
             name=name,
             machine_type=self.drill.get("machine_type") or "e2-small",
-            disks=[
-                {**d, "source": f"projects/{project}/zones/{zone}/disks/{d['name']}"} for d in plan["disks"]
-            ],
+            disks=[{**d, "source": DiskRef(project, zone, d["name"]).path} for d in plan["disks"]],
             labels=labels,
             network=self.drill["network"],  # required: never a project's default network
             subnetwork=self.drill.get("subnetwork"),
@@ -266,14 +266,22 @@ class DrillVmOperator(RestoreTask):
             raise BackupError(f"VM {path} has an external IP; a drill VM never gets one")
         context["ti"].xcom_push(key=PROGRESS_KEY, value=result)  # the report's row if the boot check fails
         self.failure_subject = f"boot check of VM {name}"
-        while not boot_check_passed(self.hook, project=project, zone=zone, name=name, check=check):
-            remaining = boot_deadline - time.monotonic()
-            if remaining <= 0:
-                raise BackupError(
-                    f"VM {path} is RUNNING but its boot check ({_describe(check)}) did not pass within "
-                    f"{timeouts['boot']} seconds"
-                )
-            time.sleep(min(poll, remaining))
+
+        def not_booted(_: bool) -> NoReturn:
+            raise BackupError(
+                f"VM {path} is RUNNING but its boot check ({_describe(check)}) did not pass within "
+                f"{timeouts['boot']} seconds"
+            )
+
+        poll_until(
+            lambda: boot_check_passed(self.hook, project=project, zone=zone, name=name, check=check),
+            bool,
+            deadline=boot_deadline,
+            pause=lambda remaining: min(poll, remaining),
+            on_timeout=not_booted,
+            clock=time.monotonic,
+            sleep=time.sleep,
+        )
         result["booted_at"] = iso(now())
         self.log.info(
             "Drill of %s: set %s restored as %s, RUNNING after %ss (RPO %ss)",
@@ -327,10 +335,9 @@ def planned_paths(plan: Mapping[str, Any], *, with_vm: bool = True) -> list[str]
     """The paths of what a plan's drill makes: its disks (in plan order), then its VM."""
     if not plan.get("project") or not plan.get("zone"):
         return []
-    where = f"projects/{plan['project']}/zones/{plan['zone']}"
-    paths = [f"{where}/disks/{disk['name']}" for disk in plan.get("disks") or []]
+    paths = [DiskRef(plan["project"], plan["zone"], disk["name"]).path for disk in plan.get("disks") or []]
     if with_vm and plan.get("instance_name"):
-        paths.append(f"{where}/instances/{plan['instance_name']}")
+        paths.append(VmRef(plan["project"], plan["zone"], plan["instance_name"]).path)
     return paths
 
 
@@ -385,10 +392,10 @@ class DrillCleanupOperator(RestoreTask):
         for key, items in done.items():
             total[key] += items
         still = [
-            f"projects/{project}/zones/{zone}/instances/{i.name}"
+            VmRef(project, zone, i.name).path
             for _, i in self.hook.list_instances(project_id=project, zone=zone, filter=_filter(labels))
         ] + [
-            f"projects/{project}/zones/{zone}/disks/{d.name}"
+            DiskRef(project, zone, d.name).path
             for d in self.hook.list_disks(project_id=project, zone=zone, filter=_filter(labels))
         ]
         total["left"] = [path for path in still if path in mine]  # this run's, and still there

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from gce_vm_backup.compute.holds import hold_key, hold_value, relabel
+from gce_vm_backup.compute.paths import SnapshotRef
 from gce_vm_backup.errors import BackupError
 from gce_vm_backup.restore.base import RestoreTask, iso, now
 
@@ -57,7 +58,7 @@ class HoldSnapshotsOperator(RestoreTask):
             return result
         value = hold_value(until)
         for project, name in planned_snapshots(self.plan):
-            path = f"projects/{project}/global/snapshots/{name}"
+            path = SnapshotRef(project, name).path
             held = relabel(
                 self.hook,
                 project=project,
@@ -98,7 +99,7 @@ class ReleaseHoldsOperator(RestoreTask):
         key = hold_key(self.run_hash(context))
         released = []
         for project, name in planned_snapshots(self.plan):
-            path = f"projects/{project}/global/snapshots/{name}"
+            path = SnapshotRef(project, name).path
             snapshot = relabel(
                 self.hook,
                 project=project,

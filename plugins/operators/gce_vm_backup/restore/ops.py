@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gce_vm_backup.compute.paths import DiskRef, VmRef
 from gce_vm_backup.errors import BackupError, ResourceNotFoundError
 from gce_vm_backup.restore.base import RestoreTask, iso, now
 from gce_vm_backup.restore.steps import (
@@ -142,7 +143,7 @@ class CreateRestoredVmOperator(_PlannedStep):
             subnetwork=new_vm.get("subnetwork"),
             **rebuilt,
         )
-        path = f"projects/{project}/zones/{zone}/instances/{new_vm['name']}"
+        path = VmRef(project, zone, new_vm["name"]).path
         self.failure_subject = f"create VM {path}"
         ensure_instance(
             self.hook,
@@ -280,11 +281,10 @@ class SwapDisksOperator(_PlannedStep):
         self.log.info("Detached %s (device %s)", disk["old_source"], disk["device_name"])
 
     def _label_old(self, disk: Mapping[str, Any], run_key: Any) -> None:
-        from gce_vm_backup.restore.plan import disk_location
-
         project = self.plan["project"]
-        where = disk_location(disk["old_source"])
-        old = self.hook.get_disk(project_id=project, name=disk["old_source"].rsplit("/", 1)[-1], **where)
+        old_disk = DiskRef.parse(disk["old_source"])
+        where = old_disk.where
+        old = self.hook.get_disk(project_id=project, name=old_disk.name, **where)
         if old is None or dict(old.labels or {}).get(REPLACED_BY_KEY) == self.plan["run_hash"]:
             return
         operation = self.hook.set_disk_labels(

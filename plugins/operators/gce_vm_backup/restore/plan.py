@@ -21,6 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from gce_vm_backup.compute.paths import DiskRef, SnapshotRef, VmRef
 from gce_vm_backup.errors import BackupError, ConfigError, ResourceNotFoundError
 from gce_vm_backup.restore.base import RestoreTask
 from gce_vm_backup.restore.sets import NEWEST, attached_of, choose_set, group_filter, snapshot_sets
@@ -68,8 +69,7 @@ PLAN_KEY, PLAN_TEXT_KEY, REPORT_KEY = "restore_plan", "restore_plan_text", "rest
 
 def disk_location(disk_source: str) -> dict[str, str]:
     """``{"zone": Z}`` or ``{"region": R}`` of a ``projects/P/(zones|regions)/L/disks/D`` path."""
-    parts = disk_source.split("/")
-    return {"region": parts[3]} if parts[2] == "regions" else {"zone": parts[3]}
+    return DiskRef.parse(disk_source).where
 
 
 def _form_vm(wanted: str) -> tuple[str | None, str | None, str]:
@@ -310,7 +310,8 @@ class RestorePlanOperator(RestoreTask):
                 f"Cannot rebuild {vm}: the device names of set {chosen.run} ({', '.join(devices)}) are not "
                 "distinct valid names. Nothing was done."
             )
-        self._check_name_free(vm.split("/")[1], vm.split("/")[3], new_vm["name"], run_hash)
+        ref = VmRef.parse(vm)
+        self._check_name_free(ref.project, ref.zone, new_vm["name"], run_hash)
         return chosen, disks, new_vm
 
     def _rebuilt_vm(
@@ -323,7 +324,7 @@ class RestorePlanOperator(RestoreTask):
         machine_type = form["machine_type"] or spec.get("machine_type")
         if not (isinstance(machine_type, str) and MACHINE_TYPE.match(machine_type)):
             problems.append(f"the manifest's machine type {machine_type!r} is not usable: give machine_type")
-        region = vm.split("/")[3].rsplit("-", 1)[0]
+        region = VmRef.parse(vm).zone.rsplit("-", 1)[0]
         interfaces: list[dict[str, str | None]]
         if form["network"]:
             interfaces = [{"network": form["network"], "subnetwork": None}]
@@ -428,15 +429,15 @@ class RestorePlanOperator(RestoreTask):
         mode: str,
         disk_type: str | None,
     ) -> dict[str, Any]:
-        project, zone = vm.split("/")[1], vm.split("/")[3]
+        ref = VmRef.parse(vm)
+        project, zone = ref.project, ref.zone
         new_name = resource_name("restored", snapshot.disk_name, f"{run_hash}|{vm}|{snapshot.disk_source}")
-        kind = "regions" if snapshot.regional else "zones"
         location = snapshot.disk_location if snapshot.regional else zone
         return {
-            "source_snapshot": f"projects/{project}/global/snapshots/{snapshot.name}",
+            "source_snapshot": SnapshotRef(project, snapshot.name).path,
             "old_source": snapshot.disk_source,
             "new_name": new_name,
-            "new_source": f"projects/{project}/{kind}/{location}/disks/{new_name}",
+            "new_source": DiskRef(project, location, new_name, regional=snapshot.regional).path,
             "device_name": device_name,
             "boot": bool(snapshot.boot),
             "mode": mode or "READ_WRITE",
@@ -470,11 +471,11 @@ class RestorePlanOperator(RestoreTask):
         project, zone, instance = _form_vm(wanted)
 
         def matches(vm: str) -> bool:
-            parts = vm.split("/")
+            ref = VmRef.parse(vm)
             return (
-                parts[5] == instance
-                and (not zone or parts[3] == zone)
-                and (not project or parts[1] == project)
+                ref.name == instance
+                and (not zone or ref.zone == zone)
+                and (not project or ref.project == project)
             )
 
         targets = resolve_vms(self.hook, self.targets)
@@ -486,7 +487,7 @@ class RestorePlanOperator(RestoreTask):
                 for p in projects
                 if not project or p == project
                 for vm in self._sets(p, targets)
-                if vm.split("/")[3] != "-" and matches(vm)
+                if VmRef.parse(vm).zone != "-" and matches(vm)
             )
         if not candidates:
             raise ConfigError(
@@ -499,7 +500,7 @@ class RestorePlanOperator(RestoreTask):
                 f"group {self.group}: write zone/instance or the VM's path. Nothing was done."
             )
         vm = candidates[0]
-        return vm, self._sets(vm.split("/")[1], targets).get(vm, [])
+        return vm, self._sets(VmRef.parse(vm).project, targets).get(vm, [])
 
     @staticmethod
     def _replace_problems(instance: Any, attachments: Mapping[str | None, Any], chosen: Any) -> list[str]:
@@ -692,7 +693,7 @@ class RestoreReportOperator(RestoreTask):
 
     def _new_vm_report(self, plan: Mapping[str, Any], causes: list[str]) -> dict[str, Any]:
         name = plan["new_vm"]["name"]
-        path = f"projects/{plan['project']}/zones/{plan['zone']}/instances/{name}"
+        path = VmRef(plan["project"], plan["zone"], name).path
         vm = self._get(plan, name)
         rebuilt = bool(plan["new_vm"].get("rebuilt"))
         if vm is None:

@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from gce_vm_backup.compute.paths import DiskRef
 from gce_vm_backup.config import manifest as vm_manifest
 from gce_vm_backup.config.labels import (
     DEPLOYMENT_KEY,
@@ -80,11 +81,11 @@ class SetSnapshot:
 
     @property
     def disk_location(self) -> str:
-        return self.disk_source.split("/")[3]
+        return DiskRef.parse(self.disk_source).location
 
     @property
     def regional(self) -> bool:
-        return self.disk_source.split("/")[2] == "regions"
+        return DiskRef.parse(self.disk_source).regional
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ import logging
 import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from gce_vm_backup.compute.paths import VmRef
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.config.labels import label_filter
 from gce_vm_backup.errors import BackupError, OperationTimeoutError, ResourceNotFoundError
 
@@ -162,17 +164,22 @@ def wait_for_status(
     Raises OperationTimeoutError naming the VM and its last status when ``timeout`` passes first.
     """
     deadline = time.monotonic() + timeout
-    while True:
-        instance = hook.get_instance(project_id=project, zone=zone, name=name)
-        if instance.status in wanted:
-            return instance
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise OperationTimeoutError(
-                f"VM projects/{project}/zones/{zone}/instances/{name} is {instance.status}, not "
-                f"{' or '.join(sorted(wanted))}, after {timeout:.0f} seconds"
-            )
-        sleep(min(poll, remaining))
+
+    def timed_out(instance: Any) -> NoReturn:
+        raise OperationTimeoutError(
+            f"VM {VmRef(project, zone, name)} is {instance.status}, not "
+            f"{' or '.join(sorted(wanted))}, after {timeout:.0f} seconds"
+        )
+
+    return poll_until(
+        lambda: hook.get_instance(project_id=project, zone=zone, name=name),
+        lambda instance: instance.status in wanted,
+        deadline=deadline,
+        pause=lambda remaining: min(poll, remaining),
+        on_timeout=timed_out,
+        clock=time.monotonic,
+        sleep=sleep,
+    )
 
 
 def delete_labelled(
@@ -355,7 +362,7 @@ def resolve_vms(hook: Any, targets: Sequence[Mapping[str, Any]]) -> list[str]:
     for target in targets:
         project = target["project_id"]
         if "instance" in target:
-            paths.add(f"projects/{project}/zones/{target['zone']}/instances/{target['instance']}")
+            paths.add(VmRef(project, target["zone"], target["instance"]).path)
             continue
         wanted = dict(target["labels"])
         for zone in target.get("zones") or [None]:
@@ -363,11 +370,11 @@ def resolve_vms(hook: Any, targets: Sequence[Mapping[str, Any]]) -> list[str]:
                 project_id=project, zone=zone, filter=label_filter(wanted)
             ):
                 if owns(instance.labels, wanted):
-                    paths.add(f"projects/{project}/zones/{found_zone}/instances/{instance.name}")
+                    paths.add(VmRef(project, found_zone, instance.name).path)
     return sorted(paths)
 
 
 def split_vm(path: str) -> tuple[str, str, str]:
     """'projects/P/zones/Z/instances/I' -> (P, Z, I)."""
-    parts = path.split("/")
-    return parts[1], parts[3], parts[5]
+    ref = VmRef.parse(path)
+    return ref.project, ref.zone, ref.name

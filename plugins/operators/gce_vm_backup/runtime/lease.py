@@ -28,8 +28,10 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn, cast
 
+from gce_vm_backup.compute.paths import VmRef
+from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.config.labels import label_value
 from gce_vm_backup.errors import (
     ApiError,
@@ -124,7 +126,7 @@ class Taken:
 
 
 def vm_name(vm: Mapping[str, str]) -> str:
-    return f"projects/{vm['project_id']}/zones/{vm['zone']}/instances/{vm['name']}"
+    return VmRef(vm["project_id"], vm["zone"], vm["name"]).path
 
 
 def _write(hook: Any, vm: Mapping[str, str], instance: Any, labels: dict[str, str], timeout: float) -> None:
@@ -146,13 +148,22 @@ def _write(hook: Any, vm: Mapping[str, str], instance: Any, labels: dict[str, st
         # The wait failed (HTTP errors past the hook's retries), not necessarily the write: the VM's
         # labels say whether it landed, as a VM's status says whether a stop did (instance_ops).
         _log.warning("VM %s: waiting on the label write failed (%s); reading the VM", vm_name(vm), exc)
-        deadline = time.monotonic() + timeout
-        while dict(hook.get_instance(**vm).labels or {}) != labels:
-            if time.monotonic() >= deadline:
-                raise OperationTimeoutError(
-                    f"The label write on VM {vm_name(vm)} was not seen within {timeout:.0f} seconds"
-                ) from exc
-            time.sleep(READ_POLL)
+        deadline, cause = time.monotonic() + timeout, exc
+
+        def unseen(_: Any) -> NoReturn:
+            raise OperationTimeoutError(
+                f"The label write on VM {vm_name(vm)} was not seen within {timeout:.0f} seconds"
+            ) from cause
+
+        poll_until(
+            lambda: dict(hook.get_instance(**vm).labels or {}),
+            lambda read: read == labels,
+            deadline=deadline,
+            pause=lambda remaining: READ_POLL,
+            on_timeout=unseen,
+            clock=time.monotonic,
+            sleep=time.sleep,
+        )
 
 
 def acquire(
@@ -174,12 +185,17 @@ def acquire(
     VM is gone, OperationFailedError / OperationTimeoutError for the write's operation."""
     where = vm_name(vm)
     give_up, conflicts = time.monotonic() + wait, 0
-    while True:
-        instance = hook.get_instance(**vm)
-        labels = dict(instance.labels or {})
-        current = lease_of(labels)
-        now = clock()
-        if current is None or current.held_by(holder) or current.expired(now):
+
+    def attempt() -> Taken | Lease:
+        """Taken, or the other holder's lease that stands in the way (read again after a refused write)."""
+        nonlocal conflicts
+        while True:
+            instance = hook.get_instance(**vm)
+            labels = dict(instance.labels or {})
+            current = lease_of(labels)
+            now = clock()
+            if not (current is None or current.held_by(holder) or current.expired(now)):
+                return current
             expires = int(now + duration) + 1
             labels.update({LEASE_KEY: holder.value(expires), HOLDER_KEY: holder.name})
             try:
@@ -197,14 +213,26 @@ def acquire(
                 _log.warning("VM %s: took over %s, which has run out", where, current.describe())
             _log.info("VM %s: lease taken by %s until %s", where, holder.name, expires)
             return Taken(instance, current is not None and current.held_by(holder), expires)
-        left = give_up - time.monotonic()
-        if left <= 0:
-            raise LeaseHeldError(
-                f"VM {where} is held by {current.describe()}; this {holder.kind} waited {wait:.0f} s "
-                "and changed nothing"
-            )
-        _log.info("VM %s is held by %s; waiting for it", where, current.describe())
-        time.sleep(min(left, poll * (0.5 + random.random())))
+
+    def held(current: Any) -> NoReturn:
+        raise LeaseHeldError(
+            f"VM {where} is held by {current.describe()}; this {holder.kind} waited {wait:.0f} s "
+            "and changed nothing"
+        )
+
+    taken = poll_until(
+        attempt,
+        lambda result: isinstance(result, Taken),
+        deadline=give_up,
+        pause=lambda left: min(left, poll * (0.5 + random.random())),
+        on_timeout=held,
+        clock=time.monotonic,
+        sleep=time.sleep,
+        before_pause=lambda current: _log.info(
+            "VM %s is held by %s; waiting for it", where, current.describe()
+        ),
+    )
+    return cast(Taken, taken)
 
 
 def release(
