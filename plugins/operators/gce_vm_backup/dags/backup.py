@@ -51,6 +51,13 @@ def dag_id_for(group_id: str) -> str:
     return f"{DAG_ID_PREFIX}{group_id}"
 
 
+# The JSON Schema dialect of the trigger form's params. Airflow checks a scheduled DAG's params against
+# their schemas at every parse, and jsonschema first checks each schema against its dialect's meta-schema:
+# draft-07's is about three times cheaper to check than the default (2020-12), and has every keyword the
+# form uses (type, items, enum, minLength, pattern, uniqueItems, examples, title, description).
+PARAM_DIALECT = {"$schema": "http://json-schema.org/draft-07/schema#"}
+
+
 def trigger_params(group: Group) -> dict[str, Param]:
     """The trigger form: the whole group (default), a chosen subset of VMs, or a dry run."""
     names = group.explicit_vm_names()
@@ -59,7 +66,7 @@ def trigger_params(group: Group) -> dict[str, Param]:
     if names and not group.has_selectors():
         vm_items["enum"] = names  # the form rejects other names before a run is created
     described = ", ".join(names) if names else "VMs matched by the label selectors"
-    vms_schema: dict[str, Any] = {"type": "array", "items": vm_items, "uniqueItems": True}
+    vms_schema: dict[str, Any] = {"type": "array", "items": vm_items, "uniqueItems": True, **PARAM_DIALECT}
     if names:
         vms_schema["examples"] = names  # renders as a multi-select in the trigger form
     return {
@@ -73,6 +80,7 @@ def trigger_params(group: Group) -> dict[str, Param]:
             False,
             type="boolean",
             title="Dry run",
+            **PARAM_DIALECT,
             description="Show what would be stopped, snapshotted and started; change nothing.",
         ),
     }
