@@ -55,7 +55,7 @@ def dag_id_for(group_id: str) -> str:
 # their schemas at every parse, and jsonschema first checks each schema against its dialect's meta-schema:
 # draft-07's is about three times cheaper to check than the default (2020-12), and has every keyword the
 # form uses (type, items, enum, minLength, pattern, uniqueItems, examples, title, description).
-PARAM_DIALECT = {"$schema": "http://json-schema.org/draft-07/schema#"}
+PARAM_DIALECT: dict[str, Any] = {"$schema": "http://json-schema.org/draft-07/schema#"}
 
 
 def trigger_params(group: Group) -> dict[str, Param]:
