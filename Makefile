@@ -44,9 +44,14 @@ test: lint typecheck terraform-check pytest
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache
 
-# ---- the oldest supported Airflow, and the package Composer installs ---------------------------------
-# compat/airflow-3.1 holds its own lock (Airflow 3.1.7 and the provider floors): its venv gets the
-# DAG-level suite and the fault matrix's quick subset (docs/deploy.md, "Supported Airflow versions").
+# ---- Composer's images -----------------------------------------------------------------------------
+# compat/images/<image>.txt holds a Composer image's package versions (from Google's "Preinstalled packages
+# changelog") and compat/images/<image>/ its lock. `make test-compat IMAGE=<image>` syncs that lock into
+# compat/images/<image>/.venv and runs the DAG-level suite, the notifier tests and the fault matrix's quick
+# subset there; without IMAGE, the oldest image (docs/deploy.md, "Supported Airflow versions"). The newest
+# image's versions are also the root uv.lock's, so `make test` runs on it.
+COMPAT_IMAGES := $(shell python3 compat/images/images.py list)
+IMAGE ?= $(firstword $(COMPAT_IMAGES))
 COMPAT_TESTS := tests/dags tests/notify tests/faults/test_fault_matrix.py
 # Two xdist workers, each with its own Airflow home and emulators: Airflow 3.1 runs each task's execution
 # API calls through an in-process bridge (~0.8 s a call here), so the time is waiting, not CPU.
@@ -55,8 +60,10 @@ COMPAT_QUICK_FAULTS := baseline or op-internal_error-once-stop or report-after-f
 
 .PHONY: test-compat dist
 test-compat: $(UV)
-	cd compat/airflow-3.1 && $(UV) sync --frozen --compile-bytecode
-	compat/airflow-3.1/.venv/bin/python -m pytest $(COMPAT_TESTS) -k "$(COMPAT_QUICK_FAULTS)" -p no:cacheprovider \
+	@test -f compat/images/$(IMAGE)/uv.lock || { echo "no compat/images/$(IMAGE)/uv.lock; the images: $(COMPAT_IMAGES)"; exit 2; }
+	python3 compat/images/images.py check
+	cd compat/images/$(IMAGE) && $(UV) sync --frozen --compile-bytecode
+	compat/images/$(IMAGE)/.venv/bin/python -m pytest $(COMPAT_TESTS) -k "$(COMPAT_QUICK_FAULTS)" -p no:cacheprovider \
 		$(COMPAT_PYTEST_ARGS)
 
 # A wheel and an sdist in dist/, and a check that the wheel pins no Airflow (docs/deploy.md).

@@ -30,13 +30,15 @@ variable "environment_name" {
 }
 
 variable "image_version" {
+  # The newest image of Google's version list; compat/images/ holds its package set, and CI tests it
+  # (docs/deploy.md, "Supported Airflow versions").
   description = "Composer image. Must be Composer 3 on Airflow 3 (the operators use the airflow.sdk API)."
   type        = string
-  default     = "composer-3-airflow-3.3.2"
+  default     = "composer-3-airflow-3.3.1-build.10"
 
   validation {
     condition     = can(regex("^composer-3-airflow-3(\\.[0-9]+){0,2}(-build\\.[0-9]+)?$", var.image_version))
-    error_message = "image_version must be a Composer 3 image on Airflow 3, e.g. composer-3-airflow-3.3.2 or composer-3-airflow-3.3.2-build.4."
+    error_message = "image_version must be a Composer 3 image on Airflow 3, e.g. composer-3-airflow-3.3.1-build.10 or composer-3-airflow-3.1.7-build.0."
   }
 }
 

@@ -70,8 +70,9 @@ def test_image_version_defaults_to_composer_3_on_airflow_3_and_rejects_others():
     pattern = re.search(r'regex\("(.+?)", var\.image_version\)', condition)
     assert pattern, condition
     regex = pattern.group(1).replace("\\\\", "\\")
-    assert re.fullmatch(regex, "composer-3-airflow-3.3.2")
-    assert re.fullmatch(regex, "composer-3-airflow-3.3.2-build.4")
+    assert re.fullmatch(regex, "composer-3-airflow-3.3.1")
+    assert re.fullmatch(regex, "composer-3-airflow-3.3.1-build.10")
+    assert re.fullmatch(regex, "composer-3-airflow-3.1.7-build.0")
     assert not re.fullmatch(regex, "composer-3-airflow-2.10.5")
     assert not re.fullmatch(regex, "composer-2.9.7-airflow-2.9.3")
 
