@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
@@ -32,26 +32,35 @@ SNAPSHOTS_LINK_KEY = "gce_vm_backup_snapshots_link"
 
 
 def _part(text: str) -> str:
+    """One path segment, percent-encoded; "." and ".." (which a browser would resolve) are refused."""
+    if text in ("", ".", ".."):
+        raise ValueError(f"not a resource name: {text!r}")
     return quote(str(text), safe="")
+
+
+def _project(project: str) -> str:
+    """The ``project=`` query, percent-encoded (an ``&`` or ``#`` in it cannot add to the query)."""
+    if not project:
+        raise ValueError("no project")
+    return f"project={quote(str(project), safe='')}"
 
 
 def vm_console_url(project: str, zone: str, name: str) -> str:
     """The VM's page: ``.../compute/instancesDetail/zones/Z/instances/N?project=P``."""
-    query = urlencode({"project": project}, quote_via=quote)
-    return f"{CONSOLE}/compute/instancesDetail/zones/{_part(zone)}/instances/{_part(name)}?{query}"
+    return (
+        f"{CONSOLE}/compute/instancesDetail/zones/{_part(zone)}/instances/{_part(name)}?{_project(project)}"
+    )
 
 
 def snapshot_console_url(project: str, name: str) -> str:
     """One snapshot's page: ``.../compute/snapshotsDetail/projects/P/global/snapshots/N?project=P``."""
-    query = urlencode({"project": project}, quote_via=quote)
-    return (
-        f"{CONSOLE}/compute/snapshotsDetail/projects/{_part(project)}/global/snapshots/{_part(name)}?{query}"
-    )
+    path = f"projects/{_part(project)}/global/snapshots/{_part(name)}"
+    return f"{CONSOLE}/compute/snapshotsDetail/{path}?{_project(project)}"
 
 
 def snapshots_console_url(project: str) -> str:
     """The project's snapshot list (the console's filters are not part of a documented URL)."""
-    return f"{CONSOLE}/compute/snapshots?{urlencode({'project': project}, quote_via=quote)}"
+    return f"{CONSOLE}/compute/snapshots?{_project(project)}"
 
 
 def linked_vm(operator: Any) -> VmRef | None:
@@ -114,23 +123,27 @@ class VmConsoleLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         vm = linked_vm(operator)
-        return vm_console_url(vm.project, vm.zone, vm.name) if vm is not None else ""
+        try:
+            return vm_console_url(vm.project, vm.zone, vm.name) if vm is not None else ""
+        except ValueError:
+            return ""
 
 
 class SnapshotsConsoleLink(BaseOperatorLink):
-    """The task's snapshot in the Cloud Console, or its project's snapshot list when there are several."""
+    """The task's snapshot in the Cloud Console, or its VM's project's snapshot list when there are several
+    (a VM's snapshots are all made in its project)."""
 
     name: ClassVar[str] = "Snapshots"
     xcom_key: ClassVar[str] = SNAPSHOTS_LINK_KEY
 
     def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
         snapshots = linked_snapshots(operator)
-        if not snapshots:
+        try:
+            if len(snapshots) == 1:
+                return snapshot_console_url(*snapshots[0])
+            return snapshots_console_url(snapshots[0][0]) if snapshots else ""
+        except ValueError:
             return ""
-        if len(snapshots) == 1:
-            return snapshot_console_url(*snapshots[0])
-        projects = sorted({project for project, _ in snapshots})
-        return snapshots_console_url(projects[0])
 
 
 class ConsoleLinks:
