@@ -228,6 +228,13 @@ def test_the_snapshots_link_is_the_one_snapshots_page_or_the_projects_list_for_s
     assert VmConsoleLink().get_link(one, ti_key=None) == vm_console_url(PROJECT, ZONE_A, "web-1")
 
 
+def test_a_wait_given_the_downtime_tasks_whole_result_links_to_its_snapshots():
+    result = {"vm": VM, "stopped": True, "snapshots": [snapshot("web-1-a")]}
+    verify = VerifySnapshotsOperator(task_id="verify", snapshot_records=result)
+
+    assert SnapshotsConsoleLink().get_link(verify, ti_key=None) == snapshot_console_url(PROJECT, "web-1-a")
+
+
 def test_the_downtime_task_links_to_the_snapshots_it_made():
     task = StopSnapshotOperator(task_id="stop_snapshot", instance_record=None, deployment="test", group="web")
     assert SnapshotsConsoleLink().get_link(task, ti_key=None) == ""

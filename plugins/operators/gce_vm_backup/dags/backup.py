@@ -113,6 +113,7 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
     slot_free: dict[str, Any] = {
         **common,
         "wait_mode": group.wait_mode,
+        "deferrable": group.wait_mode == "defer",  # the provider convention's flag, as the mode says
         "poke_interval": group.poke_interval,
         **({"max_active_tis_per_dagrun": cap} if group.wait_mode == "worker" else {}),
     }

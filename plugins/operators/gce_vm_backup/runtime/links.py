@@ -9,7 +9,8 @@ and the UI shows it disabled.
 
 What a task points at (duck-typed, first found): ``project_id``/``zone``/``instance`` arguments, else its
 ``instance_record`` (the precheck's record), else the ``vm`` of its first snapshot record; the snapshots
-are ``console_snapshots`` (what the task made) else its ``snapshot_records`` argument. Every part of a URL
+are ``console_snapshots`` (what the task made) else its ``snapshot_records`` argument (a list of records,
+or the downtime task's result with its ``snapshots``). Every part of a URL
 is percent-encoded, so no name can change the URL's path or query.
 """
 
@@ -108,6 +109,8 @@ def linked_snapshots(operator: Any) -> list[tuple[str, str]]:
 def _records(operator: Any) -> list[Mapping[str, Any]]:
     for name in ("console_snapshots", "snapshot_records"):
         value = getattr(operator, name, None)
+        if isinstance(value, Mapping):  # a downtime task's whole result: its snapshots
+            value = value.get("snapshots")
         if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
             items = [item for item in value if isinstance(item, Mapping)]
             if items:
