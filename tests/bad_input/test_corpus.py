@@ -58,6 +58,20 @@ BAD = [
         "group 'web': key 'wait_mode': Input should be 'defer', 'reschedule' or 'worker'",
     ),
     (
+        config(group(f'owner: ""\n{TARGET}')),
+        "group 'web': key 'owner': '' is not a valid owner (1-100 characters: letters, digits, spaces and",
+    ),
+    (
+        config(group(f'owner: "ops\\nteam"\n{TARGET}')),
+        "group 'web': key 'owner': 'ops\\nteam' is not a valid owner",
+    ),
+    (
+        config(group(TARGET), defaults='start_date: "2026-01-01T00:00:00+00:00"\n  owner: " platform"'),
+        "group 'web': key 'owner': ' platform' is not a valid owner",
+    ),
+    (config(group(f"owner: {'x' * 101}\n{TARGET}")), "group 'web': key 'owner': 'xxxxxxxx"),
+    (config(group(f"owner: 42\n{TARGET}")), "group 'web': key 'owner': Input should be a valid string"),
+    (
         config(group(f"local_ssd: keep\n{TARGET}")),
         "group 'web': key 'local_ssd': Input should be 'refuse', 'discard' or 'preserve'",
     ),

@@ -29,6 +29,7 @@ from gce_vm_backup.backup.stages import DOWN_XCOM_KEY
 from gce_vm_backup.compute.polling import poll_until
 from gce_vm_backup.errors import BackupError, ConfigError, OperationTimeoutError, VmStateError
 from gce_vm_backup.runtime.base import ComputeOperator, RunKey, check_choice
+from gce_vm_backup.runtime.links import ConsoleLinks
 
 SNAPSHOT_MODES = ("standard", "instant")
 ROOM_POLL = 2.0  # seconds between two looks of a try waiting for room under the cap (x 0.5-1.5)
@@ -70,7 +71,7 @@ def vm_snapshot_mode(record: dict[str, Any], group_mode: str) -> str:
     return str(record.get("snapshot_mode") or group_mode)
 
 
-class StopSnapshotOperator(ComputeOperator):
+class StopSnapshotOperator(ConsoleLinks, ComputeOperator):
     """Stop the VM (if it was RUNNING before the backup) and capture every disk; leave it stopped.
 
     A VM that was not RUNNING is captured and left as it was. Before its stop request a try pushes the
@@ -344,7 +345,8 @@ class StopSnapshotOperator(ComputeOperator):
         self._capture_deadline = time.monotonic() + self.snapshot_timeout
         records = capture(self.hook, record, run, deadline=self._capture_deadline, settings=self.settings())
         self.failure_subject = None
-        return list(records)
+        self.console_snapshots = list(records)  # the task's "Snapshots" link (links.py)
+        return self.console_snapshots
 
     def _start(self, record: dict[str, Any], run: RunKey, timeout: float, caller: str = "") -> None:
         start_vm(self.hook, record, run, deadline=time.monotonic() + timeout, timeout=timeout, caller=caller)

@@ -17,6 +17,7 @@ from gce_vm_backup.backup.plan import snapshot_description
 from gce_vm_backup.compute.paths import SnapshotRef, VmRef
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.runtime.base import RunKey, check_choice
+from gce_vm_backup.runtime.links import ConsoleLinks
 from gce_vm_backup.runtime.waits import SlotFreeWait
 
 SNAPSHOT_TYPES = ("STANDARD", "ARCHIVE")
@@ -43,7 +44,7 @@ def instant_records(value: Any) -> list[dict[str, Any]]:
     return value
 
 
-class ConvertInstantSnapshotsOperator(SlotFreeWait):
+class ConvertInstantSnapshotsOperator(ConsoleLinks, SlotFreeWait):
     """Convert each instant snapshot of this run into a standard (or archive) snapshot, wait until READY,
     then delete the instant snapshot; slot-free between looks (waits.SlotFreeWait: ``wait_mode``,
     ``timeout``, ``poke_interval``).
@@ -117,6 +118,7 @@ class ConvertInstantSnapshotsOperator(SlotFreeWait):
         if pending:
             self.log.info("Waiting for: %s", "; ".join(pending))
             return False
+        self.console_snapshots = done  # the task's "Snapshots" link (links.py)
         return PokeReturnValue(True, done)
 
     def _converge(self, item: dict[str, Any], run: RunKey) -> tuple[dict[str, Any], str]:

@@ -19,9 +19,10 @@ from gce_vm_backup.backup.plan import NO_VM_STATUS
 from gce_vm_backup.backup.retention import list_managed_snapshots, snapshot_records
 from gce_vm_backup.errors import BackupError, ConfigError
 from gce_vm_backup.runtime.base import ComputeOperator
+from gce_vm_backup.runtime.links import ConsoleLinks
 
 
-class CheckListedOperator(ComputeOperator):
+class CheckListedOperator(ConsoleLinks, ComputeOperator):
     """Check that retention's listing of each disk finds this run's snapshot of it, as this deployment's and
     group's.
 

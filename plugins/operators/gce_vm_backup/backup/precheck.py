@@ -18,9 +18,10 @@ from gce_vm_backup.backup.plan import (
 from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.errors import ConfigError, VmStateError
 from gce_vm_backup.runtime.base import LOCAL_SSD_CHOICES, ComputeOperator, as_bool, check_choice
+from gce_vm_backup.runtime.links import ConsoleLinks
 
 
-class PrecheckInstanceOperator(ComputeOperator):
+class PrecheckInstanceOperator(ConsoleLinks, ComputeOperator):
     """Read a VM and record what the backup needs (read-only). The setup of the per-VM chain.
 
     Returns the InstanceRecord: project_id, zone, instance, the instance ``id``, prior_status,
@@ -189,7 +190,7 @@ def confirmed_running(marker: Any, outcome: Any) -> bool:
     )
 
 
-class EnsureRunningOperator(ComputeOperator):
+class EnsureRunningOperator(ConsoleLinks, ComputeOperator):
     """Bring the VM back if this run stopped it and it is still down (a teardown: it runs whatever failed).
 
     One instances.get, none when the downtime task succeeded and read the VM RUNNING after its start

@@ -22,7 +22,7 @@ from gce_vm_backup.backup.plan import (
 )
 from gce_vm_backup.compute.paths import VmRef
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.runtime.base import ComputeOperator, RunKey, as_bool
+from gce_vm_backup.runtime.base import ComputeOperator, RunKey, as_bool, refuse_backfill
 
 TRIGGER_CONF_KEYS = ("vms", "dry_run")  # the trigger form's fields (dag_factory.trigger_params)
 DRY_RUN_PLAN_KEY = "dry_run_plan"  # the XCom key of the dry run's plan (read by the run report)
@@ -134,6 +134,7 @@ class ResolveTargetsOperator(ComputeOperator):
         self._disks_of = {}
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        refuse_backfill(context)  # before anything else: every tier's VMs come from here
         unknown = sorted(set(self.conf or {}) - set(TRIGGER_CONF_KEYS)) if isinstance(self.conf, dict) else []
         if unknown:
             raise ConfigError(

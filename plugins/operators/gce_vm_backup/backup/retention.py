@@ -27,6 +27,7 @@ from gce_vm_backup.compute.paths import DiskRef, SnapshotRef, VmRef
 from gce_vm_backup.config.retention import READY, RetentionPlan, RetentionPolicy, SnapshotInfo, plan_deletions
 from gce_vm_backup.errors import BackupError, ConfigError, OperationFailedError, ResourceNotFoundError
 from gce_vm_backup.runtime.base import ComputeOperator, RunKey, as_bool
+from gce_vm_backup.runtime.links import ConsoleLinks
 from gce_vm_backup.runtime.waits import SlotFreeWait
 
 DELETING = "DELETING"
@@ -63,7 +64,7 @@ def _snapshot_path(project: str, name: str) -> str:
     return SnapshotRef(project, name).path
 
 
-class VerifySnapshotsOperator(SlotFreeWait):
+class VerifySnapshotsOperator(ConsoleLinks, SlotFreeWait):
     """Wait until every snapshot of this run is READY (slot-free between looks: waits.SlotFreeWait).
 
     ``snapshot_records`` is the downtime task's result (its ``snapshots``) or a list of SnapshotRecords.
@@ -214,7 +215,7 @@ def preview_retention(
     return plan_deletions(infos, policy, now=now, disks_with_new_ready={disk_path(s) for s in planned})
 
 
-class ApplyRetentionOperator(ComputeOperator):
+class ApplyRetentionOperator(ConsoleLinks, ComputeOperator):
     """Delete this VM's old snapshots that ``policy`` lets go (see retention.py for the rules).
 
     Only this ``deployment``'s and ``group``'s snapshots of each disk are listed (server-side label filter

@@ -53,6 +53,10 @@ CONFIG_VERSION = 1
 # snapshot it makes, so retention (and sync) act only on what this deployment made.
 DEPLOYMENT_ENV = "GCE_VM_BACKUP_DEPLOYMENT"
 # A service account's email: the identity restores and drills impersonate (``impersonation_chain``).
+# The DAG owner Airflow shows (and filters on): a team, a person or an address; a comma separates several.
+OWNER = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9 ._@+,]{0,99}$")
+OWNER_RULE = "1-100 characters: letters, digits, spaces and . _ @ + , -, starting with a letter or digit"
+DEFAULT_OWNER = "platform"
 SERVICE_ACCOUNT = r"^[a-z0-9][-a-z0-9._]{0,62}@[a-z0-9][-a-z0-9.]{0,252}\.gserviceaccount\.com$"
 
 
@@ -232,6 +236,8 @@ class Group(_Model):
     start_date: datetime
     timezone: str = "UTC"
     tags: list[str] = []
+    # The owner of the group's DAGs (backup, restore, drill) in Airflow's DAG list.
+    owner: str = DEFAULT_OWNER
     targets: list[Target] | None = Field(default=None, min_length=1)
     tiers: list[Annotated[list[Target], Field(min_length=1)]] | None = Field(default=None, min_length=1)
     snapshot: SnapshotSettings = SnapshotSettings()
@@ -287,6 +293,13 @@ class Group(_Model):
                 "group's VMs; if that is intended, set 'allow_frequent_schedule: true' in the group"
             )
         return schedule
+
+    @field_validator("owner")
+    @classmethod
+    def _valid_owner(cls, owner: str) -> str:
+        if not OWNER.fullmatch(owner) or owner != owner.strip():
+            raise ValueError(f"{_short(owner)} is not a valid owner ({OWNER_RULE})")
+        return owner
 
     @field_validator("snapshot_mode")
     @classmethod

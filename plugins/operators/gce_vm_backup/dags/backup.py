@@ -37,6 +37,7 @@ from gce_vm_backup.dags.restore import build_restore_dags
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.operators import ResolveTargetsOperator, RunReportOperator
 from gce_vm_backup.report.notify import VmDownNotice, notifiers_from_config
+from gce_vm_backup.runtime.compat import allowed_run_types
 
 log = logging.getLogger(__name__)
 DAG_ID_PREFIX = "gce_vm_backup__"
@@ -112,6 +113,7 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
     slot_free: dict[str, Any] = {
         **common,
         "wait_mode": group.wait_mode,
+        "deferrable": group.wait_mode == "defer",  # the provider convention's flag, as the mode says
         "poke_interval": group.poke_interval,
         **({"max_active_tis_per_dagrun": cap} if group.wait_mode == "worker" else {}),
     }
@@ -133,6 +135,7 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
         tags=["gce-vm-backup", *group.tags],
         doc_md=_doc(group_id, group, source, deployment),
         default_args={
+            "owner": group.owner,
             "retries": group.retries,
             "retry_delay": group.retry_timedelta,
             # Later stages first: a VM's verify and retention, and a retry bringing a VM back, go before
@@ -140,6 +143,8 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
             "weight_rule": "upstream",
         },
         on_failure_callback=callbacks or None,
+        # No backfill: a run stops the VMs now, whatever date it is for (the first task refuses one too).
+        **allowed_run_types("scheduled", "manual"),
     ) as dag:
         tiers = [[target.as_operator_target() for target in tier] for tier in group.tier_list]
         retention = group.retention.model_dump() if group.retention is not None else None

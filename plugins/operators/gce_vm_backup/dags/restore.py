@@ -44,6 +44,7 @@ from gce_vm_backup.restore.ops import (
 )
 from gce_vm_backup.restore.plan import MODES, RestorePlanOperator, RestoreReportOperator
 from gce_vm_backup.restore.sets import NEWEST
+from gce_vm_backup.runtime.compat import allowed_run_types
 
 RESTORE_PREFIX = "gce_vm_backup_restore__"
 DRILL_PREFIX = "gce_vm_backup_drill__"
@@ -136,7 +137,11 @@ def _common(group_id: str, group: Group, deployment: str, *, identity: str | Non
 
 
 def _default_args(group: Group) -> dict[str, Any]:
-    return {"retries": group.retries, "retry_delay": timedelta(seconds=min(group.retry_delay, 60))}
+    return {
+        "owner": group.owner,
+        "retries": group.retries,
+        "retry_delay": timedelta(seconds=min(group.retry_delay, 60)),
+    }
 
 
 def _targets(group: Group) -> list[dict[str, Any]]:
@@ -150,7 +155,8 @@ def build_restore_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
     with DAG(
         dag_id=f"{RESTORE_PREFIX}{group_id}",
         description=f"Restore a VM of group {group_id} from one of its snapshot sets",
-        schedule=None,
+        schedule=None,  # so Airflow refuses a backfill of it on every version
+        **allowed_run_types("manual"),
         start_date=group.start_date,
         catchup=False,
         max_active_runs=1,
@@ -245,6 +251,8 @@ def build_drill_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
         dag_id=f"{DRILL_PREFIX}{group_id}",
         description=f"Restore drill of group {group_id}: every VM's newest backup restored, booted, deleted",
         schedule=drill.schedule,
+        # No backfill: a drill restores the newest sets now (its plan task refuses one too).
+        **allowed_run_types("scheduled", "manual"),
         start_date=group.start_date,
         catchup=False,
         max_active_runs=1,

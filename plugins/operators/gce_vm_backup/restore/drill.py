@@ -41,7 +41,7 @@ from gce_vm_backup.restore.steps import (
     split_vm,
     wait_for_status,
 )
-from gce_vm_backup.runtime.base import ERROR_XCOM_KEY
+from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, refuse_backfill
 
 DRILL_REPORT_KEY = "drill_report"
 PROGRESS_KEY = "drill_progress"
@@ -73,6 +73,7 @@ class DrillPlanOperator(RestoreTask):
         self.targets, self.drill = targets, drill
 
     def execute(self, context: Any) -> list[dict[str, Any]]:
+        refuse_backfill(context, why="a drill restores the newest snapshot sets now, whatever the run's date")
         run_hash = self.run_hash(context)
         nonce = secrets.token_hex(8)  # known to this run only: nothing can carry it before the plan
         scratch = self.drill.get("scratch_project")

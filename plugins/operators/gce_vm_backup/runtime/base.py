@@ -72,6 +72,25 @@ class RunKey:
         )
 
 
+BACKUP_NOW = "a backup stops VMs now and names snapshots by the run's date"
+BACKFILL_REFUSED = "backfill runs are refused: {why}; trigger the DAG instead"
+
+
+def refuse_backfill(context: Any, *, why: str = BACKUP_NOW) -> None:
+    """Raise AirflowFailException (one line, no retry) when the task's DAG run is a backfill run.
+
+    The first task of a backup (and of a drill) calls it before any Compute Engine call: Airflow 3.2+ already
+    refuses to create such runs (the DAG's ``allowed_run_types``, compat.allowed_run_types), Airflow 3.1
+    does not, and a backfill would stop every VM once per past date. The rest of the run depends on the
+    first task, so nothing else runs.
+    """
+    run_type = getattr(context["dag_run"], "run_type", None)
+    if getattr(run_type, "value", run_type) == "backfill":
+        from gce_vm_backup.runtime.compat import AirflowFailException
+
+        raise AirflowFailException(BACKFILL_REFUSED.format(why=why))
+
+
 def as_bool(value: Any, *, name: str) -> bool:
     """A rendered template may give 'True'/'False' strings; accept those and real booleans."""
     if isinstance(value, bool):
@@ -216,6 +235,12 @@ class ComputeOperator(RecordsFailures, BaseOperator):
                 gcp_conn_id=self.gcp_conn_id, impersonation_chain=self.impersonation_chain
             )
         return self._hook
+
+
+def wait_mode_of(*, deferrable: bool) -> str:
+    """The wait mode of a ``deferrable`` flag without an explicit ``wait_mode``: defer, else reschedule
+    (still slot-free, and needs no triggerer)."""
+    return "defer" if deferrable else "reschedule"
 
 
 def sensor_mode(wait_mode: str) -> str:

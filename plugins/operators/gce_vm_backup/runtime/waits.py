@@ -13,14 +13,24 @@ from typing import Any
 from airflow.sdk.bases.sensor import BaseSensorOperator
 
 from gce_vm_backup.errors import OperationTimeoutError
-from gce_vm_backup.runtime.base import WAIT_MODES, ComputeOperator, DeferringWait, check_choice, sensor_mode
-from gce_vm_backup.runtime.compat import AirflowSensorTimeout
+from gce_vm_backup.runtime.base import (
+    WAIT_MODES,
+    ComputeOperator,
+    DeferringWait,
+    check_choice,
+    sensor_mode,
+    wait_mode_of,
+)
+from gce_vm_backup.runtime.compat import AirflowSensorTimeout, conf
 
 
 class SlotFreeWait(ComputeOperator, DeferringWait, BaseSensorOperator):
     """A bounded wait that looks (``poke``), then frees its worker slot until the next look.
 
-    ``wait_mode``: ``"defer"`` defers on the standard provider's TimeDeltaTrigger between pokes (a built-in
+    ``deferrable`` (default: Airflow's ``[operators] default_deferrable``, false unless set, as the
+    provider operators take it): true defers between pokes, false reschedules. ``wait_mode``, when given,
+    decides instead (the config's key; ``deferrable`` is then true for ``"defer"`` only):
+    ``"defer"`` defers on the standard provider's TimeDeltaTrigger between pokes (a built-in
     trigger, so it runs on Composer 3's triggerer; counted against ``max_active_tis_per_dagrun``);
     ``"reschedule"`` reschedules (not counted); ``"worker"`` pokes on the worker (holds the slot).
     ``timeout`` (seconds) bounds the whole wait in every mode, across deferrals and reschedules; a retry
@@ -42,14 +52,18 @@ class SlotFreeWait(ComputeOperator, DeferringWait, BaseSensorOperator):
     def __init__(
         self,
         *,
-        wait_mode: str = "defer",
+        wait_mode: str | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         timeout: float = 3600,
         poke_interval: float = 30,
         **kwargs: Any,
     ) -> None:
+        if wait_mode is None:
+            wait_mode = wait_mode_of(deferrable=deferrable)
         check_choice(wait_mode, WAIT_MODES, name="wait_mode")
         super().__init__(mode=sensor_mode(wait_mode), timeout=timeout, poke_interval=poke_interval, **kwargs)
         self.wait_mode = wait_mode
+        self.deferrable = wait_mode == "defer"
 
     def describe(self) -> str:
         """What is waited on ("the snapshots of VM ..."), for the timeout message."""
