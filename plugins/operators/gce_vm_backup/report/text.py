@@ -8,35 +8,111 @@ from typing import Any
 from gce_vm_backup.report.model import GONE
 
 
+# The widest line the run report writes to the task log. Airflow's log viewer does not wrap by default
+# (a wider line runs off to the right, behind a horizontal scroll); 100 columns fit beside its
+# timestamp and level in the task page of a 1400-pixel-wide browser window (docs/how-it-works.md).
+LOG_WIDTH = 100
+INDENT = "    "  # a continuation line of a wrapped line, and what belongs to the VM above
+
+
+def wrap(line: str, width: int = LOG_WIDTH, *, indent: str = INDENT) -> list[str]:
+    """``line`` in lines of at most ``width`` columns, broken at spaces (a word longer than a line, such as
+    a long path, is cut); continuation lines carry the line's own indent plus ``indent``."""
+    import textwrap
+
+    own = line[: len(line) - len(line.lstrip(" "))]
+    return textwrap.wrap(
+        line,
+        width=width,
+        initial_indent="",
+        subsequent_indent=own + indent,
+        break_on_hyphens=False,
+        drop_whitespace=True,
+    ) or [""]
+
+
+def _fitted(natural: list[int], least: list[int], width: int) -> list[int]:
+    """Column widths within ``width`` (one space between columns): the widest shrinks first, none below
+    its least width or 4."""
+    widths = list(natural)
+    while sum(widths) + len(widths) - 1 > width:
+        widest = max(range(len(widths)), key=lambda i: (widths[i] > max(least[i], 4), widths[i]))
+        if widths[widest] <= max(least[widest], 4):
+            break  # cannot fit: the columns' least widths are wider than the line
+        widths[widest] -= 1
+    return widths
+
+
 def table_lines(
-    columns: Sequence[tuple[str, str, int]], entries: Iterable[Sequence[str] | str], *, header: bool = True
+    columns: Sequence[tuple[str, str, int]],
+    entries: Iterable[Sequence[str] | str],
+    *,
+    header: bool = True,
+    width: int | None = None,
 ) -> list[str]:
     """A plain-text table laid out by ``rich``: ``columns`` are (title, ``left`` or ``right``, least width),
     one space apart (a column titled "" of width 0 adds one more); each entry is a row (its cells) or a line
-    of its own (a str) kept where it is among the rows. A row is one line, never wrapped or cut (a longer
-    cell widens its column); no colour or style codes, no trailing spaces."""
+    of its own (a str) kept where it is among the rows. No colour or style codes, no trailing spaces.
+
+    ``width`` None: a row is one line, never wrapped or cut (a longer cell widens its column), for a
+    terminal. ``width`` set: no line is wider; the widest columns narrow and their cells fold onto more
+    lines, and a line of its own wraps (``wrap``), for the task log's viewer."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     entries = list(entries)
-    table = Table(box=None, show_header=header, header_style=None, pad_edge=False, padding=(0, 1, 0, 0))
-    for title, justify, width in columns:
-        table.add_column(title, justify=justify, min_width=width, no_wrap=True)  # type: ignore[arg-type]
     rows = [entry for entry in entries if not isinstance(entry, str)]
-    for row in rows:
-        table.add_row(*(Text(" ".join(str(cell).splitlines())) for cell in row))
     if not rows and not header:
-        return list(entries)  # type: ignore[arg-type]
-    width = sum(max([len(t), w, *(len(str(r[i])) for r in rows)]) + 1 for i, (t, _, w) in enumerate(columns))
-    console = Console(width=width + 16, color_system=None, highlight=False, markup=False, emoji=False)
-    with console.capture() as capture:
-        console.print(table)
-    rendered = iter(line.rstrip() for line in capture.get().splitlines())
-    lines = [next(rendered)] if header else []
-    for entry in entries:
-        lines.append(entry if isinstance(entry, str) else next(rendered))
+        return [part for entry in entries for part in _lines(entry, width)]  # type: ignore[arg-type]
+    natural = [max([len(t), w, *(len(_cell(r[i])) for r in rows)]) for i, (t, _, w) in enumerate(columns)]
+    fitted = natural if width is None else _fitted(natural, [w for _, _, w in columns], width)
+
+    def render(chunk: list[Sequence[str]], with_header: bool) -> list[str]:
+        table = Table(
+            box=None, show_header=with_header, header_style=None, pad_edge=False, padding=(0, 1, 0, 0)
+        )
+        for (title, justify, _), size in zip(columns, fitted, strict=True):
+            table.add_column(
+                title,
+                justify=justify,  # type: ignore[arg-type]
+                width=size,
+                no_wrap=width is None,
+                overflow="fold",
+            )
+        for row in chunk:
+            table.add_row(*(Text(_cell(cell)) for cell in row))
+        console = Console(
+            width=sum(fitted) + len(fitted) + 16, color_system=None, highlight=False, markup=False, emoji=False
+        )
+        with console.capture() as capture:
+            console.print(table)
+        return [line.rstrip() for line in capture.get().splitlines()]
+
+    if width is None:  # one line per row: the rendered rows are interleaved with the lines of their own
+        rendered = iter(render(rows, header))
+        lines = [next(rendered)] if header else []
+        for entry in entries:
+            lines.append(entry if isinstance(entry, str) else next(rendered))
+        return lines
+    lines = render([], True)[:1] if header else []
+    chunk: list[Sequence[str]] = []
+    for entry in [*entries, None]:
+        if isinstance(entry, str) or entry is None:
+            lines += render(chunk, False) if chunk else []
+            chunk = []
+            lines += _lines(entry, width) if entry is not None else []
+        else:
+            chunk.append(entry)
     return lines
+
+
+def _cell(value: object) -> str:
+    return " ".join(str(value).splitlines())
+
+
+def _lines(line: str, width: int | None) -> list[str]:
+    return [line] if width is None else wrap(line, width)
 
 
 def _size(storage_bytes: int) -> str:
