@@ -103,15 +103,15 @@ def table_lines(
             lines.append(entry if isinstance(entry, str) else next(rendered))
         return lines
     lines = render([], True)[:1] if header else []
-    chunk: list[Sequence[str]] = []
-    for entry in [*entries, None]:
-        if isinstance(entry, str) or entry is None:
+    chunk: list[Sequence[str]] = []  # the rows since the last line of its own, rendered together
+    for entry in entries:
+        if isinstance(entry, str):
             lines += render(chunk, False) if chunk else []
             chunk = []
-            lines += _lines(entry, width) if entry is not None else []
+            lines += _lines(entry, width)
         else:
             chunk.append(entry)
-    return lines
+    return lines + (render(chunk, False) if chunk else [])
 
 
 def _cell(value: object) -> str:
