@@ -420,3 +420,24 @@ def test_with_conf_not_overriding_params_a_run_that_would_ignore_its_conf_change
     assert report["task_errors"]["resolve_tier_1"].startswith(
         "resolve_tier_1 failed: Refusing to run: what this run would act on differs from its conf"
     )
+
+
+def test_an_empty_form_backs_up_the_whole_group_and_the_grid_names_each_vm_task(dagbag, emulator):
+    """The form's optional fields left empty (null: a cleared multi-select) mean the whole group, for
+    real; every task of a VM is named by its VM (map_index_template), in both tiers."""
+    run = dagbag.get_dag("gce_vm_backup__shop").test(run_conf={"vms": None, "dry_run": None})
+
+    assert run.state == "success", states(run)
+    assert {s["name"].split("-")[0] for s in emulator.snapshots(P)} == {"web", "db", "batch"}
+    named = {}
+    for ti in run.get_task_instances():
+        if ti.map_index >= 0:
+            named.setdefault(ti.task_id.split(".")[0], {}).setdefault(ti.map_index, set()).add(
+                ti.rendered_map_index
+            )
+    tier_2 = xcom(run, "resolve_tier_2")
+    assert named == {
+        "tier_1": {0: {"web-1"}},
+        "tier_2": {index: {vm["instance"]} for index, vm in enumerate(tier_2)},
+    }
+    assert {vm["instance"] for vm in tier_2} == {"db-1", "batch-1"}

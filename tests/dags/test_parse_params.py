@@ -63,3 +63,15 @@ def test_the_serialized_dag_keeps_the_trigger_form_and_refuses_a_bad_conf(dags):
         assert set(serialized.params) == TRIGGER_KEYS
         with pytest.raises(ParamValidationError):
             _check_conf(serialized.params, {"dry_run": "maybe"})
+
+
+def test_no_field_of_the_backup_form_is_required_and_each_may_be_null(dags):
+    """Airflow's form (FlexibleForm isParamRequired, 3.1.7 and 3.3) marks a field required, and will not
+    submit it empty, unless its schema's type is a list including "null"; a cleared multi-select is sent as
+    null."""
+    for dag in dags.values():
+        for name in TRIGGER_KEYS:
+            kind = dag.params.get_param(name).schema["type"]
+            assert isinstance(kind, list), (dag.dag_id, name)
+            assert "null" in kind, (dag.dag_id, name)
+        assert _check_conf(dag.params, {"vms": None, "dry_run": None}) == {"vms": None, "dry_run": None}

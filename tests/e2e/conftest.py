@@ -102,6 +102,9 @@ E2E_SEED: dict[str, Any] = {
                         {"name": "form-1"},
                         {"name": "form-2"},
                         {"name": "form-3"},
+                        # e2e-names: the grid names each VM's tasks by the VM
+                        {"name": "names-web"},
+                        {"name": "names-db"},
                     ]
                 }
             }
@@ -194,6 +197,12 @@ groups:
       - {_vm("form-1")}
       - {_vm("form-2")}
       - {_vm("form-3")}
+  e2e-names:
+    description: Two VMs; the grid names each one's mapped tasks by the VM.
+    schedule: null
+    targets:
+      - {_vm("names-web")}
+      - {_vm("names-db")}
 """
 
 # Fast detection of a killed worker: its task instance stops heartbeating, and the scheduler fails it
@@ -219,6 +228,7 @@ GROUPS = (
     "e2e-kill",
     "e2e-kill-worker",
     "e2e-form",
+    "e2e-names",
 )
 
 

@@ -3,6 +3,8 @@ teardowns that always clean up, the failure callbacks."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from gce_vm_backup.config.models import BackupConfig, parse_config
@@ -47,13 +49,49 @@ def test_the_restore_form_has_the_settled_params_and_defaults():
 
     assert list(params) == ["vm", "snapshot_set", "mode", "new_name", "machine_type", "network", "dry_run"]
     assert params.get_param("vm").schema["enum"] == ["us-central1-a/web-1"]
-    assert params["vm"] == "us-central1-a/web-1"
+    assert not params.get_param("vm").has_value  # no VM chosen for the user: the form opens empty
     assert params["snapshot_set"] == "newest"
     assert "vm-backup backups --group web" in params.get_param("snapshot_set").description
     assert params.get_param("mode").schema["enum"] == ["new-vm", "replace-disks"]
     assert params["mode"] == "new-vm"
     assert params["dry_run"] is False
-    assert params.get_param("dry_run").schema["type"] == "boolean"
+    assert params.get_param("dry_run").schema["type"] == ["null", "boolean"]
+
+
+def required_in_the_form(schema):
+    """Airflow's trigger form (FlexibleForm isParamRequired, 3.1.7 and 3.3): a field is required unless its
+    schema's type is a list including "null"."""
+    return bool(schema.get("type")) and not (isinstance(schema["type"], list) and "null" in schema["type"])
+
+
+@pytest.mark.parametrize("targets", [TARGET, SELECTOR])
+def test_only_the_vm_and_the_mode_are_required_in_the_form(targets):
+    params = dags_of(config(group(targets)))["gce_vm_backup_restore__web"].params
+    required = [name for name in params if required_in_the_form(params.get_param(name).schema)]
+    assert required == ["vm", "mode"]
+    assert params["mode"] == "new-vm"  # the mode is a required choice, opened at the safe one
+
+
+@pytest.mark.parametrize("targets", [TARGET, SELECTOR])
+@pytest.mark.parametrize("conf", [{}, {"vm": None}, {"vm": ""}])
+def test_a_run_without_a_vm_is_refused_when_it_is_triggered(targets, conf):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = copy.deepcopy(dags_of(config(group(targets)))["gce_vm_backup_restore__web"].params)
+    def trigger():
+        params.update(conf)
+        params.validate()
+
+    with pytest.raises(ParamValidationError, match="vm"):
+        trigger()
+
+
+@pytest.mark.parametrize("field", ["snapshot_set", "new_name", "machine_type", "network", "dry_run"])
+def test_an_optional_field_left_empty_is_accepted(field):
+    params = dags_of(config(group(TARGET)))["gce_vm_backup_restore__web"].params
+    params = copy.deepcopy(params)
+    params.update({"vm": "us-central1-a/web-1", field: None})
+    assert params.validate()[field] is None
 
 
 def test_a_selector_group_takes_a_vm_name_by_pattern():

@@ -187,7 +187,7 @@ def test_a_vm_read_down_leads_the_report_with_the_command_that_starts_it():
         "start of VM web-1 failed: ZONE_RESOURCE_POOL_EXHAUSTED",
         "not run because of the failure above: verify, retention",
     ]
-    assert format_report(result).splitlines()[0] == (
+    assert unwrapped_first_line(format_report(result)) == (
         f"VM DOWN: {path('web-1')} is TERMINATED (it was RUNNING before the backup); start it by hand: {command}"
     )
 
@@ -221,10 +221,8 @@ def test_a_deleted_vm_is_reported_gone_without_a_start_command():
         "VM web-1 was RUNNING before the backup and no longer exists "
         "(stop_snapshot_start failed, ensure_running failed)"
     )
-    assert (
-        format_report(result)
-        .splitlines()[0]
-        .endswith("web-1 no longer exists (it was RUNNING before the backup)")
+    assert unwrapped_first_line(format_report(result)).endswith(
+        "web-1 no longer exists (it was RUNNING before the backup)"
     )
 
 
@@ -310,6 +308,16 @@ def test_instant_mode_reports_convert_s_standard_snapshots_and_the_instant_ones_
     assert "web-2-instant" in text
     assert "READY*" in text
     assert "* an instant snapshot" in text
+
+
+def unwrapped_first_line(text):
+    """The report's first line as it reads, its wrapped continuation lines (indented) joined."""
+    first, *rest = text.splitlines()
+    for line in rest:
+        if not line.startswith("    "):
+            break
+        first += " " + line.strip()
+    return first
 
 
 def shared(instance, carrier, map_index):
@@ -407,7 +415,7 @@ def test_a_peak_above_the_cap_is_called_out_beside_it():
     assert (result["downtime"]["peak_vms_down"], result["downtime"]["within_cap"]) == (3, False)
     assert (
         format_report(result)
-        .splitlines()[1]
+        .splitlines()[2]  # after the run's status and its totals
         .startswith("VMs down at once: at most 3, ABOVE max_concurrent_vms 2")
     )
 
@@ -435,9 +443,9 @@ def test_the_table_names_each_vm_snapshot_and_problem():
     vm = good_vm()
     vm.states[stages.VERIFY] = "failed"
     text = format_report(report(vm, max_concurrent_vms=4))
-    assert "FAILED - 0/1 VM(s) ok" in text
+    assert "Backup run r of d: FAILED\n0/1 VM(s) ok" in text
     assert "us-central1-a/instances/web-1" in text
-    assert "     210s  web-1" in text
+    assert "us-central1-a/instances/web-1: RUNNING before the run, down 210s\n    web-1 web-1-snap " in text
     assert "web-1-snap" in text
     assert "3.0 GiB" in text
     assert "retention deleted: old-1" in text
@@ -652,7 +660,7 @@ def test_report_operator_still_reports_when_the_vm_cannot_be_read(ti, error, exp
     pushed = ti.xcom_push.call_args.kwargs["value"]
     (row,) = pushed["vms"]
     assert expected in row["problems"][0]
-    assert format_report(pushed).splitlines()[0] == first_line
+    assert unwrapped_first_line(format_report(pushed)) == first_line
 
 
 def test_a_failed_task_outside_the_vm_groups_is_reported_with_its_cause(ti):
@@ -670,7 +678,9 @@ def test_a_failed_task_outside_the_vm_groups_is_reported_with_its_cause(ti):
         operator.execute({"ti": ti, "run_id": "r1"})
     pushed = ti.xcom_push.call_args.kwargs["value"]
     assert pushed["task_errors"] == {resolve: cause}
-    assert f"    {resolve}: {cause}" in format_report(pushed)
+    text = format_report(pushed)
+    assert f"\n    {resolve}: " in text  # indented under "Failed tasks outside the VM groups"
+    assert f"{resolve}: {cause}" in " ".join(text.split())  # wrapped at the log's width, all of it
 
 
 @pytest.mark.parametrize("groups", [[], ["backup_vm"], [TIER, "resolve_tier_1"]])
@@ -689,7 +699,7 @@ def test_a_vm_someone_else_stopped_after_the_precheck_is_down_but_on_call_is_not
     assert result["vms_down"] == [
         {"vm": path("web-1"), "status": "TERMINATED", "command": command, "not_stopped_by_run": True}
     ]
-    first = format_report(result).splitlines()[0]
+    first = unwrapped_first_line(format_report(result))
     assert first == (
         f"VM DOWN: {path('web-1')} is TERMINATED, stopped by someone else after the precheck (not by this run; "
         f"not backed up): find out who before you start it: {command}"
@@ -697,3 +707,82 @@ def test_a_vm_someone_else_stopped_after_the_precheck_is_down_but_on_call_is_not
     assert result["vms"][0]["problems"][0].startswith(
         "VM web-1 IS DOWN (TERMINATED), but this run did not stop it"
     )
+
+
+def hostile_report():
+    """Names as long as Compute Engine allows, every kind of line: down VMs, problems, a failed task."""
+    long_name = "a" * 62 + "z"
+    down = failed_downtime(good_vm(long_name, 0))
+    down.status_now = "TERMINATED"
+    down.errors[stages.STOP_SNAPSHOT_START] = {"cause": "start of VM failed: " + "x " * 120}
+    ok = good_vm("web-2", 1)
+    ok.values[stages.VERIFY][0].update(snapshot="q" * 63, disk="j" * 63)
+    return report(down, ok, max_concurrent_vms=4), long_name
+
+
+def test_no_line_of_the_logged_report_is_wider_than_the_log_viewer():
+    from gce_vm_backup.report.text import LOG_WIDTH
+
+    result, long_name = hostile_report()
+    lines = format_report(result).splitlines()
+    assert max(map(len, lines)) <= LOG_WIDTH
+    assert max(map(len, lines)) > LOG_WIDTH - 10  # the lines do use the room
+    text = " ".join(" ".join(lines).split())
+    # nothing is lost in the wrapping: every word of a problem and of the start command is there
+    command = result["vms_down"][0]["command"]
+    assert " ".join(command.split()) in text
+    # the longest snapshot and disk names fold within their columns, every character kept
+    assert (text.count("q"), text.replace("project", "").count("j")) == (63, 63)
+    assert long_name in text
+
+
+def test_the_snapshot_table_keeps_each_vm_and_its_snapshots_together():
+    result, _ = hostile_report()
+    lines = format_report(result).splitlines()
+    heading = next(i for i, line in enumerate(lines) if line.startswith("us-central1-a/instances/web-2: "))
+    assert lines[heading] == "us-central1-a/instances/web-2: RUNNING before the run, down 210s"
+    assert lines[heading + 1].startswith("    ")  # its snapshot, under it (folded when too wide)
+
+
+def test_the_summary_counts_vms_downtime_and_names_the_set():
+    from gce_vm_backup.config.labels import run_label
+    from gce_vm_backup.report.text import run_summary
+
+    result, _ = hostile_report()
+    summary = run_summary(result)
+    assert {k: summary[k] for k in ("status", "vms_ok", "vms_failed", "vms_skipped")} == {
+        "status": "failed",
+        "vms_ok": 1,
+        "vms_failed": 1,
+        "vms_skipped": 0,
+    }
+    assert summary["downtime_seconds"] == sum(row["downtime_seconds"] or 0 for row in result["vms"]) > 0
+    assert summary["set_id"] == run_label(result["dag_id"], result["run_id"])
+    assert summary["text"] == (
+        f"FAILED: 1 VM(s) ok, 1 failed, 0 skipped; downtime {summary['downtime_seconds']}s in all; "
+        f"snapshot set {summary['set_id']}"
+    )
+    assert json.loads(json.dumps(summary)) == summary  # an XCom value
+
+
+def test_a_dry_runs_vms_are_skipped_without_a_set_and_a_skipped_vm_with_a_problem_is_failed():
+    from gce_vm_backup.report.text import run_summary
+
+    idle = good_vm("web-2", 1)
+    idle.states = dict.fromkeys(idle.states, "skipped")
+    idle.values = {stages.PRECHECK: idle.values[stages.PRECHECK]}
+    summary = run_summary(report(good_vm(), idle))  # idle: RUNNING before, never seen back
+    assert (summary["vms_ok"], summary["vms_failed"], summary["vms_skipped"]) == (1, 1, 0)
+    dry = report(dry_run_plan=[{"vm": path("web-1"), "status": "RUNNING", "action": "stop", "snapshots": []}])
+    assert (run_summary(dry)["vms_skipped"], run_summary(dry)["set_id"]) == (1, None)
+
+
+def test_the_report_task_pushes_the_summary_to_its_xcom_tab(ti):
+    from gce_vm_backup.report.text import SUMMARY_XCOM_KEY
+
+    operator, _ = report_operator("RUNNING")
+    with pytest.raises(AirflowFailException):
+        operator.execute({"ti": ti, "run_id": "r1"})
+    pushed = {c.kwargs["key"]: c.kwargs["value"] for c in ti.xcom_push.call_args_list}
+    assert pushed[SUMMARY_XCOM_KEY]["vms_failed"] == 1
+    assert pushed[SUMMARY_XCOM_KEY]["text"].startswith("FAILED: 1 VM(s) ok, 1 failed, 0 skipped")

@@ -43,6 +43,11 @@ def disk_carriers(vms: list[dict[str, Any]], disks_of: dict[str, list[str] | Non
     return carriers
 
 
+def _unset_is_false(value: Any) -> Any:
+    """The form's optional ``dry_run`` left null (empty) is not a dry run."""
+    return False if value is None else value
+
+
 class ResolveTargetsOperator(ComputeOperator):
     """Turn a group's targets into the list of VMs to back up in this run (read-only).
 
@@ -141,7 +146,7 @@ class ResolveTargetsOperator(ComputeOperator):
                 f"The run's conf has unknown key(s) {', '.join(map(repr, unknown))}; the backup DAGs take "
                 f"only {', '.join(TRIGGER_CONF_KEYS)}. Nothing was done."
             )
-        dry_run = as_bool(self.plan_only, name="plan_only")
+        dry_run = as_bool(_unset_is_false(self.plan_only), name="plan_only")
         self._check_against_conf(dry_run)
         seen: set[str] = set()
         tiers: list[list[dict[str, Any]]] = []
@@ -244,7 +249,7 @@ class ResolveTargetsOperator(ComputeOperator):
         problems = []
         if "dry_run" in conf:
             try:
-                wanted = as_bool(conf["dry_run"], name="dry_run")
+                wanted = as_bool(_unset_is_false(conf["dry_run"]), name="dry_run")
             except ConfigError:
                 wanted = None
             if wanted != dry_run:
@@ -252,7 +257,10 @@ class ResolveTargetsOperator(ComputeOperator):
                     f"the conf's dry_run is {conf['dry_run']!r} but the run would act as dry_run={dry_run}"
                 )
         if "vms" in conf:
-            asked = conf["vms"] if isinstance(conf["vms"], list) else [conf["vms"]]
+            # null: the form's cleared multi-select, the whole group as an empty list is
+            asked = (
+                conf["vms"] if isinstance(conf["vms"], list) else [] if conf["vms"] is None else [conf["vms"]]
+            )
             acting = self.only if isinstance(self.only, list) else [self.only] if self.only else []
             if sorted(map(str, asked or [])) != sorted(map(str, acting)):
                 problems.append(

@@ -33,6 +33,7 @@ from airflow.sdk import DAG, Param, TriggerRule, task_group
 
 from gce_vm_backup.backup import stages
 from gce_vm_backup.config.models import BackupConfig, Group, read_config
+from gce_vm_backup.dags.map_index import vm_name_template
 from gce_vm_backup.dags.restore import build_restore_dags
 from gce_vm_backup.errors import ConfigError
 from gce_vm_backup.operators import ResolveTargetsOperator, RunReportOperator
@@ -59,15 +60,28 @@ def dag_id_for(group_id: str) -> str:
 PARAM_DIALECT: dict[str, Any] = {"$schema": "http://json-schema.org/draft-07/schema#"}
 
 
+# Airflow's trigger form marks a field required (and refuses to submit it empty) unless its schema's type
+# is a list that includes "null" (FlexibleForm's isParamRequired, the same on Airflow 3.1.7 and 3.3): a
+# default does not make a field optional. So every optional field admits null, and null means what an
+# empty field says (the whole group; not a dry run).
+OPTIONAL = "null"
+
+
 def trigger_params(group: Group) -> dict[str, Param]:
-    """The trigger form: the whole group (default), a chosen subset of VMs, or a dry run."""
+    """The trigger form: the whole group (default), a chosen subset of VMs, or a dry run. Both fields are
+    optional: an empty (null) ``vms`` is the whole group, a null ``dry_run`` a real backup."""
     names = group.explicit_vm_names()
     # "zone/instance" or "instance"; selectors' matches are checked against the targets at run time
     vm_items: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": VM_NAME_PATTERN}
     if names and not group.has_selectors():
         vm_items["enum"] = names  # the form rejects other names before a run is created
     described = ", ".join(names) if names else "VMs matched by the label selectors"
-    vms_schema: dict[str, Any] = {"type": "array", "items": vm_items, "uniqueItems": True, **PARAM_DIALECT}
+    vms_schema: dict[str, Any] = {
+        "type": [OPTIONAL, "array"],  # the form sends null when the multi-select is cleared
+        "items": vm_items,
+        "uniqueItems": True,
+        **PARAM_DIALECT,
+    }
     if names:
         vms_schema["examples"] = names  # renders as a multi-select in the trigger form
     return {
@@ -79,7 +93,7 @@ def trigger_params(group: Group) -> dict[str, Param]:
         ),
         "dry_run": Param(
             False,
-            type="boolean",
+            type=[OPTIONAL, "boolean"],
             title="Dry run",
             **PARAM_DIALECT,
             description="Show what would be stopped, snapshotted and started; change nothing.",
@@ -398,6 +412,16 @@ STAGE_ARGUMENTS: dict[str, Callable[[_VmTasks], dict[str, Any]]] = {
 }
 
 
+def _vm_argument(arguments: dict[str, Any]) -> str:
+    """Where a VM stage's rendered task finds its VM (map_index_template): the precheck has the mapped
+    ``instance``; the later stages the precheck's record; verify the downtime's result (``vm``, a path)."""
+    if "instance" in arguments:
+        return "task.instance"
+    if "instance_record" in arguments:
+        return "task.instance_record.instance"
+    return "task.snapshot_records.vm"
+
+
 def _tier_group(
     number: int,
     innermost: bool,
@@ -432,10 +456,12 @@ def _tier_group(
             },
         )
         for stage in chain:
+            arguments = STAGE_ARGUMENTS[stage.id](vm)
             task = _operator_class(stage.operator)(
                 task_id=stage.id,
-                **STAGE_ARGUMENTS[stage.id](vm),
+                **arguments,
                 **(slot_free if stage.slot_free else common),
+                map_index_template=vm_name_template(_vm_argument(arguments)),
             )
             for upstream in stage.after:
                 if upstream in vm.built:

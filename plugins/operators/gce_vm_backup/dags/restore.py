@@ -25,6 +25,7 @@ from airflow.providers.standard.operators.python import BranchPythonOperator
 from airflow.sdk import DAG, Param, TriggerRule
 
 from gce_vm_backup.config.models import BackupConfig, Group
+from gce_vm_backup.dags.map_index import vm_name_template
 from gce_vm_backup.report.notify import notifiers_from_config
 from gce_vm_backup.restore.approval import CheckApprovalOperator
 from gce_vm_backup.restore.drill import (
@@ -61,15 +62,25 @@ STEP_TIMEOUT = 1800  # seconds per restore step (disks from snapshots of large d
 HOLD_FOR = APPROVAL_TIMEOUT + timedelta(hours=12)
 
 
+# Airflow's trigger form marks a field required unless its schema's type is a list that includes "null"
+# (FlexibleForm's isParamRequired, Airflow 3.1.7 and 3.3): the optional fields admit null, which means
+# what their empty field says (the newest set, the original's name, machine type and network; no dry run).
+OPTIONAL = "null"
+
+
 def restore_params(group_id: str, group: Group) -> dict[str, Param]:
-    """The restore form. Names are a contract (the browser test, RESTORE_FORM.md): keep them stable."""
+    """The restore form. Names are a contract (the browser test, RESTORE_FORM.md): keep them stable.
+
+    The VM is required and has no default: nobody restores the group's first VM by leaving the form as it
+    opened. Airflow refuses a run without it (the form keeps Trigger disabled; the REST API and the CLI
+    answer that the param has no value), and the plan task refuses an empty one before any API call.
+    """
     names = group.explicit_vm_names()
     if names and not group.has_selectors():
-        vm = Param(names[0], type="string", enum=names, title="VM to restore", description="zone/instance")
+        vm = Param(type="string", enum=names, title="VM to restore", description="zone/instance")
     else:
         vm = Param(
-            names[0] if names else None,
-            type=["null", "string"],
+            type="string",
             pattern=VM_NAME_PATTERN,
             title="VM to restore",
             description="zone/instance (or instance) of a VM of the group, label selectors included, or "
@@ -79,12 +90,12 @@ def restore_params(group_id: str, group: Group) -> dict[str, Param]:
         "vm": vm,
         "snapshot_set": Param(
             NEWEST,
-            type="string",
+            type=[OPTIONAL, "string"],
             minLength=1,
             maxLength=63,
             title="Snapshot set",
-            description="newest (the newest complete READY set) or a set's id; list them with "
-            f"`vm-backup backups --group {group_id}`",
+            description="newest (the newest complete READY set; also when empty) or a set's id; list them "
+            f"with `vm-backup backups --group {group_id}`",
         ),
         "mode": Param(
             "new-vm",
@@ -114,7 +125,7 @@ def restore_params(group_id: str, group: Group) -> dict[str, Param]:
             description="new-vm only: a network name or projects/P/global/networks/N; empty: the original's",
         ),
         "dry_run": Param(
-            False, type="boolean", title="Dry run", description="Show the plan; change nothing."
+            False, type=[OPTIONAL, "boolean"], title="Dry run", description="Show the plan; change nothing."
         ),
     }
 
@@ -264,7 +275,11 @@ def build_drill_dag(group_id: str, group: Group, *, deployment: str) -> DAG:
     ) as dag:
         plan = DrillPlanOperator(task_id="plan", targets=_targets(group), drill=spec, retries=0, **common)
         drill_vm = DrillVmOperator.partial(
-            task_id="drill_vm", drill=spec, max_active_tis_per_dagrun=group.max_concurrent_vms, **common
+            task_id="drill_vm",
+            drill=spec,
+            max_active_tis_per_dagrun=group.max_concurrent_vms,
+            map_index_template=vm_name_template("task.plan.vm"),  # the grid names each drill by its VM
+            **common,
         ).expand_kwargs(plan.output)
         cleanup = DrillCleanupOperator(
             task_id="cleanup", plans=plan.output, drill=spec, retries=max(group.retries, 2), **common

@@ -27,7 +27,7 @@ from gce_vm_backup.report.model import (
     build_run_report,
     needs_status_check,
 )
-from gce_vm_backup.report.text import down_lines, format_report, problem_lines
+from gce_vm_backup.report.text import SUMMARY_XCOM_KEY, down_lines, format_report, problem_lines, run_summary
 from gce_vm_backup.runtime.base import ERROR_XCOM_KEY, ComputeOperator
 from gce_vm_backup.runtime.compat import AirflowFailException
 
@@ -120,7 +120,7 @@ def collect_vm_results(
 
 class RunReportOperator(ComputeOperator):
     """Build the run report, log it as a table and push it to XCom (key ``run_report``, and as the return
-    value when the run had no problems).
+    value when the run had no problems), and its summary (key ``run_summary``: ``text.run_summary``).
 
     :param vm_groups: the ids of the mapped per-VM task groups (``stages.tier_group(n)``: tier_1, ...).
     :param max_concurrent_vms: the group's cap on VMs down at once, shown beside the peak the report
@@ -181,6 +181,7 @@ class RunReportOperator(ComputeOperator):
             max_concurrent_vms=self.max_concurrent_vms,
         )
         self.log.info("%s", format_report(report))
+        ti.xcom_push(key=SUMMARY_XCOM_KEY, value=run_summary(report))  # shown in the task's XCom tab
         ti.xcom_push(key=REPORT_XCOM_KEY, value=report)
         if self.fail_on_problems and report["status"] != "success":
             raise AirflowFailException(

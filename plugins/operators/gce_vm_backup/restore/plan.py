@@ -141,7 +141,7 @@ class RestorePlanOperator(RestoreTask):
             "new_name": self.new_name or None,
             "machine_type": self.machine_type or None,
             "network": self.network or None,
-            "dry_run": as_bool(self.preview, name="dry_run"),
+            "dry_run": as_bool(False if self.preview is None else self.preview, name="dry_run"),
         }
         problems = []
         conf = self.conf if isinstance(self.conf, Mapping) else {}
@@ -150,7 +150,10 @@ class RestorePlanOperator(RestoreTask):
             for key in sorted(set(conf) - set(FORM_KEYS))
         ]
         for key in set(conf) & set(FORM_KEYS):
-            if conf[key] != form[key] and not (key == "snapshot_set" and not conf[key]):
+            # an empty optional field: the newest set, not a dry run
+            empty = not conf[key] if key == "snapshot_set" else key == "dry_run" and conf[key] is None
+            empty = empty and form[key] == {"snapshot_set": NEWEST, "dry_run": False}.get(key)
+            if conf[key] != form[key] and not empty:
                 problems.append(f"{key}: the conf says {conf[key]!r} but the run would use {form[key]!r}")
         if not isinstance(form["vm"], str):
             problems.append("vm: choose the VM to restore (zone/instance)")
