@@ -300,9 +300,18 @@ document.getElementById("restore-form").addEventListener("submit", async (event)
     return;
   }
   result.className = "ok";
-  result.textContent = "Triggered run " + body.dag_run_id;
+  result.textContent = "Triggered run " + body.dag_run_id + " ";
   const run = new URL(form.dataset.runs + encodeURIComponent(body.dag_run_id), document.baseURI);
-  window.top.location.href = run.href;
+  const link = document.createElement("a");
+  link.href = run.href;
+  link.target = "_top";
+  link.textContent = "(open it)";
+  result.append(link);
+  try {
+    window.top.location.href = run.href;
+  } catch (error) {
+    // framed in a sandbox that may not navigate the UI: the link stays
+  }
 });
 """
 

@@ -1,0 +1,132 @@
+"""The "VM backups" page leads to a restore, in a real browser (Debian's headless Chromium driven by
+Playwright), inside the Airflow UI that frames it: after two backup runs of a VM, the page shows each
+set's id as text, and a set's "Restore..." link opens the group's restore form with the VM and that set
+filled in; submitting it (as a dry run) starts a run of the restore DAG with exactly those values.
+Screenshots: test-artifacts/e2e/vm-backups-set-ids.png, restore-link-form.png, restore-link-result.png.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gce_vm_backup.config.labels import run_label
+from vm_backup_cli.local_env import LocalAirflow
+
+from .conftest import ARTIFACTS, PROJECT, ZONE, trigger_and_wait, wait_for
+from .test_trigger_form import CHROMIUM, CHROMIUM_ARGS
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BACKUP_DAG_ID = "gce_vm_backup__e2e-form"
+RESTORE_DAG_ID = "gce_vm_backup_restore__e2e-form"
+FORM_1 = f"projects/{PROJECT}/zones/{ZONE}/instances/form-1"
+RUN_IDS = ("restore-link-1", "restore-link-2")
+
+
+@pytest.fixture
+def ui(airflow_env: LocalAirflow) -> Iterator[Any]:
+    """A page signed in through the UI's own form, in a fresh headless Chromium."""
+    if not CHROMIUM.exists() and shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium; .ci/run does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(30_000)
+            page.goto(f"{airflow_env.url}/plugin/vm-backups")
+            page.get_by_label("Username").fill(airflow_env.username)
+            page.get_by_label("Password").fill(airflow_env.password)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/plugin/vm-backups")
+            yield page
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def two_sets(airflow_env: LocalAirflow) -> list[str]:
+    """Two backup runs of form-1: their set ids (the runs' labels), oldest first."""
+    for run_id in RUN_IDS:
+        result = trigger_and_wait(
+            airflow_env, BACKUP_DAG_ID, {"vms": [f"{ZONE}/form-1"], "dry_run": False}, run_id=run_id
+        )
+        assert result.run["state"] == "success", result.states()
+    return [run_label(BACKUP_DAG_ID, run_id) for run_id in RUN_IDS]
+
+
+def test_a_sets_restore_link_opens_the_restore_form_filled_with_the_vm_and_the_set(
+    ui: Any, airflow_env: LocalAirflow, two_sets: list[str]
+) -> None:
+    airflow_env.wait_for_dag(RESTORE_DAG_ID)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    ui.reload()
+    frame = ui.frame_locator("iframe")
+    row = frame.locator(f'tr.vm[data-vm="{FORM_1}"]')
+    row.wait_for()
+    older, newer = two_sets
+    for set_id in (older, newer):  # each set's id is text a user sees (and selects whole to copy)
+        shown = row.locator(f'li[data-run="{set_id}"] code.set-id')
+        assert shown.is_visible()
+        assert shown.inner_text() == set_id
+        assert shown.evaluate("e => getComputedStyle(e).userSelect") == "all"
+    # the chart's axes: titled, with dates
+    chart = row.locator("svg.chart")
+    assert chart.locator("text.axis-title").all_text_contents() == [
+        "downtime (s)",
+        "snapshot size (GiB)",
+        "run time (UTC)",
+    ]
+    assert chart.locator("text.tick-time").count() >= 3
+    ui.screenshot(path=str(ARTIFACTS / "vm-backups-set-ids.png"), full_page=True)
+    row.screenshot(path=str(ARTIFACTS / "vm-backups-restore-row.png"))
+
+    runs_before = {run["dag_run_id"] for run in airflow_env.dag_runs(RESTORE_DAG_ID)}
+    row.locator(f'li[data-run="{older}"] a.restore').click()  # the older set: not what "newest" picks
+
+    vm = frame.locator("#field-vm")
+    vm.wait_for()
+    assert vm.input_value() in (f"{ZONE}/form-1", FORM_1)
+    assert frame.locator("#field-snapshot_set").input_value() == older
+    assert frame.locator("#field-mode").input_value() == "new-vm"
+    frame.locator("#field-dry_run").check()
+    ui.screenshot(path=str(ARTIFACTS / "restore-link-form.png"), full_page=True)
+
+    filled_vm = vm.input_value()
+    frame.get_by_role("button", name="Trigger").click()
+    run_id = _new_run_id(airflow_env, runs_before)
+    ui.wait_for_timeout(2000)  # the form's answer, or the UI's page of the new run
+    print(f"\nafter the trigger the browser shows {ui.url}")
+    ui.screenshot(path=str(ARTIFACTS / "restore-link-result.png"), full_page=True)
+    if "/runs/" not in ui.url:  # framed: the form says which run it started
+        assert frame.locator("#result.ok").inner_text().startswith(f"Triggered run {run_id}")
+    result = wait_for(airflow_env, RESTORE_DAG_ID, run_id)
+
+    assert result.run["triggered_by"] == "rest_api"
+    conf = result.run["conf"]
+    assert {key: conf.get(key) for key in ("vm", "snapshot_set", "mode", "dry_run")} == {
+        "vm": filled_vm,
+        "snapshot_set": older,
+        "mode": "new-vm",
+        "dry_run": True,
+    }
+    assert result.run["state"] == "success", result.states()
+    plan = airflow_env.xcom(RESTORE_DAG_ID, run_id, "plan", key="restore_plan_text")
+    assert older in str(plan)
+
+
+def _new_run_id(env: LocalAirflow, before: set[str], timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = [run["dag_run_id"] for run in env.dag_runs(RESTORE_DAG_ID) if run["dag_run_id"] not in before]
+        if new:
+            assert len(new) == 1, new
+            return str(new[0])
+        time.sleep(0.5)
+    raise AssertionError(f"submitting the restore form created no run of {RESTORE_DAG_ID} in {timeout:.0f} s")
