@@ -273,6 +273,25 @@ def render_page(view: PageView) -> str:
 # The form's one script: the fields as the restore DAG's conf, POSTed to Airflow's REST API with the user's
 # own session (Airflow authorizes the trigger and validates the params), then the new run in the UI.
 TRIGGER_SCRIPT = """
+function openInUi(url) {
+  if (window.top === window) {
+    window.location.href = url;
+    return;
+  }
+  try {
+    // Framed by the UI, in a sandbox that may not navigate it: its router shows the page instead.
+    window.top.history.pushState(null, "", url);
+    window.top.dispatchEvent(new PopStateEvent("popstate"));
+  } catch (error) {
+    window.location.href = url;  // a frame of another origin: the page in the frame
+  }
+}
+for (const link of document.querySelectorAll("a.ui-link")) {
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    openInUi(link.href);
+  });
+}
 document.getElementById("restore-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.currentTarget;
@@ -300,18 +319,8 @@ document.getElementById("restore-form").addEventListener("submit", async (event)
     return;
   }
   result.className = "ok";
-  result.textContent = "Triggered run " + body.dag_run_id + " ";
-  const run = new URL(form.dataset.runs + encodeURIComponent(body.dag_run_id), document.baseURI);
-  const link = document.createElement("a");
-  link.href = run.href;
-  link.target = "_top";
-  link.textContent = "(open it)";
-  result.append(link);
-  try {
-    window.top.location.href = run.href;
-  } catch (error) {
-    // framed in a sandbox that may not navigate the UI: the link stays
-  }
+  result.textContent = "Triggered run " + body.dag_run_id;
+  openInUi(new URL(form.dataset.runs + encodeURIComponent(body.dag_run_id), document.baseURI).href);
 });
 """
 
@@ -370,7 +379,7 @@ def render_restore_form(form: RestoreForm) -> str:
     if form.problem:
         return head + f'<p class="error">{escape(form.problem)}</p></body></html>'
     return (
-        head + f'<p class="muted">The trigger form of <a target="_top" href="../dags/{dag_path}">'
+        head + f'<p class="muted">The trigger form of <a class="ui-link" href="../dags/{dag_path}">'
         f"{escape(form.dag_id)}"
         "</a>, with the VM and the set from the VM backups page; Airflow checks your permission to trigger "
         "it and the values, as its own form does.</p>"
