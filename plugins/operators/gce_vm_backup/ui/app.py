@@ -7,7 +7,9 @@ plus, per VM, each run's downtime and snapshot size, drawn as an inline SVG char
 backup DAG's run reports (the ``run_report`` task's XCom ``run_report``: per VM row ``downtime_s`` when
 present, else ``downtime_seconds``), read from Airflow's metadata database; sizes from the snapshots
 (``storageBytes``), matched to runs by the run label (``labels.run_label(dag_id, run_id)``) or, for sets
-made before that label, by the snapshot names in the report.
+made before that label, by the snapshot names in the report. ``GET /restore?group=&vm=&snapshot_set=``
+(where each set's "Restore..." link leads): the group's restore DAG's params as a form, the VM and the set
+filled in; it triggers the restore DAG through Airflow's REST API with the user's own session.
 
 Authentication: Airflow does not authenticate plugin apps; every route depends on Airflow's own
 ``get_user`` (the UI's session cookie or a bearer token from ``POST /auth/token``), so an anonymous
