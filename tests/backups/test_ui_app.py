@@ -270,3 +270,61 @@ def test_the_run_reports_of_a_real_backup_run_are_read_from_the_database_and_cha
     assert point.downtime_s is not None
     assert point.storage_bytes == sum(s["storage_bytes"] for s in row["snapshots"]) > 0
     assert view.hidden_groups == 1
+
+
+def _restore_links(page: str) -> list[str]:
+    import html
+
+    return [html.unescape(href) for href in re.findall(r'<a class="restore" href="([^"]+)"', page)]
+
+
+def test_a_restore_link_opens_the_groups_restore_form_with_the_vm_and_the_set_filled_in(
+    client, airflow_app, config_file
+):
+    from urllib.parse import parse_qs, urlsplit
+
+    from gce_vm_backup.config.models import read_config
+    from gce_vm_backup.dags.restore import restore_params
+    from gce_vm_backup.ui.app import form_vm
+
+    cookies = {"_token": token(airflow_app, "viewer")}
+    page = client.get("/gce-vm-backup/backups", cookies=cookies).text
+    web_1 = page.split(f'data-vm="{vm_path("web-1")}" data-stale')[1].split("</tr>")[0]
+    newest_link, *set_links = _restore_links(web_1)
+    assert len(set_links) == 3  # the READY sets of web-1; its FAILED set has none
+    newest = WEB_1[0].label()
+    assert parse_qs(urlsplit(newest_link).query) == {
+        "group": ["web"],
+        "vm": [vm_path("web-1")],
+        "snapshot_set": [newest],
+    }
+
+    response = client.get(f"/gce-vm-backup/{newest_link}", cookies=cookies)
+
+    assert response.status_code == 200
+    form = response.text
+    config, _ = read_config(config_file)
+    params = restore_params("web", config.groups["web"])
+    assert re.findall(r'<div class="field" id="element_([a-z_]+)">', form) == list(params)
+    vm_value = form_vm(vm_path("web-1"), params["vm"].schema)
+    vm_field = form.split('id="element_vm"')[1].split("</div>")[0]
+    filled = re.findall(r'<option value="([^"]+)" selected>', vm_field) or re.findall(
+        r'value="([^"]+)"', vm_field
+    )
+    assert filled == [vm_value]
+    assert vm_value in (vm_path("web-1"), f"{ZONE}/web-1")
+    assert f'id="field-snapshot_set" name="snapshot_set" data-kind="string" value="{newest}"' in form
+    assert 'data-api="../api/v2/dags/gce_vm_backup_restore__web/dagRuns"' in form
+
+
+def test_the_restore_form_of_an_unknown_or_unreadable_group_is_not_served(client, airflow_app):
+    query = f"group=web&vm={vm_path('web-1')}&snapshot_set=x"
+    assert client.get(f"/gce-vm-backup/restore?{query}").status_code == 401
+    for role, group in ((None, "web"), ("admin", "nope")):
+        response = client.get(
+            f"/gce-vm-backup/restore?{query.replace('group=web', f'group={group}')}",
+            cookies={"_token": token(airflow_app, role)},
+        )
+        assert response.status_code == 404
+        assert f"No group &#x27;{group}&#x27; on this page for you." in response.text
+        assert 'class="field"' not in response.text

@@ -7,7 +7,9 @@ plus, per VM, each run's downtime and snapshot size, drawn as an inline SVG char
 backup DAG's run reports (the ``run_report`` task's XCom ``run_report``: per VM row ``downtime_s`` when
 present, else ``downtime_seconds``), read from Airflow's metadata database; sizes from the snapshots
 (``storageBytes``), matched to runs by the run label (``labels.run_label(dag_id, run_id)``) or, for sets
-made before that label, by the snapshot names in the report.
+made before that label, by the snapshot names in the report. ``GET /restore?group=&vm=&snapshot_set=``
+(where each set's "Restore..." link leads): the group's restore DAG's params as a form, the VM and the set
+filled in; it triggers the restore DAG through Airflow's REST API with the user's own session.
 
 Authentication: Airflow does not authenticate plugin apps; every route depends on Airflow's own
 ``get_user`` (the UI's session cookie or a bearer token from ``POST /auth/token``), so an anonymous
@@ -20,6 +22,7 @@ which the backup role already lets list snapshots and instances).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from gce_vm_backup.config.labels import run_label
 from gce_vm_backup.report.freshness import VmBackups, collect_group, set_time
-from gce_vm_backup.ui.view import GroupView, PageView, RunPoint
+from gce_vm_backup.ui.view import FormField, GroupView, PageView, RestoreForm, RunPoint
 
 log = logging.getLogger(__name__)
 REPORT_TASK_ID = "run_report"  # report.REPORT_TASK_ID and REPORT_XCOM_KEY (not imported: that pulls in
@@ -177,11 +180,56 @@ def build_view(
     return view
 
 
+VM_PATH = re.compile(r"^projects/[^/]+/zones/(?P<zone>[^/]+)/instances/(?P<instance>[^/]+)$")
+
+
+def form_vm(vm: str, schema: Mapping[str, Any]) -> str:
+    """The restore form's value for the VM at path ``vm``: the path itself (the form takes it), or, where
+    the form offers a closed list, the entry of the list naming that VM (``zone/instance`` or
+    ``instance``); the path when none does (the trigger is then refused, naming the list)."""
+    choices = schema.get("enum")
+    match = VM_PATH.match(vm)
+    if not isinstance(choices, list) or match is None:
+        return vm
+    candidates = (vm, f"{match['zone']}/{match['instance']}", match["instance"])
+    return next((c for c in candidates if c in choices), vm)
+
+
+def restore_form(
+    user: Any,
+    *,
+    config_path: Path,
+    is_authorized: Callable[[Any, str], bool],
+    group: str,
+    vm: str,
+    snapshot_set: str,
+) -> RestoreForm:
+    """The group's restore form (its restore DAG's params, at their defaults) with ``vm`` and
+    ``snapshot_set`` filled in. An unknown group and a group whose backup DAG the user may not read get the
+    same answer: the form says so and has no field."""
+    from gce_vm_backup.config.models import read_config
+    from gce_vm_backup.dags.backup import dag_id_for
+    from gce_vm_backup.dags.restore import RESTORE_PREFIX, restore_params
+
+    form = RestoreForm(group, f"{RESTORE_PREFIX}{group}", vm, snapshot_set)
+    config, _ = read_config(config_path)
+    chosen = config.groups.get(group)
+    if chosen is None or not is_authorized(user, dag_id_for(group)):
+        form.problem = f"No group {group!r} on this page for you."
+        return form
+    for name, param in restore_params(group, chosen).items():
+        dumped = param.dump()  # value (None when unset), description, schema
+        schema = dict(dumped.get("schema") or {})
+        value = {"vm": form_vm(vm, schema), "snapshot_set": snapshot_set}.get(name, dumped.get("value"))
+        form.fields.append(FormField(name, schema, value, dumped.get("description")))
+    return form
+
+
 def create_app() -> FastAPI:
     """The app the plugin mounts. ``app.state`` holds where the data comes from (tests replace it)."""
     from airflow.api_fastapi.core_api.security import get_user
 
-    from gce_vm_backup.ui.page import render_page, view_json
+    from gce_vm_backup.ui.page import render_page, render_restore_form, view_json
 
     app = FastAPI(title="gce-vm-backup", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.config_path = None  # None: default_config_path() at each request
@@ -210,5 +258,24 @@ def create_app() -> FastAPI:
     @app.get("/backups.json")
     def backups_json(request: Request, user: Any = Depends(get_user)) -> JSONResponse:  # noqa: B008
         return JSONResponse(view_json(view_for(request, user)))
+
+    @app.get("/restore", response_class=HTMLResponse)
+    def restore_page(
+        request: Request,
+        group: str = "",
+        vm: str = "",
+        snapshot_set: str = "",
+        user: Any = Depends(get_user),  # noqa: B008
+    ) -> HTMLResponse:
+        state = request.app.state
+        form = restore_form(
+            user,
+            config_path=state.config_path or default_config_path(),
+            is_authorized=state.is_authorized,
+            group=group,
+            vm=vm,
+            snapshot_set=snapshot_set,
+        )
+        return HTMLResponse(render_restore_form(form), status_code=404 if form.problem else 200)
 
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from gce_vm_backup.report.freshness import VmBackups
 
@@ -38,3 +39,31 @@ class PageView:
     groups: list[GroupView]
     problems: list[str] = field(default_factory=list)
     hidden_groups: int = 0  # groups the user may not read
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One field of the restore form: a param of the restore DAG, its JSON schema and its value."""
+
+    name: str
+    schema: dict[str, Any]
+    value: Any
+    description: str | None = None
+
+    @property
+    def title(self) -> str:
+        return str(self.schema.get("title") or self.name)
+
+
+@dataclass
+class RestoreForm:
+    """The restore DAG's trigger form for one VM and one of its sets, as the page's links open it."""
+
+    group: str
+    dag_id: str  # the group's restore DAG
+    vm: str  # projects/P/zones/Z/instances/I, from the link
+    snapshot_set: str
+    fields: list[FormField] = field(default_factory=list)
+    problem: str | None = (
+        None  # why the form cannot be shown (an unknown group, a group the user may not see)
+    )
