@@ -34,13 +34,12 @@ def _needs_extra(subparsers: Any, command: str, missing: str) -> None:
     what = f"pip install 'gce-vm-backup[{extra}]'" if extra else f"install the module {missing}"
     message = f"vm-backup {command} needs {missing}, which is not installed: {what}"
     parser = subparsers.add_parser(command, help=f"(not available: {what})", add_help=False)
-    parser.add_argument("_", nargs=argparse.REMAINDER)
 
     def run(args: argparse.Namespace) -> int:
         print(message, file=sys.stderr)
         return 2
 
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, takes_any_arguments=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "takes_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     result: int = args.func(args)
     return result
 
