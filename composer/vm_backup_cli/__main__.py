@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "local-env": "vm_backup_cli.local_env",
     "backups": "vm_backup_cli.backups",
     "dag-file": "vm_backup_cli.dag_file",
+    "iam-role": "vm_backup_cli.iam_role",
 }
 # The extra a subcommand's third-party imports come with (`pip install 'gce-vm-backup[cli]'`); the others
 # need the runtime dependencies only.
