@@ -5,7 +5,8 @@ Kept thin on purpose: the DAG processor re-parses this file all the time. It imp
 and makes no API or database call. It reads the config's compiled form (gce_vm_backup.compiled.json,
 written by `vm-backup validate` and `vm-backup sync`) while that one matches the YAML, else the YAML.
 The code lives in plugins/operators/gce_vm_backup, imported under its unique name (a top-level
-`operators` package could belong to any team sharing the bucket).
+`operators` package could belong to any team sharing the bucket), or in an installed gce-vm-backup package
+(`vm-backup dag-file` writes this file from it; docs/existing-environment.md).
 """
 
 import sys
@@ -25,5 +26,7 @@ if str(_package_root / "operators") not in sys.path:
     sys.path.append(str(_package_root / "operators"))
 
 from gce_vm_backup.dags.backup import default_config_path, register_dags  # noqa: E402
+from gce_vm_backup.runtime.install import warn_if_two_copies  # noqa: E402
 
+warn_if_two_copies(_package_root / "operators")  # a synced copy and an installed package: one log line
 register_dags(globals(), default_config_path(__file__))

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gce_emulator.__main__ import time_scale
+from vm_backup_cli.sources import MissingSource, Sources, find_sources
 
 HERE = Path(__file__).resolve().parent
 DEMO_CONFIG = HERE / "demo_config.yaml"
@@ -65,20 +66,21 @@ def regular_file(text: str) -> Path:
     return path
 
 
-def _repo_paths() -> tuple[Path, Path]:
-    import gce_vm_backup
+def prepare_airflow_home(home: Path, emulator_url: str, sources: Sources | None = None) -> dict[str, str]:
+    """An Airflow home with the thin DAG file and the demo config; returns the environment to run in.
 
-    plugins = Path(gce_vm_backup.__file__).resolve().parents[2]
-    dag_file = plugins.parent / "dags" / "gce_vm_backup_dags.py"
-    return plugins, dag_file
-
-
-def prepare_airflow_home(home: Path, emulator_url: str) -> dict[str, str]:
-    """An Airflow home with the thin DAG file and the demo config; returns the environment to run in."""
-    plugins, dag_file = _repo_paths()
+    The plugins folder is the clone's ``plugins/``; from an installed wheel, an empty ``<home>/plugins`` (the
+    package is imported from site-packages and its entry point registers the page).
+    Raises MissingSource when there is neither a clone nor the wheel's DAG file.
+    """
+    sources = sources or find_sources()
+    plugins = sources.plugins
+    if plugins is None:
+        plugins = home / "plugins"
+        plugins.mkdir(parents=True, exist_ok=True)
     dags = home / "dags"
     dags.mkdir(parents=True, exist_ok=True)
-    shutil.copy(dag_file, dags / dag_file.name)
+    shutil.copy(sources.dag_file, dags / sources.dag_file.name)
     shutil.copy(DEMO_CONFIG, dags / "gce_vm_backup.yaml")
     connection = {"conn_type": "google_cloud_platform", "extra": {"compute_endpoint": emulator_url}}
     return {
@@ -96,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
     from gce_emulator import Emulator
     from gce_emulator.__main__ import DEMO_SEED
 
+    try:
+        sources = find_sources()
+    except MissingSource as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     home = args.airflow_home or Path(tempfile.mkdtemp(prefix="gce-vm-backup-demo-"))
     log_file = home / "demo-run.log"
     with Emulator(DEMO_SEED, time_scale=args.time_scale) as emulator:
@@ -103,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         seed_history(emulator)
         snapshots_before = {s["name"] for s in emulator.snapshots(PROJECT)}
         print(f"Compute Engine emulator on {emulator.url} (time x{args.time_scale:g}); Airflow home {home}")
-        env = prepare_airflow_home(home, emulator.url)
+        env = prepare_airflow_home(home, emulator.url, sources)
         started = time.monotonic()
         print("Migrating Airflow's SQLite database ...", flush=True)
         migrate = subprocess.run(

@@ -6,7 +6,8 @@ DAG processor, triggerer and API server (REST API + UI) on 127.0.0.1 and a free 
 ``--executor celery`` it is what Composer runs: the CeleryExecutor with two ``airflow celery worker``
 processes, Postgres as the metadata database (and Celery's result backend) and Redis as the broker
 (``services.py``). The Airflow home is laid out like a Composer bucket mount: ``<home>/gcs/dags`` holds
-the thin DAG file and the config, ``<home>/gcs/plugins`` is a symlink to the repository's ``plugins/``.
+the thin DAG file and the config, ``<home>/gcs/plugins`` is a symlink to the repository's ``plugins/``
+(from an installed wheel: an empty folder; the installed package's entry point registers the page).
 Ctrl-C or SIGTERM stops every process (Airflow's first, then Redis and Postgres: terminate, wait, kill).
 
 ``LocalAirflow`` is the reusable part (start/stop, token, trigger, wait for a run); the e2e tests use it.
@@ -33,7 +34,7 @@ from typing import Any
 import requests
 
 from gce_emulator.__main__ import port_number, time_scale
-from vm_backup_cli.demo import _repo_paths, directory, prepare_airflow_home, regular_file
+from vm_backup_cli.demo import directory, prepare_airflow_home, regular_file
 from vm_backup_cli.services import (
     LocalEnvError,
     MissingRequirement,
@@ -43,6 +44,7 @@ from vm_backup_cli.services import (
     check_celery_requirements,
     free_port,
 )
+from vm_backup_cli.sources import MissingSource, checkout_root, find_sources
 
 __all__ = ["EXECUTORS", "LocalAirflow", "LocalEnvError", "free_port"]
 
@@ -135,16 +137,21 @@ class LocalAirflow:
     def _prepare(self) -> dict[str, str]:
         """The Composer-like layout under ``home`` and the environment every component runs with."""
         self.home.mkdir(parents=True, exist_ok=True)
-        # The demo's helper copies the DAG file and the demo config into <gcs>/dags.
-        env = prepare_airflow_home(self.home / "gcs", self.emulator_url)
+        try:
+            sources = find_sources()
+        except MissingSource as exc:
+            raise MissingRequirement(str(exc)) from None
+        if self.plugins_folder.is_symlink():
+            self.plugins_folder.unlink()
+        # The demo's helper copies the DAG file and the demo config into <gcs>/dags (and, from an
+        # installed wheel, makes <gcs>/plugins an empty folder).
+        env = prepare_airflow_home(self.home / "gcs", self.emulator_url, sources)
         if self.config is not None:
             shutil.copy(self.config, self.dags_folder / "gce_vm_backup.yaml")
-        repo_plugins, _ = _repo_paths()
-        if self.plugins_folder.is_symlink() or self.plugins_folder.exists():
-            if not self.plugins_folder.is_symlink():
+        if sources.plugins is not None:
+            if self.plugins_folder.exists():
                 raise LocalEnvError(f"{self.plugins_folder} exists and is not a symlink; remove it")
-            self.plugins_folder.unlink()
-        self.plugins_folder.symlink_to(repo_plugins, target_is_directory=True)
+            self.plugins_folder.symlink_to(sources.plugins, target_is_directory=True)
         self.log_dir.mkdir(exist_ok=True)
         passwords = self.home / "simple_auth_manager_passwords.json"
         passwords.write_text(json.dumps({self.username: self.password}) + "\n")
@@ -504,9 +511,10 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 
 def default_home() -> Path:
-    """``<repo>/.airflow/local-env`` (.airflow/ is gitignored), wherever the command is run from."""
-    plugins, _ = _repo_paths()
-    return plugins.parent / DEFAULT_HOME
+    """``<repo>/.airflow/local-env`` (.airflow/ is gitignored), wherever the command is run from; from an
+    installed wheel, ``.airflow/local-env`` in the current folder."""
+    root = checkout_root()
+    return (root if root is not None else Path.cwd()) / DEFAULT_HOME
 
 
 def run(args: argparse.Namespace) -> int:
@@ -515,6 +523,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.config is not None and not args.config.is_file():
         print(f"local-env: --config: no such file {args.config}", file=sys.stderr)
+        return 2
+    try:
+        find_sources()
+    except MissingSource as exc:
+        print(f"local-env: {exc}", file=sys.stderr)
         return 2
     if args.executor == "celery":
         try:

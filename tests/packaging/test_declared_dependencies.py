@@ -1,5 +1,8 @@
 """Every third-party module the package, the CLI, the DAG file and the benchmarks import (function-local
-imports too) comes from a distribution pyproject.toml declares, not one that only arrives transitively."""
+imports too) comes from a distribution pyproject.toml declares, not one that only arrives transitively, and
+in the right place: what Composer runs (the package, the DAG file) from the runtime dependencies (or the
+[slack] extra its Slack notices need), the CLI from those and its extras. Every runtime dependency is
+imported by what Composer runs: nothing only the CLI or the local tools use is in the default install."""
 
 from __future__ import annotations
 
@@ -14,7 +17,14 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_TREES = ("plugins", "composer", "dags")  # what users install: [project] deps and extras
+# What users install, and the extras each part may import from (beside [project] dependencies).
+RUNTIME_TREES: dict[str, tuple[str, ...]] = {
+    "plugins": ("slack",),  # Composer: the package (Slack notices with [slack]) and the UI plugin
+    "dags": (),
+    "composer/vm_backup_cli": ("cli", "celery"),  # a workstation: `sync` ([cli]), local-env ([celery])
+    "composer/gce_emulator": ("pytest",),  # its pytest fixtures
+}
+COMPOSER_TREES = ("plugins", "dags")
 DEV_TREES = ("benchmarks",)  # run from the checkout: the dev group too
 # Our packages, and the benchmarks' own helper modules (each script puts benchmarks/ on sys.path).
 LOCAL = {"gce_vm_backup", "vm_backup_cli", "gce_emulator", "tests"} | {
@@ -54,10 +64,16 @@ def _module_owners() -> dict[str, str]:
     return owners
 
 
+@cache
+def _top_level_owners() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+@cache
 def owning_distribution(module: str) -> str | None:
     """The installed distribution that provides ``module``. A top-level name several distributions share
     (namespace packages: google.*, airflow.providers.*) goes by which one holds the module's files."""
-    candidates = set(metadata.packages_distributions().get(module.split(".")[0], []))
+    candidates = set(_top_level_owners().get(module.split(".")[0], []))
     if len(candidates) == 1:
         return canonicalize_name(candidates.pop())
     parts = module.split(".")
@@ -68,10 +84,12 @@ def owning_distribution(module: str) -> str | None:
     return None
 
 
-def declared(pyproject: dict, *, dev: bool) -> set[str]:
+def declared(pyproject: dict, *, dev: bool, extras: tuple[str, ...] | None = None) -> set[str]:
+    """The runtime dependencies, with ``extras`` (None: every extra) and, with ``dev``, the dev group."""
     requirements = list(pyproject["project"]["dependencies"])
-    for extra in pyproject["project"].get("optional-dependencies", {}).values():
-        requirements += extra
+    for name, extra in pyproject["project"].get("optional-dependencies", {}).items():
+        if extras is None or name in extras:
+            requirements += extra
     if dev:
         requirements += pyproject.get("dependency-groups", {}).get("dev", [])
     names = {canonicalize_name(Requirement(r).name) for r in requirements}
@@ -81,17 +99,38 @@ def declared(pyproject: dict, *, dev: bool) -> set[str]:
 def undeclared(pyproject: dict) -> list[str]:
     """One line per imported third-party module whose distribution pyproject does not declare."""
     problems = []
-    for trees, dev in ((RUNTIME_TREES, False), (DEV_TREES, True)):
-        allowed = declared(pyproject, dev=dev)
-        for tree in trees:
-            for module, where in sorted(imported_modules(tree).items()):
-                top = module.split(".")[0]
-                if top in sys.stdlib_module_names or top in LOCAL or top == "__future__":
-                    continue
-                owner = owning_distribution(module)
-                if owner not in allowed:
-                    problems.append(f"{module} (from {owner or 'no installed distribution'}): {where[0]}")
+    scopes = [(tree, declared(pyproject, dev=False, extras=extras)) for tree, extras in RUNTIME_TREES.items()]
+    scopes += [(tree, declared(pyproject, dev=True)) for tree in DEV_TREES]
+    for tree, allowed in scopes:
+        for module, where in sorted(imported_modules(tree).items()):
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top in LOCAL or top == "__future__":
+                continue
+            owner = owning_distribution(module)
+            if owner not in allowed:
+                problems.append(f"{module} (from {owner or 'no installed distribution'}): {where[0]}")
     return problems
+
+
+def third_party_owners(tree: str) -> set[str]:
+    owners = set()
+    for module in imported_modules(tree):
+        top = module.split(".")[0]
+        if top not in sys.stdlib_module_names and top not in LOCAL and top != "__future__":
+            owners.add(owning_distribution(module) or module)
+    return owners
+
+
+def unused_at_runtime(pyproject: dict) -> list[str]:
+    """The runtime dependencies nothing Composer runs imports (the apache-airflow meta package counts
+    through its parts)."""
+    used = set().union(*(third_party_owners(tree) for tree in COMPOSER_TREES))
+    unused = []
+    for requirement in pyproject["project"]["dependencies"]:
+        name = canonicalize_name(Requirement(requirement).name)
+        if name not in used and not (PARTS.get(name, set()) & used):
+            unused.append(name)
+    return unused
 
 
 def pyproject_of_checkout() -> dict:
@@ -128,3 +167,26 @@ def test_namespace_packages_resolve_to_their_own_distribution():
     )
     assert owning_distribution("airflow.providers.smtp.notifications.smtp") == "apache-airflow-providers-smtp"
     assert owning_distribution("airflow.sdk") == "apache-airflow-task-sdk"
+
+
+def test_every_runtime_dependency_is_imported_by_what_composer_runs():
+    assert unused_at_runtime(pyproject_of_checkout()) == []
+
+
+def test_a_cli_dependency_in_the_default_install_is_seen():
+    pyproject = pyproject_of_checkout()
+    pyproject["project"]["dependencies"].append("pathspec>=0.11")
+    pyproject["project"]["optional-dependencies"]["cli"].remove("pathspec>=0.11")
+
+    assert unused_at_runtime(pyproject) == ["pathspec"]
+    assert undeclared(pyproject) == []  # still declared: the check above is what catches it
+
+
+def test_a_package_import_declared_only_in_the_cli_extra_is_seen():
+    pyproject = pyproject_of_checkout()
+    croniter = next(r for r in pyproject["project"]["dependencies"] if r.startswith("croniter"))
+    pyproject["project"]["dependencies"].remove(croniter)
+    pyproject["project"]["optional-dependencies"]["cli"].append(croniter)
+
+    found = [line.rsplit(":", 1)[0] for line in undeclared(pyproject)]
+    assert found == ["croniter.croniter (from croniter): plugins/operators/gce_vm_backup/config/models.py"]

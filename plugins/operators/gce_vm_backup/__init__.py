@@ -4,3 +4,7 @@ This package is synced to ``plugins/operators/gce_vm_backup`` in the Composer bu
 import-free on purpose: importing it (as the DAG processor does at every parse) must not pull in any
 Google client library. See docs/architecture.md for the module map.
 """
+
+# The package's version: the wheel's (pyproject.toml reads it from here) and the synced copy's, which
+# gce_vm_backup.runtime.install compares when both are present.
+__version__ = "0.1.0"
