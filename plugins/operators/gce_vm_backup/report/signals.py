@@ -50,7 +50,7 @@ ASSET_SCHEME = "gce-vm-backup"
 SUCCESS, FAILED = "success", "failed"
 READY = "READY"
 
-# Each field of the log line, its JSON type and meaning (docs/metrics.md is made of the same words).
+# Each field of the log line, its JSON type and meaning, in the line's order (docs/metrics.md lists the same).
 LOG_FIELDS: dict[str, tuple[str, str]] = {
     "event": ("string", f'always "{EVENT}"'),
     "deployment": ("string", "the config's deployment"),
