@@ -96,7 +96,7 @@ def stats_logger() -> Any:
     try:
         from airflow.sdk.observability.stats import Stats
     except ImportError:  # Airflow 3.1
-        from airflow.stats import Stats  # type: ignore[no-redef]
+        from airflow.stats import Stats
     return Stats
 
 
