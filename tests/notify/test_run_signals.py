@@ -21,6 +21,7 @@ from gce_vm_backup.report.signals import (
     LOG_FIELDS,
     LOG_PREFIX,
     LOGGER_NAME,
+    METRIC_PREFIX,
     METRICS,
     alias_name,
     asset_uri,
@@ -73,10 +74,15 @@ class StatsSpy:
         self.calls: list[tuple[str, str, Any, dict[str, str]]] = []
 
     def gauge(self, stat: str, value: float, rate: int = 1, delta: bool = False, *, tags=None) -> None:
-        self.calls.append(("gauge", stat, value, dict(tags or {})))
+        self._record("gauge", stat, value, tags)
 
     def incr(self, stat: str, count: int = 1, rate: int = 1, *, tags=None) -> None:
-        self.calls.append(("incr", stat, count, dict(tags or {})))
+        self._record("incr", stat, count, tags)
+
+    def _record(self, kind: str, stat: str, value: Any, tags: Any) -> None:
+        # Airflow's own metrics go through the same object (on Airflow 3.1, in the same process)
+        if stat.startswith(METRIC_PREFIX):
+            self.calls.append((kind, stat, value, dict(tags or {})))
 
     def of(self, vm: str) -> dict[str, tuple[str, Any, dict[str, str]]]:
         return {name: (kind, value, tags) for kind, name, value, tags in self.calls if tags["vm"] == vm}
