@@ -373,3 +373,8 @@ def test_the_alias_is_the_signals_tasks_outlet_and_the_report_still_the_only_lea
     assert task.upstream_task_ids == {
         t.task_id for t in dag.tasks if not t.is_setup and t.task_id not in (stages.SIGNALS, stages.REPORT)
     }
+
+
+def test_a_dry_run_report_gives_no_signal_even_with_rows():
+    report = {**report_of(WEB), "dry_run": True}
+    assert vm_signals(report, deployment="test", group="web", sets={}) == []
