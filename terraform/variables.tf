@@ -203,3 +203,32 @@ variable "drill_read_role_id" {
     error_message = "drill_read_role_id must be 3-64 chars of letters, digits, underscores and dots."
   }
 }
+
+# ---- monitoring: a log-based metric of each VM's backup age and an alert on a stale VM, off unless asked --
+variable "enable_monitoring" {
+  description = "Create the log-based metric gce_vm_backup_backup_age (each VM's newest good backup age, from the signals task's log line) and an alert policy firing when a VM's age passes stale_backup_hours. Off by default."
+  type        = bool
+  default     = false
+}
+
+variable "stale_backup_hours" {
+  description = "The alert fires when a backup run reports a VM whose newest complete READY snapshot set is older than this many hours (only with enable_monitoring)."
+  type        = number
+  default     = 48
+
+  validation {
+    condition     = var.stale_backup_hours > 0 && var.stale_backup_hours <= 8760
+    error_message = "stale_backup_hours must be more than 0 and at most 8760 (a year)."
+  }
+}
+
+variable "notification_channel_ids" {
+  description = "Cloud Monitoring notification channels the stale-backup alert notifies (projects/P/notificationChannels/N); empty: the alert shows in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for id in var.notification_channel_ids : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", id))])
+    error_message = "Each notification channel id must be projects/PROJECT/notificationChannels/ID."
+  }
+}

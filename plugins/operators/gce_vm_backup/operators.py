@@ -8,6 +8,7 @@ from gce_vm_backup.backup.downtime import StopSnapshotOperator, StopSnapshotStar
 from gce_vm_backup.backup.precheck import EnsureRunningOperator, PrecheckInstanceOperator
 from gce_vm_backup.backup.resolve import ResolveTargetsOperator
 from gce_vm_backup.backup.retention import ApplyRetentionOperator, VerifySnapshotsOperator
+from gce_vm_backup.report.signals import RunSignalsOperator
 from gce_vm_backup.report.task import RunReportOperator
 from gce_vm_backup.runtime.waits import SlotFreeWait
 
@@ -17,6 +18,7 @@ __all__ = [
     "PrecheckInstanceOperator",
     "ResolveTargetsOperator",
     "RunReportOperator",
+    "RunSignalsOperator",
     "SlotFreeWait",
     "StopSnapshotOperator",
     "StopSnapshotStartOperator",

@@ -20,7 +20,7 @@ Per tier ``N`` (``resolve_tier_N`` then a mapped task group ``tier_N``, one inst
 - ``verify`` (standard snapshots READY) or ``convert`` (instant snapshots into standard ones), slot-free;
 - ``listed`` (opt-in, group key ``check_listed``): retention's own listing finds each new snapshot;
 - ``retention`` (only with a policy).
-``run_report`` runs last, whatever happened.
+``signals`` (log line, metrics, Asset events) then ``run_report`` run last, whatever happened.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ CONVERT = "convert"
 LISTED = "listed"
 RETENTION = "retention"
 REPORT = "run_report"
+SIGNALS = "signals"  # per-VM log line, metrics and Asset events (report/signals.py), before run_report
 
 # XCom key of the downtime tasks' "this VM is down" marker (the cap on VMs down at once reads it).
 DOWN_XCOM_KEY = "gce_vm_backup_down"

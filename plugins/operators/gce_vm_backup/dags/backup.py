@@ -36,7 +36,7 @@ from gce_vm_backup.config.models import BackupConfig, Group, read_config
 from gce_vm_backup.dags.map_index import vm_name_template
 from gce_vm_backup.dags.restore import build_restore_dags
 from gce_vm_backup.errors import ConfigError
-from gce_vm_backup.operators import ResolveTargetsOperator, RunReportOperator
+from gce_vm_backup.operators import ResolveTargetsOperator, RunReportOperator, RunSignalsOperator
 from gce_vm_backup.report.notify import VmDownNotice, notifiers_from_config
 from gce_vm_backup.runtime.compat import allowed_run_types
 
@@ -202,6 +202,12 @@ def build_dag(group_id: str, group: Group, *, source: str, deployment: str) -> D
                 ensure >> started >> dag.get_task(stages.tier_task(previous, stages.START))
             previous = number
         vm_groups = [stages.tier_group(number) for number in range(1, len(tiers) + 1)]
+        # Each VM's log line, metrics and Asset event (docs/metrics.md): after every VM task, before the
+        # report (which stays the only leaf, and sees it fail).
+        signals = RunSignalsOperator(
+            task_id=stages.SIGNALS, vm_groups=vm_groups, deployment=deployment, group=group_id, **common
+        )
+        [task for task in dag.tasks if task is not signals and not task.is_setup] >> signals
         report = RunReportOperator(
             task_id=stages.REPORT,
             vm_groups=vm_groups,
