@@ -96,7 +96,7 @@ def test_the_dag_processor_imports_every_airflow_module_the_dag_file_needs_befor
         path = {str(REPO / "dags" / "gce_vm_backup_dags.py")!r}
         for module in iter_airflow_imports(path):
             importlib.import_module(module)
-        from airflow.sdk import BaseOperator, BaseSensorOperator, DAG, Param, TriggerRule, task_group
+        from airflow.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator, DAG, Param, TriggerRule, task_group
         before = set(sys.modules)
         bag = DagBag(path)
         assert not bag.import_errors, bag.import_errors
