@@ -58,7 +58,9 @@ def _open_form(page: Any, url: str) -> Any:
 def _field(dialog: Any, title: str) -> Any:
     """The form row (Chakra Field.Root) whose label is ``title``."""
     label = dialog.page.locator("label", has_text=title)
-    return dialog.locator("[data-scope=field][data-part=root]").filter(has=label)
+    field = dialog.locator("[data-scope=field][data-part=root]").filter(has=label)
+    field.wait_for()  # the params render after the dialog: count() alone would not wait for them
+    return field
 
 
 def test_the_backup_forms_optional_fields_are_not_marked_required_and_may_stay_empty(
