@@ -78,6 +78,7 @@ def test_a_run_without_a_vm_is_refused_when_it_is_triggered(targets, conf):
     from airflow.sdk.definitions.param import ParamValidationError
 
     params = copy.deepcopy(dags_of(config(group(targets)))["gce_vm_backup_restore__web"].params)
+
     def trigger():
         params.update(conf)
         params.validate()
