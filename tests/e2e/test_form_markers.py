@@ -22,7 +22,11 @@ from .test_trigger_form import CHROMIUM, CHROMIUM_ARGS, DAG_ID, GROUP_VMS, RESTO
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NAMES_DAG_ID = "gce_vm_backup__e2e-names"
-REQUIRED = "[data-part=required-indicator]"  # Chakra's Field.RequiredIndicator, in a required field's label
+
+
+def _marked(field: Any) -> int:
+    """How many required markers (the "*" of Chakra's Field.RequiredIndicator) the field's label has."""
+    return int(field.locator("label").get_by_text("*", exact=True).count())
 
 
 @pytest.fixture
@@ -58,7 +62,9 @@ def _open_form(page: Any, url: str) -> Any:
 def _field(dialog: Any, title: str) -> Any:
     """The form row (Chakra Field.Root) whose label is ``title``."""
     label = dialog.page.locator("label", has_text=title)
-    return dialog.locator("[data-scope=field][data-part=root]").filter(has=label)
+    field = dialog.locator("[data-scope=field][data-part=root]").filter(has=label)
+    field.wait_for()  # the params render after the dialog: count() alone would not wait for them
+    return field
 
 
 def test_the_backup_forms_optional_fields_are_not_marked_required_and_may_stay_empty(
@@ -68,7 +74,7 @@ def test_the_backup_forms_optional_fields_are_not_marked_required_and_may_stay_e
     for title in ("VMs to back up", "Dry run"):
         field = _field(dialog, title)
         assert field.count() == 1, title
-        assert field.locator(REQUIRED).count() == 0, f"{title} is marked required"
+        assert _marked(field) == 0, f"{title} is marked required"
     # Dry run on, off and on again: a required boolean would count "off" as empty and refuse the form.
     dry_run = _field(dialog, "Dry run")
     for _ in range(3):
@@ -89,14 +95,15 @@ def test_the_restore_forms_vm_is_marked_required_opens_empty_and_is_needed_to_su
     airflow_env.wait_for_dag(RESTORE_DAG_ID)
     runs_before = {run["dag_run_id"] for run in airflow_env.dag_runs(RESTORE_DAG_ID)}
     dialog = _open_form(browser, f"{airflow_env.url}/dags/{RESTORE_DAG_ID}")
+    assert _marked(_field(dialog, "Mode")) == 1  # a choice, opened at new-vm
     vm = _field(dialog, "VM to restore")
-    assert vm.locator(REQUIRED).count() == 1
+    assert _marked(vm) == 1
     shown = vm.locator("#element_vm").inner_text()
     assert not [name for name in GROUP_VMS if name in shown], shown  # no VM chosen for the user
     assert vm.locator("[data-part=error-text]").count() == 1  # the form says it is needed
     for title in ("Snapshot set", "New VM name", "Machine type", "Network", "Dry run"):
-        assert _field(dialog, title).locator(REQUIRED).count() == 0, f"{title} is marked required"
-    assert _field(dialog, "Mode").locator(REQUIRED).count() == 1  # a choice, opened at new-vm
+        assert _marked(_field(dialog, title)) == 0, f"{title} is marked required"
+    assert _marked(_field(dialog, "Mode")) == 1  # a choice, opened at new-vm
     trigger = dialog.get_by_role("button", name="Trigger")
     assert trigger.is_disabled()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
