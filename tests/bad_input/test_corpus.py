@@ -456,7 +456,7 @@ def serialized_dags():
 
 NIGHTLY, LABELLED = "gce_vm_backup__shop-nightly", "gce_vm_backup__labelled-weekly"
 FORM_CONFS = [
-    (NIGHTLY, {"vms": "web-1"}, "Invalid input for param vms: 'web-1' is not of type 'array'"),
+    (NIGHTLY, {"vms": "web-1"}, "Invalid input for param vms: 'web-1' is not of type 'null', 'array'"),
     (
         NIGHTLY,
         {"vms": ["us-central1-a/ghost"]},
@@ -470,16 +470,14 @@ FORM_CONFS = [
     ),
     (LABELLED, {"vms": [""]}, "Invalid input for param vms: '' should be non-empty"),
     (LABELLED, {"vms": [1]}, "Invalid input for param vms: 1 is not of type 'string'"),
-    (LABELLED, {"vms": None}, "Invalid input for param vms: None is not of type 'array'"),
     (
         LABELLED,
         {"vms": ["Web Server 1"]},
         "Invalid input for param vms: 'Web Server 1' does not match "
         "'^([a-z]+-[a-z]+[0-9]+-[a-z]/)?[a-z]([-a-z0-9]{0,61}[a-z0-9])?$'",
     ),
-    (LABELLED, {"dry_run": "yes"}, "Invalid input for param dry_run: 'yes' is not of type 'boolean'"),
-    (LABELLED, {"dry_run": None}, "Invalid input for param dry_run: None is not of type 'boolean'"),
-    (NIGHTLY, {"dry_run": 1}, "Invalid input for param dry_run: 1 is not of type 'boolean'"),
+    (LABELLED, {"dry_run": "yes"}, "Invalid input for param dry_run: 'yes' is not of type 'null', 'boolean'"),
+    (NIGHTLY, {"dry_run": 1}, "Invalid input for param dry_run: 1 is not of type 'null', 'boolean'"),
 ]
 
 
