@@ -313,7 +313,7 @@ def test_a_restore_link_opens_the_groups_restore_form_with_the_vm_and_the_set_fi
     )
     assert filled == [vm_value]
     assert vm_value in (vm_path("web-1"), f"{ZONE}/web-1")
-    assert f'id="field-snapshot_set" name="snapshot_set" data-kind="string" value="{newest}"' in form
+    assert f'id="field-snapshot_set" name="snapshot_set" data-kind="nullable" value="{newest}"' in form
     assert 'data-api="../api/v2/dags/gce_vm_backup_restore__web/dagRuns"' in form
 
 

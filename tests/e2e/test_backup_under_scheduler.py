@@ -382,6 +382,6 @@ def test_invalid_conf_is_rejected_with_400_and_no_run_is_created(airflow_env: Lo
         f"['{ZONE}/form-1', '{ZONE}/form-2', '{ZONE}/form-3']"
     )
     assert wrong_type.json()["detail"].splitlines()[0] == (
-        "Invalid input for param dry_run: 'yes' is not of type 'boolean'"
+        "Invalid input for param dry_run: 'yes' is not of type 'null', 'boolean'"
     )
     assert airflow_env.dag_runs(dag_id) == before
